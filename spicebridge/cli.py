@@ -1,0 +1,69 @@
+"""The ``spicebridge`` command line: one entry point, one module per subcommand group.
+
+Each module in ``_COMMANDS`` has ``register(subparsers)``, which adds its subcommands and sets
+``func`` on them. Modules are imported only when the command line is built, so ``nnsim``'s
+torch import costs nothing to ``spicebridge simulate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (module, what it adds). Imports run one way: this top-level entry point is the only place
+# that sees every package.
+_COMMANDS: tuple[str, ...] = (
+    "spicebridge.cli_simulate",              # simulate
+    "characterization.cli",                  # sweep, inspect
+    "characterization.cli_characterize",     # characterize crossbar | adc
+    "characterization.fitting.cli",          # fit memristor
+    "nnsim.cli",                             # train, evaluate
+    "spicebridge.cli_demo",                  # demo
+)
+
+
+def _register(sub: argparse._SubParsersAction, mod: str) -> None:
+    try:
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as exc:
+        # A command group whose package is not installed (nnsim without torch on a SPICE-only
+        # node) is left out; any other import error is a bug and propagates.
+        if exc.name and (mod == exc.name or mod.startswith(exc.name + ".")
+                         or exc.name in {"torch", "timm", "torchvision"}):
+            logging.getLogger(__name__).debug("command group %s not available: %s", mod, exc)
+            return
+        raise
+    module.register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="spicebridge",
+        description="SPICE co-simulation bridge for analog in-memory computing: characterize "
+        "crossbars and ADCs in ngspice, store lookup models, evaluate ViT accuracy on them.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in _COMMANDS:
+        _register(sub, mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,480 @@
+"""In-process ngspice through a thin ctypes binding of libngspice.
+
+libngspice keeps global state and is not thread-safe: one instance per process, guarded by a
+lock. Parallelism is by processes (see ``characterization``). ``set num_threads=1`` is sent
+before any circuit is loaded: BSIM3/4's OpenMP made identical transients vary 0.33-8.8 s on
+2-core machines (shared/reference/ngspice.md, trap 7).
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import collections
+import ctypes
+import ctypes.util
+import glob
+import os
+import threading
+import time
+from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_short, c_void_p
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import (
+    ConvergenceError,
+    EngineCrashedError,
+    SimulationError,
+    SimulationTimeoutError,
+    SimulatorUnavailableError,
+)
+from ..netlist import deck_hash
+from ..results import Plot, SimResult, number_plots
+from .base import DEFAULT_REMEDIES, RESTORE_OPTIONS, classify_failure, failure_lines
+
+_MAX_LOG_LINES = 4000  # bounded message buffer: ngspice can print without end
+
+_SV_VOLTAGE = 3
+_SV_CURRENT = 4
+
+_TYPE_TITLES = {
+    "op": "Operating Point", "tran": "Transient Analysis", "ac": "AC Analysis",
+    "dc": "DC transfer characteristic", "tf": "Transfer Function",
+    "sens": "Sensitivity Analysis", "pz": "Pole-Zero Analysis", "disto": "Distortion Analysis",
+}
+
+
+class _VecInfo(ctypes.Structure):
+    _fields_ = [
+        ("v_name", c_char_p),
+        ("v_type", c_int),
+        ("v_flags", c_short),
+        ("v_realdata", POINTER(c_double)),
+        ("v_compdata", c_void_p),
+        ("v_length", c_int),
+    ]
+
+
+class _VecInfoAll(ctypes.Structure):
+    # leading fields of ngspice's vecinfoall; only these are read
+    _fields_ = [("name", c_char_p), ("title", c_char_p), ("date", c_char_p), ("type", c_char_p)]
+
+
+_SendInitData = CFUNCTYPE(c_int, POINTER(_VecInfoAll), c_int, c_void_p)
+_SendChar = CFUNCTYPE(c_int, c_char_p, c_int, c_void_p)
+_SendStat = CFUNCTYPE(c_int, c_char_p, c_int, c_void_p)
+_Exit = CFUNCTYPE(c_int, c_int, c_bool, c_bool, c_int, c_void_p)
+_BGRun = CFUNCTYPE(c_int, c_bool, c_int, c_void_p)
+
+
+def find_libngspice() -> str:
+    """Path of libngspice without the user setting anything.
+
+    Order: ``NGSPICE_LIBRARY_PATH``, the linker's ``libngspice``, then Debian's multiarch
+    ``libngspice.so.0`` (Debian has no ``libngspice.so`` without ``libngspice0-dev``).
+
+    Raises:
+        SimulatorUnavailableError: No library found.
+    """
+    env = os.environ.get("NGSPICE_LIBRARY_PATH")
+    if env:
+        if not Path(env).is_file():
+            raise SimulatorUnavailableError(f"NGSPICE_LIBRARY_PATH={env} is not a file")
+        return env
+    found = ctypes.util.find_library("ngspice")
+    candidates = [found] if found else []
+    for pattern in ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*",
+                    "/usr/local/lib/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib"):
+        candidates += sorted(glob.glob(pattern))
+    for c in candidates:
+        try:
+            ctypes.CDLL(c if "/" in c else c)
+            return c
+        except OSError:
+            continue
+    raise SimulatorUnavailableError(
+        "libngspice not found; install it (Debian/Ubuntu: apt-get install libngspice0) "
+        "or set NGSPICE_LIBRARY_PATH"
+    )
+
+
+class _NgLib:
+    """The process's one libngspice instance."""
+
+    def __init__(self) -> None:
+        self.path = find_libngspice()
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self.log: collections.deque[str] = collections.deque(maxlen=_MAX_LOG_LINES)
+        self.exit_status: int | None = None
+        self._bg_done = threading.Event()
+        self.new_plots: list[tuple[str, str]] = []
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self.lib = ctypes.CDLL(self.path)
+        except OSError as e:
+            raise SimulatorUnavailableError(f"cannot load {self.path}: {e}") from e
+        lib = self.lib
+        lib.ngSpice_Init.argtypes = [_SendChar, _SendStat, _Exit, c_void_p, _SendInitData,
+                                     _BGRun, c_void_p]
+        lib.ngSpice_Command.argtypes = [c_char_p]
+        lib.ngSpice_Circ.argtypes = [POINTER(c_char_p)]
+        lib.ngGet_Vec_Info.argtypes = [c_char_p]
+        lib.ngGet_Vec_Info.restype = POINTER(_VecInfo)
+        lib.ngSpice_CurPlot.restype = c_char_p
+        lib.ngSpice_AllPlots.restype = POINTER(c_char_p)
+        lib.ngSpice_AllVecs.argtypes = [c_char_p]
+        lib.ngSpice_AllVecs.restype = POINTER(c_char_p)
+        lib.ngSpice_running.restype = c_bool
+        # keep references: ctypes frees callbacks that are garbage-collected
+        self._cbs = (_SendChar(self._on_char), _SendStat(lambda *a: 0), _Exit(self._on_exit),
+                     _SendInitData(self._on_init_data), _BGRun(self._on_bg))
+        lib.ngSpice_Init(self._cbs[0], self._cbs[1], self._cbs[2], None, self._cbs[3],
+                         self._cbs[4], None)
+        self.exit_status = None
+        self.command("set num_threads=1")
+        self.version = self._read_version()
+
+    def _read_version(self) -> str:
+        self.log.clear()
+        self.command("version -s")
+        for line in self.log:
+            if "ngspice-" in line:
+                return line.split("ngspice-")[-1].split()[0].strip(" ,*")
+        return "unknown"
+
+    def reopen(self) -> None:
+        """Unload and reload the library after ngspice asked to exit."""
+        try:
+            _ctypes.dlclose(self.lib._handle)
+        except OSError:
+            pass
+        self._open()
+
+    def _on_char(self, msg: bytes, _id: int, _user: int) -> int:
+        self.log.append(msg.decode("latin-1", "replace"))
+        return 0
+
+    def _on_init_data(self, info, _id: int, _user: int) -> int:
+        # called once per new plot, in the order the analyses run: keeps order and titles
+        v = info.contents
+        # ngspice fills "name" with the title and "type" with the plot name (op1, tran2 ...)
+        self.new_plots.append(((v.type or b"").decode(), (v.name or b"").decode()))
+        return 0
+
+    def _on_exit(self, status: int, _unload: bool, _quit: bool, _id: int, _user: int) -> int:
+        self.exit_status = status
+        return 0
+
+    def _on_bg(self, noruns: bool, _id: int, _user: int) -> int:
+        if noruns:  # ngspice calls this with True when its background thread ends
+            self._bg_done.set()
+        return 0
+
+    def command(self, cmd: str) -> int:
+        return int(self.lib.ngSpice_Command(cmd.encode("latin-1")))
+
+    def load(self, lines: list[str]) -> int:
+        arr = (c_char_p * (len(lines) + 1))(*[ln.encode("latin-1") for ln in lines], None)
+        return int(self.lib.ngSpice_Circ(arr))
+
+    def run_in_background(self, timeout_s: float) -> bool:
+        """``bg_run`` in ngspice's own thread, halted after ``timeout_s``. False on timeout."""
+        self._bg_done.clear()
+        self.command("bg_run")
+        if self._bg_done.wait(timeout_s):
+            return True
+        self.command("bg_halt")
+        self._bg_done.wait(10.0)
+        return False
+
+    def plots(self) -> list[str]:
+        """Plots made since ``new_plots`` was cleared, in the order the analyses ran."""
+        arr = self.lib.ngSpice_AllPlots()
+        alive = set()
+        i = 0
+        while arr[i]:
+            alive.add(arr[i].decode())
+            i += 1
+        return [n for n, _ in self.new_plots if n in alive]
+
+    def read_plot(self, plot: str) -> Plot:
+        """All vectors of a plot, named as in raw files."""
+        arr = self.lib.ngSpice_AllVecs(plot.encode())
+        vecs: dict[str, np.ndarray] = {}
+        scale = None
+        i = 0
+        names = []
+        while arr[i]:
+            names.append(arr[i].decode())
+            i += 1
+        for name in names:
+            info = self.lib.ngGet_Vec_Info(f"{plot}.{name}".encode())
+            if not info:
+                continue
+            v = info.contents
+            n = v.v_length
+            if v.v_realdata:
+                data = np.ctypeslib.as_array(v.v_realdata, (n,)).copy()
+            elif v.v_compdata:
+                raw = np.ctypeslib.as_array(ctypes.cast(v.v_compdata, POINTER(c_double)), (2 * n,))
+                data = raw.view(np.complex128).copy()
+            else:
+                data = np.zeros(0)
+            key = _canonical_name(name, v.v_type)
+            vecs[key] = data
+            if key in ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep"):
+                scale = key
+        ptype = plot.rstrip("0123456789")
+        title = dict(self.new_plots).get(plot) or _TYPE_TITLES.get(ptype, plot)
+        if ptype == "dc":
+            scale = scale or next(iter(vecs), None)
+        if ptype == "op":
+            scale = None
+        if scale == "frequency" and np.iscomplexobj(vecs["frequency"]):
+            vecs["frequency"] = vecs["frequency"].real.copy()
+        return Plot(name=plot, title=title, vectors=vecs, scale=scale)
+
+
+def _canonical_name(name: str, vtype: int) -> str:
+    """Shared-mode names (``out``, ``vclamp#branch``) -> raw-file names (``v(out)``, ``i(vclamp)``)."""
+    n = name.lower()
+    if n.endswith("#branch"):
+        return f"i({n[: -len('#branch')]})"
+    if "(" in n or n.startswith("@"):
+        return n
+    if vtype == _SV_VOLTAGE and n not in ("v-sweep",):
+        return f"v({n})"
+    return n
+
+
+_INSTANCE: _NgLib | None = None
+_INSTANCE_LOCK = threading.Lock()
+
+
+def _nglib() -> _NgLib:
+    global _INSTANCE
+    with _INSTANCE_LOCK:
+        if _INSTANCE is None or _INSTANCE.pid != os.getpid():
+            _INSTANCE = _NgLib()
+        return _INSTANCE
+
+
+class SharedEngine:
+    """In-process libngspice: the fast engine (re-runs of a loaded circuit cost microseconds).
+
+    Every ``SharedEngine`` of a process drives the same library instance under one lock.
+
+    Args:
+        remedies: Option sets tried in turn when a run fails to converge; ``()`` disables.
+        save_dir: Where failing decks are saved (default: a ``spicebridge`` temp folder).
+    """
+
+    name = "shared"
+
+    def __init__(
+        self,
+        *,
+        remedies: tuple[tuple[str, ...], ...] = DEFAULT_REMEDIES,
+        save_dir: Path | None = None,
+    ) -> None:
+        self._ng = _nglib()
+        self.remedies = remedies
+        self.save_dir = save_dir
+        self._circuit: _SharedCircuit | None = None
+
+    @property
+    def version(self) -> str:
+        """ngspice version string, e.g. ``39``."""
+        return self._ng.version
+
+    def simulate(
+        self,
+        deck: str,
+        *,
+        corner_key: str | None = None,
+        timeout_s: float | None = None,
+        rundir: Path | None = None,
+    ) -> SimResult:
+        """Load ``deck``, run its analyses, read every plot.
+
+        Raises:
+            ParseError: ngspice rejected the deck.
+            ConvergenceError: No convergence, also after the remedies.
+            SimulationTimeoutError: Ran past ``timeout_s``.
+            EngineCrashedError: ngspice asked to exit during the run.
+        """
+        circ = self.load(deck, corner_key=corner_key, rundir=rundir)
+        return circ.run(timeout_s=timeout_s)
+
+    def load(
+        self, deck: str, *, corner_key: str | None = None, rundir: Path | None = None
+    ) -> _SharedCircuit:
+        """Parse ``deck`` once; the returned circuit re-runs with altered parameters.
+
+        Loading another deck invalidates the previous circuit (one circuit per process).
+
+        Raises:
+            ParseError: ngspice rejected the deck.
+        """
+        if self._circuit is not None:
+            self._circuit._valid = False
+        self._circuit = _SharedCircuit(self, deck, corner_key, rundir)
+        return self._circuit
+
+    def _save_deck(self, deck: str, rundir: Path | None) -> Path:
+        d = rundir or self.save_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "spicebridge"
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"deck-{deck_hash(deck)[:12]}.cir"
+        if not p.exists():
+            p.write_text(deck, encoding="utf-8")
+        return p
+
+
+class _SharedCircuit:
+    """A deck loaded in the process's libngspice; see ``LoadedCircuit``."""
+
+    def __init__(self, engine: SharedEngine, deck: str, corner_key: str | None,
+                 rundir: Path | None) -> None:
+        self.engine, self.deck, self.corner_key, self.rundir = engine, deck, corner_key, rundir
+        self._valid = True
+        self._load()
+
+    def _load(self) -> None:
+        ng = self.engine._ng
+        lines = self.deck.splitlines()
+        if not lines or lines[-1].strip().lower() != ".end":
+            lines = [*lines, ".end"]
+        with ng.lock:
+            ng.command("destroy all")
+            ng.command("remcirc")
+            ng.log.clear()
+            rc = ng.load(lines)
+            log = "\n".join(ng.log)
+            if ng.exit_status is not None:
+                ng.reopen()
+                said = "; ".join(failure_lines(log)[:3])
+                raise EngineCrashedError(f"ngspice gave up while parsing the deck: {said}",
+                                         deck_path=self.engine._save_deck(self.deck, self.rundir),
+                                         log=log, corner_key=self.corner_key)
+            if rc != 0 or failure_lines(log) or "circuit not parsed" in log.lower():
+                raise classify_failure(log, self.deck,
+                                       deck_path=self.engine._save_deck(self.deck, self.rundir),
+                                       corner_key=self.corner_key, stage="parse")
+
+    def _check(self) -> None:
+        if not self._valid:
+            raise SimulationError("this circuit was replaced by a later load() in this process",
+                                  deck_path=None, log="", corner_key=self.corner_key)
+
+    def alter(self, element: str, value: float | None = None, **params: float) -> None:
+        """``alter element = value``, or ``alter element param = value`` per keyword."""
+        self._check()
+        ng = self.engine._ng
+        with ng.lock:
+            if value is not None:
+                ng.command(f"alter {element} = {value:.12g}")
+            for p, v in params.items():
+                ng.command(f"alter {element} {p} = {v:.12g}")
+
+    def alterparam(self, name: str, value: float) -> None:
+        """Change a ``.param``; re-evaluated (``reset``) before the next run."""
+        self._check()
+        ng = self.engine._ng
+        with ng.lock:
+            ng.command(f"alterparam {name} = {value:.12g}")
+            ng.command("reset")
+
+    def reset(self) -> None:
+        """Re-evaluate the deck's parameters (draws fresh ``agauss`` values)."""
+        self._check()
+        with self.engine._ng.lock:
+            self.engine._ng.command("reset")
+
+    def set_temp(self, temp_c: float) -> None:
+        """Circuit temperature in degrees Celsius (``option temp=``)."""
+        self._check()
+        with self.engine._ng.lock:
+            self.engine._ng.command(f"option temp={temp_c:.12g}")
+
+    def command(self, cmd: str) -> str:
+        """Send any ngspice command; returns the messages it printed."""
+        self._check()
+        ng = self.engine._ng
+        with ng.lock:
+            ng.log.clear()
+            ng.command(cmd)
+            return "\n".join(ng.log)
+
+    def run(self, analysis: str | None = None, *, timeout_s: float | None = None) -> SimResult:
+        """Run the deck's analyses (or ``analysis``) and read every plot.
+
+        Raises:
+            ConvergenceError: No convergence, also after the remedies.
+            SimulationTimeoutError: Ran past ``timeout_s``; the run was halted.
+            EngineCrashedError: ngspice asked to exit.
+        """
+        self._check()
+        try:
+            return self._run_once(analysis, timeout_s)
+        except ConvergenceError as first:
+            if not self.engine.remedies:
+                raise
+            ng = self.engine._ng
+            err = first
+            for level, opts in enumerate(self.engine.remedies, 1):
+                with ng.lock:
+                    ng.command("option " + " ".join(opts))
+                try:
+                    res = self._run_once(analysis, timeout_s)
+                    res.meta["remedy"] = level
+                    return res
+                except ConvergenceError as e:
+                    err = e
+                finally:
+                    with ng.lock:
+                        ng.command("option " + " ".join(RESTORE_OPTIONS))
+            err.add_note(f"tried {len(self.engine.remedies)} remedies: {self.engine.remedies}")
+            raise err from first
+
+    def _run_once(self, analysis: str | None, timeout_s: float | None) -> SimResult:
+        ng = self.engine._ng
+        with ng.lock:
+            ng.command("destroy all")
+            ng.log.clear()
+            ng.new_plots.clear()
+            t0 = time.perf_counter()
+            if timeout_s is None or analysis is not None:
+                # analysis commands run in the foreground; "run" honours the timeout below
+                ng.command(analysis or "run")
+                finished = True
+            else:
+                finished = ng.run_in_background(timeout_s)
+            dt = time.perf_counter() - t0
+            log = "\n".join(ng.log)
+            deck_path = None
+            if ng.exit_status is not None:
+                status = ng.exit_status
+                ng.reopen()
+                self._valid = False
+                raise EngineCrashedError(
+                    f"ngspice asked to exit (status {status}) during the run; library reloaded",
+                    deck_path=self.engine._save_deck(self.deck, self.rundir), log=log,
+                    corner_key=self.corner_key)
+            if not finished:
+                raise SimulationTimeoutError(
+                    f"analysis ran past its timeout of {timeout_s} s and was halted",
+                    deck_path=self.engine._save_deck(self.deck, self.rundir), log=log,
+                    corner_key=self.corner_key)
+            names = ng.plots()
+            fails = failure_lines(log)
+            if fails or not names:
+                deck_path = self.engine._save_deck(self.deck, self.rundir)
+                raise classify_failure(log, self.deck, deck_path=deck_path,
+                                       corner_key=self.corner_key, stage="run")
+            plots = [ng.read_plot(n) for n in names]
+            ng.command("destroy all")
+        return SimResult(plots=number_plots(plots, deck=self.deck), engine="shared", log=log,
+                         analysis_time_s=dt)
