@@ -78,6 +78,10 @@ def sky130_include(devices: tuple[str, ...], corner: ProcessCorner | str) -> str
     corner = ProcessCorner(str(corner))
     cells = sky130_cells_dir()
     lines = [".option scale=1.0u"]
+    # length-of-diffusion parameters (``*_wlod_diff`` ...) that the pfet/nfet bins reference
+    lod = cells.parent / "models" / "parameters" / "lod.spice"
+    if lod.is_file():
+        lines.append(f'.include "{lod}"')
     for dev in devices:
         # fs/sf files exist per device; for a PMOS, "fs" (fast-N slow-P) is its "ss"/"ff" side,
         # but sky130 names the global corner the same in every device file.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -101,6 +102,15 @@ class SimResult:
                 return p.vectors[name.lower()]
         have = sorted({v for p in self.plots.values() for v in p.vectors})
         raise KeyError(f"no vector {name!r} in any plot; vectors: {have}")
+
+    def keep(self, vectors: Iterable[str]) -> SimResult:
+        """A copy with only ``vectors`` (and each plot's scale) in every plot."""
+        only = {v.lower() for v in vectors}
+        plots = {k: Plot(name=p.name, title=p.title, scale=p.scale,
+                         vectors={n: v for n, v in p.vectors.items()
+                                  if n in only or n == p.scale})
+                 for k, p in self.plots.items()}
+        return replace(self, plots=plots)
 
     def to_json_dict(self) -> dict[str, dict[str, float | list[float]]]:
         """``{plot: {vector: number or list}}`` with real parts of complex data."""

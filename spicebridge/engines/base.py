@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -146,8 +147,10 @@ class LoadedCircuit(Protocol):
     def set_temp(self, temp_c: float) -> None:
         """Circuit temperature, degrees Celsius."""
 
-    def run(self, analysis: str | None = None, *, timeout_s: float | None = None) -> SimResult:
-        """Run the deck's analyses (or ``analysis``, e.g. ``"op"``) and read every plot."""
+    def run(self, analysis: str | None = None, *, timeout_s: float | None = None,
+            vectors: Iterable[str] | None = None) -> SimResult:
+        """Run the deck's analyses (or ``analysis``, e.g. ``"op"``) and read every plot
+        (or only ``vectors`` and the scale)."""
 
 
 @runtime_checkable

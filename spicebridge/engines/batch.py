@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import (
@@ -208,8 +209,16 @@ class _BatchCircuit:
         """Circuit temperature, degrees Celsius."""
         self.commands.append(f"option temp={temp_c:.12g}")
 
-    def run(self, analysis: str | None = None, *, timeout_s: float | None = None) -> SimResult:
-        """Run the deck's analyses (or ``analysis``) with every alteration so far."""
+    def run(self, analysis: str | None = None, *, timeout_s: float | None = None,
+            vectors: Iterable[str] | None = None) -> SimResult:
+        """Run the deck's analyses (or ``analysis``) with every alteration so far.
+
+        ``vectors`` keeps only those vectors (and the scale), as the shared engine does.
+        """
+        res = self._run(analysis, timeout_s)
+        return res if vectors is None else res.keep(vectors)
+
+    def _run(self, analysis: str | None, timeout_s: float | None) -> SimResult:
         analyses = [analysis] if analysis else self.analyses
         if not analyses:
             raise NetlistError("the deck has no analysis line and no analysis was given")

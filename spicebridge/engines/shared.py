@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_short, c_void_p
 from pathlib import Path
 
@@ -131,6 +132,7 @@ class _NgLib:
         self._bg_done = threading.Event()
         self.new_plots: list[tuple[str, str]] = []
         self._reloads = 0
+        self.circuit: object | None = None  # the circuit loaded now, whichever engine loaded it
         self._dead: list[object] = []
         self._open()
 
@@ -234,8 +236,8 @@ class _NgLib:
             i += 1
         return [n for n, _ in self.new_plots if n in alive]
 
-    def read_plot(self, plot: str) -> Plot:
-        """All vectors of a plot, named as in raw files."""
+    def read_plot(self, plot: str, only: frozenset[str] | None = None) -> Plot:
+        """The vectors of a plot (all, or those named in ``only`` plus the scale)."""
         arr = self.lib.ngSpice_AllVecs(plot.encode())
         vecs: dict[str, np.ndarray] = {}
         scale = None
@@ -244,6 +246,8 @@ class _NgLib:
         while arr[i]:
             names.append(arr[i].decode())
             i += 1
+        if only is not None:  # skip the C call for vectors nobody asked for
+            names = [n for n in names if _canonical_guess(n) & (only | _SCALES)]
         for name in names:
             info = self.lib.ngGet_Vec_Info(f"{plot}.{name}".encode())
             if not info:
@@ -258,6 +262,8 @@ class _NgLib:
             else:
                 data = np.zeros(0)
             key = _canonical_name(name, v.v_type)
+            if only is not None and key not in only and key not in _SCALES:
+                continue
             vecs[key] = data
             if key in ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep"):
                 scale = key
@@ -270,6 +276,17 @@ class _NgLib:
         if scale == "frequency" and np.iscomplexobj(vecs["frequency"]):
             vecs["frequency"] = vecs["frequency"].real.copy()
         return Plot(name=plot, title=title, vectors=vecs, scale=scale)
+
+
+_SCALES = frozenset({"time", "frequency", "v-sweep", "i-sweep", "temp-sweep"})
+
+
+def _canonical_guess(name: str) -> set[str]:
+    """The raw-file names a shared-mode vector name can map to (its type is not read yet)."""
+    n = name.lower()
+    if n.endswith("#branch"):
+        return {f"i({n[:-7]})"}
+    return {n, f"v({n})"}
 
 
 def _canonical_name(name: str, vtype: int) -> str:
@@ -317,7 +334,6 @@ class SharedEngine:
         self._ng = _nglib()
         self.remedies = remedies
         self.save_dir = save_dir
-        self._circuit: _SharedCircuit | None = None
 
     @property
     def version(self) -> str:
@@ -353,13 +369,16 @@ class SharedEngine:
         Raises:
             ParseError: ngspice rejected the deck.
         """
-        if self._circuit is not None:
-            self._circuit._valid = False
-        self._circuit = _SharedCircuit(self, deck, corner_key, rundir)
-        return self._circuit
+        with self._ng.lock:
+            if self._ng.circuit is not None:
+                self._ng.circuit._valid = False
+                self._ng.circuit = None
+            circ = _SharedCircuit(self, deck, corner_key, rundir)
+            self._ng.circuit = circ
+        return circ
 
     def _save_deck(self, deck: str, rundir: Path | None) -> Path:
-        d = rundir or self.save_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "spicebridge"
+        d = rundir or self.save_dir or Path(tempfile.gettempdir()) / "spicebridge-decks"
         d.mkdir(parents=True, exist_ok=True)
         p = d / f"deck-{deck_hash(deck)[:12]}.cir"
         if not p.exists():
@@ -400,7 +419,8 @@ class _SharedCircuit:
 
     def _check(self) -> None:
         if not self._valid:
-            raise SimulationError("this circuit was replaced by a later load() in this process",
+            raise SimulationError("this circuit was replaced by a later load() in this process "
+                                  "(one libngspice, one circuit per process)",
                                   deck_path=None, log="", corner_key=self.corner_key)
 
     def alter(self, element: str, value: float | None = None, **params: float) -> None:
@@ -442,17 +462,25 @@ class _SharedCircuit:
             ng.command(cmd)
             return "\n".join(ng.log)
 
-    def run(self, analysis: str | None = None, *, timeout_s: float | None = None) -> SimResult:
+    def run(self, analysis: str | None = None, *, timeout_s: float | None = None,
+            vectors: Iterable[str] | None = None) -> SimResult:
         """Run the deck's analyses (or ``analysis``) and read every plot.
 
         Raises:
             ConvergenceError: No convergence, also after the remedies.
             SimulationTimeoutError: Ran past ``timeout_s``; the run was halted.
             EngineCrashedError: ngspice asked to exit.
+
+        Args:
+            analysis: An analysis command instead of the deck's own (``"op"``, ``"tran 1n 1u"``).
+            timeout_s: Halt the run after this many seconds.
+            vectors: Read only these vectors (and the scale) instead of every vector: a large
+                circuit has hundreds, and reading them can cost as much as the analysis.
         """
         self._check()
+        only = None if vectors is None else frozenset(v.lower() for v in vectors)
         try:
-            return self._run_once(analysis, timeout_s)
+            return self._run_once(analysis, timeout_s, only)
         except ConvergenceError as first:
             if not self.engine.remedies:
                 raise
@@ -462,7 +490,7 @@ class _SharedCircuit:
                 with ng.lock:
                     ng.command("option " + " ".join(opts))
                 try:
-                    res = self._run_once(analysis, timeout_s)
+                    res = self._run_once(analysis, timeout_s, only)
                     res.meta["remedy"] = level
                     return res
                 except ConvergenceError as e:
@@ -473,7 +501,8 @@ class _SharedCircuit:
             err.add_note(f"tried {len(self.engine.remedies)} remedies: {self.engine.remedies}")
             raise err from first
 
-    def _run_once(self, analysis: str | None, timeout_s: float | None) -> SimResult:
+    def _run_once(self, analysis: str | None, timeout_s: float | None,
+                  only: frozenset[str] | None = None) -> SimResult:
         ng = self.engine._ng
         with ng.lock:
             ng.command("destroy all")
@@ -508,7 +537,7 @@ class _SharedCircuit:
                 deck_path = self.engine._save_deck(self.deck, self.rundir)
                 raise classify_failure(log, self.deck, deck_path=deck_path,
                                        corner_key=self.corner_key, stage="run")
-            plots = [ng.read_plot(n) for n in names]
+            plots = [ng.read_plot(n, only) for n in names]
             ng.command("destroy all")
         return SimResult(plots=number_plots(plots, deck=self.deck), engine="shared", log=log,
                          analysis_time_s=dt)

@@ -194,3 +194,23 @@ def test_cli_simulate_rejected_deck_exits_nonzero_with_line(tmp_path):
     assert "m1 in in 0 0 nomodel" in p.stderr
     assert "could not find a valid modelname" in p.stderr
     assert p.stdout == ""
+
+
+def test_run_can_read_only_named_vectors(engine):
+    circ = engine.load(RC)
+    full = circ.run()
+    some = circ.run(vectors=["v(out)"])
+    tran = some["tran1"]
+    assert set(tran.vectors) == {"time", "v(out)"}
+    np.testing.assert_array_equal(tran["v(out)"], full["tran1"]["v(out)"])
+
+
+def test_loading_through_a_second_shared_engine_invalidates_the_first_circuit():
+    from spicebridge.engines import SharedEngine
+    from spicebridge.errors import SimulationError
+
+    a, b = SharedEngine(), SharedEngine()
+    first = a.load(DIVIDER)
+    b.load(DIVIDER.replace("1k", "2k"))
+    with pytest.raises(SimulationError, match="replaced by a later load"):
+        first.run()
