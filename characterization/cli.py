@@ -1,0 +1,142 @@
+"""``spicebridge sweep SPEC.toml`` and ``spicebridge inspect FILE.h5``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``sweep`` and ``inspect`` to the command line."""
+    p = sub.add_parser(
+        "sweep", help="run a TOML sweep spec of a netlist into a lookup HDF5 (resumable)",
+        description="Run every point of a sweep spec (docs/sweeps.md) on worker processes or a "
+        "Dask cluster. Finished points are stored in OUT.points/ as they finish; running the "
+        "same command again skips them. Exit status: 0 done (failed points are recorded in "
+        "the file), 1 every point failed or --strict and some failed, 2 bad spec or usage.")
+    p.add_argument("spec", type=Path, help="sweep spec (TOML)")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="RESULT.h5",
+                   help="lookup HDF5 to write; its store is RESULT.h5.points/")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="local worker processes (joblib loky); -1: all cores (default 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dask", metavar="ADDRESS", help="run on a Dask scheduler, tcp://host:port")
+    g.add_argument("--dask-local", type=int, metavar="N",
+                   help="start a local Dask cluster of N single-threaded worker processes")
+    p.add_argument("--chunk-size", type=int, metavar="K",
+                   help="points per task and per store file (default: automatic, at most 64)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the points that failed in an earlier run of this --out")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any point failed")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(func=run_sweep_cli)
+
+    q = sub.add_parser("inspect", help="show what a lookup HDF5 holds",
+                       description="Print a lookup file's format and version, provenance, and "
+                       "for each dataset its dimensions, coordinates, units and shape.")
+    q.add_argument("file", type=Path, help="lookup HDF5 file")
+    q.add_argument("--json", action="store_true",
+                   help="one JSON object: format, schema_version, provenance, datasets, "
+                   "failures")
+    q.set_defaults(func=inspect_cli)
+
+
+def run_sweep_cli(args: argparse.Namespace) -> int:
+    """Run a TOML sweep; see ``register`` for the exit statuses."""
+    from .errors import SweepError, SweepSpecError
+    from .sweep import load_spec, run_sweep
+
+    try:
+        spec = load_spec(args.spec)
+    except SweepSpecError as e:
+        print(f"spicebridge sweep: {e}", file=sys.stderr)
+        return 2
+    if args.jobs == 0 or (args.dask_local is not None and args.dask_local < 1):
+        print("spicebridge sweep: --jobs and --dask-local need at least 1 worker",
+              file=sys.stderr)
+        return 2
+    try:
+        res = run_sweep(spec, args.out, jobs=args.jobs, dask=args.dask,
+                        dask_local=args.dask_local, strict=args.strict, quiet=args.quiet,
+                        chunk_size=args.chunk_size, retry_failed=args.retry_failed)
+    except SweepError as e:
+        print(f"spicebridge sweep: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        s = res.summary
+        print(f"{res.path}: {s['n_points']} points, {s['n_failed']} failed, "
+              f"{s['n_resumed']} resumed from {res.path.name}.points/, {s['n_run']} run in "
+              f"{s['wall_s']:.1f} s ({s['points_per_s']:.0f} points/s, {s['backend']})")
+        for f in res.failures[:5]:
+            first = f.message.splitlines()[0] if f.message else ""
+            print(f"  failed {f.point}: {f.error_type}: {first}")
+        if len(res.failures) > 5:
+            print(f"  ... {len(res.failures) - 5} more (spicebridge inspect {res.path})")
+    return 0
+
+
+def _range(c: np.ndarray) -> str:
+    if c.dtype.kind == "U":
+        return ", ".join(c.tolist()) if c.size <= 8 else f"{', '.join(c[:6])}, ... ({c.size})"
+    if c.size == 0:
+        return "(empty)"
+    if c.size <= 6:
+        return ", ".join(f"{x:g}" for x in c.tolist())
+    return f"{c.min():g} .. {c.max():g} ({c.size} values)"
+
+
+def inspect_cli(args: argparse.Namespace) -> int:
+    """Print a lookup file's contents; exit 2 when it cannot be read."""
+    from .lookup import LookupFormatError, read_lookup
+
+    try:
+        lf = read_lookup(args.file)
+    except LookupFormatError as e:
+        print(f"spicebridge inspect: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        d = lf.to_dict()
+        d["failures_count"] = len(lf.failures)
+        json.dump(d, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{lf.path}: format {d_format()} v{lf.schema_version}, created {lf.created}")
+    prov = lf.provenance
+    for k in ("kind", "n_points", "root_seed", "package_version", "git_commit",
+              "ngspice_version", "netlist", "netlist_sha256", "host", "created"):
+        if k in prov and prov[k] is not None:
+            print(f"  {k}: {prov[k]}")
+    sweep: dict[str, Any] = prov.get("sweep") or {}
+    if sweep:
+        print(f"  sweep: {sweep.get('name')} (point_fn {sweep.get('point_fn')}, mc "
+              f"{sweep.get('mc')})")
+    others = sorted(set(prov) - {"kind", "n_points", "root_seed", "package_version",
+                                 "git_commit", "ngspice_version", "netlist", "netlist_sha256",
+                                 "host", "created", "sweep", "spec_toml"})
+    if others:
+        print(f"  more provenance: {', '.join(others)} (--json shows all)")
+    print(f"datasets ({len(lf.tables)}):")
+    for name, t in sorted(lf.tables.items()):
+        finite = np.isfinite(t.data).sum() if t.data.dtype.kind in "fc" else t.data.size
+        print(f"  {name} [{t.units}] shape {t.shape} dims ({', '.join(t.dims)}), "
+              f"{t.data.size - finite} NaN")
+        for d in t.dims:
+            u = t.coord_units.get(d, "")
+            print(f"    {d}: {_range(t.coords[d])}{' ' + u if u and u != '1' else ''}")
+    print(f"failures: {len(lf.failures)}")
+    for f in lf.failures[:5]:
+        first = f.message.splitlines()[0] if f.message else ""
+        print(f"  {f.point}: {f.error_type}: {first}")
+    return 0
+
+
+def d_format() -> str:
+    """The lookup format name (``imc-lookup``)."""
+    from .lookup import FORMAT
+
+    return FORMAT

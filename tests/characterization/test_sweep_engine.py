@@ -1,0 +1,140 @@
+"""run_sweep with point functions: seeding, parallel parity, failures, store, tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from characterization.errors import SweepError, SweepSpecError
+from characterization.lookup import read_lookup
+from characterization.sweep import SweepPoint, SweepSpec, point_seed, run_sweep, worker_cache
+
+
+def noisy_point(p: SweepPoint) -> dict:
+    """Analytic point: depends on coords, and on its rng for the Monte-Carlo part."""
+    if p.coords["x"] == 3.0 and p.mc == 1:
+        raise ValueError("deliberate failure at x=3")
+    base = worker_cache(("base", p.context["scale"]), lambda: p.context["scale"] * 2.0)
+    r = p.rng()
+    return {"y": base * p.coords["x"] + r.normal(), "vec": r.normal(size=3)}
+
+
+def _spec(**kw) -> SweepSpec:
+    args = dict(name="demo", axes={"x": [1.0, 2.0, 3.0], "corner": ["tt", "ss"]}, mc=3,
+                seed=42, point_fn=noisy_point, measures={"y": "V", "vec": "A"},
+                measure_dims={"vec": {"k": [0, 1, 2]}}, context={"scale": 1.5})
+    args.update(kw)
+    return SweepSpec(**args)
+
+
+def test_sweep_tables_dims_nan_and_failures(tmp_path):
+    spec = _spec()
+    res = run_sweep(spec, tmp_path / "a.h5", quiet=True)
+    y = res.tables["y"]
+    assert y.dims == ("x", "corner", "mc")
+    assert y.shape == (3, 2, 3)
+    assert res.tables["vec"].dims == ("x", "corner", "mc", "k")
+    assert np.isnan(y.data[2, :, 1]).all()
+    assert np.isfinite(y.data).sum() == y.data.size - 2
+    assert len(res.failures) == 2
+    f = res.failures[0]
+    assert f.error_type == "ValueError" and "x=3" in f.message
+    assert f.point["x"] == 3.0 and f.point["mc"] == 1 and "seed" in f.point
+    lf = read_lookup(res.path)
+    np.testing.assert_array_equal(lf["y"].data, y.data)
+    assert lf["y"].coord_units["mc"] == "1"
+    assert len(lf.failures) == 2
+    assert lf.provenance["root_seed"] == 42
+    assert lf.provenance["sweep"]["point_fn"].endswith("noisy_point")
+
+
+def test_sweep_point_reproduces_alone(tmp_path):
+    spec = _spec()
+    res = run_sweep(spec, tmp_path / "a.h5", quiet=True)
+    i = 7
+    p = spec.point(i)
+    assert p.seed == point_seed(42, i)
+    alone = noisy_point(p)
+    idx = np.unravel_index(i, spec.shape)
+    assert res.tables["y"].data[idx] == alone["y"]
+    np.testing.assert_array_equal(res.tables["vec"].data[idx], alone["vec"])
+
+
+def test_sweep_parallel_matches_serial(tmp_path):
+    spec = _spec()
+    a = run_sweep(spec, tmp_path / "a.h5", quiet=True)
+    b = run_sweep(spec, tmp_path / "b.h5", jobs=2, quiet=True, chunk_size=2)
+    for m in spec.measures:
+        np.testing.assert_array_equal(a.tables[m].data, b.tables[m].data)
+    assert [f.point for f in a.failures] == [f.point for f in b.failures]
+
+
+def test_sweep_resume_skips_finished(tmp_path):
+    spec = _spec()
+    out = tmp_path / "a.h5"
+    first = run_sweep(spec, out, quiet=True)
+    again = run_sweep(spec, out, quiet=True)
+    assert again.summary["n_run"] == 0 and again.summary["n_resumed"] == len(spec)
+    np.testing.assert_array_equal(first.tables["y"].data, again.tables["y"].data)
+    assert len(again.failures) == 2
+
+
+def test_sweep_store_refuses_other_spec(tmp_path):
+    out = tmp_path / "a.h5"
+    run_sweep(_spec(), out, quiet=True)
+    with pytest.raises(SweepError, match="different sweep"):
+        run_sweep(_spec(seed=43), out, quiet=True)
+
+
+def test_sweep_strict_and_all_failed(tmp_path):
+    with pytest.raises(SweepError, match="strict"):
+        run_sweep(_spec(), tmp_path / "a.h5", quiet=True, strict=True)
+    assert len(read_lookup(tmp_path / "a.h5").failures) == 2
+    res = run_sweep(_spec(mc=1), tmp_path / "ok.h5", quiet=True, strict=True)
+    assert not res.failures  # x=3 fails only at mc=1
+
+
+def test_sweep_spec_validation():
+    with pytest.raises(SweepSpecError, match="mc"):
+        _spec(mc=0)
+    with pytest.raises(SweepSpecError, match="repeated"):
+        _spec(axes={"x": [1.0, 1.0]})
+    with pytest.raises(SweepSpecError, match="reserved"):
+        _spec(axes={"mc": [1.0]})
+
+
+def always_fails(p: SweepPoint) -> dict:
+    raise RuntimeError(f"no result at {p.coords}")
+
+
+def test_sweep_every_point_failed_raises(tmp_path):
+    spec = SweepSpec(name="bad", axes={"x": [1.0, 2.0]}, point_fn=always_fails,
+                     measures={"y": "1"})
+    with pytest.raises(SweepError, match="every point failed"):
+        run_sweep(spec, tmp_path / "bad.h5", quiet=True)
+    assert len(read_lookup(tmp_path / "bad.h5").failures) == 2
+
+
+def crashing_point(p: SweepPoint) -> dict:
+    if p.index == 9:
+        import os
+
+        os._exit(3)  # what a segfault of ngspice does to its worker
+    return {"y": float(p.index)}
+
+
+def test_sweep_dead_worker_is_a_sweep_error_and_keeps_progress(tmp_path):
+    spec = SweepSpec(name="crash", axes={"x": list(range(12))}, point_fn=crashing_point,
+                     measures={"y": "1"})
+    with pytest.raises(SweepError, match="worker process died"):
+        run_sweep(spec, tmp_path / "c.h5", jobs=2, quiet=True, chunk_size=2)
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_sweep_retry_failed_reruns_only_failures(tmp_path):
+    out = tmp_path / "a.h5"
+    first = run_sweep(_spec(), out, quiet=True, chunk_size=4)
+    again = run_sweep(_spec(), out, quiet=True, retry_failed=True)
+    assert again.summary["n_run"] == 2 and again.summary["n_resumed"] == len(_spec()) - 2
+    np.testing.assert_array_equal(first.tables["y"].data, again.tables["y"].data)
+    assert len(again.failures) == 2  # deterministic failures fail again

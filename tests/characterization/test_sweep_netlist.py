@@ -1,0 +1,172 @@
+"""TOML sweeps of real netlists in ngspice: parity across executors, failures, specs, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from characterization.cli import register
+from characterization.errors import SweepSpecError
+from characterization.lookup import read_lookup
+from characterization.sweep import load_spec, run_sweep
+from characterization.sweep.toml_spec import netlist_point
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
+
+_FAILING_DECK = """* ln() of a negative number fails at k < 0
+.param k=1
+V1 in 0 1
+B1 out 0 V = ln(v(in)*{k})
+R1 out 0 1k
+.op
+.end
+"""
+
+_TEMPLATE_DECK = """* RC low-pass, the capacitor is a template placeholder
+.param r1=1k
+V1 in 0 dc 0 pulse(0 1 0 1p 1p 1 2)
+R1 in out {r1}
+C1 out 0 ${c_f}
+.end
+"""
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def divider(tmp_path) -> Path:
+    for name in ("divider.cir", "divider.toml"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    return tmp_path / "divider.toml"
+
+
+@pytest.mark.ngspice
+def test_sweep_divider_serial_loky_dask_identical(divider, tmp_path):
+    spec = load_spec(divider)
+    a = run_sweep(spec, tmp_path / "a.h5", quiet=True)
+    b = run_sweep(spec, tmp_path / "b.h5", jobs=2, quiet=True, chunk_size=5)
+    d = run_sweep(spec, tmp_path / "d.h5", dask_local=2, quiet=True, chunk_size=7)
+    t = a.tables["v(out)"]
+    assert t.dims == ("r1", "temp_c", "mc") and t.shape == (3, 3, 4)
+    assert np.isfinite(t.data).all()
+    assert t.data.std(axis=-1).min() > 0  # mismatch on r2 moves v(out)
+    for m in spec.measures:
+        np.testing.assert_array_equal(a.tables[m].data, b.tables[m].data)
+        np.testing.assert_array_equal(a.tables[m].data, d.tables[m].data)
+    assert d.summary["backend"] == "dask" and b.summary["backend"] == "loky"
+    lf = read_lookup(a.path)
+    assert lf.provenance["netlist_sha256"] and lf.provenance["ngspice_version"]
+    assert lf["v(out)"].coord_units["temp_c"] == "degC"
+    # one point, re-run alone from its seed, gives the same numbers
+    i = 17
+    alone = netlist_point(spec.point(i))
+    assert alone["v(out)"] == t.data[np.unravel_index(i, spec.shape)]
+
+
+@pytest.mark.ngspice
+def test_sweep_failing_points_recorded_and_strict_exit(tmp_path):
+    (tmp_path / "ln.cir").write_text(_FAILING_DECK)
+    (tmp_path / "ln.toml").write_text(
+        'netlist = "ln.cir"\nmeasure = ["v(out)"]\n[axes]\nk = [1.0, -1.0, 2.0]\n')
+    out = tmp_path / "ln.h5"
+    assert _main(["sweep", str(tmp_path / "ln.toml"), "--out", str(out), "--quiet"]) == 0
+    lf = read_lookup(out)
+    v = lf["v(out)"].data[:, 0]
+    np.testing.assert_allclose(v[[0, 2]], [0.0, np.log(2.0)], atol=1e-9)
+    assert np.isnan(v[1])
+    (f,) = lf.failures
+    assert f.point["k"] == -1.0 and f.point["index"] == 1
+    assert f.error_type == "ConvergenceError" and "ln" in f.message
+    assert _main(["sweep", str(tmp_path / "ln.toml"), "--out", str(out), "--quiet",
+                  "--strict"]) == 1
+
+
+@pytest.mark.ngspice
+def test_sweep_template_tran_measures(tmp_path):
+    (tmp_path / "rc.cir").write_text(_TEMPLATE_DECK)
+    (tmp_path / "rc.toml").write_text(
+        'netlist = "rc.cir"\nanalysis = "tran 10n 5u"\n'
+        '[measures]\nv_tau = "at(v(out), 1u)"\nv_end = "v(out)"\nv_max = "max(v(out))"\n'
+        '[axes]\nc_f = [1e-9, 2e-9]\nr1 = [1e3]\n')
+    res = run_sweep(load_spec(tmp_path / "rc.toml"), tmp_path / "rc.h5", quiet=True)
+    v_tau = res.tables["v_tau"].data[:, 0, 0]
+    np.testing.assert_allclose(v_tau, 1 - np.exp(-1e-6 / np.array([1e-6, 2e-6])), rtol=2e-2)
+    assert res.tables["v_end"].data[0, 0, 0] == pytest.approx(1 - np.exp(-5), rel=2e-2)
+    assert res.tables["v_tau"].units == "V"
+
+
+@pytest.mark.ngspice
+def test_sweep_inspect_json(divider, tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    assert _main(["sweep", str(divider), "--out", str(out), "--quiet", "--jobs", "1"]) == 0
+    capsys.readouterr()
+    assert _main(["inspect", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {"format", "schema_version", "provenance", "datasets"} <= set(d)
+    assert d["datasets"]["v(out)"]["dims"] == ["r1", "temp_c", "mc"]
+    assert d["failures_count"] == 0
+    assert _main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "v(out) [V] shape (3, 3, 4)" in text and "temp_c: -40, 27, 125 degC" in text
+
+
+def test_load_spec_errors_name_file_line_and_key(tmp_path):
+    (tmp_path / "d.cir").write_text("* t\n.param r1=1k\nR1 a 0 {r1}\nV1 a 0 1\n.end\n")
+    p = tmp_path / "s.toml"
+    p.write_text('netlist = "d.cir"\nanalysis = "op"\nmeasure = ["v(a)"]\n[axes]\n'
+                 'r1 = [1, 2]\nr9 = [3]\n')
+    with pytest.raises(SweepSpecError, match=r"s\.toml:6: key 'axes\.r9': names no \.param"):
+        load_spec(p)
+    p.write_text('netlist = "d.cir"\nanalysis = "op"\nmeasures_typo = ["v(a)"]\n')
+    with pytest.raises(SweepSpecError, match=r"s\.toml:3: key 'measures_typo': unknown key"):
+        load_spec(p)
+    p.write_text('netlist = "d.cir"\nanalysis = "op"\nmeasure = ["v(a)"]\n[axes]\n'
+                 'vdd_v = [1.8]\n')
+    with pytest.raises(SweepSpecError, match=r"\[supply\]"):
+        load_spec(p)
+    p.write_text('netlist = "nope.cir"\n')
+    with pytest.raises(SweepSpecError, match="cannot read"):
+        load_spec(p)
+    p.write_text('netlist = "d.cir"\nseed = [\n')
+    with pytest.raises(SweepSpecError, match="TOML syntax error"):
+        load_spec(p)
+
+
+@pytest.mark.ngspice
+def test_sweep_process_vdd_temp_first_class_sky130(tmp_path):
+    shutil.copy(EXAMPLES / "cs_stage.cir", tmp_path / "cs.cir")
+    (tmp_path / "cs.toml").write_text(
+        'netlist = "cs.cir"\nanalysis = "op"\nseed = 3\n'
+        '[measures]\nidd_a = { expr = "i(vdd)", units = "A" }\n'
+        '[axes]\nprocess = ["tt", "ss", "ff"]\nvdd_v = [1.6, 1.8]\ntemp_c = [27]\n'
+        '[process]\ndevices = ["nfet_01v8"]\n[supply]\nsource = "Vdd"\n')
+    res = run_sweep(load_spec(tmp_path / "cs.toml"), tmp_path / "cs.h5", quiet=True)
+    assert not res.failures
+    t = res.tables["idd_a"]
+    assert t.dims == ("process", "vdd_v", "temp_c", "mc")
+    i = -t.data[:, :, 0, 0]  # current drawn from the supply
+    tt, ss, ff = i
+    assert (ss < tt).all() and (tt < ff).all()  # slow NMOS draws less, fast more
+    assert (i[:, 1] > i[:, 0]).all()  # more supply, more current through the load
+    assert t.sel(process="ss", vdd_v=1.7, temp_c=27.0, mc=0).data.shape == ()
+
+
+@pytest.mark.ngspice
+def test_sweep_batch_engine_matches_shared(divider, tmp_path):
+    text = divider.read_text().replace("n = 4", "n = 2")
+    divider.write_text(text)
+    (tmp_path / "b.toml").write_text(text.replace('seed = 7', 'seed = 7\nengine = "batch"'))
+    a = run_sweep(load_spec(divider), tmp_path / "a.h5", quiet=True)
+    b = run_sweep(load_spec(tmp_path / "b.toml"), tmp_path / "b.h5", quiet=True)
+    np.testing.assert_allclose(b.tables["v(out)"].data, a.tables["v(out)"].data, rtol=1e-9)
