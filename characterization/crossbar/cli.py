@@ -1,0 +1,58 @@
+"""``spicebridge characterize crossbar``: the crossbar column characterization."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .run import PRESETS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``crossbar`` under ``spicebridge characterize``."""
+    p = sub.add_parser(
+        "crossbar", help="1T1R RRAM column: read transfer, read noise, write noise, margin",
+        description="Characterize the 1T1R RRAM crossbar column (sky130 access transistors, "
+        "netlists/rram/rram.lib memristor) over process x vdd x temperature x Monte Carlo and "
+        "write a lookup HDF5 with the crossbar/* tables (docs/crossbar.md).")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="run size (default: quick; quick = tt/ss/ff x 2 temperatures, 16 rows)")
+    g.add_argument("--config", type=Path, metavar="FILE.toml",
+                   help="TOML plan: a preset plus overrides (docs/crossbar.md)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes (one libngspice each); -1 = all cores")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on a Dask scheduler (tcp://host:port) instead of local workers")
+    p.add_argument("--plots", type=Path, metavar="DIR", default=None, help="write PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the characterization; 2 on a bad plan, 1 when every point failed."""
+    from characterization.errors import SweepError
+
+    from .run import characterize_crossbar, make_plan
+
+    try:
+        plan = make_plan(args.preset or "quick", args.config)
+    except (OSError, ValueError) as e:
+        print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = characterize_crossbar(plan, args.out, jobs=args.jobs, dask=args.dask,
+                                        quiet=args.quiet, plots=args.plots)
+    except SweepError as e:
+        print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("column", "write")},
+                         indent=1))
+    if summary["n_failed"]:
+        print(f"spicebridge characterize crossbar: {summary['n_failed']} point(s) failed; "
+              f"listed in {summary['path']} (spicebridge inspect)", file=sys.stderr)
+    return 0

@@ -1,0 +1,274 @@
+"""Point functions of the crossbar sweeps (run on sweep workers, one libngspice each).
+
+``column_point`` measures read transfer, read noise and the sensing levels on one column;
+``write_point`` programs cells of the write bench from reset, single-shot and with
+write-verify. Both load their circuit once per worker and process corner and vary it with
+``alter`` / ``option temp`` / ``setseed``; every random draw comes from the point's seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from characterization.sweep import SweepPoint, worker_cache
+
+from .netlist import (
+    MODES,
+    ColumnConfig,
+    WriteConfig,
+    calibration_deck,
+    column_deck,
+    write_bench_deck,
+)
+
+NOISE_FRACS = (0.02, 0.1, 0.25, 0.5, 0.75, 1.0)
+"""Column currents of the read-noise table, as fractions of the ideal full scale."""
+
+_HOLD: dict[str, Any] = {}
+
+
+def _engine() -> Any:
+    import spicebridge
+
+    return worker_cache("crossbar-engine", lambda: spicebridge.create_engine("shared"))
+
+
+def _circuit(key: tuple, deck_fn: Any, corner_key: str) -> Any:
+    """The loaded circuit for ``key``; reloaded when another deck replaced it in this process."""
+    circ = _HOLD.get("circ")
+    if _HOLD.get("key") != key or circ is None or not getattr(circ, "_valid", True):
+        _HOLD.clear()
+        circ = _engine().load(deck_fn(), corner_key=corner_key)
+        _HOLD.update(key=key, circ=circ, values={})
+    return circ
+
+
+def _set(circ: Any, element: str, value: float) -> None:
+    """``alter`` only when the value differs from the one last set in this process."""
+    values = _HOLD["values"]
+    if values.get(element) != value:
+        circ.alter(element, float(value))
+        values[element] = value
+
+
+def _corner_key(point: SweepPoint) -> str:
+    c = point.coords
+    return f"{c['process']}_{float(c['vdd_v']):.3f}v_{float(c['temp_c']):g}c_mc{point.mc}"
+
+
+class _Column:
+    """Drives a loaded column: conductances, word lines, mismatch, readout."""
+
+    def __init__(self, cfg: ColumnConfig, circ: Any, vdd_v: float) -> None:
+        self.cfg, self.circ, self.vdd_v = cfg, circ, vdd_v
+
+    def set_pattern(self, g_s: np.ndarray, active: np.ndarray) -> None:
+        cfg = self.cfg
+        for i in range(cfg.rows):
+            if cfg.cell == "rram":
+                _set(self.circ, f"v.xm{i}.vw0", min(max(cfg.state_of(float(g_s[i])), 0.0), 1.0))
+                _set(self.circ, f"r.xm{i}.rnz", 1.0 / float(g_s[i]))
+            else:
+                _set(self.circ, f"rm{i}", 1.0 / float(g_s[i]))
+            if cfg.access == "sky130":
+                _set(self.circ, f"vwl{i}", self.vdd_v if active[i] else 0.0)
+            else:
+                _set(self.circ, f"ra{i}", cfg.r_switch_ohm if active[i] else cfg.r_off_ohm)
+
+    def current(self) -> float:
+        """Sensed column current: ``-v(out)/Rf`` (opamp TIA) or ``i(vclamp)`` (ideal)."""
+        r = self.circ.run("op")
+        if self.cfg.tia == "ideal":
+            return float(r["op1"]["i(vclamp)"][0])
+        return -float(r["op1"]["v(out)"][0]) / self.cfg.r_f_ohm
+
+    def noise_sigma(self) -> float:
+        """Output noise integrated over the sense band, referred to the column current."""
+        cfg = self.cfg
+        r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} {cfg.f_sense_hz:.6g}")
+        return float(np.abs(r["noise2"]["v(onoise_total)"][0])) / cfg.r_f_ohm
+
+
+def transfer_pattern(cfg: ColumnConfig, frac: float, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """A random input/conductance pattern whose ideal current is near ``frac`` of full scale.
+
+    The number of active rows ``k`` is uniform in ``[ceil(frac N), N]``; active cells take the
+    two levels around the mean level that gives ``frac``; inactive cells random levels.
+
+    Returns:
+        Cell conductances (S) and word-line activity flags.
+    """
+    n, levels = cfg.rows, np.asarray(cfg.level_g_s)
+    top = len(levels) - 1
+    k = int(rng.integers(max(1, math.ceil(frac * n)), n + 1))
+    m = min(frac * n / k, 1.0) * top
+    lo = math.floor(m)
+    lvl = np.where(rng.random(n) < (m - lo), min(lo + 1, top), lo)
+    active = np.zeros(n, dtype=bool)
+    active[rng.permutation(n)[:k]] = True
+    lvl = np.where(active, lvl, rng.integers(0, top + 1, n))
+    return levels[lvl], active
+
+
+def column_point(point: SweepPoint) -> dict[str, Any]:
+    """Read transfer, read noise and sensing levels of one column instance (one MC chip).
+
+    Context keys: ``column`` (``ColumnConfig.to_dict()``), ``patterns`` (read-transfer
+    patterns per point).
+
+    Returns:
+        ``xfer_rel`` and ``xfer_ratio`` (per pattern: ideal current / full scale, sensed /
+        ideal), ``noise_i_a`` and ``noise_sigma_a`` (per ``NOISE_FRACS``), ``margin_i_a`` and
+        ``margin_noise_a`` (per level, one active row; the noise from one ``.noise`` at the
+        top level).
+    """
+    ctx = point.context
+    cfg = ColumnConfig.from_dict(ctx["column"])
+    corner = str(point.coords["process"])
+    vdd_v, temp_c = float(point.coords["vdd_v"]), float(point.coords["temp_c"])
+    key = ("column", corner, json.dumps(ctx["column"], sort_keys=True))
+    circ = _circuit(key, lambda: column_deck(cfg, corner, vdd_v=vdd_v), _corner_key(point))
+    rng = point.rng()
+    circ.set_temp(temp_c)
+    col = _Column(cfg, circ, vdd_v)
+    if cfg.access == "sky130":
+        dvt = rng.normal(0.0, cfg.sigma_vt_v, cfg.rows)
+        for i in range(cfg.rows):
+            _set(circ, f"vmm{i}", float(dvt[i]))  # v_gate = v_wl - dVt
+    n_pat = int(ctx.get("patterns", 16))
+    fracs = (np.arange(n_pat) + rng.random(n_pat)) / n_pat
+    rel, ratio = np.empty(n_pat), np.empty(n_pat)
+    fs = cfg.i_full_scale_a
+    for p, f in enumerate(fracs):
+        g, act = transfer_pattern(cfg, float(f), rng)
+        ideal = cfg.v_read_v * float(g[act].sum())
+        col.set_pattern(g, act)
+        rel[p], ratio[p] = ideal / fs, col.current() / ideal
+    noise_i, noise_s = np.empty(len(NOISE_FRACS)), np.empty(len(NOISE_FRACS))
+    for q, f in enumerate(NOISE_FRACS):
+        k = max(1, math.ceil(f * cfg.rows - 1e-9))
+        g = np.full(cfg.rows, cfg.g_min_s)
+        g[:k] = max(f * cfg.rows * cfg.g_max_s / k, cfg.g_min_s)
+        act = np.zeros(cfg.rows, dtype=bool)
+        act[:k] = True
+        col.set_pattern(g, act)
+        noise_i[q] = col.current()
+        noise_s[q] = col.noise_sigma() if cfg.tia == "opamp" else 0.0
+    levels = np.asarray(cfg.level_g_s)
+    g = levels[rng.integers(0, len(levels), cfg.rows)]
+    act = np.zeros(cfg.rows, dtype=bool)
+    act[0] = True
+    m_i = np.empty(len(levels))
+    for lvl, gl in enumerate(levels):
+        g[0] = gl
+        col.set_pattern(g, act)
+        m_i[lvl] = col.current()
+    # read noise at one active row hardly depends on its level (TIA and off-row noise
+    # dominate): one .noise at the top level stands for all levels
+    m_n = np.full(len(levels), col.noise_sigma() if cfg.tia == "opamp" else 0.0)
+    return {"xfer_rel": rel, "xfer_ratio": ratio, "noise_i_a": noise_i,
+            "noise_sigma_a": noise_s, "margin_i_a": m_i, "margin_noise_a": m_n}
+
+
+def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float) -> dict[str, Any]:
+    """Single-shot pulse widths and the verify pulse budget, from the nominal cell.
+
+    The write driver is tuned once on the nominal device (tt, ``vdd_v``, 27 C, no variation):
+    one long SET pulse, and the time at which the state reaches each level's w (level top:
+    w = 0.99) is that level's single-shot width.
+
+    Returns:
+        ``single_widths_s`` (per level, 0 for level 0) and ``n_pulses`` (1.5x the step pulses
+        needed to reach the top level nominally, at least 4).
+    """
+    import spicebridge
+
+    t_pulse = 2e-6
+    deck = calibration_deck(cfg, wcfg, vdd_v=vdd_v, t_pulse_s=t_pulse)
+    r = spicebridge.create_engine("shared").simulate(deck, corner_key="write-calibration")
+    t, w = r["tran1"]["time"].real, r["tran1"]["v(xm0.w)"].real
+    widths = [0.0]
+    top = cfg.levels - 1
+    for lvl in range(1, cfg.levels):
+        target = min(lvl / top, 0.99)
+        hit = np.flatnonzero(w >= target)
+        if hit.size == 0:
+            raise RuntimeError(f"write calibration: the nominal cell never reached level {lvl} "
+                               f"(w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
+                               f"{wcfg.v_set_v} V SET pulse; raise v_set_v")
+        widths.append(float(np.interp(target, w[: hit[0] + 1], t[: hit[0] + 1]))
+                      - wcfg.t_edge_s / 2)
+    n_pulses = max(4, math.ceil(1.5 * widths[-1] / wcfg.t_step_s))
+    return {"single_widths_s": widths, "n_pulses": int(n_pulses)}
+
+
+def _reads(r: Any, j: int, times: np.ndarray) -> np.ndarray:
+    tr = r["tran1"]
+    t = tr["time"].real
+    i = np.interp(times, t, np.abs(tr[f"i(vp{j})"].real))
+    v = np.interp(times, t, (tr[f"v(p{j})"] - tr[f"v(m{j})"]).real)
+    return i / v
+
+
+def write_point(point: SweepPoint) -> dict[str, Any]:
+    """Program every cell of the write bench from reset; one Monte-Carlo chip per point.
+
+    Per cell: access mismatch (Pelgrom), device-to-device factors of the memristor and a
+    cycle-to-cycle seed (``setseed``), all from the point's generator.
+
+    Context keys: ``column``, ``write`` (``WriteConfig.to_dict()``), ``vdd_nom_v``.
+
+    Returns:
+        ``g_prog_s`` and ``n_pulses`` with shape (mode, level, copy).
+    """
+    ctx = point.context
+    cfg = ColumnConfig.from_dict(ctx["column"])
+    wcfg = WriteConfig(**ctx["write"])
+    corner = str(point.coords["process"])
+    vdd_v, temp_c = float(point.coords["vdd_v"]), float(point.coords["temp_c"])
+    cjson = json.dumps([ctx["column"], ctx["write"], ctx["vdd_nom_v"]], sort_keys=True)
+    cal = worker_cache(("crossbar-write-cal", cjson),
+                       lambda: calibrate_write(cfg, wcfg, float(ctx["vdd_nom_v"])))
+    deck, layout = write_bench_deck(cfg, wcfg, corner, single_widths_s=cal["single_widths_s"],
+                                    n_pulses=cal["n_pulses"], vdd_v=vdd_v, temp_c=temp_c)
+    circ = _circuit(("write", corner, cjson), lambda: deck, _corner_key(point))
+    rng = point.rng()
+    n_cells = len(layout["cells"])
+    dvt = rng.normal(0.0, cfg.sigma_vt_v, n_cells)
+    d_gon = np.exp(rng.normal(0.0, wcfg.sigma_gon, n_cells))
+    d_goff = np.exp(rng.normal(0.0, wcfg.sigma_goff, n_cells))
+    d_vset = rng.normal(0.0, wcfg.sigma_vset_v, n_cells)
+    d_k = np.exp(rng.normal(0.0, wcfg.sigma_k, n_cells))
+    c2c_seed = int(rng.integers(1, 2**31 - 1))
+    circ.set_temp(temp_c)
+    for j in range(n_cells):
+        _set(circ, f"vmm{j}", float(dvt[j]))
+        _set(circ, f"vwl{j}", vdd_v)
+        _set(circ, f"v.xm{j}.vdgon", float(d_gon[j]))
+        _set(circ, f"v.xm{j}.vdgoff", float(d_goff[j]))
+        _set(circ, f"v.xm{j}.vdvset", float(d_vset[j]))
+        _set(circ, f"v.xm{j}.vdk", float(d_k[j]))
+    circ.command(f"setseed {c2c_seed}")
+    r = circ.run()
+    times = np.asarray(layout["read_times_s"])
+    shape = (len(MODES), cfg.levels, wcfg.cells_per_level)
+    g_prog, n_pul = np.full(shape, np.nan), np.full(shape, np.nan)
+    targets = cfg.level_g_s
+    tol = wcfg.verify_tol_rel * (cfg.g_max_s - cfg.g_min_s)
+    for j, (mode, level, copy) in enumerate(layout["cells"]):
+        reads = _reads(r, j, times)
+        m = MODES.index(mode)
+        if mode == "single" or level == 0:
+            g_prog[m, level, copy] = reads[-1]
+            n_pul[m, level, copy] = 1.0 if level else 0.0
+        else:
+            ok = np.flatnonzero(reads >= targets[level] - tol)
+            k = int(ok[0]) if ok.size else len(reads) - 1
+            g_prog[m, level, copy] = reads[k]
+            n_pul[m, level, copy] = k + 1
+    return {"g_prog_s": g_prog, "n_pulses": n_pul}

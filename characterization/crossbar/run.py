@@ -1,0 +1,283 @@
+"""``characterize_crossbar``: presets, the two sweeps, reduction, the lookup file and plots."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from characterization.lookup import Table, write_lookup
+from characterization.sweep import SweepSpec, run_sweep
+from spicebridge.netlist import deck_hash
+
+from . import points
+from .netlist import MODES, ColumnConfig, WriteConfig, column_deck, rram_lib_path
+from .reduce import (
+    FIT_STATS,
+    MARGIN_STATS,
+    WRITE_STATS,
+    XFER_GRID,
+    fit_write_noise_k,
+    reduce_margin,
+    reduce_transfer,
+    reduce_write,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"process": ["tt", "ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0, 85.0],
+              "mc": 3, "mc_write": 4, "patterns": 12, "seed": 20240,
+              "column": {"rows": 16}, "write": {"cells_per_level": 2}},
+    "default": {"process": ["tt", "ff", "ss", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
+                "temp_c": [-40.0, 27.0, 85.0], "mc": 8, "mc_write": 16, "patterns": 16,
+                "seed": 20240, "column": {"rows": 64}, "write": {"cells_per_level": 2}},
+    "full": {"process": ["tt", "ff", "ss", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
+             "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 32, "mc_write": 64, "patterns": 32,
+             "seed": 20240, "column": {"rows": 128}, "write": {"cells_per_level": 2}},
+}
+"""Named run sizes. ``mc``: column chips per corner; ``mc_write``: write benches per corner
+(each programs ``cells_per_level`` cells per mode and level)."""
+
+
+@dataclass
+class CrossbarRun:
+    """A characterization plan (a preset, maybe overridden by a TOML file)."""
+
+    process: list[str]
+    vdd_v: list[float]
+    temp_c: list[float]
+    mc: int
+    mc_write: int
+    patterns: int
+    seed: int
+    column: ColumnConfig
+    write: WriteConfig
+    name: str = "custom"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vdd_nom_v(self) -> float:
+        """The supply the write driver is tuned at: the middle of ``vdd_v``."""
+        v = sorted(self.vdd_v)
+        return float(v[len(v) // 2])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able plan (provenance)."""
+        return {"name": self.name, "process": self.process, "vdd_v": self.vdd_v,
+                "temp_c": self.temp_c, "mc": self.mc, "mc_write": self.mc_write,
+                "patterns": self.patterns, "seed": self.seed,
+                "column": self.column.to_dict(), "write": self.write.to_dict()}
+
+
+def make_plan(preset: str | None = "quick", config: str | Path | dict | None = None
+              ) -> CrossbarRun:
+    """Build a plan from a preset and optional overrides (a TOML file or a dict).
+
+    TOML keys (all optional): ``preset``, ``process``, ``vdd_v``, ``temp_c``, ``mc``,
+    ``mc_write``, ``patterns``, ``seed``, tables ``[column]`` (``ColumnConfig`` fields) and
+    ``[write]`` (``WriteConfig`` fields); a ``[crossbar]`` table may hold them all.
+
+    Raises:
+        ValueError: Unknown preset or key (named, with the file).
+    """
+    where = "config"
+    over: dict[str, Any] = {}
+    if isinstance(config, (str, Path)):
+        where = str(config)
+        with open(config, "rb") as f:
+            over = tomllib.load(f)
+        over = over.get("crossbar", over)
+    elif isinstance(config, dict):
+        over = copy.deepcopy(config)
+    name = over.pop("preset", preset) or "quick"
+    if name not in PRESETS:
+        raise ValueError(f"{where}: unknown preset {name!r}; presets: {sorted(PRESETS)}")
+    d = copy.deepcopy(PRESETS[name])
+    known = set(d) | {"column", "write"}
+    bad = set(over) - known
+    if bad:
+        raise ValueError(f"{where}: unknown keys {sorted(bad)}; known: {sorted(known)}")
+    for k, v in over.items():
+        if k in ("column", "write"):
+            d[k] = {**d[k], **v}
+        else:
+            d[k] = v
+    try:
+        col = ColumnConfig.from_dict(d["column"])
+        wr = WriteConfig(**d["write"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
+    if not 16 <= col.rows <= 256:
+        raise ValueError(f"{where}: column.rows must be 16..256, got {col.rows}")
+    label = name if not over else f"{name}+{Path(where).name if where != 'config' else 'dict'}"
+    return CrossbarRun([str(p) for p in d["process"]], [float(v) for v in d["vdd_v"]],
+                       [float(t) for t in d["temp_c"]], int(d["mc"]), int(d["mc_write"]),
+                       int(d["patterns"]), int(d["seed"]), col, wr, name=label)
+
+
+def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
+    axes = {"process": plan.process, "vdd_v": plan.vdd_v, "temp_c": plan.temp_c}
+    cfg, wcfg = plan.column, plan.write
+    nlev = cfg.levels
+    ctx = {"column": cfg.to_dict(), "patterns": plan.patterns}
+    col = SweepSpec(
+        name="crossbar_column", axes=axes, mc=plan.mc, seed=plan.seed,
+        point_fn=points.column_point,
+        measures={"xfer_rel": "1", "xfer_ratio": "1", "noise_i_a": "A", "noise_sigma_a": "A",
+                  "margin_i_a": "A", "margin_noise_a": "A"},
+        measure_dims={"xfer_rel": {"pattern": list(range(plan.patterns))},
+                      "xfer_ratio": {"pattern": list(range(plan.patterns))},
+                      "noise_i_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
+                      "noise_sigma_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
+                      "margin_i_a": {"level": list(range(nlev))},
+                      "margin_noise_a": {"level": list(range(nlev))}},
+        context=ctx,
+        provenance={"column_deck_sha256": deck_hash(column_deck(cfg, "tt"))},
+    )
+    wctx = {"column": cfg.to_dict(), "write": wcfg.to_dict(), "vdd_nom_v": plan.vdd_nom_v}
+    wdims = {"mode": list(MODES), "level": list(range(nlev)),
+             "copy": list(range(wcfg.cells_per_level))}
+    wr = SweepSpec(
+        name="crossbar_write", axes=axes, mc=plan.mc_write, seed=plan.seed + 1,
+        point_fn=points.write_point, measures={"g_prog_s": "S", "n_pulses": "1"},
+        measure_dims={"g_prog_s": wdims, "n_pulses": wdims}, context=wctx,
+    )
+    return col, wr
+
+
+def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
+                          dask: str | None = None, quiet: bool = False,
+                          plots: str | Path | None = None) -> dict[str, Any]:
+    """Run both sweeps and write the lookup file with the ``crossbar/*`` tables.
+
+    The raw sweep files (all Monte-Carlo samples, resumable point stores) go to
+    ``<out>.raw/``. Failed points are kept in the lookup file's failures list.
+
+    Returns:
+        Summary: ``path``, ``wall_s``, ``n_points``, ``n_failed``, ``sims``, ``sims_per_s``,
+        per-sweep summaries, and the ``plots`` written.
+    """
+    out = Path(out)
+    raw = out.with_name(out.name + ".raw")
+    raw.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    col_spec, wr_spec = _specs(plan)
+    res_c = run_sweep(col_spec, raw / "column.h5", jobs=jobs, dask=dask, quiet=quiet)
+    res_w = run_sweep(wr_spec, raw / "write.h5", jobs=jobs, dask=dask, quiet=quiet)
+    tables = build_tables(plan, res_c.tables, res_w.tables)
+    prov = {
+        "characterization": "crossbar", "plan": plan.to_dict(),
+        "rram_lib": str(rram_lib_path()),
+        "rram_lib_sha256": deck_hash(rram_lib_path().read_text(encoding="utf-8")),
+        "sweeps": {"column": res_c.provenance, "write": res_w.provenance},
+        "mismatch": "access nfet: per-instance gate-series source dVt ~ N(0, A_vt/sqrt(W L)), "
+                    f"A_vt={plan.column.a_vt_mv_um} mV um (sky130 mc switches off)",
+        "raw_files": [str(res_c.path), str(res_w.path)],
+    }
+    failures = [*res_c.failures, *res_w.failures]
+    path = write_lookup(out, tables, prov, failures)
+    wall = time.perf_counter() - t0
+    n_sims_col = len(col_spec) * (plan.patterns + 2 * len(points.NOISE_FRACS)
+                                  + plan.column.levels + 1)
+    n_sims = n_sims_col + len(wr_spec)
+    made = []
+    if plots:
+        from .plots import make_plots
+
+        made = make_plots(tables, Path(plots), plan)
+    return {"path": str(path), "wall_s": wall, "n_points": len(col_spec) + len(wr_spec),
+            "n_failed": len(failures), "sims": n_sims, "sims_per_s": n_sims / wall,
+            "column": res_c.summary, "write": res_w.summary, "plots": [str(p) for p in made]}
+
+
+def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
+                 ) -> list[Table]:
+    """Reduce the sweeps' raw tables (dims ``process, vdd_v, temp_c, mc, ...``) to the
+    contract tables."""
+    cfg = plan.column
+    lead = ("process", "vdd_v", "temp_c")
+    coords = {"process": np.asarray(plan.process), "vdd_v": np.asarray(plan.vdd_v),
+              "temp_c": np.asarray(plan.temp_c)}
+    cu = {"process": "1", "vdd_v": "V", "temp_c": "degC"}
+    shape = tuple(len(coords[d]) for d in lead)
+    g_levels = np.asarray(cfg.level_g_s)
+    attrs = {"g_min_s": cfg.g_min_s, "g_max_s": cfg.g_max_s, "levels": cfg.levels,
+             "rows": cfg.rows, "v_read_v": cfg.v_read_v}
+
+    xfer = np.empty((*shape, XFER_GRID.size, 2))
+    filled = 0
+    rel, ratio = col["xfer_rel"].data, col["xfer_ratio"].data
+    for idx in np.ndindex(*shape):
+        xfer[idx], f = reduce_transfer(rel[idx], ratio[idx])
+        filled += f
+    t_xfer = Table("crossbar/read_transfer", xfer, (*lead, "i_ideal_rel", "stat"),
+                   {**coords, "i_ideal_rel": XFER_GRID,
+                    "stat": np.asarray(["mean_ratio", "std_ratio"])}, "1",
+                   {**cu, "i_ideal_rel": "1", "stat": "1"},
+                   {**attrs, "description": "sensed column current / ideal v_read*sum(G) of the "
+                    "active rows, binned by ideal current / full scale (rows*G_max*v_read); "
+                    "mean and spread over patterns and Monte-Carlo chips",
+                    "i_full_scale_a": cfg.i_full_scale_a, "bins_interpolated": filled})
+
+    with np.errstate(all="ignore"):
+        sig = np.nanmean(col["noise_sigma_a"].data, axis=3) if plan.mc > 1 else \
+            col["noise_sigma_a"].data[:, :, :, 0]
+    i_col = np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
+    t_noise = Table("crossbar/read_noise", sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},
+                    "A", {**cu, "i_col_a": "A"},
+                    {**attrs, "description": "sigma of the column current from .noise (thermal "
+                     "noise of cells, wires, access transistors incl. flicker, TIA feedback), "
+                     "integrated from f_noise_lo_hz to f_sense_hz; i_col_a is the ideal column "
+                     "current of the pattern", "f_sense_hz": cfg.f_sense_hz,
+                     "f_noise_lo_hz": cfg.f_noise_lo_hz})
+
+    g = wr["g_prog_s"].data  # (p, v, t, mc, mode, level, copy)
+    g = np.moveaxis(g, 3, -2)  # (p, v, t, mode, level, mc, copy)
+    samples = g.reshape(*g.shape[:-2], -1)
+    wstats = reduce_write(samples, g_levels)
+    fit = np.full((*shape, len(MODES), len(FIT_STATS)), np.nan)
+    for idx in np.ndindex(*shape):
+        for m in range(len(MODES)):
+            s = samples[idx][m]
+            tg = np.broadcast_to(g_levels[:, None], s.shape)
+            fit[idx][m] = fit_write_noise_k(tg, s, cfg.g_min_s, cfg.g_max_s)
+    wc = {**coords, "mode": np.asarray(MODES), "level": np.arange(cfg.levels)}
+    wcu = {**cu, "mode": "1", "level": "1"}
+    wattrs = {**attrs, "level_g_s": g_levels, "write": json.dumps(plan.write.to_dict()),
+              "vdd_nom_v": plan.vdd_nom_v}
+    t_w = Table("crossbar/write_noise", wstats, (*lead, "mode", "level", "stat"),
+                {**wc, "stat": np.asarray(WRITE_STATS)}, "S", {**wcu, "stat": "1"},
+                {**wattrs, "description": "programmed conductance from reset (w=0) per target "
+                 "level: single-shot (calibrated pulse width) and write-verify (step pulses "
+                 "until G >= target - tol)"})
+    t_ws = Table("crossbar/write_noise_samples", samples, (*lead, "mode", "level", "sample"),
+                 {**wc, "sample": np.arange(samples.shape[-1])}, "S", {**wcu, "sample": "1"},
+                 {**wattrs, "description": "empirical programmed conductances (Monte-Carlo "
+                  "benches x cells per level)"})
+    t_fit = Table("crossbar/write_noise_fit", fit, (*lead, "mode", "stat"),
+                  {**coords, "mode": np.asarray(MODES), "stat": np.asarray(FIT_STATS)}, "1",
+                  {**cu, "mode": "1", "stat": "1"},
+                  {**attrs, "form": "G' = G + k*sqrt((G-Gmin)*(Gmax-Gmin))*N(0,1)",
+                   "description": "k = sqrt(mean(u^2)), u the normalized deviation from the "
+                   "target over levels above G_min; k_stderr = k/sqrt(2n); r2 of the normal "
+                   "probability plot of u"})
+
+    mi, mn = col["margin_i_a"].data, col["margin_noise_a"].data
+    marg = np.empty((*shape, len(MARGIN_STATS)))
+    for idx in np.ndindex(*shape):
+        prog = wstats[idx][MODES.index("verify"), :, 2] * cfg.v_read_v
+        marg[idx] = reduce_margin(mi[idx], mn[idx], prog)
+    t_m = Table("crossbar/sensing_margin", marg, (*lead, "stat"),
+                {**coords, "stat": np.asarray(MARGIN_STATS)}, "A", {**cu, "stat": "1"},
+                {**attrs, "stat_units": json.dumps({"margin_a": "A", "sigma_a": "A",
+                                                     "margin_sigma": "1"}),
+                 "description": "one active row (row 0) at each level, other rows off at random "
+                 "levels: margin_a = min distance of adjacent mean level currents; sigma_a = "
+                 "max level spread sqrt(var over chips + read noise^2 + (write-verify G "
+                 "sigma * v_read)^2); margin_sigma = ratio"})
+    return [t_xfer, t_noise, t_w, t_ws, t_fit, t_m]
