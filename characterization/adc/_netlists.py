@@ -1,0 +1,244 @@
+"""SPICE decks of the SAR ADC: the StrongARM comparator testbench and the full SAR.
+
+The StrongARM latch is the template ``netlists/adc/strongarm.cir`` (sky130 1.8 V devices);
+decks select the process corner with ``.lib "<lean sky130 lib>" <corner>`` (see
+``spicebridge.netlist.sky130_corner_lib``). Everything else (testbench sources, the
+capacitive DAC, the XSPICE SAR logic) is generated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cache
+
+import numpy as np
+
+from spicebridge.netlist import NetlistTemplate, netlist_dir, sky130_cells_dir, sky130_corner_lib
+
+# Pelgrom threshold-mismatch coefficients of sky130 1.8 V devices, V*um: the ``vth0_slope``
+# parameters of sky130_fd_pr__{n,p}fet_01v8__mismatch.corner.spice (sigma = slope/sqrt(W*L)).
+AVT_NFET_V_UM = 3.356e-3
+AVT_PFET_V_UM = 5.856e-3
+
+MISMATCH_DEVICES = ("in1", "in2", "n1", "n2", "p1", "p2")
+"""Comparator devices with a threshold-mismatch source ``V<prefix>dv_<dev>`` on their gate."""
+
+
+@dataclass(frozen=True)
+class ComparatorSizing:
+    """StrongARM device sizes in micrometres and the output load.
+
+    Attributes:
+        w_in: Input-pair width, um.
+        l_in: Input-pair length, um.
+        w_tail: Tail width, um.
+        w_n: Cross-coupled NMOS width, um.
+        w_p: Cross-coupled PMOS width, um.
+        w_r: Reset PMOS width, um.
+        c_load_f: Load capacitance on each output, F.
+    """
+
+    w_in: float = 2.0
+    l_in: float = 0.15
+    w_tail: float = 2.0
+    w_n: float = 1.0
+    w_p: float = 1.0
+    w_r: float = 0.5
+    c_load_f: float = 5e-15
+
+    def __post_init__(self) -> None:
+        for k, v in asdict(self).items():
+            if not v > 0:
+                raise ValueError(f"ComparatorSizing.{k} must be > 0, got {v!r}")
+
+    def area_um2(self, dev: str) -> float:
+        """W*L of a mismatch device, um^2."""
+        if dev in ("in1", "in2"):
+            return self.w_in * self.l_in
+        if dev in ("n1", "n2"):
+            return self.w_n * 0.15
+        return self.w_p * 0.15
+
+    def sigma_vt_v(self, dev: str) -> float:
+        """Pelgrom threshold sigma of a mismatch device, V."""
+        avt = AVT_PFET_V_UM if dev.startswith("p") else AVT_NFET_V_UM
+        return avt / self.area_um2(dev) ** 0.5
+
+
+@cache
+def _strongarm_template() -> NetlistTemplate:
+    return NetlistTemplate.load(netlist_dir() / "adc" / "strongarm.cir")
+
+
+def strongarm_lines(prefix: str, inp: str, inn: str, clk: str, vdd: str,
+                    sizing: ComparatorSizing) -> str:
+    """Flat StrongARM instance (no subcircuit, so the mismatch sources can be altered)."""
+    return _strongarm_template().render(
+        p=prefix, inp=inp, inn=inn, clk=clk, vdd=vdd, w_tail=sizing.w_tail, l_tail=0.15,
+        w_in=sizing.w_in, l_in=sizing.l_in, w_n=sizing.w_n, l_n=0.15, w_p=sizing.w_p,
+        l_p=0.15, w_r=sizing.w_r, c_load=sizing.c_load_f)
+
+
+def mismatch_source(prefix: str, dev: str) -> str:
+    """Name (lower case) of the gate source carrying a device's threshold shift."""
+    return f"v{prefix}dv_{dev}".lower()
+
+
+def _header(title: str, process: str, vdd_v: float, temp_c: float) -> list[str]:
+    lib = sky130_corner_lib(("nfet_01v8", "pfet_01v8"))
+    # The pfet_01v8 corner files use the layout-dependent-effect parameters of lod.spice,
+    # which the lean include leaves out.
+    lod = sky130_cells_dir().parent / "models" / "parameters" / "lod.spice"
+    return [f"* {title}", f'.include "{lod}"', f'.lib "{lib}" {process}',
+            f".temp {temp_c:.6g}",
+            f"Vdd vdd 0 DC {vdd_v:.12g}"]
+
+
+def comparator_tb_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing,
+                       *, tclk_s: float, cycles: int, vcm_rel: float = 0.6) -> str:
+    """Comparator testbench: a slow differential ramp over ``cycles`` clock cycles.
+
+    The differential input is ``v(vofs) + v(vspan) * (ramp - 0.5)`` with ``ramp`` going 0 -> 1
+    over the run, so one loaded deck serves any window by ``alter vofs``/``alter vspan``.
+    ``alter cinp = C`` puts the DAC capacitance in series with ``inp`` (default 1 uF, a
+    short), so the offset includes the kickback onto a floating top plate.
+    The clock is low (reset) in the first half of each cycle and high (evaluate) in the
+    second half. Supply and common mode follow ``v(vdd)`` so ``alter vdd`` is enough.
+    """
+    t_end = cycles * tclk_s
+    tr = tclk_s / 50
+    lines = [
+        *_header("StrongARM comparator testbench", process, vdd_v, temp_c),
+        f"Vck ck1 0 PULSE(0 1 {tclk_s / 2:.12g} {tr:.12g} {tr:.12g} "
+        f"{tclk_s / 2 - tr:.12g} {tclk_s:.12g})",
+        "Bclk clk 0 V = v(vdd)*v(ck1)",
+        f"Vramp ramp 0 PWL(0 0 {t_end:.12g} 1)",
+        "Vofs vofs 0 DC 0",
+        "Vspan vspan 0 DC 0.1",
+        f"Bp inps 0 V = {vcm_rel:.6g}*v(vdd) + 0.5*(v(vofs) + v(vspan)*(v(ramp)-0.5))",
+        # source impedance of the SAR's top plate: a series capacitor (1 uF = a short; the
+        # DAC's total capacitance to see the comparator's kickback), DC path through 1 GOhm
+        "Cinp inps inp 1e-6",
+        "Rinp inps inp 1e9",
+        f"Bn inn 0 V = {vcm_rel:.6g}*v(vdd) - 0.5*(v(vofs) + v(vspan)*(v(ramp)-0.5))",
+        strongarm_lines("c", "inp", "inn", "clk", "vdd", sizing),
+        ".save v(co1) v(co2) v(cx1) v(cx2) v(inp) v(inn) v(clk) i(vdd)",
+        f".tran {tclk_s / 100:.12g} {t_end:.12g} 0 {tclk_s / 20:.12g}",
+        ".end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def comparator_noise_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing,
+                          *, vcm_rel: float = 0.6) -> str:
+    """Small-signal ``.noise`` deck at the start of the integration (evaluation) phase.
+
+    The clock is high and the internal nodes ``x1, x2, o1, o2`` are held at VDD by 0 V sources,
+    which is the state at the instant evaluation begins: the input pair is in saturation and
+    integrates its drain-current difference on the x nodes. The output is that difference,
+    ``1 kOhm * (i(vhx1) - i(vhx2))``; ``inoise_spectrum`` is its input-referred density (input
+    pair + tail, thermal and flicker, from the sky130 BSIM4 noise models).
+    """
+    lines = [
+        *_header("StrongARM comparator .noise at the start of evaluation", process, vdd_v,
+                 temp_c),
+        "Bclk clk 0 V = v(vdd)",
+        f"Vcm cm 0 DC {vcm_rel * vdd_v:.12g}",
+        "Vinp inp cm DC 0 AC 1",
+        "Vinn inn cm DC 0",
+        "Vhx1 vdd cx1 DC 0",
+        "Vhx2 vdd cx2 DC 0",
+        "Vho1 vdd co1 DC 0",
+        "Vho2 vdd co2 DC 0",
+        strongarm_lines("c", "inp", "inn", "clk", "vdd", sizing),
+        "Bout nout 0 V = 1000*(i(vhx1) - i(vhx2))",
+        "Rout nout 0 1e6",
+        ".noise v(nout) Vinp dec 10 1e6 1e11",
+        ".end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing, *,
+             caps_f: list[float], c_dummy_f: float, c_par_f: float, vref_v: float,
+             conversions: int, vin_lo_v: float, vin_hi_v: float, tclk_s: float = 4e-9,
+             vcm_rel: float = 0.6) -> str:
+    """Full transistor-level SAR conversion of a 2-point input ramp.
+
+    CDAC with top-plate sampling to ``vcm`` (B-source switch conductance), bottom plates
+    driven to ``vin`` while sampling and to ``q_i * vref`` after; the bottom plates move
+    300 ps after the top plate opens (``d_buffer``), as ngspice.md bug 1 requires. The
+    StrongARM (sky130) compares ``top`` against ``vcm``; its decision is held by a
+    ``d_dlatch`` during reset. SAR logic: XSPICE one-hot ring counter of N+2 ``d_dff``
+    (P0 sample, P1..PN bit trials MSB first, P(N+1) code valid).
+    """
+    n = len(caps_f)
+    t_end = conversions * (n + 2) * tclk_s
+    half = tclk_s / 2
+    L = [*_header(f"{n}-bit SAR ADC, sky130 StrongARM, {conversions} conversions", process,
+                  vdd_v, temp_c),
+         f"Vcm vcm 0 DC {vcm_rel * vdd_v:.12g}",
+         f"Vin vin 0 PWL(0 {vin_lo_v:.12g} {t_end:.12g} {vin_hi_v:.12g})",
+         f"Vclk dclka 0 PULSE(0 1 {half:.12g} 20p 20p {half - 20e-12:.12g} {tclk_s:.12g})",
+         "aclk [dclka] [dclk] a2d",
+         ".model a2d adc_bridge(in_low=0.45 in_high=0.55 rise_delay=10p fall_delay=10p)",
+         ".model d2a dac_bridge(out_low=0 out_high=1 out_undef=0.5 t_rise=100p t_fall=100p)",
+         ".model dff0 d_dff(ic=0 clk_delay=100p set_delay=100p reset_delay=100p "
+         "rise_delay=50p fall_delay=50p)",
+         ".model dff1 d_dff(ic=1 clk_delay=100p set_delay=100p reset_delay=100p "
+         "rise_delay=50p fall_delay=50p)",
+         ".model dand d_and(rise_delay=20p fall_delay=20p)",
+         ".model dor d_or(rise_delay=20p fall_delay=20p)",
+         ".model dinv d_inverter(rise_delay=20p fall_delay=20p)",
+         ".model dbuf d_buffer(rise_delay=300p fall_delay=300p)"]
+    for k in range(n + 2):
+        prev = (k - 1) % (n + 2)
+        L.append(f"ap{k} p{prev} dclk NULL NULL p{k} pb{k} {'dff1' if k == 0 else 'dff0'}")
+    for i in range(n):
+        L += [f"at1_{i} [p{n - i} cmp] t1_{i} dand",
+              f"at2_{i} [b{i} pb{n - i} pb0] t2_{i} dand",
+              f"ad_{i} [p{n - 1 - i} t1_{i} t2_{i}] d{i} dor",
+              f"ab{i} d{i} dclk NULL NULL b{i} bb{i} dff0",
+              f"aq{i} [b{i}] [q{i}] d2a"]
+    L += ["as [p0] [sa] d2a", "asd p0 p0d dbuf", "asb [p0d] [sab] d2a",
+          f"adn [p{n + 1}] [done] d2a"]
+    for i, c in enumerate(caps_f):
+        L += [f"Bbot{i} bot{i} 0 V = v(sab)*v(vin) + (1-v(sab))*v(q{i})*{vref_v:.12g}",
+              f"C{i} top bot{i} {c:.12g}"]
+    L += ["Bbotd botd 0 V = v(sab)*v(vin)", f"Cd top botd {c_dummy_f:.12g}",
+          f"Cpar top 0 {c_par_f:.12g}",
+          "Btop top 0 I = (v(top)-v(vcm))*(v(sa)*1e-2 + 1e-12)",
+          # comparator: evaluates while the digital clock is low
+          "ainvck dclk ckdig dinv", "ack [ckdig] [ckd] d2a", "Bck ck 0 V = v(vdd)*v(ckd)",
+          strongarm_lines("c", "top", "vcm", "ck", "vdd", sizing),
+          "Bcmpo cmpo 0 V = v(co1)/v(vdd)",
+          "acmp [cmpo] [cmpr] a2dv",
+          "alat cmpr ckdig NULL NULL cmp cmpb dlat",
+          ".model a2dv adc_bridge(in_low=0.4 in_high=0.6 rise_delay=10p fall_delay=10p)",
+          ".model dlat d_dlatch(data_delay=20p enable_delay=20p set_delay=20p reset_delay=20p "
+          "ic=0 rise_delay=20p fall_delay=20p)",
+          ".save v(done) v(sa) v(vin) v(top) " + " ".join(f"v(q{i})" for i in range(n)),
+          f".tran {tclk_s / 20:.12g} {t_end:.12g} 0 {tclk_s / 4:.12g}",
+          ".end"]
+    return "\n".join(L) + "\n"
+
+
+def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and sampled inputs of a ``sar_deck`` run.
+
+    Conversion k's code is read from ``q_i`` in the middle of its ``done`` phase; its input is
+    ``v(vin)`` where ``v(sa)`` falls through 0.5 (the sampling switch opens).
+    """
+    t = plot["time"]
+    k = np.arange(conversions)
+    t_code = k * (bits + 2) * tclk_s + tclk_s / 2 + (bits + 0.5) * tclk_s
+    code = np.zeros(conversions, dtype=np.int64)
+    for i in range(bits):
+        code |= (np.interp(t_code, t, plot.real(f"v(q{i})")) > 0.5).astype(np.int64) << i
+    sa = plot.real("v(sa)")
+    falls = np.flatnonzero((sa[:-1] >= 0.5) & (sa[1:] < 0.5))
+    tf = t[falls] + (sa[falls] - 0.5) / (sa[falls] - sa[falls + 1]) * (t[falls + 1] - t[falls])
+    vin = np.interp(tf, t, plot.real("v(vin)"))
+    m = min(conversions, vin.size)
+    return code[:m], vin[:m]

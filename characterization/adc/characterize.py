@@ -1,0 +1,363 @@
+"""SAR ADC characterization: SPICE comparator Monte Carlo + behavioural SAR -> lookup tables.
+
+One sweep point is one Monte-Carlo instance at one (process, vdd_v, temp_c): its comparator
+is simulated in SPICE (sky130, mismatch drawn from the point's seed), its DAC capacitors are
+drawn per resolution, and the behavioural SAR (``behavioural.SarInstance``) gives its
+thresholds, DNL/INL, sine-fit ENOB, energy, conversion time and decision-error probability
+for every resolution. The first ``validate.instances`` instances of each grid point are also
+converted by the full transistor-level SAR in SPICE; the RMS threshold difference is the
+validation record.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spicebridge.netlist import deck_hash
+
+from ._netlists import (
+    MISMATCH_DEVICES,
+    ComparatorSizing,
+    mismatch_source,
+    read_sar_codes,
+    sar_deck,
+)
+from .behavioural import SarInstance, draw_caps
+from .comparator import (
+    draw_mismatch,
+    measure_comparator,
+    noise_sigma_v,
+    noise_spectrum,
+    shared_engine,
+)
+from .metrics import coherent_sine_input, dnl_inl_from_thresholds, sine_fit_enob
+
+THRESHOLD_CONVENTION = ("floor quantizer: transition k (between codes k-1 and k) of the ideal "
+                        "ADC lies at k LSB, LSB = vref_v / 2^bits; input range 0 .. vref_v")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"process": ["tt", "ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0],
+              "bits": [3, 4, 5, 6, 7, 8], "mc": 4,
+              "validate": {"instances": 1, "bits": 3, "conversions_per_code": 6}},
+    "default": {"process": ["tt", "ss", "ff"], "vdd_v": [1.62, 1.8], "temp_c": [-40.0, 27.0,
+                                                                              125.0],
+                "bits": [3, 4, 5, 6, 7, 8], "mc": 8,
+                "validate": {"instances": 1, "bits": 4, "conversions_per_code": 8}},
+    "full": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
+             "temp_c": [-40.0, 27.0, 125.0], "bits": [3, 4, 5, 6, 7, 8], "mc": 32,
+             "validate": {"instances": 2, "bits": 5, "conversions_per_code": 8}},
+}
+"""Built-in sweeps. Common settings are in ``DEFAULTS``."""
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 20260523,
+    "vref_v": 1.0,
+    "c_unit_f": 10e-15,
+    "cap_sigma_unit_rel": 0.003,   # A_C = 0.95 %*sqrt(fF) MOM unit of 10 fF (assumption)
+    "c_par_rel": 0.1,              # top-plate parasitic / DAC capacitance
+    "r_switch_ohm": 100.0,         # sampling and bottom-plate switch resistance (behavioural)
+    "t_logic_s": 2e-10,            # SAR register + DAC driver delay per bit (XSPICE delays)
+    "tclk_cmp_s": 4e-9,            # comparator testbench clock (= the SAR's: 2 ns evaluation)
+    "sine_samples": 2048,
+    "sine_cycles": 67,
+    "sine_amplitude_rel": 0.45,    # amplitude / vref: -0.9 dBFS, keeps offsets from clipping
+    "sizing": asdict(ComparatorSizing()),
+}
+
+
+def build_config(preset: str | None = None, config_file: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Settings of a run: ``DEFAULTS`` + a preset + a TOML file (``[adc]`` table or top level).
+
+    Raises:
+        ValueError: Unknown preset, unknown key, or a bad value (the message names the file).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = {**DEFAULTS, **PRESETS[preset or "quick"]}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"{path}: cannot read ADC config: {e}") from e
+        data = data.get("adc", data)
+        for k, v in data.items():
+            if k not in cfg:
+                raise ValueError(f"{path}: unknown key {k!r}; known: {sorted(cfg)}")
+            cfg[k] = {**cfg[k], **v} if isinstance(cfg[k], dict) else v
+    bits = [int(b) for b in cfg["bits"]]
+    if not bits or min(bits) < 3 or max(bits) > 8:
+        raise ValueError(f"bits must lie in 3..8, got {cfg['bits']!r}")
+    cfg["bits"] = sorted(set(bits))
+    ComparatorSizing(**cfg["sizing"])  # validates
+    if int(cfg["mc"]) < 1:
+        raise ValueError(f"mc must be >= 1, got {cfg['mc']!r}")
+    return cfg
+
+
+def _ramp_thresholds(codes: np.ndarray, vin: np.ndarray, levels: int) -> np.ndarray:
+    """Code-density transitions of a monotonic ramp: midpoint around each count."""
+    order = np.argsort(vin)
+    vin, codes = vin[order], codes[order]
+    below = np.array([np.sum(codes < k) for k in range(1, levels)])
+    below = np.clip(below, 1, vin.size - 1)
+    return 0.5 * (vin[below - 1] + vin[below])
+
+
+def validate_instance(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[str, float],
+                      inst: SarInstance, conversions_per_code: int, *, tclk_s: float = 4e-9
+                      ) -> dict[str, Any]:
+    """Full transistor-level SAR conversions of one instance vs its behavioural thresholds.
+
+    Returns:
+        ``rms_lsb``, ``max_lsb`` (SPICE - behavioural thresholds), the SPICE thresholds in LSB,
+        the wall time.
+    """
+    bits = inst.bits
+    levels = 2**bits
+    lsb = inst.lsb_v
+    conv = levels * conversions_per_code
+    tclk = tclk_s
+    deck = sar_deck(coords["process"], float(coords["vdd_v"]), float(coords["temp_c"]), sizing,
+                    caps_f=list(inst.caps_f), c_dummy_f=inst.c_dummy_f, c_par_f=inst.c_par_f,
+                    vref_v=inst.vref_v, conversions=conv, vin_lo_v=-0.5 * lsb,
+                    vin_hi_v=inst.vref_v + 0.5 * lsb, tclk_s=tclk)
+    t0 = time.perf_counter()
+    circ = shared_engine().load(deck)
+    for d in MISMATCH_DEVICES:
+        circ.alter(mismatch_source("c", d), dvt[d])
+    plot = circ.run()["tran1"]
+    codes, vin = read_sar_codes(plot, bits, conv, tclk)
+    t_spice = _ramp_thresholds(codes, vin, levels) / lsb
+    t_beh = inst.thresholds_v() / lsb
+    err = t_spice - t_beh
+    return {"rms_lsb": float(np.sqrt(np.mean(err**2))), "max_lsb": float(np.max(np.abs(err))),
+            "thresholds_lsb": t_spice, "wall_s": time.perf_counter() - t0,
+            "deck_sha256": deck_hash(deck)}
+
+
+def measure_point(point: Any) -> dict[str, Any]:
+    """Sweep point function: one Monte-Carlo instance at one PVT point (see module docs)."""
+    ctx = point.context
+    coords = point.coords
+    process, vdd_v, temp_c = str(coords["process"]), float(coords["vdd_v"]), \
+        float(coords["temp_c"])
+    bits_list = [int(b) for b in ctx["bits"]]
+    max_codes = 2 ** max(bits_list)
+    sizing = ComparatorSizing(**ctx["sizing"])
+    # Mismatch (comparator devices, DAC capacitors) is a property of the die: instance ``mc``
+    # is the same die at every process/vdd/temp point (common random numbers), seeded from
+    # (root seed, mc). Comparator noise in the sine test is drawn from the point's own seed.
+    ss_die = np.random.SeedSequence([int(ctx["mismatch_seed"]), int(point.mc)])
+    rng_cmp, rng_caps = (np.random.default_rng(s) for s in ss_die.spawn(2))
+    rng_noise = point.rng()
+    dvt = draw_mismatch(sizing, rng_cmp)
+    # kickback onto the floating top plate: measured with the smallest DAC in series
+    c_kick = (1 + ctx["c_par_rel"]) * 2 ** min(bits_list) * ctx["c_unit_f"]
+    cmp = measure_comparator(process, vdd_v, temp_c, sizing, dvt, tclk_s=ctx["tclk_cmp_s"],
+                             c_kick_f=c_kick)
+    f, dens = noise_spectrum(process, vdd_v, temp_c, sizing)
+    noise_v = noise_sigma_v(f, dens, cmp.t_int_s)
+    nb = len(bits_list)
+    out: dict[str, Any] = {
+        "thresholds_lsb": np.full((nb, max_codes - 1), np.nan),
+        "dnl_lsb": np.full((nb, max_codes - 1), np.nan),
+        "inl_lsb": np.full((nb, max_codes - 1), np.nan),
+        "decision_error": np.full((nb, max_codes), np.nan),
+        "offset_lsb": np.zeros(nb), "noise_lsb": np.zeros(nb), "enob": np.zeros(nb),
+        "sinad_db": np.zeros(nb), "energy_j": np.zeros(nb), "conversion_time_s": np.zeros(nb),
+        "cmp_offset_v": cmp.offset_v, "cmp_noise_v": noise_v, "cmp_delay_s": cmp.delay_s,
+        "cmp_energy_j": cmp.energy_j, "cmp_t_int_s": cmp.t_int_s, "cmp_kick_q_c": cmp.kick_q_c,
+        "validation_rms_lsb": np.nan, "validation_max_lsb": np.nan,
+    }
+    vref = float(ctx["vref_v"])
+    insts = {}
+    for j, bits in enumerate(bits_list):
+        levels = 2**bits
+        caps, dummy = draw_caps(bits, ctx["c_unit_f"], ctx["cap_sigma_unit_rel"], rng_caps)
+        # cmp=1 when v(vcm) - v(top) > offset; the comparator's inputs are (top, vcm), and
+        # its testbench flip level is in v(inp) - v(inn) = v(top) - v(vcm)
+        c_par = ctx["c_par_rel"] * float(caps.sum() + dummy)
+        c_t = float(caps.sum() + dummy) + c_par
+        inst = SarInstance(bits, caps, dummy, c_par, vref, offset_v=-cmp.offset_at_v(c_t),
+                           noise_v=noise_v)
+        insts[bits] = inst
+        lsb = inst.lsb_v
+        t = inst.thresholds_v() / lsb
+        dnl, inl = dnl_inl_from_thresholds(t)
+        out["thresholds_lsb"][j, : levels - 1] = t
+        out["dnl_lsb"][j, : levels - 2] = dnl
+        out["inl_lsb"][j, : levels - 1] = inl
+        out["decision_error"][j, :levels] = inst.decision_error()
+        gain = inst.c_t / inst.c_s
+        out["offset_lsb"][j] = inst.offset_v * gain / lsb
+        out["noise_lsb"][j] = noise_v * gain / lsb
+        vin = coherent_sine_input(ctx["sine_samples"], ctx["sine_cycles"],
+                                  ctx["sine_amplitude_rel"] * vref, vref / 2)
+        fit = sine_fit_enob(inst.convert(vin, rng_noise), bits,
+                            freq_cycles=float(ctx["sine_cycles"]))
+        out["enob"][j], out["sinad_db"][j] = fit.enob, fit.sinad_db
+        e_dac = float(inst.reference_energy_j(np.linspace(0, vref, 257)).mean())
+        out["energy_j"][j] = bits * cmp.energy_j + e_dac
+        tau = ctx["r_switch_ohm"] * inst.c_t
+        settle = np.log(2.0 ** (bits + 1)) * tau  # to half an LSB
+        out["conversion_time_s"][j] = settle + bits * (cmp.delay_s + settle + ctx["t_logic_s"])
+    val = ctx.get("validate", {})
+    vb = int(val.get("bits", 3))
+    if point.mc < int(val.get("instances", 0)) and vb in insts:
+        v = validate_instance(coords, sizing, dvt, insts[vb], int(val.get("conversions_per_code",
+                                                                            8)))
+        out["validation_rms_lsb"], out["validation_max_lsb"] = v["rms_lsb"], v["max_lsb"]
+    return out
+
+
+_SCALAR_MEASURES = {"cmp_offset_v": "V", "cmp_noise_v": "V", "cmp_delay_s": "s",
+                    "cmp_energy_j": "J", "cmp_t_int_s": "s", "cmp_kick_q_c": "C",
+                    "validation_rms_lsb": "LSB",
+                    "validation_max_lsb": "LSB"}
+_BITS_MEASURES = {"offset_lsb": "LSB", "noise_lsb": "LSB", "enob": "bits", "sinad_db": "dB",
+                  "energy_j": "J", "conversion_time_s": "s"}
+_CODE_MEASURES = {"thresholds_lsb": "LSB", "dnl_lsb": "LSB", "inl_lsb": "LSB"}
+
+
+def make_spec(cfg: dict[str, Any]):
+    """The ``SweepSpec`` of a configuration (``build_config``)."""
+    from characterization.sweep import SweepSpec
+
+    bits = cfg["bits"]
+    codes = list(range(1, 2 ** max(bits)))
+    md = {m: {"bits": bits, "code": codes} for m in _CODE_MEASURES}
+    md["decision_error"] = {"bits": bits, "code": list(range(2 ** max(bits)))}
+    md |= {m: {"bits": bits} for m in _BITS_MEASURES}
+    measures = {**_CODE_MEASURES, "decision_error": "1", **_BITS_MEASURES, **_SCALAR_MEASURES}
+    ctx = {k: v for k, v in cfg.items() if k not in ("process", "vdd_v", "temp_c", "mc", "seed")}
+    ctx["mismatch_seed"] = int(cfg["seed"])
+    return SweepSpec(
+        name="adc_sar", axes={"process": list(cfg["process"]), "vdd_v": list(cfg["vdd_v"]),
+                              "temp_c": list(cfg["temp_c"])},
+        point_fn=measure_point, measures=measures, mc=int(cfg["mc"]), seed=int(cfg["seed"]),
+        measure_dims=md, context=ctx,
+        axis_units={"process": "1", "vdd_v": "V", "temp_c": "degC"},
+        provenance={"netlist": "netlists/adc/strongarm.cir + characterization/adc/_netlists.py"})
+
+
+def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+    """Mean ignoring NaN (failed points, codes beyond 2^bits), NaN where all are NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def contract_tables(sweep_tables: dict[str, Any], cfg: dict[str, Any]) -> list[Any]:
+    """ADC contract tables (leading dims process, vdd_v, temp_c, bits) from the sweep tables."""
+    from characterization.lookup import Table
+
+    base = sweep_tables["thresholds_lsb"]
+    lead = ("process", "vdd_v", "temp_c")
+    coords = {d: base.coords[d] for d in lead}
+    cu = {"process": "1", "vdd_v": "V", "temp_c": "degC", "bits": "1", "instance": "1",
+          "code": "1"}
+    attrs = {"vref_v": float(cfg["vref_v"]), "full_scale_v": float(cfg["vref_v"]),
+             "threshold_convention": THRESHOLD_CONVENTION, "ideal_threshold_k_minus": 0.0}
+    bits = np.asarray(cfg["bits"])
+    out = []
+
+    def tab(name, data, dims, units, extra_coords, description):
+        c = {**coords, "bits": bits, **extra_coords}
+        out.append(Table(name, data, (*lead, "bits", *dims), {d: c[d] for d in
+                                                             (*lead, "bits", *dims)}, units,
+                         {d: cu[d] for d in (*lead, "bits", *dims)},
+                         {**attrs, "description": description}))
+
+    # sweep dims: (process, vdd_v, temp_c, mc, bits, code) -> (..., bits, instance, code)
+    inst = np.arange(base.shape[3])
+    for src, name, desc in (("thresholds_lsb", "adc/thresholds", "transition level k (between "
+                             "codes k-1 and k) of each Monte-Carlo instance"),
+                            ("dnl_lsb", "adc/dnl", "DNL of code k (endpoint line), NaN beyond "
+                             "2^bits-2"),
+                            ("inl_lsb", "adc/inl", "INL at transition k (endpoint line)")):
+        t = sweep_tables[src]
+        tab(name, np.moveaxis(t.data, 3, 4), ("instance", "code"), "LSB",
+            {"instance": inst, "code": t.coords["code"]}, desc)
+    off = sweep_tables["offset_lsb"]
+    tab("adc/offset_lsb", np.moveaxis(off.data, 3, 4), ("instance",), "LSB",
+        {"instance": inst}, "comparator offset referred to the ADC input, per instance "
+        "(SPICE Monte Carlo)")
+    for src, name, units, desc in (
+            ("noise_lsb", "adc/noise_lsb", "LSB", "input-referred comparator noise sigma "
+             "(.noise at the integration phase, integrate-and-dump weighted)"),
+            ("enob", "adc/enob", "bits", "mean over instances of the sine-fit ENOB "
+             "(IEEE 1241 four-parameter fit, low-resolution bias removed)"),
+            ("sinad_db", "adc/sinad_db", "dB", "mean over instances of the sine-fit SINAD"),
+            ("energy_j", "adc/energy_j", "J", "energy per conversion: bits x comparator "
+             "decision energy (SPICE) + DAC reference energy (mean over a uniform input)"),
+            ("conversion_time_s", "adc/conversion_time_s", "s", "sampling settling + bits x "
+             "(comparator delay at 1 mV, SPICE + DAC settling to 0.5 LSB + logic)")):
+        tab(name, _nanmean(sweep_tables[src].data, axis=3), (), units, {}, desc)
+    de = sweep_tables["decision_error"]
+    tab("adc/decision_error", _nanmean(de.data, axis=3), ("code",), "1",
+        {"code": de.coords["code"]}, "P(output code != the instance's noise-free code), input "
+        "uniform over the code's bin, mean over instances")
+    # comparator and validation records (not per bits)
+    for src, units in _SCALAR_MEASURES.items():
+        t = sweep_tables[src]
+        out.append(Table(f"adc/records/{src}", t.data, (*lead, "instance"),
+                         {**coords, "instance": inst}, units,
+                         {"process": "1", "vdd_v": "V", "temp_c": "degC", "instance": "1"},
+                         {"description": f"per-instance {src} (NaN: not run / failed)"}))
+    return out
+
+
+def validation_summary(sweep_tables: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """Behavioural vs full-SPICE thresholds, over every validated instance."""
+    rms = sweep_tables["validation_rms_lsb"].data
+    mx = sweep_tables["validation_max_lsb"].data
+    ok = np.isfinite(rms)
+    rms_all = float(np.sqrt(np.mean(rms[ok] ** 2))) if ok.any() else float("nan")
+    return {"bits": int(cfg["validate"]["bits"]), "instances": int(ok.sum()),
+            "conversions_per_code": int(cfg["validate"]["conversions_per_code"]),
+            "rms_lsb": rms_all, "max_lsb": float(np.max(mx[ok])) if ok.any() else float("nan"),
+            "per_instance_rms_lsb": rms[ok].tolist(), "target_rms_lsb": 0.1,
+            "passed": bool(ok.any() and rms_all <= 0.1)}
+
+
+def run_characterization(cfg: dict[str, Any], out: str | Path, *, jobs: int = 1,
+                         quiet: bool = False, plots_dir: str | Path | None = None,
+                         dask: str | None = None) -> dict[str, Any]:
+    """Run the ADC characterization and write the lookup file ``out``.
+
+    The raw sweep (dims ``(*axes, mc, ...)``, resumable) goes to ``<out>.sweep.h5``; ``out``
+    gets the contract tables, the comparator records, the validation record in its
+    provenance and the sweep's failures.
+
+    Returns:
+        Summary: path, wall time, failures, validation.
+    """
+    from characterization.lookup import write_lookup
+    from characterization.sweep import run_sweep
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    spec = make_spec(cfg)
+    res = run_sweep(spec, out.with_suffix(".sweep.h5"), jobs=jobs, quiet=quiet, dask=dask)
+    tables = contract_tables(res.tables, cfg)
+    validation = validation_summary(res.tables, cfg)
+    prov = {**res.provenance, "adc": {"config": cfg, "validation": validation,
+                                      "threshold_convention": THRESHOLD_CONVENTION,
+                                      "ideal_threshold_k_minus": 0.0}}
+    write_lookup(out, tables, prov, res.failures)
+    summary = {"path": str(out), "wall_s": time.perf_counter() - t0,
+               "n_points": len(spec), "n_failed": len(res.failures), "validation": validation}
+    if plots_dir is not None:
+        from .plots import write_plots
+
+        summary["plots"] = [str(p) for p in write_plots(out, plots_dir)]
+    return summary

@@ -1,0 +1,55 @@
+"""``spicebridge characterize adc``: the SAR ADC characterization into a lookup file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``adc`` under ``spicebridge characterize``."""
+    p = sub.add_parser(
+        "adc", help="SAR ADC: SPICE comparator/DAC Monte Carlo + behavioural SAR -> lookup file",
+        description="Characterize the N-bit SAR ADC (sky130 StrongARM comparator, binary CDAC) "
+        "over process x vdd x temp x bits with Monte Carlo, validate the behavioural model "
+        "against full transistor-level SPICE conversions, and write the adc/* lookup tables.")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", choices=("quick", "default", "full"), default=None,
+                   help="built-in sweep (default: quick)")
+    g.add_argument("--config", type=Path, metavar="FILE.toml",
+                   help="TOML settings ([adc] table; keys of characterization.adc.DEFAULTS and "
+                   "the presets)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--dask", default=None, metavar="ADDR", help="Dask scheduler address")
+    p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="write PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run it; exit 2 on a bad configuration, 1 when the sweep failed as a whole."""
+    from characterization.errors import CharacterizationError
+
+    from .characterize import build_config, run_characterization
+
+    try:
+        cfg = build_config(args.preset, args.config)
+    except ValueError as e:
+        print(f"spicebridge characterize adc: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_characterization(cfg, args.out, jobs=args.jobs, quiet=args.quiet,
+                                       plots_dir=args.plots, dask=args.dask)
+    except CharacterizationError as e:
+        print(f"spicebridge characterize adc: {e}", file=sys.stderr)
+        return 1
+    v = summary["validation"]
+    if not args.quiet:
+        print(json.dumps({k: summary[k] for k in ("path", "wall_s", "n_points", "n_failed")}))
+        print(f"validation: behavioural vs SPICE thresholds at {v['bits']} bits, "
+              f"{v['instances']} instance(s): RMS {v['rms_lsb']:.3f} LSB, max "
+              f"{v['max_lsb']:.3f} LSB (target <= {v['target_rms_lsb']} LSB RMS)")
+    return 0

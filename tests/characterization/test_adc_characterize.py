@@ -1,0 +1,61 @@
+"""A tiny ADC characterization through the CLI writes a valid lookup file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from characterization.adc import build_config
+from characterization.lookup import read_lookup
+from spicebridge.cli import main
+
+CONTRACT = ("adc/thresholds", "adc/offset_lsb", "adc/noise_lsb", "adc/dnl", "adc/inl",
+            "adc/enob", "adc/sinad_db", "adc/energy_j", "adc/conversion_time_s",
+            "adc/decision_error")
+
+
+def test_build_config_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_config("huge")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[adc]\nbitz = [3]\n")
+    with pytest.raises(ValueError, match=r"bad\.toml: unknown key .bitz."):
+        build_config(None, bad)
+    bad.write_text("[adc]\nbits = [2, 3]\n")
+    with pytest.raises(ValueError, match=r"3\.\.8"):
+        build_config(None, bad)
+
+
+@pytest.mark.ngspice
+def test_tiny_characterization_writes_contract_tables(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[adc]\nprocess = ["ss", "ff"]\nvdd_v = [1.8]\ntemp_c = [27.0]\n'
+                   'bits = [3, 5]\nmc = 2\nseed = 5\n'
+                   '[adc.validate]\ninstances = 1\nbits = 3\nconversions_per_code = 4\n')
+    out = tmp_path / "adc.h5"
+    rc = main(["characterize", "adc", "--config", str(cfg), "--out", str(out), "--quiet",
+               "--plots", str(tmp_path / "plots")])
+    assert rc == 0
+    lf = read_lookup(out)
+    for name in CONTRACT:
+        t = lf[name]
+        assert t.dims[:4] == ("process", "vdd_v", "temp_c", "bits"), name
+        assert t.attrs["vref_v"] == 1.0 and "threshold_convention" in t.attrs
+        assert t.attrs["ideal_threshold_k_minus"] == 0.0
+    th = lf["adc/thresholds"]
+    assert th.dims == ("process", "vdd_v", "temp_c", "bits", "instance", "code")
+    assert th.shape == (2, 1, 1, 2, 2, 31)
+    t3 = th.sel(process="ss", vdd_v=1.8, temp_c=27.0, bits=3).data
+    assert np.all(np.isnan(t3[:, 7:])) and np.all(np.isfinite(t3[:, :7]))
+    assert np.all(np.abs(t3 - np.arange(1, 32)[None, :])[:, :7] < 3)  # a few LSB of offset
+    e = lf["adc/energy_j"].sel(process="ff", vdd_v=1.8, temp_c=27.0).data
+    assert e[1] > e[0] > 0  # energy grows with bits
+    ct = lf["adc/conversion_time_s"]
+    assert np.all(ct.sel(process="ss", vdd_v=1.8, temp_c=27.0).data >
+                  ct.sel(process="ff", vdd_v=1.8, temp_c=27.0).data)
+    enob = lf["adc/enob"].sel(process="ff", vdd_v=1.8, temp_c=27.0).data
+    assert np.all(enob > np.array([3, 5]) - 1) and np.all(enob < np.array([3, 5]) + 0.1)
+    val = lf.provenance["adc"]["validation"]
+    assert val["instances"] == 2 and val["rms_lsb"] <= 0.1
+    assert not lf.failures
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 3
