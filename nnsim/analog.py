@@ -1,0 +1,519 @@
+"""The crossbar arithmetic: bit slicing, bit-serial inputs, column currents, ADC, shift-and-add.
+
+Conventions (documented in docs/nnsim.md):
+
+* A matrix is stored with its **rows = inputs** and **columns = outputs**. Each magnitude is
+  quantized to ``weight_bits`` (8) and cut into ``weight_bits / cell_bits`` slices of
+  ``cell_bits`` (2) each; a slice digit ``d`` in ``0..3`` is the conductance level
+  ``G = G_min + d (G_max - G_min) / 3``. The sign selects the cell of a differential pair
+  (``G+`` / ``G-``), the other cell stays at ``G_min``. Each column of the pair has its own
+  ADC; the two codes are subtracted digitally.
+* Conductances are carried in **level units** ``l = (G - G_min) / (G_max - G_min) * 3``.
+* Inputs are quantized to ``input_bits`` (8): signed ones in two's complement (the MSB plane
+  weighs ``-2^7``), softmax outputs unsigned. Each bit plane drives the rows for one cycle.
+* Per tile (``tile_rows`` rows), plane, slice and sign, the column current
+  ``I = V_read (G_min n_active + dG/3 sum_r b_r l_r)`` passes the read transfer (mean ratio),
+  a Gaussian of the read noise, the transfer spread and the ADC's input noise (one combined
+  draw), then the ADC thresholds of the column's Monte-Carlo instance. The digital side turns
+  the code back into level units (it knows ``n_active``) and shift-adds
+  ``sum 2^j 4^s (+-1) S``.
+* ``tile`` ADC full scale: the largest column current that tile/slice/sign can produce (all
+  inputs on), i.e. a per-array reference set from the programmed values; a number ``f`` sets
+  ``f * tile_rows * G_max * V_read`` for every array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from .hardware import AdcModel, HardwareModel
+
+
+@dataclass(frozen=True)
+class AnalogConfig:
+    """What ``convert_to_analog`` simulates; vary it with ``dataclasses.replace``.
+
+    Attributes:
+        tile_rows: Rows per crossbar array (inputs summed on one column).
+        tile_cols: Columns per array (only groups ADC instances; 64).
+        weight_bits: Magnitude bits of weights and of K/V; None keeps them real-valued (one
+            "slice" holding the exact value: the ideal preset).
+        cell_bits: Bits per cell (2 -> 4 levels).
+        input_bits: Input bits applied bit-serially; None applies the real value in one cycle.
+        adc: Digitize each column with the lookup ADC (``hw.adc_bits``); False: exact.
+        adc_full_scale: ``"tile"`` or a fraction of ``tile_rows * G_max * V_read``.
+        static: Simulate the static linear layers (qkv, proj, fc1, fc2) on crossbars.
+        attention: Simulate Q K^T and S V on crossbars written per inference.
+        convert_head: Also put the classifier head on crossbars.
+        write_noise: ``"samples"`` (empirical programmed conductances), ``"fit"`` (fitted k),
+            ``"parametric"`` (k = ``write_noise_sigma``) or ``"none"``.
+        gamma: Write-noise factor on the K/V writes (1 = as characterized, 0 = none).
+        write_noise_sigma: Parametric sigma; sets ``write_noise="parametric"`` when given.
+        static_gamma: Write-noise factor on the static weights' programming (once per chip).
+        static_write_mode: Write mode of static weights (``verify`` or ``single``).
+        dynamic_write_mode: Write mode of K and V (``single``: no time to verify).
+        read_noise: Read noise of the column current, per inference.
+        nonlinearity: Column transfer (mean ratio and its spread), per inference.
+        adc_noise: ADC input-referred noise.
+        clipformer: ``(alpha, beta)`` applied to K/V conductances before writing, or None.
+        kv_range: Magnitude of K/V mapped to G_max: ``"matrix"`` (the max of each written
+            matrix) or ``"calibrated"`` (a fixed per-layer range, the max seen by
+            ``calibrate_kv_range`` on a held-out split; larger values saturate).
+        fidelity: ``"bit"``: every bit plane x slice x cell column sum through the ADC
+            (exact, one conversion per multiply-accumulate). ``"moment"``: the programmed
+            (noisy) cells recombined into one effective matrix and one matmul per layer; the
+            transfer ratio folded in at the expected column current (input bit density 1/2);
+            ADC quantization (LSB^2/12), ADC noise, threshold INL, read noise and spread added
+            as one Gaussian per output with the summed variance of all its conversions.
+            Much faster, approximate (no ADC clipping, no code-dependent DNL).
+        chunk_elems: Bound on the partial-sum tensor's size (memory), elements.
+    """
+
+    tile_rows: int = 64
+    tile_cols: int = 64
+    weight_bits: int | None = 8
+    cell_bits: int = 2
+    input_bits: int | None = 8
+    adc: bool = True
+    adc_full_scale: str | float = "tile"
+    static: bool = True
+    attention: bool = True
+    convert_head: bool = False
+    write_noise: str = "samples"
+    gamma: float = 1.0
+    write_noise_sigma: float | None = None
+    static_gamma: float = 1.0
+    static_write_mode: str = "verify"
+    dynamic_write_mode: str = "single"
+    read_noise: bool = True
+    nonlinearity: bool = True
+    adc_noise: bool = True
+    clipformer: tuple[float, float] | None = None
+    kv_range: str = "matrix"
+    fidelity: str = "bit"
+    chunk_elems: int = 1 << 22
+
+    def __post_init__(self) -> None:
+        if self.write_noise_sigma is not None and self.write_noise != "parametric":
+            object.__setattr__(self, "write_noise", "parametric")
+        if self.fidelity not in ("bit", "moment"):
+            raise ValueError(f"fidelity={self.fidelity!r}; use bit or moment")
+        if self.write_noise not in ("samples", "fit", "parametric", "none"):
+            raise ValueError(f"write_noise={self.write_noise!r}; use samples, fit, parametric "
+                             "or none")
+        if self.weight_bits is not None and self.weight_bits % self.cell_bits:
+            raise ValueError(f"weight_bits={self.weight_bits} is not a multiple of "
+                             f"cell_bits={self.cell_bits}")
+
+    @property
+    def nonideal_readout(self) -> bool:
+        """Whether column currents go through the read/ADC model at all."""
+        return self.adc or self.read_noise or self.nonlinearity
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def ideal() -> AnalogConfig:
+    """Real-valued weights and inputs, exact readout, no noise: equals the digital model."""
+    return AnalogConfig(weight_bits=None, input_bits=None, adc=False, write_noise="none",
+                        read_noise=False, nonlinearity=False, adc_noise=False)
+
+
+def quantized_ideal() -> AnalogConfig:
+    """8-bit bit-sliced weights, 8-bit bit-serial inputs, exact readout, no noise."""
+    return replace(ideal(), weight_bits=8, input_bits=8)
+
+
+def clipformer_conductance(g_s: torch.Tensor, g_min_s: float, g_max_s: float, alpha: float,
+                           beta: float) -> torch.Tensor:
+    """ClipFormer: ``G <- min(max(G - alpha G_min, G_min), beta G_max)``."""
+    return torch.clamp(torch.clamp(g_s - alpha * g_min_s, min=g_min_s), max=beta * g_max_s)
+
+
+@dataclass
+class Mapped:
+    """A matrix mapped on crossbars: target levels and the digital scale.
+
+    Attributes:
+        targets: (..., slices, 2, R, C) target levels (integers when sliced).
+        scale: Value of one level-unit step of slice weight 1, broadcastable to (..., 1, C).
+        slice_w: (slices,) digital weight of each slice (4^s).
+        integer: Whether targets are integer levels.
+    """
+
+    targets: torch.Tensor
+    scale: torch.Tensor
+    slice_w: torch.Tensor
+    integer: bool
+
+
+def map_matrix(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig, hw: HardwareModel,
+               clip: tuple[float, float] | None = None) -> Mapped:
+    """Quantize and bit-slice ``w_rc`` (rows = inputs, cols = outputs) to cell levels.
+
+    Args:
+        w_rc: (..., R, C) values.
+        scale_max: Magnitude mapped to full scale (G_max), broadcastable to ``w_rc``.
+        cfg: Settings (weight_bits, cell_bits).
+        hw: Conductance range (for ClipFormer).
+        clip: ClipFormer ``(alpha, beta)`` on the linear value-to-conductance mapping, before
+            quantization and slicing; the quantization scale stays that of ``scale_max``.
+    """
+    n_lv = hw.levels - 1
+    scale_max = torch.clamp(scale_max, min=torch.finfo(w_rc.dtype).tiny)
+    mag = w_rc.abs() / scale_max  # 0..1
+    if clip is not None:
+        dg = hw.g_max_s - hw.g_min_s
+        g = hw.g_min_s + dg * mag
+        g = clipformer_conductance(g, hw.g_min_s, hw.g_max_s, clip[0], clip[1])
+        mag = (g - hw.g_min_s) / dg
+    pos = (w_rc > 0).to(w_rc.dtype)
+    neg = (w_rc < 0).to(w_rc.dtype)
+    if cfg.weight_bits is None:
+        lv = mag * n_lv
+        targets = torch.stack([lv * pos, lv * neg], dim=-3)[..., None, :, :, :]
+        return Mapped(targets, scale_max / n_lv, torch.ones(1, device=w_rc.device), False)
+    qmax = 2 ** cfg.weight_bits - 1
+    q = torch.round(mag * qmax).to(torch.int32)
+    base = 2 ** cfg.cell_bits
+    ns = cfg.weight_bits // cfg.cell_bits
+    shifts = torch.arange(ns, device=w_rc.device, dtype=torch.int32) * cfg.cell_bits
+    digits = ((q[..., None, :, :] >> shifts[:, None, None]) & (base - 1)).to(w_rc.dtype)
+    targets = torch.stack([digits * pos[..., None, :, :], digits * neg[..., None, :, :]], dim=-3)
+    slice_w = (float(base) ** torch.arange(ns, device=w_rc.device)).to(w_rc.dtype)
+    # one step of digit 1 in slice 0 is one LSB of the magnitude: scale_max / qmax
+    return Mapped(targets, scale_max / qmax, slice_w, True)
+
+
+def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: str, gamma: float,
+                 sigma: float | None, generator: torch.Generator | None,
+                 integer: bool) -> torch.Tensor:
+    """Programmed levels for target levels: one write of every cell.
+
+    ``fit``/``parametric``: ``l' = l + k sqrt(3 l) N(0,1)`` in level units, which is
+    ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N`` (k = gamma * fitted k, or gamma * sigma).
+    ``samples``: ``l' = l + gamma (l_s - l)`` with ``l_s`` a characterized programmed
+    conductance of the same target level, drawn uniformly. A cell at G_min (level 0) gets no
+    noise in the fit form; in the samples form it gets what was measured at level 0.
+    """
+    if source == "none" or gamma == 0.0:
+        return targets
+    n_lv = hw.levels - 1
+    floor = -n_lv * hw.g_min_s / (hw.g_max_s - hw.g_min_s)  # G' >= 0
+    if source == "samples" and integer and mode in hw.write_samples_s:
+        samples = hw.tensors(targets.device)[f"samples_{mode}"]  # (levels, n) in S
+        lv_s = (samples - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv
+        n = lv_s.shape[1]
+        idx = torch.randint(0, n, targets.shape, generator=generator, device=targets.device)
+        drawn = lv_s.reshape(-1)[targets.long().clamp(0, n_lv) * n + idx]
+        return torch.clamp(targets + gamma * (drawn - targets), min=floor)
+    if source == "parametric":
+        if sigma is None:
+            raise ValueError("write_noise='parametric' needs write_noise_sigma")
+        k = gamma * sigma
+    else:
+        k = gamma * hw.write_noise_k(mode)
+    if k == 0.0:
+        return targets
+    noise = torch.randn(targets.shape, generator=generator, device=targets.device,
+                        dtype=targets.dtype)
+    return torch.clamp(targets + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
+
+
+def input_planes(x: torch.Tensor, bits: int | None, signed: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize inputs per vector (last dim) and split them into bit planes.
+
+    Args:
+        x: (..., M, R) inputs.
+        bits: Input bits, or None for one real-valued plane.
+        signed: Two's complement (MSB plane weighs -2^(bits-1)); unsigned inputs must be
+            in [0, 1] (softmax) and use the fixed scale 1 / (2^bits - 1).
+
+    Returns:
+        planes (P, ..., M, R) in {0, 1} (or the real values), plane weights (P,), and the
+        per-vector scale (..., M, 1).
+    """
+    if bits is None:
+        return x[None], torch.ones(1, device=x.device, dtype=x.dtype), \
+            torch.ones_like(x[..., :1])
+    if signed:
+        qmax = 2 ** (bits - 1) - 1
+        sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) / qmax
+        q = torch.round(x / sx).clamp(-qmax, qmax).to(torch.int32)
+        q = torch.where(q < 0, q + 2 ** bits, q)
+    else:
+        qmax = 2 ** bits - 1
+        sx = torch.full_like(x[..., :1], 1.0 / qmax)
+        q = torch.round(x.clamp(0, 1) * qmax).to(torch.int32)
+    shifts = torch.arange(bits, device=x.device, dtype=torch.int32)
+    planes = ((q[None] >> shifts.view(-1, *([1] * q.ndim))) & 1).to(x.dtype)
+    w = (2.0 ** torch.arange(bits, device=x.device)).to(x.dtype)
+    if signed:
+        w[-1] = -w[-1]
+    return planes, w, sx
+
+
+@dataclass
+class Array:
+    """A matrix written on crossbars, ready for MVMs (levels as programmed).
+
+    Attributes:
+        cells_mm: (..., T, rows, S*2*C) programmed levels, laid out for matmul.
+        i_fs_a: (..., T, 1, S*2*C) ADC full-scale current per column (None: exact readout).
+        inst: (..., T, 1, S*2*C) ADC instance per column (int64), or None.
+        slice_w: (S,) slice weights; scale: (..., 1, C) output scale; cols: C.
+    """
+
+    cells_mm: torch.Tensor
+    i_fs_a: torch.Tensor | None
+    inst: torch.Tensor | None
+    slice_w: torch.Tensor
+    scale: torch.Tensor
+    cols: int
+    rows_total: int = 0
+    cache: dict[str, Any] | None = None
+
+
+def build_array(mapped: Mapped, programmed: torch.Tensor, cfg: AnalogConfig, hw: HardwareModel,
+                inst: torch.Tensor | None) -> Array:
+    """Lay programmed levels out in tiles and compute each column's ADC full scale.
+
+    Args:
+        mapped: Targets and scale from ``map_matrix``.
+        programmed: Levels after the write (same shape as ``mapped.targets``).
+        cfg: Settings.
+        hw: Hardware model.
+        inst: ADC instance per column, broadcastable to (..., T, 1, S*2*C), or None.
+    """
+    *lead, ns, two, r, c = programmed.shape
+    rows = cfg.tile_rows
+    t = -(-r // rows)
+    pad = t * rows - r
+
+    def lay(a: torch.Tensor) -> torch.Tensor:
+        if pad:
+            a = torch.nn.functional.pad(a, (0, 0, 0, pad))
+        a = a.reshape(*lead, ns, two, t, rows, c)
+        nl = len(lead)
+        perm = (*range(nl), nl + 2, nl + 3, nl, nl + 1, nl + 4)
+        return a.permute(perm).reshape(*lead, t, rows, ns * two * c)
+
+    cells_mm = lay(programmed).contiguous()
+    i_fs = None
+    if cfg.nonideal_readout:
+        n_lv = hw.levels - 1
+        dg3 = (hw.g_max_s - hw.g_min_s) / n_lv
+        if cfg.adc_full_scale == "tile":
+            colsum = lay(mapped.targets).sum(-2)  # (..., T, S*2*C)
+            grp = colsum.reshape(*lead, t, ns * two, c).amax(-1, keepdim=True).clamp(min=1.0)
+            grp = grp.expand(*lead, t, ns * two, c).reshape(*lead, t, 1, ns * two * c)
+            i_fs = hw.v_read_v * (hw.g_min_s * rows + dg3 * grp)
+        else:
+            f = float(cfg.adc_full_scale)
+            i_fs = torch.full((*lead, t, 1, ns * two * c), f * rows * hw.g_max_s * hw.v_read_v,
+                              device=programmed.device, dtype=programmed.dtype)
+    return Array(cells_mm, i_fs, inst, mapped.slice_w, mapped.scale, c, r, {})
+
+
+def _horner(c: list[float], u: torch.Tensor) -> torch.Tensor:
+    r = torch.full_like(u, c[0]) if len(c) == 1 else u * c[0] + c[1]
+    for ci in c[2:]:
+        r = r.mul_(u).add_(ci)
+    return r
+
+
+def readout(s_lv: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogConfig,
+            hw: HardwareModel, adc: AdcModel | None, generator: torch.Generator | None
+            ) -> torch.Tensor:
+    """Column sums (level units) -> currents -> transfer, noise, ADC -> level units again.
+
+    Currents are carried in level units ``u = I / (V_read dG / 3)``; ``u = S + n G_min/(dG/3)``.
+    The transfer ratio and the combined read-noise + transfer-spread sigma are cubic fits of
+    the tables (``HardwareModel.readout_polys``); the Gaussian parts (read noise, spread, ADC
+    input noise) are drawn as one Gaussian with the summed variance.
+    """
+    n_lv = hw.levels - 1
+    g0 = hw.g_min_s * n_lv / (hw.g_max_s - hw.g_min_s)
+    u = s_lv + g0 * n_active
+    polys = hw.readout_polys(u.device)
+    sigma = None
+    if cfg.nonlinearity or cfg.read_noise:
+        uc = u.clamp(max=polys["u_max"])
+        which = "both" if cfg.nonlinearity and cfg.read_noise else \
+            ("read" if cfg.read_noise else "spread")
+        sigma = _horner(polys[f"sigma_{which}"], uc).clamp_(min=0.0)
+        if cfg.nonlinearity:
+            u = u * _horner(polys["mean"], uc)
+    use_adc = cfg.adc and adc is not None
+    if use_adc:
+        lsb = arr.i_fs_a / (polys["unit_a"] * adc.max_code)  # in u units
+        x = u / lsb
+        if sigma is not None or (cfg.adc_noise and adc.noise_lsb > 0):
+            var = (sigma / lsb) ** 2 if sigma is not None else torch.zeros_like(x)
+            if cfg.adc_noise and adc.noise_lsb > 0:
+                var = var.add_(adc.noise_lsb ** 2)
+            x = x.add_(var.sqrt_().mul_(torch.randn(x.shape, generator=generator,
+                                                    device=x.device, dtype=x.dtype)))
+        inst = arr.inst if arr.inst is not None else 0
+        codes = adc.quantize_lut(x, inst)
+        u = codes.add_(adc.code_offset).mul_(lsb)
+    elif sigma is not None:
+        u = u + sigma * torch.randn(u.shape, generator=generator, device=u.device,
+                                    dtype=u.dtype)
+    return u.sub_(g0 * n_active)
+
+
+def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcModel | None,
+                  plane_w2: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Effective matrix (..., R, C) and output variance (..., 1, C) of the moment mode."""
+    key = f"moment{plane_w2}"
+    if arr.cache is not None and key in arr.cache:
+        return arr.cache[key]
+    *lead, t, rows, _ = arr.cells_mm.shape
+    ns = arr.slice_w.numel()
+    c = arr.cols
+    cells = arr.cells_mm.reshape(*lead, t, rows, ns, 2, c)
+    sign = torch.tensor([1.0, -1.0], device=cells.device, dtype=cells.dtype)
+    coef = arr.slice_w[:, None] * sign[None, :]  # (S, 2)
+    n_lv = hw.levels - 1
+    g0 = hw.g_min_s * n_lv / (hw.g_max_s - hw.g_min_s)
+    var = None
+    gain = None
+    if cfg.nonideal_readout:
+        polys = hw.readout_polys(cells.device)
+        u_bar = 0.5 * (cells.sum(-4) + g0 * rows)  # (..., T, S, 2, C) expected current
+        uc = u_bar.clamp(max=polys["u_max"])
+        v = torch.zeros_like(u_bar)
+        if cfg.nonlinearity:
+            gain = _horner(polys["mean"], uc)
+        if cfg.nonlinearity or cfg.read_noise:
+            which = "both" if cfg.nonlinearity and cfg.read_noise else \
+                ("read" if cfg.read_noise else "spread")
+            v = v + _horner(polys[f"sigma_{which}"], uc).clamp(min=0.0) ** 2
+        if cfg.adc and adc is not None:
+            lsb = (arr.i_fs_a / (polys["unit_a"] * adc.max_code)).reshape(*lead, t, ns, 2, c)
+            th = torch.as_tensor(adc.thresholds_lsb, dtype=cells.dtype)
+            ideal = torch.arange(1, adc.max_code + 1, dtype=cells.dtype) - 0.5 + adc.code_offset
+            inl2 = float(((th - ideal) ** 2).mean())
+            an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
+            v = v + lsb ** 2 * (1.0 / 12.0 + an + inl2)
+        # one conversion per plane: the plane weights add their squares
+        var = (plane_w2 * coef[:, :, None] ** 2 * v).sum((-4, -3, -2))[..., None, :]
+    w = cells if gain is None else cells * gain[..., None, :, :, :]
+    w_eff = torch.einsum("...trspc,sp->...trc", w, coef).reshape(*lead, t * rows, c)
+    w_eff = w_eff[..., :arr.rows_total, :]
+    out = (w_eff, var)
+    if arr.cache is not None:
+        arr.cache[key] = out
+    return out
+
+
+def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
+               adc: AdcModel | None, generator: torch.Generator | None, *, signed: bool = True,
+               counter: list[int] | None = None, var_scale: float = 1.0,
+               noise: bool = True) -> torch.Tensor:
+    """``mvm`` with ``fidelity="moment"``: one matmul, the readout errors as one Gaussian.
+
+    ``var_scale`` multiplies the predicted variance (``moment_var_scale`` calibrates it
+    against the bit-level path); ``noise=False`` returns the noiseless mean.
+    """
+    planes_w2 = 1.0
+    if cfg.input_bits is None:
+        xq, sx = x, torch.ones_like(x[..., :1])
+    else:
+        b = cfg.input_bits
+        qmax = 2 ** (b - 1) - 1 if signed else 2 ** b - 1
+        if signed:
+            sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) / qmax
+            xq = torch.round(x / sx).clamp(-qmax, qmax)
+        else:
+            sx = torch.full_like(x[..., :1], 1.0 / qmax)
+            xq = torch.round(x.clamp(0, 1) * qmax)
+        planes_w2 = float(sum(4.0 ** j for j in range(b)))
+    w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
+    y = torch.matmul(xq, w_eff)
+    if counter is not None:
+        t, _, k = arr.cells_mm.shape[-3:]
+        counter[0] += int(xq[..., 0].numel() * t * k * (cfg.input_bits or 1))
+    if var is not None and noise:
+        y = y + (var * var_scale).sqrt() * torch.randn(
+            y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    return y * sx * arr.scale
+
+
+def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
+                     adc: AdcModel | None, generator: torch.Generator | None, *,
+                     signed: bool = True) -> float:
+    """Ratio of the bit-level readout error variance to the moment mode's prediction, on
+    inputs ``x`` (a few rows suffice): it corrects the LSB^2/12 and mean-INL assumptions,
+    which overestimate the error of small column sums."""
+    bit = replace(cfg, fidelity="bit")
+    y_bit = mvm(x, arr, bit, hw, adc, generator, signed=signed)
+    y0 = mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, noise=False)
+    b = cfg.input_bits
+    w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
+    _, var = _moment_terms(arr, cfg, hw, adc, w2)
+    if var is None:
+        return 1.0
+    if b is None:
+        sx = torch.ones_like(x[..., :1])
+    elif signed:
+        sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) \
+            / (2 ** (b - 1) - 1)
+    else:
+        sx = torch.full_like(x[..., :1], 1.0 / (2 ** b - 1))
+    pred = float((var * (sx * arr.scale) ** 2).expand_as(y0).mean())
+    meas = float(((y_bit - y0) ** 2).mean())
+    return meas / pred if pred > 0 else 1.0
+
+
+def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
+        adc: AdcModel | None, generator: torch.Generator | None, *, signed: bool = True,
+        counter: list[int] | None = None) -> torch.Tensor:
+    """``x @ W`` on the crossbars of ``arr``: bit-serial planes x bit slices, tensor ops only.
+
+    Args:
+        x: (..., M, R) inputs; leading dims broadcast with the array's.
+        arr: The written matrix.
+        cfg: Settings.
+        hw: Hardware model.
+        adc: Column ADC (None: exact readout).
+        generator: Per-inference noise.
+        signed: Inputs signed (two's complement) or unsigned in [0, 1].
+        counter: If given, ``counter[0]`` is increased by the number of ADC conversions.
+
+    Returns:
+        (..., M, C) outputs.
+    """
+    if cfg.fidelity == "moment":
+        return mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, counter=counter)
+    planes, plane_w, sx = input_planes(x, cfg.input_bits, signed)
+    p = planes.shape[0]
+    *lead, m, r = x.shape
+    t, rows, _k = arr.cells_mm.shape[-3:]
+    ns = arr.slice_w.numel()
+    c = arr.cols
+    if t * rows != r:
+        planes = torch.nn.functional.pad(planes, (0, t * rows - r))
+    nl = len(lead)
+    # (P, ..., M, T, rows) -> (..., T, P*M, rows)
+    planes = planes.reshape(p, *lead, m, t, rows)
+    planes = planes.permute(*range(1, nl + 1), nl + 2, 0, nl + 1, nl + 3)
+    planes = planes.reshape(*lead, t, p * m, rows)
+    s = torch.matmul(planes, arr.cells_mm)  # (..., T, P*M, S*2*C)
+    if counter is not None:
+        counter[0] += s.numel()
+    if cfg.nonideal_readout:
+        n_active = planes.sum(-1, keepdim=True)
+        s = readout(s, n_active, arr, cfg, hw, adc, generator)
+    sign = torch.tensor([1.0, -1.0], device=x.device, dtype=x.dtype)
+    coef = (plane_w[:, None, None] * arr.slice_w[None, :, None] * sign[None, None, :])
+    s = s.reshape(*lead, t, p, m, ns * 2, c)
+    out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))
+    return out * sx * arr.scale

@@ -1,0 +1,266 @@
+"""``spicebridge train`` and ``spicebridge evaluate``: the ViT simulator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``evaluate`` to the command line."""
+    t = sub.add_parser("train", help="train an offline ViT (digits, fashion_mnist) and cache it",
+                       description="Train a small DeiT-style ViT on an offline dataset and "
+                       "cache the checkpoint with its training seed "
+                       "(~/.cache/spicebridge/models by default).")
+    t.add_argument("--dataset", default="digits",
+                   help="digits | fashion_mnist (the model preset of the same name)")
+    t.add_argument("--model", default=None, help="preset instead of the dataset's "
+                   "(digits, digits-tiny, fashion_mnist)")
+    t.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    t.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    t.add_argument("--cache-dir", type=Path, default=None, help="checkpoint folder")
+    t.add_argument("--force", action="store_true", help="retrain even if cached")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--json", action="store_true", help="print the checkpoint's meta as JSON")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "evaluate", help="ViT accuracy on simulated analog chips from lookup files",
+        description="Convert a ViT to analog crossbars (hardware from lookup files), evaluate "
+        "it on several simulated chips and print accuracy mean and 95 %% CI. Comma lists "
+        "(--gamma 3,4,5 --bits 4,6 --vdd-v 1.62,1.8) sweep their Cartesian product.")
+    e.add_argument("--dataset", default=None,
+                   help="digits | fashion_mnist | imagenet (default: the model's)")
+    e.add_argument("--model", default=None,
+                   help="digits | fashion_mnist | digits-tiny | deit-s (default: the dataset's)")
+    e.add_argument("--weights", type=Path, default=None,
+                   help="DeiT-S weights file (.pth or .safetensors; no downloads)")
+    e.add_argument("--data", type=Path, default=None,
+                   help="image folder for imagenet (DIR/val/<class>/*) or Fashion-MNIST IDX dir")
+    e.add_argument("--lookup", type=Path, nargs="+", action="extend", default=[],
+                   metavar="FILE.h5", help="lookup file(s): crossbar and ADC (repeatable)")
+    e.add_argument("--process", "--corner", dest="process", default="tt",
+                   help="process corner(s), comma list (default tt)")
+    e.add_argument("--vdd-v", "--vdd", dest="vdd_v", default=None,
+                   help="supply(ies) V, comma list (default: nominal characterized)")
+    e.add_argument("--temp-c", "--temp", dest="temp_c", default=None,
+                   help="temperature(s) degC, comma list (default: nominal characterized)")
+    e.add_argument("--bits", default="6", help="ADC bits, comma list (default 6)")
+    e.add_argument("--gamma", default="1",
+                   help="K/V write-noise factor(s) x characterized sigma, comma list (default 1)")
+    e.add_argument("--write-noise-sigma", type=float, default=None, metavar="S",
+                   help="parametric write-noise sigma (the 'guessed Gaussian' baseline): "
+                   "G' = G + gamma*S*sqrt((G-Gmin)(Gmax-Gmin))*N(0,1)")
+    e.add_argument("--write-noise", choices=("samples", "fit", "parametric", "none"),
+                   default="samples", help="write-noise model (default: empirical samples)")
+    e.add_argument("--clipformer", nargs="?", const="2,0.25", default=None, metavar="A,B",
+                   help="ClipFormer on K/V (default alpha,beta = 2,0.25); 'both' sweeps off/on")
+    e.add_argument("--alpha", type=float, default=None, help="ClipFormer alpha")
+    e.add_argument("--beta", type=float, default=None, help="ClipFormer beta")
+    e.add_argument("--calibrate-clipformer", action="store_true",
+                   help="pick alpha, beta on the calib split first")
+    e.add_argument("--static", choices=("analog", "digital"), default="analog",
+                   help="static linear layers on crossbars (default) or digital")
+    e.add_argument("--fidelity", choices=("bit", "moment"), default="bit",
+                   help="bit: every column conversion simulated (exact, slow); moment: one "
+                   "matmul per layer, readout errors as a calibrated Gaussian (fast)")
+    e.add_argument("--kv-range", choices=("matrix", "calibrated"), default="matrix",
+                   help="K/V magnitude mapped to G_max: each matrix's max, or a per-layer range "
+                   "calibrated on the calib split")
+    e.add_argument("--ideal", action="store_true",
+                   help="ideal crossbars (no lookup needed): equals the digital model")
+    e.add_argument("--chips", type=int, default=5, help="simulated chips (default 5)")
+    e.add_argument("--seed", type=int, default=0, help="root seed of the chips (default 0)")
+    e.add_argument("--train-seed", type=int, default=0, help="seed of the offline model")
+    e.add_argument("--limit", type=int, default=None, help="score only the first N test images")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    e.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
+    e.add_argument("--cache-dir", type=Path, default=None, help="model checkpoint folder")
+    e.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                   help="write the results as JSON to OUT (or stdout without OUT)")
+    e.add_argument("--rap", action="store_true", help="also evaluate RAP (nnsim.rap)")
+    e.add_argument("--rap-k", type=int, default=8, help="RAP: active rows per conversion")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=run_evaluate)
+
+
+def _floats(s: str | None) -> list[float | None]:
+    return [None] if s is None else [float(x) for x in str(s).split(",") if x.strip()]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or load) a preset and print its test accuracy."""
+    import torch
+
+    from .data import canonical_name
+    from .models import checkpoint_path, load_or_train
+
+    torch.set_num_threads(args.threads)
+    name = args.model or canonical_name(args.dataset)
+    path = checkpoint_path(name, args.cache_dir, args.seed, args.epochs)
+    if args.force and path.exists():
+        path.unlink()
+    _model, meta = load_or_train(name, args.cache_dir, args.seed, args.epochs, quiet=args.quiet)
+    if args.json:
+        json.dump(meta, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    else:
+        src = "cached" if meta.get("cached") else f"trained in {meta['train_time_s']:.1f} s"
+        print(f"{meta['name']}: test accuracy {100 * meta['test_accuracy']:.2f} % "
+              f"(seed {meta['seed']}, {src}) -> {meta['path']}")
+    return 0
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
+    from .data import canonical_name
+    from .models import PRESETS, canonical_model_name, load_deit_s, load_or_train
+
+    if args.model:
+        name = canonical_model_name(args.model)
+    elif args.dataset:
+        ds = canonical_name(args.dataset)
+        name = "deit-s" if ds == "imagenet" else ds
+    else:
+        name = "digits"
+    dataset = canonical_name(args.dataset) if args.dataset else PRESETS[name]["dataset"]
+    if name == "deit-s":
+        if args.weights is None:
+            raise SystemExit("spicebridge evaluate: --model deit-s needs --weights FILE "
+                             "(a local deit_small_patch16_224 state_dict; nothing is downloaded)")
+        return load_deit_s(args.weights), dataset, {"name": name, "weights": str(args.weights)}
+    model, meta = load_or_train(name, args.cache_dir, args.train_seed, quiet=args.quiet)
+    return model, dataset, meta
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate every point of the requested sweep; print a table and/or JSON."""
+    import torch
+
+    from characterization.errors import CharacterizationError
+
+    from .analog import AnalogConfig, ideal
+    from .data import load_dataset
+    from .evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
+    from .hardware import HardwareModel, HardwareModelError
+
+    torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("spicebridge evaluate: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    if not args.lookup and not args.ideal:
+        print("spicebridge evaluate: give --lookup FILE.h5 [FILE2.h5] (or --ideal)",
+              file=sys.stderr)
+        return 2
+    try:
+        model, dataset, model_meta = _load_model(args)
+        test = load_dataset(dataset, "test", root=args.data)
+        calib = load_dataset(dataset, "calib", root=args.data) \
+            if (args.rap or args.calibrate_clipformer or args.kv_range == "calibrated") \
+            else None
+    except (FileNotFoundError, ValueError) as e:
+        print(f"spicebridge evaluate: {e}", file=sys.stderr)
+        return 2
+    if args.limit:
+        test = test.subset(args.limit) if hasattr(test, "subset") else \
+            torch.utils.data.Subset(test, range(min(args.limit, len(test))))
+    model = model.to(device).eval()
+    digital = accuracy_on(model, test, args.batch_size, device)
+
+    clips: list[tuple[float, float] | None]
+    if args.clipformer == "both":
+        clips = [None, (args.alpha or 2.0, args.beta or 0.25)]
+    elif args.clipformer is not None or args.alpha is not None or args.beta is not None:
+        a, b = ([float(x) for x in args.clipformer.split(",")] if args.clipformer
+                else [2.0, 0.25])
+        clips = [(args.alpha if args.alpha is not None else a,
+                  args.beta if args.beta is not None else b)]
+    else:
+        clips = [None]
+    base = ideal() if args.ideal else AnalogConfig(
+        write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
+        static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range)
+    results = []
+    points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
+                                    _floats(args.temp_c), [int(b) for b in args.bits.split(",")],
+                                    _floats(args.gamma)))
+    for process, vdd, temp, bits, gamma in points:
+        try:
+            hw = HardwareModel.ideal() if args.ideal else HardwareModel.from_lookup(
+                args.lookup, process=process, vdd_v=vdd, temp_c=temp, adc_bits=bits)
+        except (CharacterizationError, HardwareModelError, KeyError) as e:
+            print(f"spicebridge evaluate: {e}", file=sys.stderr)
+            return 2
+        cfg0 = dataclasses.replace(base, gamma=gamma)
+        point_clips = clips
+        calib_info = None
+        if args.calibrate_clipformer:
+            calib_info = calibrate_clipformer(model, hw, cfg0, calib, chips=2, seed=args.seed,
+                                              batch_size=args.batch_size, device=device,
+                                              quiet=args.quiet)
+            point_clips = [None, (calib_info["alpha"], calib_info["beta"])]
+        for clip in point_clips:
+            cfg = dataclasses.replace(cfg0, clipformer=clip)
+            r = evaluate_chips(model, hw, cfg, test, chips=args.chips, seed=args.seed,
+                               batch_size=args.batch_size, device=device, quiet=args.quiet,
+                               digital_accuracy=digital, calib_ds=calib)
+            r.update(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
+                     gamma=gamma, clipformer=list(clip) if clip else None,
+                     clipformer_calibration=calib_info)
+            results.append(r)
+            if not args.json or args.json != "-":
+                _print_row(r)
+        if args.rap:
+            results.append(_run_rap(model, calib, test, hw, bits, args))
+    out = dict(results[0]) if len(results) == 1 else {}
+    out.update(results=results, model=model_meta, dataset=dataset, device=device,
+               digital_accuracy=digital, chips=args.chips, seed=args.seed,
+               lookup=[str(p) for p in args.lookup],
+               command=" ".join(["spicebridge", *sys.argv[1:]]))
+    if len(results) > 1:
+        out.update(accuracy_mean=results[0]["accuracy_mean"],
+                   accuracy_ci95=results[0]["accuracy_ci95"])
+    if args.json:
+        text = json.dumps(out, default=str, indent=None if args.json == "-" else 1)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def _print_row(r: dict[str, Any]) -> None:
+    ci = r.get("accuracy_ci95")
+    ci_s = f" +- {100 * ci:.2f}" if ci is not None else ""
+    clip = r.get("clipformer")
+    c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
+    print(f"{r['process']} {r['vdd_v']:g} V {r['temp_c']:g} C {r['bits']}-bit ADC "
+          f"gamma {r['gamma']:g}{c}: accuracy {100 * r['accuracy_mean']:.2f}{ci_s} % "
+          f"(95 % CI, {r['chips']} chips; digital {100 * r['digital_accuracy']:.2f} %)",
+          flush=True)
+
+
+def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
+             args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from .rap import evaluate_rap
+    except ImportError as e:
+        raise SystemExit(f"spicebridge evaluate --rap: nnsim.rap is not available ({e})") \
+            from e
+    from .data import make_loader
+
+    r = evaluate_rap(model, make_loader(calib, args.batch_size), make_loader(test,
+                     args.batch_size), hw, bits, args.rap_k, args.seed)
+    r = dict(r, method="rap", bits=bits, rap_k=args.rap_k)
+    if not args.json or args.json != "-":
+        print(f"RAP k={args.rap_k} {bits}-bit: "
+              + ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, float))))
+    return r

@@ -1,0 +1,339 @@
+"""``convert_to_analog``: put a ViT's linear layers and attention on simulated crossbars.
+
+Parameter names do not change (``weight``/``bias`` stay on the same paths; chip state lives in
+non-persistent buffers), so the converted model's ``state_dict`` keys equal the digital
+model's, and timm checkpoints load into either. Works on ``timm`` ViTs and on
+``nnsim.models.VisionTransformer`` alike: an attention module is anything with ``qkv`` and
+``proj`` linears and ``num_heads``.
+
+A simulated chip: ``program_chip(model, seed)`` programs every static weight once (write
+noise of the programming), assigns a Monte-Carlo ADC instance to every column, and seeds the
+per-inference noise (read noise, ADC noise, K/V write noise). Everything is drawn from
+``numpy.random.SeedSequence(seed)``, spawned per layer in module order.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .analog import (
+    AnalogConfig,
+    Array,
+    build_array,
+    map_matrix,
+    moment_var_scale,
+    mvm,
+    mvm_moment,
+    write_levels,
+)
+from .hardware import AdcModel, HardwareModel
+
+
+class ModuleConversionError(TypeError):
+    """The model has nothing ``convert_to_analog`` knows how to convert."""
+
+
+def _seeds(n: int, seq: np.random.SeedSequence) -> list[int]:
+    return [int(s) for s in seq.generate_state(n, dtype=np.uint64) % (2 ** 63)]
+
+
+class _AnalogBase(nn.Module):
+    hw: HardwareModel
+    config: AnalogConfig
+
+    def _setup(self, hw: HardwareModel, config: AnalogConfig) -> None:
+        self.hw, self.config = hw, config
+        self.adc_model: AdcModel | None = hw.adc() if config.adc and hw.adc_bits else None
+        self.generator: torch.Generator | None = None
+        self.conversions = [0]
+        self._inst_seed = 0
+        self.moment_scale: dict[int, float] = {}
+
+    def _mvm(self, x: torch.Tensor, arr: Array, key: int, signed: bool = True
+             ) -> torch.Tensor:
+        cfg = self.config
+        if cfg.fidelity == "moment" and cfg.nonideal_readout:
+            if key not in self.moment_scale:
+                # once per layer and configuration (set_config resets it), on this input:
+                # the ratio depends on the layer's statistics, hardly on the chip
+                self.moment_scale[key] = moment_var_scale(
+                    x[..., :32, :], arr, cfg, self.hw, self.adc_model,
+                    self._gen(x.device, 12345 + key), signed=signed)
+            return mvm_moment(x, arr, cfg, self.hw, self.adc_model, self.generator,
+                              signed=signed, counter=self.conversions,
+                              var_scale=self.moment_scale[key])
+        return mvm(x, arr, cfg, self.hw, self.adc_model, self.generator, signed=signed,
+                   counter=self.conversions)
+
+    def _gen(self, device: torch.device, seed: int) -> torch.Generator:
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+        return g
+
+    def _instances(self, shape: tuple[int, ...], device: torch.device, salt: int
+                   ) -> torch.Tensor | None:
+        if self.adc_model is None or self.adc_model.instances <= 1:
+            return None
+        g = self._gen(torch.device("cpu"), (self._inst_seed + 7919 * salt) % (2 ** 63))
+        return torch.randint(0, self.adc_model.instances, shape, generator=g).to(device)
+
+
+class AnalogLinear(nn.Linear, _AnalogBase):
+    """``nn.Linear`` on crossbar tiles; ``weight``/``bias`` keep their names.
+
+    The bias is added digitally after shift-and-add.
+    """
+
+    @classmethod
+    def from_digital(cls, lin: nn.Linear, hw: HardwareModel, config: AnalogConfig
+                     ) -> AnalogLinear:
+        """A copy of ``lin`` (same parameters) simulated on ``hw``."""
+        w = lin.weight
+        new = cls(lin.in_features, lin.out_features, lin.bias is not None,
+                  device=w.device, dtype=w.dtype)
+        new.load_state_dict(lin.state_dict())
+        new._setup(hw, config)
+        new.array: Array | None = None
+        return new
+
+    @torch.no_grad()
+    def program(self, seed: int) -> None:
+        """Write the weights once (one chip): programming noise, ADC instances."""
+        seq = np.random.SeedSequence(seed)
+        s_prog, s_inf, s_inst = _seeds(3, seq)
+        cfg, hw = self.config, self.hw
+        w_rc = self.weight.detach().t()
+        mapped = map_matrix(w_rc, w_rc.abs().amax(0, keepdim=True), cfg, hw)
+        prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.static_write_mode,
+                            cfg.static_gamma, cfg.write_noise_sigma,
+                            self._gen(w_rc.device, s_prog), mapped.integer)
+        self._inst_seed = s_inst
+        t = -(-self.in_features // cfg.tile_rows)
+        ns = mapped.targets.shape[-4]
+        inst = self._instances((t, 1, ns * 2 * self.out_features), w_rc.device, 0)
+        self.array = build_array(mapped, prog, cfg, hw, inst)
+        self.generator = self._gen(w_rc.device, s_inf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Crossbar MVM of ``x`` (..., in_features)."""
+        if self.array is None:
+            self.program(0)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        k = self.array.cells_mm.shape[-1] * self.array.cells_mm.shape[-3]
+        p = self.config.input_bits or 1
+        step = max(1, self.config.chunk_elems // max(1, k * p))
+        outs = [self._mvm(x2[i:i + step], self.array, 0) for i in range(0, x2.shape[0], step)]
+        y = torch.cat(outs, 0)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+
+def is_attention(m: nn.Module) -> bool:
+    """timm's ``Attention`` or ours: ``qkv``/``proj`` linears and ``num_heads``."""
+    return (isinstance(getattr(m, "qkv", None), nn.Linear)
+            and isinstance(getattr(m, "proj", None), nn.Linear)
+            and hasattr(m, "num_heads"))
+
+
+class AnalogAttention(_AnalogBase):
+    """Self-attention with Q K^T and S V on crossbars whose K and V are written per inference.
+
+    Submodule names mirror ``timm.layers.Attention`` (``qkv``, ``q_norm``, ``k_norm``,
+    ``norm``, ``proj``), so state_dicts load unchanged. Q and the softmax output S are row
+    inputs; K^T (rows = head_dim) and V (rows = tokens) are quantized per written matrix,
+    ClipFormer-clipped if set, bit-sliced and written with write noise every forward.
+    Softmax is digital.
+    """
+
+    def __init__(self, attn: nn.Module, hw: HardwareModel, config: AnalogConfig,
+                 static: bool) -> None:
+        super().__init__()
+        if getattr(attn, "gate", None) is not None:
+            raise ModuleConversionError("gated attention is not supported")
+        self._setup(hw, config)
+        self.num_heads = int(attn.num_heads)
+        self.head_dim = int(getattr(attn, "head_dim", attn.qkv.out_features // 3 //
+                                    self.num_heads))
+        self.attn_dim = self.num_heads * self.head_dim
+        self.scale = float(getattr(attn, "scale", self.head_dim ** -0.5))
+        conv = (lambda lin: AnalogLinear.from_digital(lin, hw, config)) if static \
+            else copy.deepcopy
+        self.qkv = conv(attn.qkv)
+        self.q_norm = getattr(attn, "q_norm", nn.Identity())
+        self.k_norm = getattr(attn, "k_norm", nn.Identity())
+        self.attn_drop = getattr(attn, "attn_drop", nn.Identity())
+        self.norm = getattr(attn, "norm", nn.Identity())
+        self.proj = conv(attn.proj)
+        self.proj_drop = getattr(attn, "proj_drop", nn.Identity())
+        self.kv_stats: dict[str, float] = {}
+        self.kv_max: dict[int, float] = {}
+        self.recording = False
+
+    @torch.no_grad()
+    def program(self, seed: int) -> None:
+        """Seed the per-inference K/V writes and read noise; fix the column ADC instances."""
+        s_inf, s_inst = _seeds(2, np.random.SeedSequence(seed))
+        self._inst_seed = s_inst
+        self._inst_cache: dict[Any, torch.Tensor | None] = {}
+        self.generator = self._gen(self.qkv.weight.device, s_inf)
+
+    def _write(self, w_rc: torch.Tensor, salt: int) -> Array:
+        cfg, hw = self.config, self.hw
+        scale_max = w_rc.abs().amax((-2, -1), keepdim=True)
+        if self.recording:
+            self.kv_max[salt] = max(self.kv_max.get(salt, 0.0), float(scale_max.max()))
+        if cfg.kv_range == "calibrated":
+            if salt not in self.kv_max:
+                raise RuntimeError("kv_range='calibrated' needs calibrate_kv_range(model, "
+                                   "loader) first")
+            scale_max = torch.full_like(scale_max, self.kv_max[salt])
+            w_rc = w_rc.clamp(-self.kv_max[salt], self.kv_max[salt])
+        mapped = map_matrix(w_rc, scale_max, cfg, hw, cfg.clipformer)
+        prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.dynamic_write_mode,
+                            cfg.gamma, cfg.write_noise_sigma, self.generator, mapped.integer)
+        r, c = w_rc.shape[-2:]
+        t = -(-r // cfg.tile_rows)
+        ns = mapped.targets.shape[-4]
+        key = (salt, t, ns, c)
+        if key not in self._inst_cache:
+            self._inst_cache[key] = self._instances((1, self.num_heads, t, 1, ns * 2 * c),
+                                                    w_rc.device, salt)
+        return build_array(mapped, prog, cfg, hw, self._inst_cache[key])
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        """Same contract as ``timm.layers.Attention.forward``; masks are not modelled."""
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("masked attention is not modelled")
+        if self.generator is None:
+            self.program(0)
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q = q * self.scale
+        cfg = self.config
+        if not cfg.attention:
+            attn = (q @ k.transpose(-2, -1)).softmax(-1)
+            out = attn @ v
+        else:
+            step = max(1, cfg.chunk_elems // max(1, self.num_heads * n * n * 8 * 8 * 8))
+            outs = []
+            for i in range(0, b, step):
+                qi, ki, vi = q[i:i + step], k[i:i + step], v[i:i + step]
+                arr_k = self._write(ki.transpose(-2, -1), 1)  # rows = head_dim, cols = tokens
+                scores = self._mvm(qi, arr_k, 1, signed=True)
+                s = self.attn_drop(scores.softmax(-1))
+                arr_v = self._write(vi, 2)  # rows = tokens, cols = head_dim
+                outs.append(self._mvm(s, arr_v, 2, signed=False))
+            out = torch.cat(outs, 0)
+        out = out.transpose(1, 2).reshape(b, n, self.attn_dim)
+        return self.proj_drop(self.proj(self.norm(out)))
+
+
+def convert_to_analog(model: nn.Module, hardware: HardwareModel,
+                      config: AnalogConfig | None = None, *, seed: int | None = 0,
+                      skip: Collection[str] = ()) -> nn.Module:
+    """A copy of ``model`` whose attention and linear layers run on simulated crossbars.
+
+    Args:
+        model: A timm ``VisionTransformer`` or ``nnsim.models.VisionTransformer``.
+        hardware: The hardware model (``HardwareModel.from_lookup`` or ``.ideal()``).
+        config: Simulation settings (default ``AnalogConfig()``).
+        seed: Program chip ``seed`` right away (None: leave unprogrammed).
+        skip: Module paths left digital (``head`` is skipped unless
+            ``config.convert_head``).
+
+    Raises:
+        ModuleConversionError: No attention module found (never a silent no-op).
+    """
+    config = config or AnalogConfig()
+    model = copy.deepcopy(model)
+    skip = set(skip)
+    if not config.convert_head:
+        skip.add("head")
+    found = [0]
+    _convert_children(model, hardware, config, "", frozenset(skip), found)
+    if not found[0]:
+        raise ModuleConversionError("no attention module (with qkv, proj, num_heads) found "
+                                    "in the model")
+    if seed is not None:
+        program_chip(model, seed)
+    return model.eval()
+
+
+def _convert_children(module: nn.Module, hw: HardwareModel, config: AnalogConfig, prefix: str,
+                      skip: frozenset[str], found: list[int]) -> None:
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if path in skip:
+            continue
+        if is_attention(child):
+            setattr(module, name, AnalogAttention(child, hw, config, config.static))
+            found[0] += 1
+        elif isinstance(child, nn.Linear) and config.static:
+            setattr(module, name, AnalogLinear.from_digital(child, hw, config))
+        else:
+            _convert_children(child, hw, config, f"{path}.", skip, found)
+
+
+def analog_modules(model: nn.Module) -> list[nn.Module]:
+    """The analog layers of a converted model, in module order."""
+    return [m for m in model.modules() if isinstance(m, (AnalogLinear, AnalogAttention))]
+
+
+def program_chip(model: nn.Module, seed: int) -> None:
+    """Simulate a new chip: program every static weight, draw ADC instances, seed noise."""
+    mods = analog_modules(model)
+    for m, child in zip(mods, np.random.SeedSequence(seed).spawn(len(mods)), strict=True):
+        m.program(int(child.generate_state(1, dtype=np.uint64)[0] % (2 ** 63)))
+
+
+def set_config(model: nn.Module, config: AnalogConfig) -> None:
+    """Change settings that act per inference (gamma, ClipFormer, noise switches) in place.
+
+    Settings that change how static weights are programmed take effect at the next
+    ``program_chip``.
+    """
+    for m in analog_modules(model):
+        m.config = config
+        m.moment_scale = {}
+        m.adc_model = m.hw.adc() if config.adc and m.hw.adc_bits else None
+
+
+@torch.no_grad()
+def calibrate_kv_range(model: nn.Module, batches: Any) -> dict[str, list[float]]:
+    """Record, per attention layer, the largest |K| and |V| over ``batches`` (images or
+    (images, labels)); ``kv_range="calibrated"`` maps those to G_max. Use a held-out split.
+
+    Returns:
+        ``{module path: [k_max, v_max]}``.
+    """
+    atts = {n: m for n, m in model.named_modules() if isinstance(m, AnalogAttention)}
+    for m in atts.values():
+        m.recording, m.kv_max = True, {}
+    try:
+        for b in batches:
+            model(b[0] if isinstance(b, (tuple, list)) else b)
+    finally:
+        for m in atts.values():
+            m.recording = False
+    return {n: [m.kv_max.get(1, 0.0), m.kv_max.get(2, 0.0)] for n, m in atts.items()}
+
+
+def conversions(model: nn.Module, reset: bool = False) -> int:
+    """ADC conversions counted since the last reset."""
+    total = 0
+    for m in analog_modules(model):
+        total += m.conversions[0]
+        if reset:
+            m.conversions[0] = 0
+    return total

@@ -1,0 +1,445 @@
+"""The hardware model: crossbar and ADC behaviour at one PVT point, read from lookup files.
+
+``HardwareModel.from_lookup`` selects the process corner exactly, interpolates ``vdd_v`` and
+``temp_c`` linearly between characterized points (``Table.sel``) and refuses to extrapolate.
+Distributions (write-noise samples) are interpolated quantile by quantile: samples are sorted
+before interpolation, so the result is the distribution between the two neighbours, not a mix
+of unrelated draws. ADC resolution must be one that was characterized.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from characterization.errors import ExtrapolationError, LookupFormatError
+from characterization.lookup import Table, read_lookups
+
+_PVT = ("process", "vdd_v", "temp_c")
+
+
+class HardwareModelError(ValueError):
+    """A lookup file lacks what the hardware model needs, or a setting was not characterized."""
+
+
+def interp1d(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear ``fp(xp)`` at ``x`` (torch, clamped to the table's ends)."""
+    xc = x.clamp(float(xp[0]), float(xp[-1]))
+    i = torch.searchsorted(xp, xc.contiguous()).clamp(1, xp.numel() - 1)
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    return f0 + (xc - x0) / (x1 - x0) * (f1 - f0)
+
+
+@dataclass
+class AdcModel:
+    """A characterized column ADC at one PVT point and resolution.
+
+    Attributes:
+        bits: Resolution.
+        thresholds_lsb: (instances, 2^bits - 1) transition levels, in LSB of the ideal ADC:
+            the output code is the number of thresholds at or below the input.
+        noise_lsb: Input-referred noise sigma, LSB.
+        energy_j: Energy per conversion (NaN if not characterized).
+        conversion_time_s: Time per conversion (NaN if not characterized).
+        code_offset: Centre of code k is ``k + code_offset`` LSB (0 for the ``k - 0.5``
+            threshold convention, 0.5 for ``k``): the digital side reconstructs with it.
+    """
+
+    bits: int
+    thresholds_lsb: np.ndarray
+    noise_lsb: float
+    energy_j: float = float("nan")
+    conversion_time_s: float = float("nan")
+    code_offset: float = 0.0
+    _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def instances(self) -> int:
+        """Number of Monte-Carlo instances."""
+        return int(self.thresholds_lsb.shape[0])
+
+    @property
+    def max_code(self) -> int:
+        """Largest output code."""
+        return 2 ** self.bits - 1
+
+    @classmethod
+    def ideal(cls, bits: int) -> AdcModel:
+        """A perfect ADC (thresholds at k - 0.5, no noise)."""
+        th = np.arange(1, 2 ** bits, dtype=np.float64)[None] - 0.5
+        return cls(bits, th, 0.0, code_offset=0.0)
+
+    def _flat(self, device: torch.device) -> tuple[torch.Tensor, float]:
+        key = ("flat", str(device))
+        if key not in self._cache:
+            span = self.max_code + 4.0
+            th = torch.as_tensor(self.thresholds_lsb, dtype=torch.float64)
+            th = th + span * torch.arange(self.instances, dtype=torch.float64)[:, None]
+            self._cache[key] = th.reshape(-1).to(device)
+        return self._cache[key], self.max_code + 4.0
+
+    LUT_STEPS = 32
+    """Grid steps per LSB of ``quantize_lut`` (thresholds resolved to 1/32 LSB)."""
+
+    def _lut(self, device: torch.device) -> torch.Tensor:
+        key = ("lut", str(device))
+        if key not in self._cache:
+            r = self.LUT_STEPS
+            grid = -2.0 + (np.arange((self.max_code + 4) * r) + 0.5) / r
+            lut = np.stack([np.searchsorted(t, grid, side="right") for t in self.thresholds_lsb])
+            self._cache[key] = torch.as_tensor(lut.reshape(-1), dtype=torch.float32,
+                                               device=device)
+        return self._cache[key]
+
+    def quantize_lut(self, x_lsb: torch.Tensor, instance: torch.Tensor | int) -> torch.Tensor:
+        """Noiseless ``quantize`` through a per-instance table on a 1/32-LSB grid (one gather
+        per conversion instead of a binary search; thresholds resolved to 1/32 LSB)."""
+        lut = self._lut(x_lsb.device)
+        r = self.LUT_STEPS
+        g = (self.max_code + 4) * r
+        off = 2.0 * r + (instance * g if isinstance(instance, torch.Tensor) else
+                         float(int(instance) * g))
+        x = x_lsb.clamp(-2.0, self.max_code + 2.0 - 0.5 / r).mul_(r)
+        idx = (x.add_(off) if not isinstance(off, torch.Tensor) or off.shape == x.shape
+               else x + off).to(torch.int64)
+        return lut.take(idx)
+
+    def quantize(self, x_lsb: torch.Tensor, instance: int | torch.Tensor,
+                 generator: torch.Generator | None = None, *, noise: bool = True
+                 ) -> torch.Tensor:
+        """Convert inputs (in LSB of the ideal ADC) to codes with an instance's thresholds.
+
+        Args:
+            x_lsb: Any shape.
+            instance: One instance index, or an int64 tensor broadcastable to ``x_lsb`` (one
+                instance per column, as a chip's column ADCs).
+            generator: For the comparator noise.
+            noise: Add the input-referred noise.
+
+        Returns:
+            Codes (same shape, float dtype of ``x_lsb``), in ``0 .. 2^bits - 1``.
+        """
+        if noise and self.noise_lsb > 0:
+            x_lsb = x_lsb + self.noise_lsb * torch.randn(
+                x_lsb.shape, generator=generator, device=x_lsb.device, dtype=x_lsb.dtype)
+        flat, span = self._flat(x_lsb.device)
+        n = self.max_code
+        inst = torch.as_tensor(instance, device=x_lsb.device)
+        # One binary search over all instances' thresholds, each instance shifted by `span`:
+        # the count of thresholds <= x within the instance's block is the code.
+        xs = x_lsb.to(torch.float64).clamp(-1.5, n + 1.5) + inst.to(torch.float64) * span
+        codes = torch.bucketize(xs, flat, right=True) - inst * n
+        return codes.to(x_lsb.dtype)
+
+
+@dataclass
+class HardwareModel:
+    """Crossbar + ADC behaviour at one PVT point (what ``convert_to_analog`` simulates).
+
+    Attributes:
+        process, vdd_v, temp_c, adc_bits: The point.
+        g_min_s, g_max_s: Cell conductance range; ``levels`` per cell (4 = 2 bits).
+        v_read_v: Read voltage; ``rows``: rows of the characterized column.
+        transfer_i_rel, transfer_mean, transfer_std: Column transfer (actual / ideal current
+            ratio and its spread) vs ideal current / full scale.
+        read_i_a, read_sigma_a: Read-noise sigma of the column current vs the current.
+        write_k: Fitted write-noise factor per mode (``single``, ``verify``).
+        write_samples_s: Per mode, (levels, samples) programmed conductances (sorted), or
+            absent when the file has no samples.
+        adcs: ADC models per characterized resolution.
+        sources: The files read.
+    """
+
+    process: str
+    vdd_v: float
+    temp_c: float
+    adc_bits: int | None
+    g_min_s: float
+    g_max_s: float
+    levels: int = 4
+    v_read_v: float = 0.2
+    rows: int = 64
+    transfer_i_rel: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    transfer_mean: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0]))
+    transfer_std: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+    read_i_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
+    read_sigma_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+    write_k: dict[str, float] = field(default_factory=lambda: {"single": 0.0, "verify": 0.0})
+    write_samples_s: dict[str, np.ndarray] = field(default_factory=dict)
+    adcs: dict[int, AdcModel] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def ideal(cls, *, g_min_s: float = 1e-7, g_max_s: float = 1e-5, adc_bits: int | None = None,
+              v_read_v: float = 0.2) -> HardwareModel:
+        """A noiseless, linear crossbar and a perfect ADC (or none): for checks, no files."""
+        adcs = {adc_bits: AdcModel.ideal(adc_bits)} if adc_bits else {}
+        return cls("ideal", float("nan"), float("nan"), adc_bits, g_min_s, g_max_s,
+                   v_read_v=v_read_v, adcs=adcs)
+
+    @classmethod
+    def from_lookup(cls, paths: str | Path | Iterable[str | Path], process: str = "tt",
+                    vdd_v: float | None = None, temp_c: float | None = None,
+                    adc_bits: int | None = 6) -> HardwareModel:
+        """Read crossbar and ADC tables (one or several files) at one PVT point.
+
+        Args:
+            paths: Lookup file(s): a crossbar file and an ADC file, or one holding both.
+            process: Process corner (exact match).
+            vdd_v: Supply; default the nominal characterized point (1.8 V if characterized,
+                else the middle of the range). Interpolated between characterized values.
+            temp_c: Temperature; default 27 degC if characterized, else the middle.
+            adc_bits: ADC resolution (must be characterized); None for no ADC tables.
+
+        Raises:
+            HardwareModelError: A needed table is missing or holds only failed points.
+            ExtrapolationError: ``vdd_v``/``temp_c`` outside the characterized range.
+            KeyError: ``process`` not characterized.
+            LookupFormatError: A file is not a lookup file.
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        paths = [Path(p) for p in paths]
+        tables = read_lookups(paths)
+        src = ", ".join(str(p) for p in paths)
+
+        def need(name: str) -> Table:
+            if name not in tables:
+                raise HardwareModelError(f"table {name!r} not found in {src}; tables there: "
+                                         f"{sorted(tables)}")
+            return tables[name]
+
+        ref = need("crossbar/read_transfer")
+        vdd_v = _nominal(ref, "vdd_v", 1.8) if vdd_v is None else float(vdd_v)
+        temp_c = _nominal(ref, "temp_c", 27.0) if temp_c is None else float(temp_c)
+        where = {"process": process, "vdd_v": vdd_v, "temp_c": temp_c}
+
+        def at(t: Table, **more: Any) -> Table:
+            sel = {k: v for k, v in where.items() if k in t.dims}
+            try:
+                out = t.sel(**sel, **more)
+            except ExtrapolationError as e:
+                raise ExtrapolationError(f"{src}: {e}") from None
+            if "mc" in out.dims:  # a sweep's Monte-Carlo axis left in a per-point table
+                out = Table(out.name, np.nanmean(out.data, axis=out.axis("mc")),
+                            tuple(d for d in out.dims if d != "mc"),
+                            {d: out.coords[d] for d in out.dims if d != "mc"}, out.units,
+                            out.coord_units, out.attrs)
+            if np.isnan(np.asarray(out.data, dtype=float)).all():
+                raise HardwareModelError(f"{src}: table {t.name!r} has no valid value at "
+                                         f"{where} (all points failed)")
+            return out
+
+        attrs = ref.attrs
+        try:
+            g_min, g_max = float(attrs["g_min_s"]), float(attrs["g_max_s"])
+        except KeyError:
+            raise HardwareModelError(f"{src}: table 'crossbar/read_transfer' lacks the "
+                                     "g_min_s/g_max_s attributes") from None
+        tr = at(ref)
+        i_rel = np.asarray(tr.coords["i_ideal_rel"], float)
+        mean = _clean(tr.sel(stat="mean_ratio").data, 1.0)
+        std = _clean(tr.sel(stat="std_ratio").data, 0.0)
+        rn = at(need("crossbar/read_noise"))
+        read_i = np.asarray(rn.coords["i_col_a"], float)
+        read_sigma = _clean(rn.data, 0.0)
+        fit = at(need("crossbar/write_noise_fit"))
+        write_k = {str(m): float(fit.sel(mode=m, stat="k").data) for m in fit.coords["mode"]}
+        samples: dict[str, np.ndarray] = {}
+        if "crossbar/write_noise_samples" in tables:
+            t = tables["crossbar/write_noise_samples"]
+            ax = t.axis("sample")
+            srt = Table(t.name, np.sort(t.data, axis=ax), t.dims, t.coords, t.units,
+                        t.coord_units, t.attrs)  # NaN sorts last
+            s = at(srt)
+            for m in s.coords["mode"]:
+                arr = np.asarray(s.sel(mode=m).data, float)  # (level, sample)
+                ok = np.isfinite(arr).all(axis=0)
+                if ok.sum() >= 2:
+                    samples[str(m)] = np.sort(arr[:, ok], axis=1)
+        hw = cls(process, vdd_v, temp_c, adc_bits, g_min, g_max,
+                 levels=int(attrs.get("levels", 4)), v_read_v=float(attrs.get("v_read_v", 0.2)),
+                 rows=int(attrs.get("rows", 64)), transfer_i_rel=i_rel, transfer_mean=mean,
+                 transfer_std=std, read_i_a=read_i, read_sigma_a=read_sigma, write_k=write_k,
+                 write_samples_s=samples, sources=tuple(str(p) for p in paths))
+        if adc_bits is not None:
+            th_t = need("adc/thresholds")
+            avail = sorted(int(b) for b in th_t.coords["bits"])
+            for b in avail:
+                hw.adcs[b] = _read_adc(tables, at, b, src)
+            if int(adc_bits) not in hw.adcs:
+                raise HardwareModelError(f"{src}: ADC resolution {adc_bits} bits was not "
+                                         f"characterized; available: {avail}")
+        return hw
+
+    def adc(self, bits: int | None = None) -> AdcModel:
+        """The ADC model at ``bits`` (default: the model's ``adc_bits``).
+
+        Raises:
+            HardwareModelError: That resolution was not characterized.
+        """
+        b = self.adc_bits if bits is None else int(bits)
+        if b not in self.adcs:
+            raise HardwareModelError(f"ADC resolution {b} bits not characterized; available: "
+                                     f"{sorted(self.adcs)}")
+        return self.adcs[b]
+
+    def write_noise_k(self, mode: str = "single") -> float:
+        """Fitted ``k`` of ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N(0,1)`` for a write mode."""
+        if mode not in self.write_k:
+            raise HardwareModelError(f"write mode {mode!r} not characterized; available: "
+                                     f"{sorted(self.write_k)}")
+        return self.write_k[mode]
+
+    @property
+    def i_full_a(self) -> float:
+        """Full-scale column current of the characterized column (all rows at G_max)."""
+        return self.rows * self.g_max_s * self.v_read_v
+
+    def tensors(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The tables as tensors on ``device`` (cached)."""
+        key = str(device)
+        if key not in self._cache:
+            def t(a: np.ndarray) -> torch.Tensor:
+                return torch.as_tensor(np.asarray(a, np.float32), device=device)
+            d = {"tr_x": t(self.transfer_i_rel), "tr_mean": t(self.transfer_mean),
+                 "tr_std": t(self.transfer_std), "rn_x": t(self.read_i_a),
+                 "rn_sigma": t(self.read_sigma_a)}
+            for m, s in self.write_samples_s.items():
+                d[f"samples_{m}"] = t(s)
+            self._cache[key] = d
+        return self._cache[key]
+
+    def readout_polys(self, device: torch.device | str) -> dict[str, Any]:
+        """Column transfer and read noise as cubic polynomials of the column current in level
+        units ``u = I / (V_read (G_max - G_min) / (levels - 1))`` (pure arithmetic on the
+        tensors: no table look-ups per conversion).
+
+        Returns:
+            ``mean`` (coefficients, highest first, of the actual/ideal ratio),
+            ``sigma_both``/``sigma_read``/``sigma_spread`` (sigma in level units of read
+            noise and transfer spread combined, or alone), the fitted range ``u_max`` and
+            the largest fit residuals.
+        """
+        key = ("polys", str(device))
+        if key not in self._cache:
+            unit_a = self.v_read_v * (self.g_max_s - self.g_min_s) / (self.levels - 1)
+            u = np.linspace(0.0, self.i_full_a / unit_a, 257)
+            i_rel = u * unit_a / self.i_full_a
+            mean = np.interp(i_rel, self.transfer_i_rel, self.transfer_mean)
+            std = np.interp(i_rel, self.transfer_i_rel, self.transfer_std)
+            i_nl = u * unit_a * mean
+            spread = i_nl * std / unit_a
+            read = np.interp(i_nl, self.read_i_a, self.read_sigma_a) / unit_a
+            cm = np.polyfit(u, mean, 3)
+            d: dict[str, Any] = dict(mean=[float(c) for c in cm], u_max=float(u[-1]),
+                                     unit_a=unit_a,
+                                     mean_residual=float(np.abs(np.polyval(cm, u) - mean).max()))
+            for name, sig in (("sigma_both", np.hypot(spread, read)), ("sigma_read", read),
+                              ("sigma_spread", spread)):
+                c = np.polyfit(u, sig, 3)
+                d[name] = [float(x) for x in c]
+                d[name + "_residual"] = float(np.abs(np.polyval(c, u) - sig).max())
+                d[name + "_max"] = float(sig.max())
+            self._cache[key] = d
+        return self._cache[key]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description of the point and the derived numbers."""
+        out: dict[str, Any] = dict(
+            process=self.process, vdd_v=self.vdd_v, temp_c=self.temp_c, adc_bits=self.adc_bits,
+            g_min_s=self.g_min_s, g_max_s=self.g_max_s, levels=self.levels, rows=self.rows,
+            v_read_v=self.v_read_v, write_noise_k=dict(self.write_k),
+            write_noise_samples=sorted(self.write_samples_s), sources=list(self.sources),
+            transfer_mean_ratio_range=[float(np.min(self.transfer_mean)),
+                                       float(np.max(self.transfer_mean))],
+            read_noise_sigma_max_a=float(np.max(self.read_sigma_a)))
+        if self.adc_bits in self.adcs:
+            a = self.adcs[self.adc_bits]
+            out["adc"] = dict(bits=a.bits, instances=a.instances, noise_lsb=a.noise_lsb,
+                              energy_j=_num(a.energy_j),
+                              conversion_time_s=_num(a.conversion_time_s),
+                              code_offset=a.code_offset)
+        return out
+
+
+def _num(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+def _nominal(t: Table, dim: str, preferred: float) -> float:
+    c = np.asarray(t.coords[dim], float)
+    if c.min() <= preferred <= c.max():
+        return preferred
+    return float(np.sort(c)[c.size // 2])
+
+
+def _clean(a: Any, fill: float) -> np.ndarray:
+    a = np.asarray(a, float)
+    if np.isnan(a).any():
+        ok = np.isfinite(a)
+        if not ok.any():
+            return np.full_like(a, fill)
+        idx = np.arange(a.size)
+        a = np.interp(idx, idx[ok], a[ok])
+    return a
+
+
+def _scalar(tables: dict[str, Table], at: Any, name: str, bits: int) -> float:
+    if name not in tables:
+        return float("nan")
+    return float(np.nanmean(np.asarray(at(tables[name], bits=bits).data, float)))
+
+
+def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcModel:
+    th = at(tables["adc/thresholds"], bits=bits)
+    inst_dim = "instance" if "instance" in th.dims else "mc"
+    data = np.asarray(th.data, float)
+    if th.dims.index(inst_dim) != 0:
+        data = data.T
+    n = 2 ** bits - 1
+    data = data[:, :n]
+    ok = np.isfinite(data).all(axis=1)
+    if not ok.any():
+        raise HardwareModelError(f"{src}: adc/thresholds at {bits} bits has no instance with "
+                                 f"all {n} thresholds (all failed?)")
+    if not ok.all():
+        warnings.warn(f"{src}: adc/thresholds at {bits} bits: {int((~ok).sum())} of "
+                      f"{ok.size} instances have NaN thresholds and are left out", stacklevel=3)
+    data = np.maximum.accumulate(data[ok], axis=1)  # monotone, as a SAR transfer is
+    # Threshold convention (ideal transition at k - 0.5 or at k): the table's attribute
+    # ``ideal_threshold_k_minus`` says it; files without it are judged from the data (at 8 bits
+    # the offsets of real instances are several LSB, so the attribute is preferred).
+    said = th.attrs.get("ideal_threshold_k_minus")
+    if said is not None and math.isfinite(float(said)):
+        d = -float(said)
+    else:
+        d = float(np.median(data - np.arange(1, n + 1)[None]))
+    code_offset = 0.0 if abs(d + 0.5) < abs(d) else 0.5
+    noise = _scalar(tables, at, "adc/noise_lsb", bits)
+    return AdcModel(bits, data, 0.0 if not math.isfinite(noise) else noise,
+                    _scalar(tables, at, "adc/energy_j", bits),
+                    _scalar(tables, at, "adc/conversion_time_s", bits), code_offset)
+
+
+def available_points(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """The characterized corners, supplies, temperatures and ADC resolutions in files."""
+    try:
+        tables = read_lookups(paths)
+    except LookupFormatError:
+        raise
+    out: dict[str, Any] = {}
+    for name in ("crossbar/read_transfer", "adc/thresholds"):
+        if name in tables:
+            t = tables[name]
+            out[name] = {d: [x.item() if hasattr(x, "item") else x for x in t.coords[d]]
+                         for d in (*_PVT, "bits") if d in t.dims}
+    return out

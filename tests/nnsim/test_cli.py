@@ -1,0 +1,48 @@
+"""spicebridge train / evaluate end to end (in-process), on the tiny model and synthetic files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spicebridge.cli import main
+
+
+def test_train_reports_the_cached_checkpoint(tiny_digits_model, capsys):
+    _, meta = tiny_digits_model
+    cache = str(Path(meta["path"]).parent)
+    assert main(["train", "--dataset", "digits", "--model", "digits-tiny", "--cache-dir", cache,
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cached"] and out["seed"] == 0 and out["test_accuracy"] > 0.8
+
+
+def test_evaluate_json(tiny_digits_model, synthetic_lookups, capsys, tmp_path):
+    _, meta = tiny_digits_model
+    cache = str(Path(meta["path"]).parent)
+    args = ["evaluate", "--model", "digits-tiny", "--cache-dir", cache, "--lookup",
+            str(synthetic_lookups[0]), "--lookup", str(synthetic_lookups[1]), "--process", "tt",
+            "--vdd-v", "1.7", "--temp-c", "27", "--bits", "6", "--gamma", "3",
+            "--clipformer", "--alpha", "2", "--beta", "0.5", "--chips", "2", "--seed", "4",
+            "--limit", "40", "--quiet", "--json"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["chips"] == 2 and len(r["accuracies"]) == 2
+    assert 0.0 <= r["accuracy_mean"] <= 1.0 and 0.0 <= r["digital_accuracy"] <= 1.0
+    assert r["accuracy_ci95"] is not None
+    assert r["vdd_v"] == 1.7 and r["gamma"] == 3.0 and r["clipformer"] == [2.0, 0.5]
+    assert r["hardware"]["adc"]["bits"] == 6
+    assert r["conversions_per_image"] > 0 and r["adc_energy_j_per_image"] > 0
+    # the same command again gives the same numbers (seeded chips)
+    out = tmp_path / "r.json"
+    assert main([*args[:-1], "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracies"] == r["accuracies"]
+
+
+def test_evaluate_refuses_extrapolation(tiny_digits_model, synthetic_lookups, capsys):
+    _, meta = tiny_digits_model
+    rc = main(["evaluate", "--model", "digits-tiny", "--cache-dir",
+               str(Path(meta["path"]).parent), "--lookup", *map(str, synthetic_lookups),
+               "--vdd-v", "2.5", "--quiet", "--limit", "10"])
+    assert rc == 2
+    assert "outside the characterized range" in capsys.readouterr().err
