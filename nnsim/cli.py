@@ -86,7 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write the results as JSON to OUT (or stdout without OUT)")
     e.add_argument("--rap", action="store_true", help="also evaluate RAP (nnsim.rap)")
-    e.add_argument("--rap-k", type=int, default=8, help="RAP: active rows per conversion")
+    e.add_argument("--rap-k", type=int, default=None,
+                   help="RAP: most active rows per conversion (default: the most that --bits "
+                   "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=run_evaluate)
 
@@ -259,8 +261,8 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
 
     r = evaluate_rap(model, make_loader(calib, args.batch_size), make_loader(test,
                      args.batch_size), hw, bits, args.rap_k, args.seed)
-    r = dict(r, method="rap", bits=bits, rap_k=args.rap_k)
+    r = dict(r, method="rap", bits=bits, rap_k=r.get("k", args.rap_k))
     if not args.json or args.json != "-":
-        print(f"RAP k={args.rap_k} {bits}-bit: "
+        print(f"RAP k={r['rap_k']} {bits}-bit: "
               + ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, float))))
     return r

@@ -1,0 +1,258 @@
+"""Low-ENOB sparse MVM: bit-serial inputs, bit-planes re-packed to at most K active rows.
+
+Mapping (settings in :class:`MVMConfig`, defaults from the project's physics defaults):
+
+* weights: signed ``weight_bits`` integers as sign-magnitude, a positive and a negative array
+  (differential columns), each magnitude bit-sliced into ``cell_bits`` cells: physical column
+  ``(sign, slice, out)``; ``n_slices = ceil((weight_bits - 1) / cell_bits)``;
+* rows: ``rows`` per crossbar array; longer inputs use several arrays (tiles), each with its
+  own ADCs, summed digitally;
+* inputs: signed ``input_bits`` integers, sign-magnitude, streamed one magnitude bit-plane at a
+  time, the positive and the negative entries in two phases (``2 * (input_bits - 1)`` planes);
+* one conversion reads one column once; one cycle activates one group of rows of one array
+  (all its columns convert in parallel);
+* sparse (RAP): in each plane the active rows (bit = 1) of each array are taken in row order
+  and packed into groups of at most ``k``; each group is a cycle. A column sum is then at most
+  ``k (2**cell_bits - 1)``, exact with ``ceil(log2(k (2**cell_bits - 1) + 1))`` ADC bits.
+  Planes without active rows cost nothing;
+* dense (baseline): every plane of every array is one cycle with all rows driven; the ADC's
+  LSB is ``2**shift`` unit currents with the smallest ``shift`` that covers
+  ``rows (2**cell_bits - 1)``.
+
+All run-time arithmetic is on integer tensors (see :mod:`nnsim.rap.adc`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .adc import ColumnADC
+from .intops import int_matmul
+
+_I64 = torch.int64
+
+
+def adc_bits_needed(k: int, cell_bits: int) -> int:
+    """``ceil(log2(k (2**cell_bits - 1) + 1))``: bits that resolve ``k`` active rows exactly."""
+    return max(1, math.ceil(math.log2(k * ((1 << cell_bits) - 1) + 1)))
+
+
+def k_exact(bits: int, cell_bits: int, rows: int | None = None) -> int:
+    """Most active rows a ``bits``-bit ADC resolves exactly (capped at ``rows``)."""
+    k = ((1 << bits) - 1) // ((1 << cell_bits) - 1)
+    if k < 1:
+        raise ValueError(f"a {bits}-bit ADC cannot resolve one {cell_bits}-bit cell")
+    return min(k, rows) if rows else k
+
+
+@dataclass(frozen=True)
+class MVMConfig:
+    """How one layer's MVM is mapped and converted."""
+
+    mode: str = "sparse"
+    """``"sparse"`` (RAP: at most ``k`` rows per conversion), ``"dense"`` (all rows) or
+    ``"digital"`` (exact integer product, no ADC)."""
+    adc_bits: int = 8
+    """Column ADC resolution."""
+    k: int | None = None
+    """Most active rows per conversion (sparse); ``None``: :func:`k_exact` of ``adc_bits``."""
+    rows: int = 64
+    """Rows per crossbar array."""
+    cell_bits: int = 2
+    """Bits per cell (``2**cell_bits`` conductance levels)."""
+    weight_bits: int = 8
+    """Signed weight width."""
+    input_bits: int = 8
+    """Signed input width (the activation window)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("sparse", "dense", "digital"):
+            raise ValueError(f"MVMConfig.mode={self.mode!r}: expected sparse, dense or digital")
+        if self.k is not None and not 1 <= self.k <= self.rows:
+            raise ValueError(f"MVMConfig.k={self.k!r} must be in 1..rows={self.rows}")
+        if not 1 <= self.adc_bits <= 16:
+            raise ValueError(f"MVMConfig.adc_bits={self.adc_bits!r} must be in 1..16")
+
+    @property
+    def k_active(self) -> int:
+        """Rows driven per conversion."""
+        if self.mode != "sparse":
+            return self.rows
+        return self.k if self.k is not None else k_exact(self.adc_bits, self.cell_bits, self.rows)
+
+    @property
+    def n_slices(self) -> int:
+        """Cells per weight magnitude."""
+        return math.ceil((self.weight_bits - 1) / self.cell_bits)
+
+    @property
+    def s_max(self) -> int:
+        """Largest column sum of one conversion."""
+        return self.k_active * ((1 << self.cell_bits) - 1)
+
+    @property
+    def shift(self) -> int:
+        """The ADC's LSB is ``2**shift`` unit currents."""
+        return max(0, adc_bits_needed(self.k_active, self.cell_bits) - self.adc_bits)
+
+
+@dataclass
+class MVMCounters:
+    """Work of the analog MVMs since the last reset."""
+
+    conversions: int = 0
+    cycles: int = 0
+    active_rows: int = 0
+    calls: int = 0
+
+    def add(self, other: MVMCounters) -> None:
+        """Accumulate ``other`` into this."""
+        self.conversions += other.conversions
+        self.cycles += other.cycles
+        self.active_rows += other.active_rows
+        self.calls += other.calls
+
+
+class SparseMVM:
+    """``y = x @ w.T`` on bit-sliced crossbar arrays with a column ADC (see module doc).
+
+    Args:
+        w_m: integer weights (out, in), ``|w| <= 2**(weight_bits-1) - 1``.
+        config: mapping and conversion settings.
+        adc: the column ADC (its ``s_max``/``shift`` must match ``config``).
+        generator: draws the ADC instance of each physical column (one chip).
+        exact_shortcut: with an ADC that resolves every sum exactly and makes no errors, use
+            the exact integer product (identical result, tested) and count work analytically.
+    """
+
+    def __init__(self, w_m: Tensor, config: MVMConfig, adc: ColumnADC | None,
+                 generator: torch.Generator | None = None, *, exact_shortcut: bool = True
+                 ) -> None:
+        self.config = config
+        self.w_m = w_m.to(_I64)
+        self.out_features, self.in_features = w_m.shape
+        top = (1 << (config.weight_bits - 1)) - 1
+        if int(self.w_m.abs().amax()) > top:
+            raise ValueError(f"weights exceed {config.weight_bits} bits (|w| <= {top})")
+        r = config.rows
+        self.n_tiles = math.ceil(self.in_features / r)
+        pad = self.n_tiles * r - self.in_features
+        levels = (1 << config.cell_bits) - 1
+        mags = torch.stack([self.w_m.clamp(min=0), (-self.w_m).clamp(min=0)])   # (2, out, in)
+        sl = [(mags >> (config.cell_bits * j)) & levels for j in range(config.n_slices)]
+        cells = torch.stack(sl, 1)                                             # (2, S, out, in)
+        cells = torch.nn.functional.pad(cells, (0, pad)) if pad else cells
+        self.cols = 2 * config.n_slices * self.out_features
+        self.cells = cells.reshape(self.cols, self.n_tiles * r).T.contiguous()  # (in_pad, cols)
+        self.slice_shift = torch.arange(config.n_slices, dtype=_I64) * config.cell_bits
+        self.adc = adc
+        if config.mode != "digital":
+            if adc is None:
+                raise ValueError("an analog MVM needs a ColumnADC")
+            if adc.s_max != config.s_max or adc.shift != config.shift:
+                raise ValueError(f"ColumnADC(s_max={adc.s_max}, shift={adc.shift}) does not "
+                                 f"match MVMConfig(s_max={config.s_max}, shift={config.shift})")
+            n_inst = adc.n_instances
+            self.instance = torch.randint(0, n_inst, (self.n_tiles, self.cols),
+                                          generator=generator, dtype=_I64)
+        self.exact = (config.mode == "digital" or (
+            exact_shortcut and adc is not None and adc.cdf is None and config.shift == 0))
+        self.counters = MVMCounters()
+
+    def to(self, device: torch.device) -> SparseMVM:
+        """Move the tables to ``device``."""
+        self.w_m, self.cells = self.w_m.to(device), self.cells.to(device)
+        self.slice_shift = self.slice_shift.to(device)
+        if self.config.mode != "digital":
+            self.instance = self.instance.to(device)
+            self.adc = self.adc.to(device)
+        return self
+
+    # ------------------------------------------------------------------ run
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``x`` (T, in) signed integers -> (T, out) int64."""
+        cfg = self.config
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_features).to(_I64)
+        top = (1 << (cfg.input_bits - 1)) - 1
+        if int(x.abs().amax()) > top:
+            raise ValueError(f"inputs exceed {cfg.input_bits} bits (|x| <= {top})")
+        if cfg.mode == "digital":
+            return int_matmul(x, self.w_m.T).reshape(*lead, self.out_features)
+        r = cfg.rows
+        pad = self.n_tiles * r - self.in_features
+        xp = torch.nn.functional.pad(x, (0, pad)) if pad else x
+        out = torch.zeros(x.shape[0], self.out_features, dtype=_I64, device=x.device)
+        for sign in (1, -1):
+            mag = (xp * sign).clamp(min=0).reshape(-1, self.n_tiles, r)
+            for k in range(cfg.input_bits - 1):
+                bits = (mag >> k) & 1                                    # (T, tiles, R)
+                if self.exact:
+                    self._count(bits)
+                    continue
+                plane = self._plane(bits, generator)
+                out = out + sign * (plane << k)
+        if self.exact:
+            out = int_matmul(x, self.w_m.T)
+        self.counters.calls += 1
+        return out.reshape(*lead, self.out_features)
+
+    def _count(self, bits: Tensor) -> Tensor:
+        """Count the cycles/conversions of one plane; returns groups per (T, tile)."""
+        pop = bits.sum(-1)
+        if self.config.mode == "dense":
+            groups = torch.ones_like(pop)
+        else:
+            k = self.config.k_active
+            groups = (pop + (k - 1)) // k
+        n = int(groups.sum())
+        self.counters.cycles += n
+        self.counters.conversions += n * self.cols
+        self.counters.active_rows += int(pop.sum())
+        return groups
+
+    def _plane(self, bits: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Analog read of one bit-plane: (T, tiles, R) bits -> (T, out) column results."""
+        cfg = self.config
+        t_count, n_tiles, r = bits.shape
+        groups = self._count(bits)                                       # (T, tiles)
+        if cfg.mode == "dense":
+            sums = self._dense_tiles(bits)                               # (T * tiles, cols)
+            inst = self.instance.repeat(t_count, 1)
+            codes = self.adc.convert(sums, inst, generator)
+            owner = torch.arange(t_count, device=bits.device).repeat_interleave(n_tiles)
+        else:
+            k = cfg.k_active
+            rank = bits.cumsum(-1) - 1
+            gid = rank // k                                              # valid where bit = 1
+            flat_groups = groups.reshape(-1)
+            offset = flat_groups.cumsum(0) - flat_groups                 # first group id
+            t_idx, tile_idx, r_idx = bits.nonzero(as_tuple=True)
+            g = offset[t_idx * n_tiles + tile_idx] + gid[t_idx, tile_idx, r_idx]
+            n_groups = int(flat_groups.sum())
+            if n_groups == 0:
+                return torch.zeros(t_count, self.out_features, dtype=_I64, device=bits.device)
+            sel = torch.zeros(n_groups, n_tiles * r, dtype=_I64, device=bits.device)
+            sel[g, tile_idx * r + r_idx] = 1
+            sums = int_matmul(sel, self.cells)                           # (G, cols)
+            pair = torch.arange(t_count * n_tiles, device=bits.device).repeat_interleave(
+                flat_groups)
+            inst = self.instance[pair % n_tiles]
+            codes = self.adc.convert(sums, inst, generator)
+            owner = pair // n_tiles
+        vals = codes << cfg.shift
+        vals = vals.reshape(-1, 2, cfg.n_slices, self.out_features)
+        vals = (vals << self.slice_shift[None, None, :, None]).sum(2)
+        vals = vals[:, 0] - vals[:, 1]
+        out = torch.zeros(t_count, self.out_features, dtype=_I64, device=bits.device)
+        return out.index_add_(0, owner, vals)
+
+    def _dense_tiles(self, bits: Tensor) -> Tensor:
+        t_count, n_tiles, r = bits.shape
+        cells = self.cells.reshape(n_tiles, r, self.cols)
+        sums = [int_matmul(bits[:, i, :], cells[i]) for i in range(n_tiles)]
+        return torch.stack(sums, 1).reshape(t_count * n_tiles, self.cols)
