@@ -30,7 +30,7 @@ from spicebridge.netlist import sky130_corner_lib
 
 
 def column_deck(rows: int, analysis: str, seed: int = 0) -> str:
-    """A 1T1R column: row i drives ``vin_i`` through R_i (the cell) and an NMOS onto the bit line."""
+    """A 1T1R column: row i drives ``vin_i`` through R_i (the cell) and an NMOS to the bit line."""
     rng = np.random.default_rng(seed)
     lib = sky130_corner_lib(("nfet_01v8",))
     g_s = rng.choice([0.1e-6, 3.4e-6, 6.7e-6, 10e-6], size=rows)

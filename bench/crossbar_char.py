@@ -7,7 +7,11 @@ Measures, side by side in one run:
   3. a whole preset (``--preset``, default ``quick``; the issue's target is ``default``): wall
      time, simulations per second, points, failures (none may be silently dropped);
   4. optionally (``--estimate default``) the CPU time per point of another preset, extrapolated
-     to its wall time on 2 free cores (for when the machine is too busy to run it whole).
+     to its wall time on 2 free cores (for when the machine is too busy to run it whole);
+  5. optionally (``--read-vectors default``) the CPU time per point of that preset's column and
+     write point functions reading only their vectors (``run(vectors=...)``, as they do) vs
+     every vector of each plot (the behaviour before), alternating, same points, same numbers;
+     this option alone updates only its entry of the JSON.
 
 Writes ``bench/results/crossbar_char.json``.
 
@@ -94,6 +98,44 @@ def _estimate(preset: str, n: int) -> dict:
     return out
 
 
+def _read_vectors(preset: str, n: int, rounds: int = 2) -> dict:
+    """CPU s per point with ``run(vectors=...)`` (as shipped) vs reading every vector."""
+    from characterization.crossbar.run import _specs, make_plan
+    from spicebridge.engines import shared
+
+    orig = shared._SharedCircuit.run
+
+    def every_vector(self, analysis=None, *, timeout_s=None, vectors=None):
+        return orig(self, analysis, timeout_s=timeout_s)  # the point functions before
+
+    cs, ws = _specs(make_plan(preset))
+    out: dict = {"preset": preset, "points_timed": n, "rounds": rounds}
+    for name, spec in (("column", cs), ("write", ws)):
+        spec.point_fn(spec.point(0))  # load the circuit (not timed)
+        cpu: dict = {"all_vectors": [], "only_vectors": []}
+        vals: dict = {}
+        for _ in range(rounds):
+            for variant in ("all_vectors", "only_vectors"):
+                shared._SharedCircuit.run = every_vector if variant == "all_vectors" else orig
+                try:
+                    for i in range(1, n + 1):
+                        c = time.process_time()
+                        r = spec.point_fn(spec.point(i))
+                        cpu[variant].append(time.process_time() - c)
+                        vals.setdefault(variant, {})[i] = r
+                finally:
+                    shared._SharedCircuit.run = orig
+        a, o = float(np.median(cpu["all_vectors"])), float(np.median(cpu["only_vectors"]))
+        same = all(np.array_equal(np.asarray(vals["all_vectors"][i][m]),
+                                  np.asarray(vals["only_vectors"][i][m]), equal_nan=True)
+                   for i in vals["all_vectors"] for m in spec.measures)
+        out[name] = {"cpu_s_per_point_all_vectors": a, "cpu_s_per_point_only_vectors": o,
+                     "speedup": a / o, "identical_results": bool(same)}
+        print(f"{preset} {name} point: every vector {a:.3f} CPU s, only its vectors {o:.3f} "
+              f"CPU s (x{a / o:.2f}); identical: {same}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick", choices=("quick", "default", "full"))
@@ -103,7 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-preset", action="store_true")
     ap.add_argument("--estimate", default=None, choices=("quick", "default", "full"),
                     help="also time a few points of this preset and extrapolate its wall time")
+    ap.add_argument("--read-vectors", default=None, choices=("quick", "default", "full"),
+                    help="only compare the point functions' CPU time with run(vectors=...) vs "
+                    "every vector, on this preset; updates that entry of the JSON")
+    ap.add_argument("--read-vectors-points", type=int, default=2)
     args = ap.parse_args(argv)
+    out = Path(__file__).parent / "results" / "crossbar_char.json"
+    if args.read_vectors:
+        old = json.loads(out.read_text()) if out.exists() else {}
+        old["read_vectors"] = _read_vectors(args.read_vectors, args.read_vectors_points)
+        old["read_vectors"]["load_avg"] = os.getloadavg()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(old, indent=1, default=float))
+        print(f"wrote {out}")
+        return 0
 
     from characterization.crossbar.run import characterize_crossbar, make_plan
 
@@ -148,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{est['est_wall_2cores_s']:.0f} s on 2 free cores, "
               f"{est['est_sims_per_s_2cores']:.1f} sims/s (extrapolated, not run)")
     res["load_avg_end"] = os.getloadavg()
-    out = Path(__file__).parent / "results" / "crossbar_char.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=float))
     print(f"wrote {out}")

@@ -9,10 +9,14 @@ Measured side by side in one run:
 * ``naive``: a new ``ngspice -b`` process per point with the full deck (generic wrappers);
 * ``resume``: ``run_sweep`` again on the finished output (nothing left to do);
 * ``cpu_control``: a pure-Python CPU burn in 1 and 2 processes: the free cores of the machine
-  during the run (other jobs share it).
+  during the run (other jobs share it);
+* ``read_vectors``: the overhead case (``run_sweep`` with 1 worker) with the point function
+  reading every vector of the ``.op`` plot (~324) against reading only ``i(vclamp)``
+  (``run(vectors=...)``), in alternating rounds.
 
-Usage: ``python bench/sweep_scaling.py [--points 2000] [--naive-points 150] [--rounds 3]``.
-Writes ``bench/results/sweep_scaling.json``.
+Usage: ``python bench/sweep_scaling.py [--points 2000] [--naive-points 150] [--rounds 3]``;
+``--vectors-only [--vec-points 600]`` runs only ``read_vectors`` and updates that entry of the
+existing JSON. Writes ``bench/results/sweep_scaling.json``.
 """
 
 from __future__ import annotations
@@ -81,17 +85,58 @@ def column_point(point) -> dict:  # point: a SweepPoint
     for i, r in enumerate(draw_r(point)):
         circ.alter(f"rm{i}", float(r))
     circ.alter("vwl", dc=float(point.coords["vdd_v"]))
-    res = circ.run()
+    # context "vectors": read only the measured vector (default: all ~324 of the plot)
+    res = circ.run(vectors=["i(vclamp)"] if point.context.get("vectors") else None)
     return {"i_col_a": float(-res["op1"]["i(vclamp)"][0])}
 
 
-def _spec(points: int, seed: int = 1):
+def _spec(points: int, seed: int = 1, vectors: bool = False):
     from characterization.sweep import SweepSpec
 
     vdds = [1.1, 1.2]
+    ctx = {"rows": ROWS, **({"vectors": True} if vectors else {})}
     return SweepSpec(name="column64_mc", axes={"vdd_v": vdds}, mc=max(1, points // len(vdds)),
                      seed=seed, point_fn=column_point, measures={"i_col_a": "A"},
-                     context={"rows": ROWS})
+                     context=ctx)
+
+
+def read_vectors(points: int, rounds: int, tmp: Path) -> dict:
+    """The overhead case with all vectors read vs only the measured one, alternating rounds."""
+    from characterization.sweep import clear_worker_cache, run_sweep
+
+    out: dict = {"points": 0, "rounds": []}
+    data = {}
+    for k in range(rounds):
+        rd: dict = {}
+        for name, vec in (("all_vectors", False), ("only_i_vclamp", True)):
+            spec = _spec(points, vectors=vec)
+            out["points"] = len(spec)
+            clear_worker_cache()
+            t0 = time.perf_counter()
+            r = run_sweep(spec, tmp / f"vec{k}_{name}.h5", jobs=1, quiet=True)
+            wall = time.perf_counter() - t0
+            rd[name] = {"wall_s": wall, "point_fn_s": r.summary["point_fn_s"],
+                        "points_per_s": len(spec) / wall,
+                        "point_fn_ms_per_point": 1e3 * r.summary["point_fn_s"] / len(spec),
+                        "cpu_ms_per_point": 1e3 * r.summary["worker_cpu_s"] / len(spec),
+                        "engine_overhead_rel": wall / r.summary["point_fn_s"] - 1.0}
+            data[name] = r.tables["i_col_a"].data
+        rd["speedup"] = rd["only_i_vclamp"]["points_per_s"] / rd["all_vectors"]["points_per_s"]
+        out["rounds"].append(rd)
+        print(f"  read_vectors round {k}: all {rd['all_vectors']['points_per_s']:.1f} pt/s, "
+              f"only i(vclamp) {rd['only_i_vclamp']['points_per_s']:.1f} pt/s "
+              f"({rd['speedup']:.2f}x)", flush=True)
+    for name in ("all_vectors", "only_i_vclamp"):
+        out[name] = max((r[name] for r in out["rounds"]), key=lambda x: x["points_per_s"])
+    out["speedup_best_vs_best"] = (out["only_i_vclamp"]["points_per_s"]
+                                   / out["all_vectors"]["points_per_s"])
+    out["speedup_per_round"] = [r["speedup"] for r in out["rounds"]]
+    # load-independent: CPU time per point in the chunk runner, best round of each
+    out["cpu_ratio_all_vs_only"] = (min(r["all_vectors"]["cpu_ms_per_point"] for r in out["rounds"])
+                                    / min(r["only_i_vclamp"]["cpu_ms_per_point"]
+                                          for r in out["rounds"]))
+    out["identical_results"] = bool(np.array_equal(data["all_vectors"], data["only_i_vclamp"]))
+    return out
 
 
 def _burn(n: int) -> int:
@@ -127,8 +172,23 @@ def main(argv: list[str] | None = None) -> dict:
                     help="alternating rounds of the 1- and 2-worker runs; the best is kept")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "sweep_scaling.json")
+    ap.add_argument("--vectors-only", action="store_true",
+                    help="run only the read_vectors comparison; update it in the JSON")
+    ap.add_argument("--vec-points", type=int, default=600,
+                    help="points of each read_vectors run")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.vectors_only:
+        with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+            rv = read_vectors(args.vec_points, args.rounds, Path(tmp))
+        old = json.loads(args.out.read_text()) if args.out.exists() else {}
+        old["read_vectors"] = rv
+        old.setdefault("ratios", {})["read_vectors_speedup"] = rv["speedup_best_vs_best"]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(old, indent=1) + "\n")
+        _print_read_vectors(rv)
+        print(f"wrote {args.out}")
+        return old
 
     from characterization.sweep import clear_worker_cache, run_sweep
     from spicebridge import create_engine
@@ -177,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
         same = np.array_equal(np.asarray(direct).reshape(spec.shape), r1.tables["i_col_a"].data)
         same2 = np.array_equal(r1.tables["i_col_a"].data, r2.tables["i_col_a"].data)
 
+        res["read_vectors"] = read_vectors(args.vec_points, args.rounds, tmp)
+
         # resume with nothing left to do
         t0 = time.perf_counter()
         r3 = run_sweep(spec, tmp / "two0.h5", jobs=2, quiet=True)
@@ -216,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         "engine_2_vs_naive": e2["points_per_s"] / res["naive"]["points_per_s"],
         "engine_1_vs_naive": e1["points_per_s"] / res["naive"]["points_per_s"],
         "resume_nothing_to_do_s": res["resume"]["wall_s"],
+        "read_vectors_speedup": res["read_vectors"]["speedup_best_vs_best"],
     }
     rr = res["ratios"]
     # Load-independent estimates from CPU time (what the ratios would be on free cores):
@@ -252,10 +315,24 @@ def main(argv: list[str] | None = None) -> dict:
           f"1 worker ~{r['cpu_based_engine_1_vs_naive']:.1f}x, 2 workers "
           f"~{r['cpu_based_engine_2_vs_naive']:.1f}x the naive points/s (CPU-time estimate)")
     print(f"  resume with nothing to do: {r['resume_nothing_to_do_s']:.2f} s")
+    _print_read_vectors(res["read_vectors"])
     print(f"  identical results: {res['identical_results']}")
     print(f"  targets: {res['targets']}")
     print(f"wrote {args.out}")
     return res
+
+
+def _print_read_vectors(rv: dict) -> None:
+    a, o = rv["all_vectors"], rv["only_i_vclamp"]
+    print(f"  read_vectors ({rv['points']} points, 1 worker, best round): all vectors "
+          f"{a['points_per_s']:.1f} pt/s ({a['point_fn_ms_per_point']:.2f} ms in the point "
+          f"function, overhead {100 * a['engine_overhead_rel']:+.1f} %), only i(vclamp) "
+          f"{o['points_per_s']:.1f} pt/s ({o['point_fn_ms_per_point']:.2f} ms, overhead "
+          f"{100 * o['engine_overhead_rel']:+.1f} %): {rv['speedup_best_vs_best']:.2f}x "
+          f"(per round: {', '.join(f'{x:.2f}' for x in rv['speedup_per_round'])}); CPU per "
+          f"point {a['cpu_ms_per_point']:.2f} -> {o['cpu_ms_per_point']:.2f} ms "
+          f"({rv['cpu_ratio_all_vs_only']:.2f}x, best rounds); identical: "
+          f"{rv['identical_results']}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dask-local", type=int, metavar="N",
                    help="start a local Dask cluster of N single-threaded worker processes")
     p.add_argument("--chunk-size", type=int, metavar="K",
-                   help="points per task and per store file (default: automatic, at most 64)")
+                   help="points per task and per store file (default: automatic, at most 64 "
+                   "points and at least 50 chunks per run)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the points that failed in an earlier run of this --out")
     p.add_argument("--strict", action="store_true", help="exit 1 if any point failed")

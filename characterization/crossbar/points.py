@@ -81,15 +81,16 @@ class _Column:
 
     def current(self) -> float:
         """Sensed column current: ``-v(out)/Rf`` (opamp TIA) or ``i(vclamp)`` (ideal)."""
-        r = self.circ.run("op")
         if self.cfg.tia == "ideal":
-            return float(r["op1"]["i(vclamp)"][0])
+            return float(self.circ.run("op", vectors=["i(vclamp)"])["op1"]["i(vclamp)"][0])
+        r = self.circ.run("op", vectors=["v(out)"])
         return -float(r["op1"]["v(out)"][0]) / self.cfg.r_f_ohm
 
     def noise_sigma(self) -> float:
         """Output noise integrated over the sense band, referred to the column current."""
         cfg = self.cfg
-        r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} {cfg.f_sense_hz:.6g}")
+        r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} {cfg.f_sense_hz:.6g}",
+                          vectors=["v(onoise_total)"])
         return float(np.abs(r["noise2"]["v(onoise_total)"][0])) / cfg.r_f_ohm
 
 
@@ -254,7 +255,8 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
         _set(circ, f"v.xm{j}.vdvset", float(d_vset[j]))
         _set(circ, f"v.xm{j}.vdk", float(d_k[j]))
     circ.command(f"setseed {c2c_seed}")
-    r = circ.run()
+    r = circ.run(vectors=[f"{q}({n}{j})" for j in range(n_cells)
+                          for q, n in (("i", "vp"), ("v", "p"), ("v", "m"))])
     times = np.asarray(layout["read_times_s"])
     shape = (len(MODES), cfg.levels, wcfg.cells_per_level)
     g_prog, n_pul = np.full(shape, np.nan), np.full(shape, np.nan)

@@ -2,7 +2,8 @@
 
 The point function ``netlist_point`` loads the deck once per worker (and once per distinct
 rendered deck, e.g. per process corner), then per point: ``alterparam`` for ``.param`` axes and
-Monte-Carlo mismatch, ``reset``, ``alter`` of the supply source, ``option temp``, run, measure.
+Monte-Carlo mismatch, ``reset``, ``alter`` of the supply source, ``option temp``, run (reading
+only the vectors the measures name: ``run(vectors=...)``), measure.
 """
 
 from __future__ import annotations
@@ -382,8 +383,28 @@ def netlist_point(point: SweepPoint) -> dict[str, Any]:
         circ.alter(supply["source"], dc=float(coords["vdd_v"]))
     if "temp_c" in coords and kinds.get("temp_c") == "temp_c":
         circ.set_temp(float(coords["temp_c"]))
-    res = circ.run(ctx["analysis"], timeout_s=ctx["timeout_s"])
-    return {k: evaluate_measure(res, e) for k, e in ctx["exprs"].items()}
+    wanted = sorted({v for e in ctx["exprs"].values() for v in measure_vectors(e)})
+    res = circ.run(ctx["analysis"], timeout_s=ctx["timeout_s"], vectors=wanted)
+    try:
+        return {k: evaluate_measure(res, e) for k, e in ctx["exprs"].items()}
+    except KeyError:
+        # a vector that is not there: read them all once, so the error lists what there is
+        res = circ.run(ctx["analysis"], timeout_s=ctx["timeout_s"])
+        return {k: evaluate_measure(res, e) for k, e in ctx["exprs"].items()}
+
+
+def measure_vectors(expr: str) -> set[str]:
+    """The vector names a measure expression reads, in lower case.
+
+    ``max(v(out))`` -> ``{"v(out)"}``; the point function asks the engine for only these
+    vectors (and the plot's scale) instead of every vector of the circuit.
+    """
+    e = expr.strip()
+    m = re.fullmatch(r"(\w+)\((.*)\)", e)
+    if m and m.group(1).lower() in _REDUCERS:
+        arg = m.group(2).rsplit(",", 1)[0] if m.group(1).lower() == "at" else m.group(2)
+        return measure_vectors(arg)
+    return {e.lower()}
 
 
 def evaluate_measure(res: Any, expr: str) -> float:

@@ -247,7 +247,8 @@ class _NgLib:
             names.append(arr[i].decode())
             i += 1
         if only is not None:  # skip the C call for vectors nobody asked for
-            names = [n for n in names if _canonical_guess(n) & (only | _SCALES)]
+            names = [n for n in names
+                     if _canonical_guess(n) & only or any(map(_is_scale, _canonical_guess(n)))]
         for name in names:
             info = self.lib.ngGet_Vec_Info(f"{plot}.{name}".encode())
             if not info:
@@ -262,10 +263,10 @@ class _NgLib:
             else:
                 data = np.zeros(0)
             key = _canonical_name(name, v.v_type)
-            if only is not None and key not in only and key not in _SCALES:
+            if only is not None and key not in only and not _is_scale(key):
                 continue
             vecs[key] = data
-            if key in ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep"):
+            if _is_scale(key):
                 scale = key
         ptype = plot.rstrip("0123456789")
         title = dict(self.new_plots).get(plot) or _TYPE_TITLES.get(ptype, plot)
@@ -279,6 +280,11 @@ class _NgLib:
 
 
 _SCALES = frozenset({"time", "frequency", "v-sweep", "i-sweep", "temp-sweep"})
+
+
+def _is_scale(name: str) -> bool:
+    """``time``, ``frequency`` or a DC sweep variable (``v-sweep``, ``res-sweep`` ...)."""
+    return name in _SCALES or name.endswith("-sweep")
 
 
 def _canonical_guess(name: str) -> set[str]:

@@ -138,3 +138,19 @@ def test_sweep_retry_failed_reruns_only_failures(tmp_path):
     assert again.summary["n_run"] == 2 and again.summary["n_resumed"] == len(_spec()) - 2
     np.testing.assert_array_equal(first.tables["y"].data, again.tables["y"].data)
     assert len(again.failures) == 2  # deterministic failures fail again
+
+
+def test_auto_chunk_size_gives_fine_progress(tmp_path):
+    from characterization.sweep.run import PROGRESS_STEPS, _auto_chunk_size
+
+    for n in (1, 7, 49, 50, 120, 360, 2000, 3200, 100_000):
+        for workers in (1, 2, 16):
+            size = _auto_chunk_size(n, workers)
+            assert 1 <= size <= 64
+            assert -(-n // size) >= min(n, PROGRESS_STEPS)  # number of chunks (updates)
+    assert _auto_chunk_size(100_000, 2) == 64  # large runs: big chunks, little store work
+    spec = SweepSpec(name="fine", axes={"x": [float(x) for x in range(30)]}, mc=4,
+                     point_fn=noisy_point, measures={"y": "V", "vec": "A"},
+                     measure_dims={"vec": {"k": [0, 1, 2]}}, context={"scale": 1.0})
+    run_sweep(spec, tmp_path / "f.h5", quiet=True)
+    assert len(list((tmp_path / "f.h5.points").glob("chunk-*.pkl"))) >= PROGRESS_STEPS

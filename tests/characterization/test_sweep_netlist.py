@@ -170,3 +170,38 @@ def test_sweep_batch_engine_matches_shared(divider, tmp_path):
     a = run_sweep(load_spec(divider), tmp_path / "a.h5", quiet=True)
     b = run_sweep(load_spec(tmp_path / "b.toml"), tmp_path / "b.h5", quiet=True)
     np.testing.assert_allclose(b.tables["v(out)"].data, a.tables["v(out)"].data, rtol=1e-9)
+
+
+def test_measure_vectors_names_the_vectors_a_measure_reads():
+    from characterization.sweep.toml_spec import measure_vectors
+
+    assert measure_vectors("V(Out)") == {"v(out)"}
+    assert measure_vectors("max(abs(i(v1)))") == {"i(v1)"}
+    assert measure_vectors("at(v(out), 50n)") == {"v(out)"}
+    assert measure_vectors("v(onoise_total)") == {"v(onoise_total)"}
+
+
+@pytest.mark.ngspice
+def test_netlist_point_reads_only_measured_vectors_same_numbers(tmp_path):
+    """run(vectors=...) gives the numbers of a full read; a missing vector's error lists all."""
+    from characterization.sweep.toml_spec import _circuit, evaluate_measure, render_deck
+
+    (tmp_path / "rc.cir").write_text(_TEMPLATE_DECK)
+    (tmp_path / "rc.toml").write_text(
+        'netlist = "rc.cir"\nanalysis = "tran 10n 3u"\n'
+        '[measures]\nv_tau = "at(v(out), 1u)"\nv_max = "max(v(out))"\ni_in = "i(v1)"\n'
+        '[axes]\nc_f = [1e-9]\nr1 = [1e3, 3e3]\n')
+    spec = load_spec(tmp_path / "rc.toml")
+    for i in range(len(spec)):
+        point = spec.point(i)
+        got = netlist_point(point)
+        circ = _circuit(render_deck(spec.context, point.coords), "shared")
+        full = circ.run(spec.context["analysis"])  # same circuit state, every vector read
+        assert len(full.last.vectors) > 3  # v(in), v(out), i(v1), time: more than asked for
+        for k, e in spec.context["exprs"].items():
+            assert got[k] == evaluate_measure(full, e)
+    (tmp_path / "bad.toml").write_text(
+        'netlist = "rc.cir"\nanalysis = "op"\nmeasure = ["v(nowhere)"]\n'
+        '[axes]\nc_f = [1e-9]\n')
+    with pytest.raises(KeyError, match=r"v\(in\)"):  # the message lists the deck's vectors
+        netlist_point(load_spec(tmp_path / "bad.toml").point(0))

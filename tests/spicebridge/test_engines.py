@@ -214,3 +214,11 @@ def test_loading_through_a_second_shared_engine_invalidates_the_first_circuit():
     b.load(DIVIDER.replace("1k", "2k"))
     with pytest.raises(SimulationError, match="replaced by a later load"):
         first.run()
+
+
+def test_dc_sweep_of_a_resistor_has_its_sweep_as_scale(engine):
+    deck = "* dc r\nV1 in 0 1\nR1 in out 1k\nR2 out 0 1k\n.dc R1 1k 2k 500\n.end\n"
+    dc = engine.simulate(deck)["dc1"]
+    assert dc.scale == "res-sweep"
+    np.testing.assert_allclose(dc["res-sweep"], [1e3, 1.5e3, 2e3])
+    np.testing.assert_allclose(dc["v(out)"], 1e3 / (dc["res-sweep"] + 1e3), rtol=1e-9)
