@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write the results as JSON to OUT (or stdout without OUT)")
     e.add_argument("--rap", action="store_true", help="also evaluate RAP (nnsim.rap)")
+    e.add_argument("--rap-no-dense", action="store_true",
+                   help="RAP: skip its dense all-rows MVM on the same integer path (the analog "
+                   "evaluation is the dense baseline; saves most of RAP's time)")
     e.add_argument("--rap-k", type=int, default=None,
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
@@ -260,7 +263,8 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
     from .data import make_loader
 
     r = evaluate_rap(model, make_loader(calib, args.batch_size), make_loader(test,
-                     args.batch_size), hw, bits, args.rap_k, args.seed)
+                     args.batch_size), hw, bits, args.rap_k, args.seed, chips=args.chips,
+                     quiet=args.quiet, include_dense=not args.rap_no_dense)
     r = dict(r, method="rap", bits=bits, rap_k=r.get("k", args.rap_k))
     if not args.json or args.json != "-":
         print(f"RAP k={r['rap_k']} {bits}-bit: "

@@ -73,7 +73,7 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
                  bits: int, k: int | None = None, seed: int = 0, *,
                  config: RapConfig | None = None, rows: int = 64, cell_bits: int = 2,
                  include_dense: bool = True, max_batches: int | None = None,
-                 quiet: bool = True) -> dict[str, Any]:
+                 quiet: bool = True, chips: int = 1) -> dict[str, Any]:
     """Compare FP32, float-scale W8A8 PTQ and RAP on one chip.
 
     Args:
@@ -92,6 +92,9 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         include_dense: also run the dense MVM (all rows active) with the same ADC.
         max_batches: evaluate only this many test batches.
         quiet: no progress bars.
+        chips: simulated chips; with more than one, ``rap`` and ``dense`` hold the mean
+            ``accuracy`` over chips (seeds spawned from ``seed``), ``accuracy_ci95`` and the
+            per-chip ``accuracies``; the integer path without ADC is chip-independent.
 
     Returns:
         JSON-able dict: ``fp32``, ``ptq_float``, ``rap_integer`` (exact integer products),
@@ -111,12 +114,27 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         "fp32": {"accuracy": fp32},
         "ptq_float": {"accuracy": ptq, "weight_bits": 8, "act_bits": 8},
         "rap_integer": {"accuracy": integer},
-        "rap": run_mvm(rap, test_loader, sparse, hw, seed, max_batches=max_batches,
-                       quiet=quiet),
+        "rap": _over_chips(rap, test_loader, sparse, hw, seed, chips, max_batches, quiet),
         "rap_config": {k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
     }
     if include_dense:
         dense = MVMConfig(mode="dense", adc_bits=bits, rows=rows, cell_bits=cell_bits)
-        out["dense"] = run_mvm(rap, test_loader, dense, hw, seed, max_batches=max_batches,
-                               quiet=quiet)
+        out["dense"] = _over_chips(rap, test_loader, dense, hw, seed, chips, max_batches, quiet)
+    return out
+
+
+def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, chips: int,
+                max_batches: int | None, quiet: bool) -> dict[str, Any]:
+    """``run_mvm`` on one chip (seed ``seed``) or averaged over ``chips`` spawned seeds."""
+    if chips <= 1:
+        return run_mvm(rap, loader, mvm, hw, seed, max_batches=max_batches, quiet=quiet)
+    from ..evaluate import chip_seeds, ci95
+
+    runs = [run_mvm(rap, loader, mvm, hw, s, max_batches=max_batches, quiet=quiet)
+            for s in chip_seeds(seed, chips)]
+    accs = [r["accuracy"] for r in runs]
+    out = dict(runs[0])
+    out.update(accuracy=sum(accs) / len(accs), accuracy_ci95=ci95(accs), accuracies=accs,
+               chips=chips, chip_seeds=[r["chip_seed"] for r in runs], chip_seed=None,
+               wall_s=sum(r["wall_s"] for r in runs))
     return out
