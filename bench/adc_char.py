@@ -90,7 +90,10 @@ def main() -> int:
         rec = {"bits": bits, "conversions": 2**bits * 8, "spice_s": v["wall_s"],
                "rms_lsb": v["rms_lsb"], "max_lsb": v["max_lsb"],
                "hybrid_warm_s_all_bits_3_to_8": warm,
-               "ratio_spice_over_hybrid": v["wall_s"] / warm}
+               "ratio_spice_over_hybrid": v["wall_s"] / warm,
+               "ref_energy_spice_j": v["ref_energy_j"], "ref_energy_beh_j": v["ref_energy_beh_j"],
+               "vdd_energy_spice_j": v["vdd_energy_j"],
+               "vdd_energy_tb_j": v["decisions_per_conversion"] * cmp.energy_j}
         out["spice_sar"].append(rec)
         print(f"{bits}-bit full SPICE SAR ramp: {v['wall_s']:.1f} s; hybrid (SPICE comparator "
               f"+ behavioural, bits 3..8): {warm:.1f} s -> {v['wall_s'] / warm:.1f}x; "

@@ -217,7 +217,8 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
           ".model a2dv adc_bridge(in_low=0.4 in_high=0.6 rise_delay=10p fall_delay=10p)",
           ".model dlat d_dlatch(data_delay=20p enable_delay=20p set_delay=20p reset_delay=20p "
           "ic=0 rise_delay=20p fall_delay=20p)",
-          ".save v(done) v(sa) v(vin) v(top) " + " ".join(f"v(q{i})" for i in range(n)),
+          ".save v(done) v(sa) v(sab) v(vin) v(top) i(vdd) "
+          + " ".join(f"v(q{i}) v(bot{i})" for i in range(n)),
           f".tran {tclk_s / 20:.12g} {t_end:.12g} 0 {tclk_s / 4:.12g}",
           ".end"]
     return "\n".join(L) + "\n"
@@ -242,3 +243,27 @@ def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float
     vin = np.interp(tf, t, plot.real("v(vin)"))
     m = min(conversions, vin.size)
     return code[:m], vin[:m]
+
+
+def read_sar_energy(plot, caps_f: list[float], vref_v: float, vdd_v: float, conversions: int,
+                    *, t_edge_s: float = 100e-12) -> tuple[float, float]:
+    """Energy per conversion of a ``sar_deck`` run: (from ``vref``, from ``vdd``), J.
+
+    Reference: the charge into each bottom plate, ``C_i d(v(bot_i) - v(top))/dt``, integrated
+    while that plate is (or is being) tied to ``vref`` (bit state ``q_i`` high and sampling
+    off, read ``t_edge_s`` later so a rising edge counts and a falling one does not), times
+    ``vref``. Supply: ``vdd * integral(-i(vdd))``, the StrongARM, which is clocked every cycle
+    (``bits + 2`` decisions per conversion in this testbench).
+    """
+    t = plot["time"]
+    top = plot.real("v(top)")
+    later = np.minimum(t + t_edge_s, t[-1])
+    on_ref = 1.0 - np.interp(later, t, plot.real("v(sab)")) > 0.5
+    q_ref = 0.0
+    for i, c in enumerate(caps_f):
+        bot = plot.real(f"v(bot{i})")
+        tied = on_ref & (np.interp(later, t, plot.real(f"v(q{i})")) > 0.5)
+        dv = np.diff(bot - top)
+        q_ref += float(c * np.sum(dv * tied[1:]))
+    e_vdd = float(-np.trapezoid(plot.real("i(vdd)"), t) * vdd_v)
+    return q_ref * vref_v / conversions, e_vdd / conversions

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from spicebridge.corners import ProcessCorner
 from spicebridge.netlist import deck_hash
 
 from ._netlists import (
@@ -27,6 +28,7 @@ from ._netlists import (
     ComparatorSizing,
     mismatch_source,
     read_sar_codes,
+    read_sar_energy,
     sar_deck,
 )
 from .behavioural import SarInstance, draw_caps
@@ -92,15 +94,94 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
         for k, v in data.items():
             if k not in cfg:
                 raise ValueError(f"{path}: unknown key {k!r}; known: {sorted(cfg)}")
-            cfg[k] = {**cfg[k], **v} if isinstance(cfg[k], dict) else v
-    bits = [int(b) for b in cfg["bits"]]
-    if not bits or min(bits) < 3 or max(bits) > 8:
-        raise ValueError(f"bits must lie in 3..8, got {cfg['bits']!r}")
-    cfg["bits"] = sorted(set(bits))
-    ComparatorSizing(**cfg["sizing"])  # validates
-    if int(cfg["mc"]) < 1:
-        raise ValueError(f"mc must be >= 1, got {cfg['mc']!r}")
+            if isinstance(cfg[k], dict):
+                if not isinstance(v, dict):
+                    raise ValueError(f"{path}: {k!r} must be a table ([adc.{k}]), got {v!r}")
+                cfg[k] = {**cfg[k], **v}
+            else:
+                cfg[k] = v
+    src = str(config_file) if config_file is not None else f"preset {preset or 'quick'!r}"
+    _check_config(cfg, src)
     return cfg
+
+
+_VALIDATE_KEYS = ("instances", "bits", "conversions_per_code")
+
+
+def _num_list(cfg: dict[str, Any], key: str, src: str, lo: float, hi: float) -> list[float]:
+    v = cfg[key]
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{src}: {key} must be a non-empty list, got {v!r}")
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int | float) or not lo <= x <= hi:
+            raise ValueError(f"{src}: {key} value {x!r} must be a number in [{lo}, {hi}]")
+    return [float(x) for x in v]
+
+
+def _check_config(cfg: dict[str, Any], src: str) -> None:
+    """Validate a merged configuration in place; errors name ``src`` and the key."""
+    procs = cfg["process"]
+    known = [c.value for c in ProcessCorner]
+    if not isinstance(procs, list) or not procs or any(p not in known for p in procs):
+        raise ValueError(f"{src}: process must be a non-empty list of {known}, got {procs!r}")
+    cfg["vdd_v"] = _num_list(cfg, "vdd_v", src, 0.9, 2.2)  # sky130 1.8 V devices
+    cfg["temp_c"] = _num_list(cfg, "temp_c", src, -273.15, 200.0)
+    bits = cfg["bits"]
+    if (not isinstance(bits, list) or not bits
+            or any(isinstance(b, bool) or not isinstance(b, int) or not 3 <= b <= 8
+                   for b in bits)):
+        raise ValueError(f"{src}: bits must be a non-empty list of integers in 3..8, "
+                         f"got {bits!r}")
+    cfg["bits"] = sorted(set(bits))
+
+    def integer(key: str, value: Any, lo: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{src}: {key} must be an integer >= {lo}, got {value!r}")
+        return value
+
+    def positive(key: str, value: Any, *, zero_ok: bool = False) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and (
+            value >= 0 if zero_ok else value > 0)
+        if not ok:
+            raise ValueError(f"{src}: {key} must be a number {'>=' if zero_ok else '>'} 0, "
+                             f"got {value!r}")
+        return float(value)
+
+    integer("mc", cfg["mc"], 1)
+    integer("seed", cfg["seed"], 0)
+    for k in ("vref_v", "c_unit_f", "r_switch_ohm", "tclk_cmp_s"):
+        positive(k, cfg[k])
+    for k in ("cap_sigma_unit_rel", "c_par_rel", "t_logic_s"):
+        positive(k, cfg[k], zero_ok=True)
+    if cfg["vref_v"] > min(cfg["vdd_v"]):
+        raise ValueError(f"{src}: vref_v = {cfg['vref_v']} exceeds the lowest vdd_v "
+                         f"{min(cfg['vdd_v'])}")
+    n, cyc = integer("sine_samples", cfg["sine_samples"], 64), \
+        integer("sine_cycles", cfg["sine_cycles"], 1)
+    if np.gcd(n, cyc) != 1 or cyc >= n // 2:
+        raise ValueError(f"{src}: sine_cycles = {cyc} must be coprime with sine_samples = {n} "
+                         "and below sine_samples / 2 (coherent sampling)")
+    amp = positive("sine_amplitude_rel", cfg["sine_amplitude_rel"])
+    if amp > 0.5:
+        raise ValueError(f"{src}: sine_amplitude_rel must be in (0, 0.5], got {amp!r}")
+    sizing = cfg["sizing"]
+    bad = sorted(set(sizing) - set(asdict(ComparatorSizing())))
+    if bad:
+        raise ValueError(f"{src}: unknown sizing key(s) {bad}; known: "
+                         f"{sorted(asdict(ComparatorSizing()))}")
+    try:
+        ComparatorSizing(**sizing)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{src}: sizing: {e}") from e
+    val = cfg["validate"]
+    bad = sorted(set(val) - set(_VALIDATE_KEYS))
+    if bad:
+        raise ValueError(f"{src}: unknown validate key(s) {bad}; known: {list(_VALIDATE_KEYS)}")
+    inst = integer("validate.instances", val.get("instances", 0), 0)
+    vb = integer("validate.bits", val.get("bits", 3), 3)
+    integer("validate.conversions_per_code", val.get("conversions_per_code", 8), 2)
+    if inst > 0 and vb not in cfg["bits"]:
+        raise ValueError(f"{src}: validate.bits = {vb} is not among bits {cfg['bits']}")
 
 
 def _ramp_thresholds(codes: np.ndarray, vin: np.ndarray, levels: int) -> np.ndarray:
@@ -119,7 +200,10 @@ def validate_instance(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dic
 
     Returns:
         ``rms_lsb``, ``max_lsb`` (SPICE - behavioural thresholds), the SPICE thresholds in LSB,
-        the wall time.
+        the wall time, and the energy per conversion integrated in SPICE: ``ref_energy_j``
+        (from vref, bottom-plate charge) next to the behavioural ``ref_energy_beh_j`` at the
+        same inputs, and ``vdd_energy_j`` (comparator supply, ``decisions_per_conversion``
+        = bits + 2 clocked decisions; the tables count ``bits`` decisions, clock gated).
     """
     bits = inst.bits
     levels = 2**bits
@@ -139,8 +223,12 @@ def validate_instance(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dic
     t_spice = _ramp_thresholds(codes, vin, levels) / lsb
     t_beh = inst.thresholds_v() / lsb
     err = t_spice - t_beh
+    e_ref, e_vdd = read_sar_energy(plot, list(inst.caps_f), inst.vref_v,
+                                   float(coords["vdd_v"]), conv)
     return {"rms_lsb": float(np.sqrt(np.mean(err**2))), "max_lsb": float(np.max(np.abs(err))),
             "thresholds_lsb": t_spice, "wall_s": time.perf_counter() - t0,
+            "ref_energy_j": e_ref, "ref_energy_beh_j": float(inst.reference_energy_j(vin).mean()),
+            "vdd_energy_j": e_vdd, "decisions_per_conversion": bits + 2,
             "deck_sha256": deck_hash(deck)}
 
 

@@ -179,7 +179,10 @@ def _find_flip(circ, vdd_v: float, tclk_s: float, sigma: float, center: float,
         if step < sigma / 500 or attempt >= 4:
             return float(flip)
         center, span = flip, 4 * step
-    raise RuntimeError(f"comparator decision never flipped at {where}")
+    process, vdd_v_, temp_c = where
+    raise RuntimeError(f"comparator decision never flipped within +-{span / 2:.3g} V of "
+                       f"{center:.3g} V at process={process}, vdd_v={vdd_v_}, "
+                       f"temp_c={temp_c} (8 widening ramps)")
 
 
 _NOISE: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -24,6 +24,24 @@ def test_build_config_rejects_bad_input(tmp_path):
     bad.write_text("[adc]\nbits = [2, 3]\n")
     with pytest.raises(ValueError, match=r"3\.\.8"):
         build_config(None, bad)
+    # every error names the file and the offending key
+    for body, key in (('process = ["xx"]', "process"), ("vdd_v = [-1.0]", "vdd_v"),
+                      ("mc = 0", "mc"), ("sine_cycles = 64", "sine_cycles"),
+                      ("vref_v = 2.0", "vref_v"), ("[adc.sizing]\nw_inn = 2.0", "w_inn"),
+                      ("[adc.sizing]\nw_in = -1.0", "w_in"),
+                      ("bits = [3, 4]\n[adc.validate]\nbits = 6", "validate.bits")):
+        bad.write_text(f"[adc]\n{body}\n")
+        with pytest.raises(ValueError, match=rf"bad\.toml: .*{key}"):
+            build_config(None, bad)
+
+
+def test_cli_bad_config_exits_2_naming_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[adc]\nprocess = ["tx"]\n')
+    rc = main(["characterize", "adc", "--config", str(bad), "--out", str(tmp_path / "a.h5")])
+    assert rc == 2
+    assert "bad.toml: process" in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists()
 
 
 @pytest.mark.ngspice
@@ -34,7 +52,7 @@ def test_tiny_characterization_writes_contract_tables(tmp_path):
                    '[adc.validate]\ninstances = 1\nbits = 3\nconversions_per_code = 4\n')
     out = tmp_path / "adc.h5"
     rc = main(["characterize", "adc", "--config", str(cfg), "--out", str(out), "--quiet",
-               "--plots", str(tmp_path / "plots")])
+               "--jobs", "2", "--plots", str(tmp_path / "plots")])
     assert rc == 0
     lf = read_lookup(out)
     for name in CONTRACT:

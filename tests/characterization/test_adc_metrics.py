@@ -91,3 +91,19 @@ def test_behavioural_offset_noise_and_energy():
         np.linspace(0, 1, 101)).mean() for b in (3, 5, 7)]
     assert e[0] < e[1] < e[2]
     assert 3 < e[2] / e[1] < 5  # binary-weighted DAC energy ~ 2^N
+
+
+def test_histogram_method_on_behavioural_sar_matches_its_thresholds():
+    # the two DNL/INL routes agree on a mismatched instance: code density of an overdriven
+    # coherent sine (IEEE 1241 arcsine mapping) vs the instance's exact transition levels
+    rng = np.random.default_rng(5)
+    bits = 5
+    caps, d = draw_caps(bits, 1e-14, 0.05, rng)  # large mismatch: DNL of tenths of an LSB
+    inst = SarInstance(bits, caps, d, 0.1 * (caps.sum() + d), 1.0, offset_v=2e-3)
+    dnl_t, inl_t = dnl_inl_from_thresholds(inst.thresholds_v())
+    assert np.max(np.abs(dnl_t)) > 0.1
+    x = coherent_sine_input(400_009, 99_991, 0.6, 0.5)  # overdrives both ends of 0..1 V
+    r = histogram_dnl_inl(inst.convert(x), bits)
+    np.testing.assert_allclose(r.dnl_lsb, dnl_t, atol=0.02)
+    np.testing.assert_allclose(r.inl_lsb, inl_t, atol=0.02)
+    assert r.missing_codes.size == 0

@@ -35,7 +35,7 @@ def test_offset_grows_when_input_pair_shrinks_pelgrom():
 def test_offset_spread_sane_and_corner_dependent():
     s = ComparatorSizing()
     rng = np.random.default_rng(7)
-    draws = [{d: rng.normal(0, s.sigma_vt_v(d)) for d in MISMATCH_DEVICES} for _ in range(4)]
+    draws = [{d: rng.normal(0, s.sigma_vt_v(d)) for d in MISMATCH_DEVICES} for _ in range(3)]
     res = {c: [measure_comparator(c, 1.8, 27.0, s, dv) for dv in draws] for c in ("ss", "ff")}
     off = {c: np.array([r.offset_v for r in rs]) for c, rs in res.items()}
     assert 1e-3 < off["ss"].std() < 60e-3
@@ -60,6 +60,11 @@ def test_spice_sar_4bit_tt_matches_behavioural_model():
     dnl, _ = dnl_inl_from_thresholds(t)
     assert np.max(np.abs(dnl)) < 0.5
     assert v["rms_lsb"] <= 0.1
+    # energy integrated in SPICE (reference charge into the bottom plates, comparator supply)
+    # against the behavioural DAC energy and the testbench energy per decision
+    assert abs(v["ref_energy_j"] / v["ref_energy_beh_j"] - 1) < 0.1
+    ratio = v["vdd_energy_j"] / (v["decisions_per_conversion"] * cmp.energy_j)
+    assert 0.6 < ratio < 1.4
     # ENOB of the SPICE transfer (its thresholds) on a coherent sine
     x = coherent_sine_input(4096, 67, 7.6, 8.0)
     enob = sine_fit_enob(np.searchsorted(t, x, side="right"), 4).enob
