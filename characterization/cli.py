@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "same command again skips them. Exit status: 0 done (failed points are recorded in "
         "the file), 1 every point failed or --strict and some failed, 2 bad spec or usage.")
     p.add_argument("spec", type=Path, help="sweep spec (TOML)")
-    p.add_argument("--out", "-o", type=Path, required=True, metavar="RESULT.h5",
-                   help="lookup HDF5 to write; its store is RESULT.h5.points/")
+    p.add_argument("--out", "-o", type=Path, metavar="RESULT.h5",
+                   help="lookup HDF5 to write; its store is RESULT.h5.points/ (required "
+                   "except with --point)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
                    help="local worker processes (joblib loky); -1: all cores (default 1)")
     g = p.add_mutually_exclusive_group()
@@ -35,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run again the points that failed in an earlier run of this --out")
     p.add_argument("--strict", action="store_true", help="exit 1 if any point failed")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--point", type=int, metavar="INDEX",
+                   help="run only point INDEX (the 'index' of a failure record) in this "
+                   "process and print its coordinates, seed and measures as JSON; writes "
+                   "nothing (exit 1 if it fails)")
     p.set_defaults(func=run_sweep_cli)
 
     q = sub.add_parser("inspect", help="show what a lookup HDF5 holds",
@@ -44,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true",
                    help="one JSON object: format, schema_version, provenance, datasets, "
                    "failures")
+    q.add_argument("--plot", type=Path, metavar="DIR",
+                   help="also write one PNG per dataset into DIR (value against the first "
+                        "numeric axis, one line per other coordinate, mean +-1 sigma over mc)")
     q.set_defaults(func=inspect_cli)
 
 
@@ -56,6 +64,12 @@ def run_sweep_cli(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
     except SweepSpecError as e:
         print(f"spicebridge sweep: {e}", file=sys.stderr)
+        return 2
+    if args.point is not None:
+        return _run_one_point(spec, args.point, str(args.spec))
+    if args.out is None:
+        print("spicebridge sweep: --out RESULT.h5 is required (except with --point)",
+              file=sys.stderr)
         return 2
     if args.jobs == 0 or (args.dask_local is not None and args.dask_local < 1):
         print("spicebridge sweep: --jobs and --dask-local need at least 1 worker",
@@ -81,6 +95,37 @@ def run_sweep_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _run_one_point(spec: Any, index: int, source: str) -> int:
+    """Re-run one point alone (same coordinates and seed as in the sweep) and print it."""
+    import time
+
+    try:
+        pt = spec.point(index)
+    except IndexError as e:
+        print(f"spicebridge sweep: {source}: {e}", file=sys.stderr)
+        return 2
+    head = {"index": pt.index, "coords": pt.coords, "mc": pt.mc, "seed": pt.seed}
+    t0 = time.perf_counter()
+    try:
+        values = spec.point_fn(pt)
+    except Exception as e:  # a failed point is reported, as the sweep would record it
+        print(json.dumps(head, default=_jsonable), file=sys.stderr)
+        print(f"spicebridge sweep: point {index} failed: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
+    out = {**head, "measures": {k: values.get(k) for k in spec.measures},
+           "units": dict(spec.measures), "wall_s": round(time.perf_counter() - t0, 6)}
+    json.dump(out, sys.stdout, indent=1, default=_jsonable)
+    sys.stdout.write("\n")
+    return 0
+
+
 def _range(c: np.ndarray) -> str:
     if c.dtype.kind == "U":
         return ", ".join(c.tolist()) if c.size <= 8 else f"{', '.join(c[:6])}, ... ({c.size})"
@@ -100,11 +145,20 @@ def inspect_cli(args: argparse.Namespace) -> int:
     except LookupFormatError as e:
         print(f"spicebridge inspect: {e}", file=sys.stderr)
         return 2
+    if getattr(args, "plot", None) is not None:
+        from .sweep.plot import plot_lookup
+
+        for png in plot_lookup(lf.tables, args.plot):
+            print(f"wrote {png}", file=sys.stderr)
     if args.json:
         d = lf.to_dict()
         d["failures_count"] = len(lf.failures)
-        json.dump(d, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
+        try:
+            json.dump(d, sys.stdout, indent=1, default=str)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `spicebridge inspect F --json | head`: not an error
+            sys.stdout = None  # type: ignore[assignment]  # no flush at exit
         return 0
     print(f"{lf.path}: format {d_format()} v{lf.schema_version}, created {lf.created}")
     prov = lf.provenance
@@ -119,6 +173,11 @@ def inspect_cli(args: argparse.Namespace) -> int:
     others = sorted(set(prov) - {"kind", "n_points", "root_seed", "package_version",
                                  "git_commit", "ngspice_version", "netlist", "netlist_sha256",
                                  "host", "created", "sweep", "spec_toml"})
+    for path, fp in (prov.get("fitted_models") or {}).items():
+        vals = ", ".join(f"{q.get('name')}={q.get('value', float('nan')):.6g}"
+                         for q in fp.get("parameters") or [] if isinstance(q, dict))
+        print(f"  fitted model {path}: {vals} (data sha256 "
+              f"{str((fp.get('provenance') or {}).get('data_sha256', '?'))[:12]}...)")
     if others:
         print(f"  more provenance: {', '.join(others)} (--json shows all)")
     print(f"datasets ({len(lf.tables)}):")

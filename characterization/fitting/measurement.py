@@ -157,7 +157,9 @@ def read_measurement_csv(path: str | Path, *, sample_period_s: float | None = No
                                ("v_v", "v" in cols), ("i_a", "i" in cols)) if not ok]
     if missing:
         raise MeasurementFormatError(
-            f"missing column(s) {', '.join(missing)}; header is {','.join(header)!r}",
+            f"missing column(s) {', '.join(missing)}; header is {','.join(header)!r} "
+            f"(names are quantity_unit, e.g. time_us, v_mv, i_ua; columns other than "
+            f"time/index, v, i, pulse, curve are ignored; format: docs/fitting.md)",
             path=path, row=header_line)
     if "index" in cols and sample_period_s is None:
         raise MeasurementFormatError(

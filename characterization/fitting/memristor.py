@@ -87,27 +87,38 @@ def default_parameter(name: str, default_text: str, *, start: float | None = Non
 
     Positive defaults are fitted in log space within x1000 either way; negative ones
     linearly between 10x and 1/1000 of the default; a few parameters have their own range.
+    The default bounds are set around the model's default value (not around ``start``), so
+    a start of the wrong sign or far off is refused instead of fitted into nonsense.
 
     Raises:
-        FitError: The default is an expression (give ``start`` and ``bounds``).
+        FitError: The default is an expression and no start was given, or the start lies
+            outside the bounds.
     """
     try:
-        d = parse_spice_number(default_text) if start is None else float(start)
+        d_model: float | None = parse_spice_number(default_text)
     except ValueError:
+        d_model = None
+    if start is None and d_model is None:
         raise FitError(f"parameter {name!r} defaults to the expression {default_text!r}; "
-                       f"give a start value (and bounds) for it") from None
+                       f"give a start value (and bounds) for it")
+    d = float(start) if start is not None else float(d_model)  # type: ignore[arg-type]
+    ref = d_model if d_model else d  # ranges around the model's default where it has one
     if bounds is not None:
         lo, hi = bounds
     elif name in _KNOWN_BOUNDS:
         lo, hi = _KNOWN_BOUNDS[name]
-    elif d > 0:
-        lo, hi = d / 1e3, d * 1e3
-    elif d < 0:
-        lo, hi = 10 * d, d / 1e3
+    elif ref > 0:
+        lo, hi = ref / 1e3, ref * 1e3
+    elif ref < 0:
+        lo, hi = 10 * ref, ref / 1e3
     else:
         lo, hi = -1.0, 1.0
     if not lo <= d <= hi:
-        raise FitError(f"parameter {name!r}: start {d!r} outside its bounds [{lo!r}, {hi!r}]")
+        how = ("the bounds given" if bounds is not None else
+               f"default bounds around the model's default {default_text}")
+        raise FitError(f"parameter {name!r}: start {d!r} outside its bounds [{lo:g}, {hi:g}] "
+                       f"({how}); give a start inside them, or other bounds "
+                       f"(--bounds {name}=LO:HI)")
     return FitParameter(name=name, start=d, lower=lo, upper=hi, units=_UNITS.get(name, "1"),
                         param=f"fit_{name}")
 

@@ -70,6 +70,13 @@ def _measure_units(expr: str) -> str:
 def _check_expr(expr: str) -> None:
     """Reject malformed measure expressions early (before any point runs)."""
     e = expr.strip()
+    depth = 0
+    for ch in e:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        raise ValueError(f"unbalanced parentheses in {expr!r}")
     m = re.fullmatch(r"(\w+)\((.*)\)", e)
     if m and m.group(1).lower() in _REDUCERS:
         fn, arg = m.group(1).lower(), m.group(2)
@@ -124,6 +131,10 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         raise c.err("netlist", f"cannot read {net}: {e.strerror or e}") from e
     if not Template(deck).is_valid():
         raise c.err("netlist", f"{net} has a malformed ${{...}} placeholder")
+    try:
+        deck, included = resolve_includes(deck, net)
+    except ValueError as e:
+        raise c.err("netlist", str(e)) from e
     placeholders = set(Template(deck).get_identifiers())
     body, deck_analyses = split_analyses(deck)
 
@@ -281,8 +292,80 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         point_fn=netlist_point, measures=measures, context=context,
         provenance={"netlist": str(net), "netlist_sha256": deck_hash(deck),
                     "spec_file": str(path.resolve()), "spec_sha256": deck_hash(text),
-                    "spec_toml": text, "description": str(doc.get("description", ""))},
+                    "spec_toml": text, "description": str(doc.get("description", "")),
+                    **_included_provenance(included)},
     )
+
+
+_INCLUDE_RE = re.compile(r"""^(\s*)(\.include|\.inc|\.lib)(\s+)("[^"]*"|'[^']*'|\S+)(.*)$""",
+                         re.IGNORECASE)
+
+
+def resolve_includes(deck: str, net: Path) -> tuple[str, list[Path]]:
+    """Make the deck's relative ``.include`` / ``.lib FILE SECTION`` paths absolute.
+
+    ngspice resolves a relative path against its working directory, not the netlist's folder;
+    a sweep runs wherever the user (or a Dask worker) happens to be, so a relative path is
+    taken relative to the netlist file (as a user reading the netlist expects). A ``.lib NAME``
+    with no section (a section header inside a library) and paths with ``${...}`` placeholders
+    are left alone.
+
+    Args:
+        deck: The netlist text.
+        net: The netlist file (its folder is the base of relative paths).
+
+    Returns:
+        The deck with absolute paths, and the included files (absolute, in order).
+
+    Raises:
+        ValueError: An included file that does not exist, naming the netlist line.
+    """
+    out: list[str] = []
+    included: list[Path] = []
+    for lineno, line in enumerate(deck.splitlines(), 1):
+        m = _INCLUDE_RE.match(line)
+        if not m:
+            out.append(line)
+            continue
+        lead, card, sp, raw, rest = m.groups()
+        if card.lower() == ".lib" and not rest.split():
+            out.append(line)  # ".lib tt": a section header, not a file
+            continue
+        name = raw.strip("\"'")
+        if "$" in name:
+            out.append(line)
+            continue
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            path = net.parent / path
+        if not path.is_file():
+            raise ValueError(f"{net}:{lineno}: {card} file {name!r} not found (looked for "
+                             f"{path}; relative paths are relative to the netlist's folder)")
+        path = path.resolve()
+        included.append(path)
+        out.append(f'{lead}{card}{sp}"{path}"{rest}')
+    return "\n".join(out) + ("\n" if deck.endswith("\n") else ""), included
+
+
+def _included_provenance(included: list[Path]) -> dict[str, Any]:
+    """Hashes of included files and the fit provenance of fitted models among them."""
+    if not included:
+        return {}
+    prov: dict[str, Any] = {"included_files": {
+        str(p): deck_hash(p.read_text(encoding="latin-1")) for p in dict.fromkeys(included)}}
+    from ..fitting.memristor import read_fit_provenance  # lazy: fitting imports the sweep
+
+    fitted = {}
+    for p in dict.fromkeys(included):
+        try:
+            fp = read_fit_provenance(p)
+        except (OSError, ValueError):  # unreadable, or a header that is not JSON
+            fp = None
+        if fp is not None:
+            fitted[str(p)] = fp
+    if fitted:
+        prov["fitted_models"] = fitted
+    return prov
 
 
 def _param_values(deck: str) -> dict[str, float]:

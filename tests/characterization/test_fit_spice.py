@@ -78,6 +78,29 @@ def test_fit_memristor_recovers_parameters_within_ci(noisy_loop, tmp_path):
     t, v = _loop()
     i_lib = simulate_memristor(t, v, {}, model_path=out)
     np.testing.assert_allclose(i_lib, c.y_fit, rtol=1e-3, atol=1e-10)
+    # the crossbar netlists accept it in place of rram.lib, and it runs there
+    from characterization.crossbar.netlist import ColumnConfig, check_rram_lib, column_deck
+    from spicebridge import create_engine
+
+    assert float(check_rram_lib(out)["ron"]) == pytest.approx(res.values["ron"], rel=1e-6)
+    deck = column_deck(ColumnConfig(rows=4, access="ideal", tia="ideal", rram_lib=str(out)))
+    assert str(out) in deck
+    col = create_engine("shared").simulate(deck)
+    assert np.isfinite(np.real(col.vector("i(vrd)"))).all()
+    # a lookup file made from the fitted model (a TOML sweep including it) carries the fit's
+    # provenance
+    from characterization.sweep import load_spec, run_sweep
+
+    (tmp_path / "read.cir").write_text("* read the fitted cell\n.include fitted.lib\n"
+                                       ".param vr=0.1\nV1 te 0 dc {vr}\nX1 te 0 rram\n"
+                                       ".op\n.end\n")
+    (tmp_path / "read.toml").write_text('netlist = "read.cir"\nmeasure = ["i(v1)"]\n'
+                                        '[axes]\nvr = [0.1]\n')
+    sw = run_sweep(load_spec(tmp_path / "read.toml"), tmp_path / "read.h5", quiet=True)
+    assert sw.failures == []
+    (fp,) = sw.provenance["fitted_models"].values()
+    assert fp["provenance"]["data_sha256"] == noisy_loop.sha256
+    assert fp["parameters"] == prov["parameters"]
 
 
 @pytest.mark.ngspice
@@ -198,3 +221,21 @@ def test_fit_spice_param_fit_and_start_failure():
     with pytest.raises(FitError, match=r"start point .* cannot be simulated.*v\(nope\)"):
         fit_spice(SpiceFitProblem(deck=deck, parameters=(FitParameter("rtop", 1e3, 10, 1e6),),
                                   curves=(wrong,)))
+
+
+def test_default_bounds_come_from_the_model_not_the_start():
+    from characterization.fitting.errors import FitError
+    from characterization.fitting.memristor import default_parameter
+
+    p = default_parameter("ron", "100k", start=130e3)
+    assert (p.lower, p.upper) == pytest.approx((100.0, 1e8)) and p.is_log
+    with pytest.raises(FitError, match=r"'ron': start -5.0 outside its bounds \[100, 1e\+08\]"):
+        default_parameter("ron", "100k", start=-5.0)  # was fitted to a negative resistance
+    with pytest.raises(FitError, match=r"start 1000000000000.0 outside"):
+        default_parameter("ron", "100k", start=1e12)
+    p = default_parameter("vreset", "-1", start=-0.7)
+    assert (p.lower, p.upper) == pytest.approx((-10.0, -1e-3))
+    assert default_parameter("ron", "100k", start=-5.0, bounds=(-10.0, 10.0)).start == -5.0
+    with pytest.raises(FitError, match="expression"):
+        default_parameter("gnoise", "{d_goff/roff}")
+    assert default_parameter("gnoise", "{d_goff/roff}", start=1e-7).upper == pytest.approx(1e-4)

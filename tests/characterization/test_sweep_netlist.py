@@ -119,6 +119,19 @@ def test_sweep_inspect_json(divider, tmp_path, capsys):
     assert _main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "v(out) [V] shape (3, 3, 4)" in text and "temp_c: -40, 27, 125 degC" in text
+    # one point alone from the CLI (index 5 = r1 1k, temp 27, mc 1) gives the stored numbers
+    capsys.readouterr()
+    assert _main(["sweep", str(divider), "--point", "5"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert (one["coords"], one["mc"]) == ({"r1": 1000.0, "temp_c": 27.0}, 1)
+    assert one["measures"]["v(out)"] == read_lookup(out)["v(out)"].data[0, 1, 1]
+    assert _main(["sweep", str(divider), "--point", "36"]) == 2
+    assert "outside 0..35" in capsys.readouterr().err
+    assert _main(["sweep", str(divider)]) == 2  # no --out
+    assert _main(["inspect", str(out), "--plot", str(tmp_path / "png")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
+    assert pngs == ["i_v1.png", "v_out.png"]
+    assert all((tmp_path / "png" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
 def test_load_spec_errors_name_file_line_and_key(tmp_path):
@@ -137,6 +150,9 @@ def test_load_spec_errors_name_file_line_and_key(tmp_path):
         load_spec(p)
     p.write_text('netlist = "nope.cir"\n')
     with pytest.raises(SweepSpecError, match="cannot read"):
+        load_spec(p)
+    p.write_text('netlist = "d.cir"\nanalysis = "op"\nmeasure = ["max(v(a)"]\n')
+    with pytest.raises(SweepSpecError, match=r"s\.toml:3: key 'measure': unbalanced paren"):
         load_spec(p)
     p.write_text('netlist = "d.cir"\nseed = [\n')
     with pytest.raises(SweepSpecError, match="TOML syntax error"):
@@ -205,3 +221,24 @@ def test_netlist_point_reads_only_measured_vectors_same_numbers(tmp_path):
         '[axes]\nc_f = [1e-9]\n')
     with pytest.raises(KeyError, match=r"v\(in\)"):  # the message lists the deck's vectors
         netlist_point(load_spec(tmp_path / "bad.toml").point(0))
+
+
+@pytest.mark.ngspice
+def test_sweep_relative_include_is_relative_to_the_netlist(tmp_path, monkeypatch):
+    net = tmp_path / "net"
+    (net / "models").mkdir(parents=True)
+    (net / "models" / "load.inc").write_text("* load\nRL out 0 1k\n")
+    (net / "d.cir").write_text("* include next to the netlist\n.include models/load.inc\n"
+                               ".param r1=1k\nV1 in 0 dc 1\nR1 in out {r1}\n.op\n.end\n")
+    spec = net / "d.toml"
+    spec.write_text('netlist = "d.cir"\nmeasure = ["v(out)"]\n[axes]\nr1 = [1e3, 3e3]\n')
+    monkeypatch.chdir(tmp_path)  # ngspice alone would look for models/load.inc here
+    res = run_sweep(load_spec(spec), tmp_path / "d.h5", jobs=1, quiet=True)
+    assert res.failures == []
+    np.testing.assert_allclose(res.tables["v(out)"].data[:, 0], [0.5, 0.25], rtol=1e-9)
+    (inc,) = res.provenance["included_files"]
+    assert inc == str((net / "models" / "load.inc").resolve())
+    assert "fitted_models" not in res.provenance
+    (net / "d.cir").write_text("* t\n.param r1=1k\n.include nope.inc\nR1 a 0 {r1}\n.end\n")
+    with pytest.raises(SweepSpecError, match=r"d\.cir:3: \.include file 'nope\.inc' not found"):
+        load_spec(spec)
