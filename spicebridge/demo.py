@@ -127,13 +127,14 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
               done=(fit_dir / "rram_fitted.lib").is_file(), command=_cmd(argv),
               ok_codes=(0, 3))
 
-    argv = ["train", "--dataset", "digits", "--threads", str(max(1, jobs)), *q]
+    # one torch thread: with two, a tiny ViT spends its time in OpenMP spin-waits whenever the
+    # other core is busy (vit.md measured 50x slower)
+    argv = ["train", "--dataset", "digits", "--threads", "1", *q]
     steps.run("train (or load the cached) digits ViT", lambda: _cli(argv), command=_cmd(argv))
 
     common = ["evaluate", "--dataset", "digits", "--lookup", *lookups, "--vdd-v", str(VDD_V),
               "--temp-c", str(TEMP_C), "--chips", str(chips), "--seed", str(seed),
-              "--fidelity", "moment", "--kv-range", "calibrated", "--threads",
-              str(max(1, jobs)), *q]
+              "--fidelity", "moment", "--kv-range", "calibrated", "--threads", "1", *q]
     for name, (title, extra) in _EVALS.items():
         path = evals / f"{name}.json"
         argv = [*common, *extra, "--json", str(path)]
