@@ -41,6 +41,7 @@ def write_json(obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
     os.replace(tmp, out)
 
 

@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--kv-range", choices=("matrix", "calibrated"), default="matrix",
                    help="K/V magnitude mapped to G_max: each matrix's max, or a per-layer range "
                    "calibrated on the calib split")
+    e.add_argument("--tile-rows", type=int, default=64,
+                   help="rows per crossbar array (default 64); match the characterized column's "
+                   "rows (the crossbar file's 'rows' attribute) to stay inside its tables")
     e.add_argument("--ideal", action="store_true",
                    help="ideal crossbars (no lookup needed): equals the digital model")
     e.add_argument("--chips", type=int, default=5, help="simulated chips (default 5)")
@@ -192,7 +195,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         clips = [None]
     base = ideal() if args.ideal else AnalogConfig(
         write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
-        static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range)
+        static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range,
+        tile_rows=args.tile_rows)
     results = []
     points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
                                     _floats(args.temp_c), [int(b) for b in args.bits.split(",")],

@@ -15,6 +15,7 @@ per-inference noise (read noise, ADC noise, K/V write noise). Everything is draw
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Collection
 from typing import Any
 
@@ -256,6 +257,13 @@ def convert_to_analog(model: nn.Module, hardware: HardwareModel,
         ModuleConversionError: No attention module found (never a silent no-op).
     """
     config = config or AnalogConfig()
+    if (config.tile_rows > hardware.rows and (config.nonlinearity or config.read_noise)
+            and hardware.sources):
+        warnings.warn(
+            f"tile_rows={config.tile_rows} but the lookup's crossbar column was characterized "
+            f"with {hardware.rows} rows ({', '.join(hardware.sources)}): column "
+            f"currents above {hardware.rows} rows at G_max take the transfer and read noise of "
+            "the table's last point (clamped, not extrapolated)", stacklevel=2)
     model = copy.deepcopy(model)
     skip = set(skip)
     if not config.convert_head:

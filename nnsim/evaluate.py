@@ -27,6 +27,7 @@ from .convert import (
 )
 from .data import make_loader
 from .hardware import HardwareModel
+from .models import accuracy
 
 
 def ci95(values: Sequence[float]) -> float:
@@ -45,16 +46,10 @@ def chip_seeds(seed: int, chips: int) -> list[int]:
             for s in np.random.SeedSequence(seed).spawn(chips)]
 
 
-@torch.no_grad()
 def accuracy_on(model: nn.Module, ds: Any, batch_size: int = 256,
                 device: str | torch.device = "cpu") -> float:
     """Top-1 accuracy (fraction)."""
-    model.eval()
-    correct = total = 0
-    for x, y in make_loader(ds, batch_size):
-        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
-        total += int(y.numel())
-    return correct / max(total, 1)
+    return accuracy(model, ds, batch_size, device)
 
 
 def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, test_ds: Any, *,

@@ -29,6 +29,22 @@ class HardwareModelError(ValueError):
     """A lookup file lacks what the hardware model needs, or a setting was not characterized."""
 
 
+class NotCharacterizedError(HardwareModelError, KeyError):
+    """A categorical setting (e.g. a process corner) that the lookup files do not hold.
+
+    Also a ``KeyError`` (what ``Table.sel`` raises) for callers that catch that; its message
+    is printed as is, naming the files, the table and the characterized values.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _plain(v: Any) -> Any:
+    """A coordinate value as a plain Python str/int/float (for messages)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def interp1d(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear ``fp(xp)`` at ``x`` (torch, clamped to the table's ends)."""
     xc = x.clamp(float(xp[0]), float(xp[-1]))
@@ -202,7 +218,7 @@ class HardwareModel:
         Raises:
             HardwareModelError: A needed table is missing or holds only failed points.
             ExtrapolationError: ``vdd_v``/``temp_c`` outside the characterized range.
-            KeyError: ``process`` not characterized.
+            NotCharacterizedError: ``process`` not characterized (also a KeyError).
             LookupFormatError: A file is not a lookup file.
         """
         if isinstance(paths, (str, Path)):
@@ -228,6 +244,14 @@ class HardwareModel:
                 out = t.sel(**sel, **more)
             except ExtrapolationError as e:
                 raise ExtrapolationError(f"{src}: {e}") from None
+            except KeyError as e:
+                bad = [f"{d}={v!r} (characterized: {[_plain(c) for c in t.coords[d]]})"
+                       for d, v in {**sel, **more}.items()
+                       if d in t.dims and isinstance(v, str)
+                       and v not in [str(_plain(c)) for c in t.coords[d]]]
+                what = "; ".join(bad) if bad else (e.args[0] if e.args else repr(e))
+                raise NotCharacterizedError(
+                    f"{src}: table {t.name!r}: not characterized at {what}") from None
             if "mc" in out.dims:  # a sweep's Monte-Carlo axis left in a per-point table
                 out = Table(out.name, np.nanmean(out.data, axis=out.axis("mc")),
                             tuple(d for d in out.dims if d != "mc"),

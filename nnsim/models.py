@@ -183,25 +183,37 @@ def load_deit_s(weights: str | Path, *, use_timm: bool = False) -> nn.Module:
 
     Raises:
         FileNotFoundError: No such file.
+        ValueError: The file cannot be read or does not hold DeiT-S's parameters.
     """
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"DeiT-S weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-            sd = sd["model"]
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+                sd = sd["model"]
+    except Exception as e:  # unpickling, truncated file, not a checkpoint at all
+        raise ValueError(f"DeiT-S weights file {path} could not be read: "
+                         f"{type(e).__name__}: {e}") from e
+    if not isinstance(sd, dict):
+        raise ValueError(f"DeiT-S weights file {path} holds a {type(sd).__name__}, "
+                         "not a state_dict")
     if use_timm:
         import timm
 
         model = timm.create_model("deit_small_patch16_224", pretrained=False)
     else:
         model = create_model("deit-s")
-    model.load_state_dict(sd, strict=True)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"DeiT-S weights file {path} does not match deit_small_patch16_224 "
+                         f"(timm parameter names, strict load): {str(e)[:600]}") from e
     return model.eval()
 
 

@@ -46,3 +46,22 @@ def test_evaluate_refuses_extrapolation(tiny_digits_model, synthetic_lookups, ca
                "--vdd-v", "2.5", "--quiet", "--limit", "10"])
     assert rc == 2
     assert "outside the characterized range" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_corner_range_and_the_missing_weights(tiny_digits_model,
+                                                                  synthetic_lookups, capsys):
+    _, meta = tiny_digits_model
+    base = ["evaluate", "--model", "digits-tiny", "--cache-dir", str(Path(meta["path"]).parent),
+            "--lookup", *map(str, synthetic_lookups), "--quiet", "--limit", "10"]
+    assert main([*base, "--corner", "sf"]) == 2
+    err = capsys.readouterr().err
+    assert "process='sf'" in err and "['tt', 'ss', 'ff']" in err
+    assert main([*base, "--temp", "150"]) == 2
+    err = capsys.readouterr().err
+    assert "temp_c=150" in err and "[-40, 85]" in err
+    assert main([*base, "--bits", "3"]) == 2
+    assert "available: [4, 6, 8]" in capsys.readouterr().err
+    rc = main(["evaluate", "--model", "deit-s", "--weights", "/nonexistent/deit_s.pth",
+               "--lookup", *map(str, synthetic_lookups), "--quiet"])
+    assert rc == 2
+    assert "/nonexistent/deit_s.pth does not exist" in capsys.readouterr().err

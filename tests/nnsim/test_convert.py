@@ -222,3 +222,16 @@ def test_clipformer_raises_accuracy_at_gamma_5(tiny_digits_model, hw_tt):
         acc[clip] = evaluate_chips(model, hw_tt, cfg, test, chips=3, seed=0, analog=analog,
                                    digital_accuracy=1.0, batch_size=450)["accuracy_mean"]
     assert acc[(2.0, 0.5)] > acc[None], acc
+
+
+def test_tiles_taller_than_the_characterized_column_are_flagged(tiny_digits_model, hw_tt):
+    import warnings
+
+    hw16 = dataclasses.replace(hw_tt, rows=16, _cache={})
+    model = tiny_digits_model[0]
+    with pytest.warns(UserWarning, match="tile_rows=64 .* characterized with 16 rows"):
+        convert_to_analog(model, hw16, AnalogConfig(fidelity="moment"), seed=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert_to_analog(model, hw16, AnalogConfig(fidelity="moment", tile_rows=16), seed=None)
+        convert_to_analog(model, hw_tt, AnalogConfig(fidelity="moment"), seed=None)

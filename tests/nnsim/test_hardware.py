@@ -8,7 +8,7 @@ import torch
 
 from characterization.errors import ExtrapolationError
 from characterization.lookup import read_lookup
-from nnsim.hardware import AdcModel, HardwareModel, HardwareModelError
+from nnsim.hardware import AdcModel, HardwareModel, HardwareModelError, NotCharacterizedError
 
 
 def test_reads_the_contract_tables(hw_tt, synthetic_lookups):
@@ -52,6 +52,15 @@ def test_refuses_to_extrapolate_and_names_the_range(synthetic_lookups):
         HardwareModel.from_lookup(synthetic_lookups, "sf", 1.8, 27.0, 6)
     with pytest.raises(HardwareModelError, match=r"5 bits .* available: \[4, 6, 8\]"):
         HardwareModel.from_lookup(synthetic_lookups, "tt", 1.8, 27.0, 5)
+
+
+def test_uncharacterized_corner_names_files_and_the_characterized_corners(synthetic_lookups):
+    with pytest.raises(NotCharacterizedError) as info:
+        HardwareModel.from_lookup(synthetic_lookups, "sf", 1.8, 27.0, 6)
+    msg = str(info.value)
+    assert str(synthetic_lookups[0]) in msg and "process='sf'" in msg
+    assert "['tt', 'ss', 'ff']" in msg and "np.str_" not in msg
+    assert isinstance(info.value, HardwareModelError)
 
 
 def test_missing_table_is_named(synthetic_lookups):
