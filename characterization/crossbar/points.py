@@ -199,9 +199,10 @@ def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float) -> dict[
         target = min(lvl / top, 0.99)
         hit = np.flatnonzero(w >= target)
         if hit.size == 0:
-            raise RuntimeError(f"write calibration: the nominal cell never reached level {lvl} "
-                               f"(w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
-                               f"{wcfg.v_set_v} V SET pulse; raise v_set_v")
+            raise RuntimeError(f"write calibration (tt, vdd {vdd_v:g} V, 27 C, "
+                               f"{cfg.rram_lib_file}): the nominal cell never reached level "
+                               f"{lvl} (w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
+                               f"{wcfg.v_set_v} V SET pulse; raise write.v_set_v")
         widths.append(float(np.interp(target, w[: hit[0] + 1], t[: hit[0] + 1]))
                       - wcfg.t_edge_s / 2)
     n_pulses = max(4, math.ceil(1.5 * widths[-1] / wcfg.t_step_s))

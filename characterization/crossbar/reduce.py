@@ -6,7 +6,6 @@ Pure NumPy: no ngspice needed (unit-testable on synthetic data).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 XFER_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
 """``i_ideal_rel`` coordinates of ``crossbar/read_transfer``; each collects the patterns within
@@ -49,6 +48,8 @@ def fit_write_noise_k(g_target_s: np.ndarray, g_prog_s: np.ndarray, g_min_s: flo
     k = float(np.sqrt(np.mean(u**2)))
     stderr = k / np.sqrt(2.0 * n)
     us = np.sort(u)
+    from scipy import stats  # imported here: scipy.stats costs ~1 s of every CLI start
+
     q = stats.norm.ppf((np.arange(1, n + 1) - 0.375) / (n + 0.25))  # Blom positions
     r2 = float(np.corrcoef(us, q)[0, 1] ** 2) if np.std(us) > 0 else float("nan")
     return k, float(stderr), r2

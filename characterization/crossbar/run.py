@@ -15,9 +15,17 @@ import numpy as np
 from characterization.lookup import Table, write_lookup
 from characterization.sweep import SweepSpec, run_sweep
 from spicebridge.netlist import deck_hash
+from spicebridge.units import parse_spice_number
 
 from . import points
-from .netlist import MODES, ColumnConfig, WriteConfig, column_deck, rram_lib_path
+from .netlist import (
+    MODES,
+    ColumnConfig,
+    WriteConfig,
+    check_rram_lib,
+    column_deck,
+    rram_lib_path,
+)
 from .reduce import (
     FIT_STATS,
     MARGIN_STATS,
@@ -74,16 +82,25 @@ class CrossbarRun:
                 "column": self.column.to_dict(), "write": self.write.to_dict()}
 
 
-def make_plan(preset: str | None = "quick", config: str | Path | dict | None = None
-              ) -> CrossbarRun:
+def make_plan(preset: str | None = "quick", config: str | Path | dict | None = None,
+              model: str | Path | None = None) -> CrossbarRun:
     """Build a plan from a preset and optional overrides (a TOML file or a dict).
 
     TOML keys (all optional): ``preset``, ``process``, ``vdd_v``, ``temp_c``, ``mc``,
     ``mc_write``, ``patterns``, ``seed``, tables ``[column]`` (``ColumnConfig`` fields) and
     ``[write]`` (``WriteConfig`` fields); a ``[crossbar]`` table may hold them all.
 
+    Args:
+        preset: Preset name (a ``preset`` key in the config wins).
+        config: TOML file or dict of overrides.
+        model: Memristor library to use instead of ``netlists/rram/rram.lib`` (e.g. fitted by
+            ``spicebridge fit memristor``); same as ``column.rram_lib`` (a relative path there
+            is relative to the TOML file). Unless the config sets ``column.r_on_ohm`` /
+            ``column.on_off``, they are taken from the library's ``ron`` / ``roff`` defaults.
+
     Raises:
-        ValueError: Unknown preset or key (named, with the file).
+        ValueError: Unknown preset or key, a bad value, or an unusable model library (named,
+            with the file).
     """
     where = "config"
     over: dict[str, Any] = {}
@@ -107,6 +124,27 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
             d[k] = {**d[k], **v}
         else:
             d[k] = v
+    lib = model if model is not None else d["column"].get("rram_lib") or None
+    if lib is not None:
+        lib_path = Path(lib).expanduser()
+        if model is None and where != "config" and not lib_path.is_absolute():
+            lib_path = Path(where).parent / lib_path
+        lib_path = lib_path.resolve()
+        lib_params = check_rram_lib(lib_path)
+        d["column"]["rram_lib"] = str(lib_path)
+        col_over = over.get("column", {})
+        if not {"r_on_ohm", "on_off"} <= set(col_over):
+            try:
+                ron = parse_spice_number(lib_params["ron"])
+                roff = parse_spice_number(lib_params["roff"])
+            except ValueError as e:
+                raise ValueError(f"{lib_path}: '.subckt rram' default ron={lib_params['ron']} "
+                                 f"/ roff={lib_params['roff']} must be numbers ({e}); or set "
+                                 "column.r_on_ohm and column.on_off in the plan") from e
+            if "r_on_ohm" not in col_over:
+                d["column"]["r_on_ohm"] = ron
+            if "on_off" not in col_over:
+                d["column"]["on_off"] = roff / ron
     try:
         col = ColumnConfig.from_dict(d["column"])
         wr = WriteConfig(**d["write"])
@@ -115,9 +153,47 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
     if not 16 <= col.rows <= 256:
         raise ValueError(f"{where}: column.rows must be 16..256, got {col.rows}")
     label = name if not over else f"{name}+{Path(where).name if where != 'config' else 'dict'}"
-    return CrossbarRun([str(p) for p in d["process"]], [float(v) for v in d["vdd_v"]],
-                       [float(t) for t in d["temp_c"]], int(d["mc"]), int(d["mc_write"]),
-                       int(d["patterns"]), int(d["seed"]), col, wr, name=label)
+    if model is not None:
+        label += f"+{Path(model).name}"
+    axes = _check_axes(d, where)
+    counts = {}
+    for key, low in (("mc", 1), ("mc_write", 1), ("patterns", 1), ("seed", 0)):
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{where}: {key} must be an integer >= {low}, got {v!r}")
+        counts[key] = int(v)
+    return CrossbarRun(*axes, counts["mc"], counts["mc_write"], counts["patterns"],
+                       counts["seed"], col, wr, name=label)
+
+
+def _check_axes(d: dict[str, Any], where: str) -> tuple[list[str], list[float], list[float]]:
+    """``process``, ``vdd_v``, ``temp_c`` as non-empty lists of known corners / numbers."""
+    from spicebridge.corners import ProcessCorner
+
+    known = [c.value for c in ProcessCorner]
+    out: list[list[Any]] = []
+    for key in ("process", "vdd_v", "temp_c"):
+        v = d[key]
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError(f"{where}: {key} must be a non-empty list, got {v!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{where}: {key} has repeated values {v!r}")
+        if key == "process":
+            bad = [p for p in v if str(p) not in known]
+            if bad:
+                raise ValueError(f"{where}: process {bad} unknown; sky130 corners: {known}")
+            out.append([str(p) for p in v])
+            continue
+        try:
+            vals = [float(x) for x in v]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {key} must be numbers, got {v!r}") from None
+        lim = (0.5, 2.5) if key == "vdd_v" else (-60.0, 200.0)
+        bad = [x for x in vals if not lim[0] <= x <= lim[1]]
+        if bad:
+            raise ValueError(f"{where}: {key} values {bad} outside {lim[0]:g}..{lim[1]:g}")
+        out.append(vals)
+    return out[0], out[1], out[2]
 
 
 def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
@@ -156,13 +232,19 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
     """Run both sweeps and write the lookup file with the ``crossbar/*`` tables.
 
     The raw sweep files (all Monte-Carlo samples, resumable point stores) go to
-    ``<out>.raw/``. Failed points are kept in the lookup file's failures list.
+    ``<out>.raw/``. Failed points are kept in the lookup file's failures list. A user's
+    memristor library (``column.rram_lib``) is simulated once first (``check_rram_model``).
+
+    Raises:
+        ValueError: The user's memristor library does not simulate.
 
     Returns:
         Summary: ``path``, ``wall_s``, ``n_points``, ``n_failed``, ``sims``, ``sims_per_s``,
         per-sweep summaries, and the ``plots`` written.
     """
     out = Path(out)
+    if plan.column.rram_lib and plan.column.cell == "rram":
+        check_rram_model(plan.column)  # a user's library: fail before the sweeps, not per point
     raw = out.with_name(out.name + ".raw")
     raw.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -172,8 +254,7 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
     tables = build_tables(plan, res_c.tables, res_w.tables)
     prov = {
         "characterization": "crossbar", "plan": plan.to_dict(),
-        "rram_lib": str(rram_lib_path()),
-        "rram_lib_sha256": deck_hash(rram_lib_path().read_text(encoding="utf-8")),
+        **rram_provenance(plan.column),
         "sweeps": {"column": res_c.provenance, "write": res_w.provenance},
         "mismatch": "access nfet: per-instance gate-series source dVt ~ N(0, A_vt/sqrt(W L)), "
                     f"A_vt={plan.column.a_vt_mv_um} mV um (sky130 mc switches off)",
@@ -189,10 +270,64 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
     if plots:
         from .plots import make_plots
 
-        made = make_plots(tables, Path(plots), plan)
+        made = make_plots(tables, Path(plots), plan, raw=res_c.tables)
     return {"path": str(path), "wall_s": wall, "n_points": len(col_spec) + len(wr_spec),
             "n_failed": len(failures), "sims": n_sims, "sims_per_s": n_sims / wall,
             "column": res_c.summary, "write": res_w.summary, "plots": [str(p) for p in made]}
+
+
+def check_rram_model(cfg: ColumnConfig) -> float:
+    """Simulate one cell of the plan's memristor library before a sweep (``.op`` at v_read).
+
+    Returns:
+        The cell's read conductance at mid state (S).
+
+    Raises:
+        ValueError: ngspice cannot parse or solve the model, or the conductance is not
+            between G_min/2 and 2 G_max; the message names the library, the deck ngspice saved
+            and the offending line.
+    """
+    import spicebridge
+    from spicebridge.errors import SimulationError
+
+    from .netlist import rram_check_deck
+
+    lib = cfg.rram_lib_file
+    try:
+        r = spicebridge.create_engine("shared").simulate(rram_check_deck(cfg),
+                                                         corner_key="rram-model-check")
+    except SimulationError as e:
+        line = f"; offending line: {e.offending_line[:200]}" if e.offending_line else ""
+        first = (str(e).splitlines() or [""])[0]
+        first = first if len(first) <= 240 else first[:240] + " ..."
+        raise ValueError(f"{lib}: the memristor model does not simulate in ngspice "
+                         f"(one cell, .op at {cfg.v_read_v:g} V; deck {e.deck_path}{line}): "
+                         f"{first}") from e
+    g = abs(float(np.real(r.vector("i(vr)")[0]))) / cfg.v_read_v
+    if not (np.isfinite(g) and cfg.g_min_s / 2 <= g <= 2 * cfg.g_max_s):
+        raise ValueError(f"{lib}: one cell at w0=0.5 reads G = {g:.4g} S at {cfg.v_read_v:g} V, "
+                         f"outside [G_min/2, 2 G_max] = [{cfg.g_min_s / 2:.4g}, "
+                         f"{2 * cfg.g_max_s:.4g}] S (ron={cfg.r_on_ohm:g}, "
+                         f"on_off={cfg.on_off:g})")
+    return g
+
+
+def rram_provenance(cfg: ColumnConfig) -> dict[str, Any]:
+    """Provenance of the memristor model a plan uses.
+
+    Returns:
+        ``rram_lib`` (path), ``rram_lib_sha256``, ``rram_lib_default`` (whether it is
+        ``netlists/rram/rram.lib``) and ``rram_fit``: the fit summary and provenance stored in a
+        model fitted by ``spicebridge fit memristor``
+        (``characterization.fitting.read_fit_provenance``), ``None`` for an unfitted model.
+    """
+    from characterization.fitting.memristor import read_fit_provenance
+
+    lib = cfg.rram_lib_file
+    return {"rram_lib": str(lib),
+            "rram_lib_sha256": deck_hash(lib.read_text(encoding="utf-8")),
+            "rram_lib_default": lib.resolve() == rram_lib_path().resolve(),
+            "rram_fit": read_fit_provenance(lib)}
 
 
 def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]

@@ -62,6 +62,16 @@ def test_plan_errors_name_the_key(tmp_path):
         make_plan(config=bad)
     with pytest.raises(ValueError, match="unknown preset"):
         make_plan("huge")
+    bad.write_text('process = "tt"\n')
+    with pytest.raises(ValueError, match=r"x.toml: process must be a non-empty list"):
+        make_plan(config=bad)
+    for over, msg in (({"process": ["tt", "xx"]}, r"process \['xx'\] unknown"),
+                      ({"vdd_v": [18]}, r"vdd_v values \[18.0\] outside"),
+                      ({"temp_c": [27, 27]}, "repeated"), ({"mc": 0}, "mc must be"),
+                      ({"column": {"rows": 8}}, "column.rows must be 16..256"),
+                      ({"column": {"r_on": 1}}, r"unknown column parameters \['r_on'\]")):
+        with pytest.raises(ValueError, match=msg):
+            make_plan(config=over)
 
 
 @pytest.mark.ngspice
@@ -92,4 +102,105 @@ def test_tiny_characterization_writes_the_contract_tables(tmp_path):
     noise = lf["crossbar/read_noise"].data
     assert (noise > 0).all() and (noise < 1e-6).all()
     assert lf.provenance["plan"]["column"]["rows"] == 16
+    assert lf.provenance["rram_fit"] is None and lf.provenance["rram_lib_default"] is True
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+
+
+def _fitted_lib(tmp_path, **values):
+    """A copy of netlists/rram/rram.lib as ``spicebridge fit memristor`` writes it: new
+    defaults in the ``.subckt rram`` header and the fit provenance in a comment line."""
+    import json
+    import re
+
+    from characterization.crossbar.netlist import rram_lib_path
+    from characterization.fitting.memristor import _PROVENANCE_TAG
+
+    text = rram_lib_path().read_text(encoding="utf-8")
+    for k, v in values.items():
+        text, n = re.subn(rf"(?<![\w.]){k}=[^\s]+", f"{k}={v}", text, count=1)
+        assert n == 1, k
+    prov = {"values": values, "provenance": {"data_sha256": "ab" * 32}, "converged": True}
+    path = tmp_path / "fitted.lib"
+    path.write_text(f"* fitted.lib: rram model fitted\n{_PROVENANCE_TAG}{json.dumps(prov)}\n"
+                    + text, encoding="utf-8")
+    return path, prov
+
+
+def test_fitted_model_sets_the_plan_and_its_provenance(tmp_path):
+    from characterization.crossbar.netlist import column_deck, rram_lib_path
+    from characterization.crossbar.run import rram_provenance
+
+    lib, prov = _fitted_lib(tmp_path, ron="50k", roff="4meg", v0="0.2")
+    plan = make_plan("quick", model=lib)
+    assert plan.column.r_on_ohm == pytest.approx(50e3) and plan.column.on_off == \
+        pytest.approx(80.0)
+    assert plan.column.rram_lib == str(lib.resolve()) and plan.name.endswith("fitted.lib")
+    assert f'.include "{lib.resolve()}"' in column_deck(plan.column)
+    p = rram_provenance(plan.column)
+    assert p["rram_fit"] == prov and p["rram_lib_default"] is False
+    assert p["rram_lib"] == str(lib.resolve()) and len(p["rram_lib_sha256"]) == 64
+    # the plan's own r_on wins; TOML paths are relative to the TOML file
+    toml = tmp_path / "plan.toml"
+    toml.write_text('[column]\nrram_lib = "fitted.lib"\nr_on_ohm = 200e3\n')
+    plan2 = make_plan(config=toml)
+    assert plan2.column.rram_lib == str(lib.resolve())
+    assert plan2.column.r_on_ohm == 200e3 and plan2.column.on_off == pytest.approx(80.0)
+    d = rram_provenance(make_plan("quick").column)
+    assert d["rram_fit"] is None and d["rram_lib_default"] is True
+    assert d["rram_lib"] == str(rram_lib_path())
+
+
+def test_unusable_model_library_is_named_with_file_and_line(tmp_path):
+    from characterization.crossbar.netlist import rram_lib_path
+
+    with pytest.raises(ValueError, match=r"nope\.lib: memristor library not found"):
+        make_plan(model=tmp_path / "nope.lib")
+    bad = tmp_path / "bad.lib"
+    bad.write_text("* my model\n.subckt rram a b params: ron=1k\n.ends\n")
+    with pytest.raises(ValueError, match=r"bad.lib:2: '.subckt rram' must be"):
+        make_plan(model=bad)
+    text = rram_lib_path().read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.lower().startswith(".subckt rram"))
+    bad.write_text("\n".join(ln for ln in lines if not ln.startswith("Vdk ")) + "\n")
+    with pytest.raises(ValueError, match=rf"bad.lib:{start + 1}-\d+: .*\['vdk'\]"):
+        make_plan(model=bad)
+    bad.write_text(text.replace("ron=100k", "ron={rx}"))
+    with pytest.raises(ValueError, match=r"bad.lib: .* ron=\{rx\}.*column.r_on_ohm"):
+        make_plan(model=bad)
+    assert make_plan(config={"column": {"r_on_ohm": 1e5, "on_off": 100}}, model=bad
+                     ).column.r_on_ohm == 1e5
+
+
+@pytest.mark.ngspice
+def test_fitted_model_is_what_the_column_simulates(tmp_path, shared_engine):
+    from characterization.crossbar.netlist import column_deck
+
+    lib, _ = _fitted_lib(tmp_path, v0="0.2")
+    cols = {"rows": 16, "access": "ideal", "tia": "ideal"}
+    i_a = {}
+    for name, model in (("default", None), ("fitted", lib)):
+        cfg = make_plan(config={"column": cols}, model=model).column
+        deck = column_deck(cfg, g_s=[cfg.g_max_s] * cfg.rows)
+        i_a[name] = float(shared_engine.simulate(deck).vector("i(vclamp)")[0])
+    # sinh read I-V: v0 = 0.2 V reads sinh(1)*0.2 / (0.5*sinh(0.4)) = 1.144x at 0.2 V
+    assert 1.10 < i_a["fitted"] / i_a["default"] < 1.15
+
+
+@pytest.mark.ngspice
+def test_a_model_that_does_not_simulate_is_refused_before_the_sweep(tmp_path):
+    from characterization.crossbar.run import check_rram_model
+
+    lib, _ = _fitted_lib(tmp_path, ron="50k")
+    assert check_rram_model(make_plan(model=lib).column) == pytest.approx(
+        1e-6 * (0.1 + 0.5 * (20 - 0.1)) * np.sinh(0.4) / 0.4, rel=1e-3)  # G(w=0.5) v0 sinh
+    broken = tmp_path / "broken.lib"
+    broken.write_text(lib.read_text().replace("sinh(min", "sinhx(min"))
+    with pytest.raises(ValueError, match=r"broken\.lib: the memristor model does not simulate"
+                       r".*deck .*\.cir.*sinhx"):
+        characterize_crossbar(make_plan(model=broken), tmp_path / "x.h5", quiet=True)
+    assert not (tmp_path / "x.h5.raw").exists()
+    scaled = tmp_path / "scaled.lib"  # a model whose read current ignores ron/roff's scale
+    scaled.write_text(lib.read_text().replace("* {v0}*( sinh", "* 100*{v0}*( sinh"))
+    with pytest.raises(ValueError, match=r"scaled\.lib: one cell at w0=0.5 reads G = .* outside"):
+        check_rram_model(make_plan(model=scaled).column)
