@@ -62,9 +62,11 @@ def _valid_json(path: Path) -> bool:
 class _Steps:
     """Runs numbered steps, prints what each does, records time and status."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, previous: list[dict[str, Any]] | None = None) -> None:
         self.total, self.n = total, 0
         self.log: list[dict[str, Any]] = []
+        # the last report's step records, so a reused step keeps the time it took to make
+        self.previous = {s.get("step"): s for s in previous or []}
 
     def run(self, title: str, fn: Callable[[], Any], *, done: bool = False,
             command: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> Any:
@@ -72,7 +74,9 @@ class _Steps:
         head = f"[{self.n}/{self.total}] {title}"
         if done:
             print(f"{head}: done before, reused", flush=True)
-            self.log.append(dict(step=title, status="reused", seconds=0.0, command=command))
+            prev = self.previous.get(title, {})
+            self.log.append(dict(step=title, status="reused", seconds=prev.get("seconds", 0.0),
+                                 command=command))
             return None
         print(f"{head} ...", flush=True)
         t0 = time.perf_counter()
@@ -103,7 +107,10 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
     xbar, adc = out / "crossbar.h5", out / "adc.h5"
     lookups = [str(xbar), str(adc)]
     t_start = time.perf_counter()
-    steps = _Steps(total=6 + len(_EVALS))
+    previous = None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        previous = json.loads((out / "report.json").read_text(encoding="utf-8"))["steps"]
+    steps = _Steps(total=6 + len(_EVALS), previous=previous)
 
     argv = ["characterize", "crossbar", "--preset", "quick", "--out", str(xbar), "--jobs",
             str(jobs), "--plots", str(plots), *q]

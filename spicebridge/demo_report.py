@@ -390,7 +390,7 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
       "`crossbar.h5` and `adc.h5`, and from a ViT evaluated on hardware models read from "
       "those files.\n")
     w("## What was run\n")
-    w("| step | status | time | command |\n|---|---|---|---|")
+    w("| step | status | time (when it ran) | command |\n|---|---|---|---|")
     for s in r["steps"]:
         cmd = f"`{s['command']}`" if s.get("command") else ""
         w(f"| {s['step']} | {s['status']} | {s['seconds']:.0f} s | {cmd} |")
