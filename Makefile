@@ -16,6 +16,10 @@ test: install
 
 bench: install
 	@mkdir -p bench/results
+	@# aihwkit-lightning, for the comparison in bench/nnsim_overhead.py only; it pins torch
+	@# 2.13.0, so it goes in without its dependencies (never a runtime or test dependency)
+	@$(VENV)/bin/python -c "import aihwkit_lightning" 2>/dev/null || \
+	  $(VENV)/bin/python -m pip install -q --no-deps aihwkit-lightning==2.1.0
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: install
