@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 _TARGETS = ("characterization.crossbar.cli", "characterization.adc.cli")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every characterization shares: output, workers, Dask, plots, quiet."""
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes (one libngspice each); -1 = all cores")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on a Dask scheduler (tcp://host:port) instead of local workers")
+    p.add_argument("--plots", type=Path, metavar="DIR", default=None, help="write PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

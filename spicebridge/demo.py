@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpiceBridgeError
+from .fileio import atomic_write_text
 
 CORNERS = ("tt", "ss", "ff")
 VDD_V, TEMP_C = 1.8, 27.0
@@ -189,9 +190,7 @@ def _cmd(argv: list[str]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> int:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
     return 0
 
 

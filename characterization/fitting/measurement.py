@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spicebridge.fileio import atomic_write_text
+
 from .errors import MeasurementFormatError
 
 # quantity -> (accepted unit suffix -> factor to SI)
@@ -242,10 +244,7 @@ def write_measurement_csv(path: str | Path, m: Measurement, *,
     buf.write("time_s,v_v,i_a,pulse,curve\n")
     for t, v, i, p, c in zip(m.time_s, m.v_v, m.i_a, m.pulse, m.curve, strict=True):
         buf.write(f"{t:.12g},{v:.9g},{i:.9g},{int(p)},{c}\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, buf.getvalue())
 
 
 def read_curve_csv(path: str | Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from spicebridge.fileio import atomic_write_text
 from spicebridge.netlist import netlist_dir
 from spicebridge.units import parse_spice_number
 
@@ -335,11 +336,7 @@ def write_fitted_model(result: FitResult, out: str | Path, *, model_path: str | 
     top.append(_PROVENANCE_TAG + json.dumps(summary, sort_keys=True, default=str))
     top.append("*")
     text = "\n".join(top + lines[:i] + header + lines[j:]) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, text)
 
 
 def read_fit_provenance(path: str | Path) -> dict[str, Any] | None:

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from spicebridge.fileio import atomic_write_text
 
 from .errors import FitError
 from .measurement import read_curve_csv
@@ -153,7 +154,4 @@ def write_fitted_params(result: FitResult, out: str | Path) -> Path:
     summary = {k: v for k, v in result.to_dict().items() if k != "correlation"}
     lines.append("* fit-provenance-json: " + json.dumps(summary, sort_keys=True, default=str))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, "\n".join(lines) + "\n")

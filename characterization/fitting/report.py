@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from spicebridge.fileio import atomic_path, atomic_write_text
+
 from .spice_fit import FitResult
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_fit_report(result: FitResult, directory: str | Path, *,
@@ -28,7 +23,7 @@ def write_fit_report(result: FitResult, directory: str | Path, *,
     d.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     p = d / "fit_report.json"
-    _atomic_write(p, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(p, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
     out["json"] = p
     for c in result.curves:
         cv = c.curve
@@ -40,7 +35,7 @@ def write_fit_report(result: FitResult, directory: str | Path, *,
             rows.append(f"{cv.x[k]:.12g},{px[k]:.9g},{cv.y[k]:.9g},{c.y_fit[k]:.9g},"
                         f"{c.y_start[k]:.9g},{int(mask[k])},{seg[k]}")
         p = d / f"fit_{c.name}.csv"
-        _atomic_write(p, "\n".join(rows) + "\n")
+        atomic_write_text(p, "\n".join(rows) + "\n")
         out[f"csv_{c.name}"] = p
     out["png"] = plot_fit(result, d / "fit_overlay.png", title=title)
     return out
@@ -102,8 +97,7 @@ def plot_fit(result: FitResult, path: str | Path, *, title: str = "fit") -> Path
     fig.tight_layout()
     fig.subplots_adjust(top=1 - (head_in + 0.3) / (6.5 + head_in))
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

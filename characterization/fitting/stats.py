@@ -77,7 +77,8 @@ class StatFit:
             gain = p["gain_sigma"] * rng.standard_normal((n, 1))
             e = p["residual_sigma_lsb"] * rng.standard_normal((n, ideal.size))
             return ideal[None, :] + off + gain * (ideal[None, :] - mid) + e
-        raise NotImplementedError(f"no sampler for {self.name!r}")
+        raise ValueError(f"no sampler for a {self.name!r} fit; known: write_noise, read_noise, "
+                         "threshold_spread")
 
 
 def _ks(z: np.ndarray) -> tuple[float, float]:

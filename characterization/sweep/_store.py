@@ -11,12 +11,13 @@ import fcntl
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from spicebridge.fileio import atomic_write_bytes
 
 from ..errors import SweepError
 from ..lookup import Failure
@@ -86,7 +87,7 @@ class PointStore:
                     f"{path} holds points of a different sweep (fingerprint {have}, this spec "
                     f"{fingerprint}); delete it or choose another --out")
         else:
-            _atomic_write(mf, json.dumps({"fingerprint": fingerprint, **manifest}, indent=1,
+            atomic_write_bytes(mf, json.dumps({"fingerprint": fingerprint, **manifest}, indent=1,
                                          sort_keys=True, default=str).encode())
         self._counter = 0
 
@@ -144,16 +145,7 @@ class PointStore:
         first = int(chunk.indices[0]) if len(chunk.indices) else 0
         name = f"chunk-{first:010d}-{os.getpid()}-{self._counter:06d}.pkl"
         p = self.path / name
-        _atomic_write(p, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        atomic_write_bytes(p, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
         return p
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -131,14 +131,11 @@ def _failure(source: str, point: SweepPoint, e: BaseException) -> Failure:
 
 def _worker_meta() -> dict[str, Any]:
     meta: dict[str, Any] = {"pid": os.getpid(), "host": platform.node()}
-    try:
-        from spicebridge.engines import shared
+    from spicebridge.engines.shared import loaded_version
 
-        inst = getattr(shared, "_INSTANCE", None)
-        if inst is not None:
-            meta["ngspice_version"] = inst.version
-    except Exception:  # provenance is best effort, never a failure
-        pass
+    version = loaded_version()
+    if version is not None:
+        meta["ngspice_version"] = version
     return meta
 
 

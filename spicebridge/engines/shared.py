@@ -311,6 +311,12 @@ _INSTANCE: _NgLib | None = None
 _INSTANCE_LOCK = threading.Lock()
 
 
+def loaded_version() -> str | None:
+    """ngspice's version if this process has loaded libngspice, else None (loads nothing)."""
+    inst = _INSTANCE
+    return inst.version if inst is not None and inst.pid == os.getpid() else None
+
+
 def _nglib() -> _NgLib:
     global _INSTANCE
     with _INSTANCE_LOCK:
