@@ -23,7 +23,7 @@ bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: install
-	$(VENV)/bin/ruff check spicebridge characterization nnsim tests bench
+	$(VENV)/bin/ruff check spicebridge characterization nnsim imc tests bench
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,7 +7,7 @@ import pytest
 
 from characterization.adc import build_config
 from characterization.lookup import read_lookup
-from spicebridge.cli import main
+from imc.cli import main
 
 CONTRACT = ("adc/thresholds", "adc/offset_lsb", "adc/noise_lsb", "adc/dnl", "adc/inl",
             "adc/enob", "adc/sinad_db", "adc/energy_j", "adc/conversion_time_s",

@@ -116,7 +116,7 @@ def test_fit_memristor_not_converged_keeps_best_point(noisy_loop, tmp_path):
 
 @pytest.mark.ngspice
 def test_cli_fit_memristor(noisy_loop, tmp_path, capsys):
-    from spicebridge.cli import main
+    from imc.cli import main
 
     csv = write_measurement_csv(tmp_path / "m.csv", noisy_loop)
     bad = tmp_path / "bad.csv"
@@ -183,7 +183,7 @@ def test_cli_fit_netlist_example_recovers_nfet(tmp_path, capsys):
     import shutil
     from pathlib import Path
 
-    from spicebridge.cli import main
+    from imc.cli import main
 
     src = Path(__file__).resolve().parents[2] / "examples" / "fitting" / "nfet"
     out = tmp_path / "nfet.inc"

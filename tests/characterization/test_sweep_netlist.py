@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from characterization.cli import register
+from imc.cli.sweep import register
 from characterization.errors import SweepSpecError
 from characterization.lookup import read_lookup
 from characterization.sweep import load_spec, run_sweep

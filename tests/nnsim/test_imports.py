@@ -11,7 +11,7 @@ for name in ("PySpice", "spicebridge", "spicebridge.engines"):
     sys.modules[name] = None   # any import of them raises ImportError
 import torch
 torch.set_num_threads(1)
-import nnsim, nnsim.analog, nnsim.cli, nnsim.convert, nnsim.data, nnsim.evaluate
+import nnsim, nnsim.analog, nnsim.convert, nnsim.data, nnsim.evaluate
 import nnsim.hardware, nnsim.models, nnsim.synthetic
 from nnsim.analog import ideal
 from nnsim.convert import convert_to_analog

@@ -41,7 +41,7 @@ BAD_MODEL = "* bad\nV1 in 0 1.0\nM1 in in 0 0 nomodel w=1u l=1u\n.op\n.end\n"
 NO_CONVERGENCE = "* no solution\nV1 in 0 1\nR1 in out 1k\nB1 out 0 V = v(out) + 1\n.op\n.end\n"
 LONG_TRAN = "* long\nV1 a 0 SIN(0 1 1meg)\nR1 a b 1k\nC1 b 0 1n\n.tran 1n 100m\n.end\n"
 
-SPICEBRIDGE = [sys.executable, "-m", "spicebridge.cli"]
+SPICEBRIDGE = [sys.executable, "-m", "imc.cli"]
 
 
 @pytest.fixture(params=["shared", "batch"])

@@ -1,4 +1,4 @@
-"""The demo pipeline behind ``spicebridge demo`` (see ``cli_demo``).
+"""The demo pipeline behind ``spicebridge demo`` (see ``imc.cli.demo``).
 
 Each step runs a documented subcommand in this process and leaves its product in the output
 folder; a step whose product is already there is skipped, so a second run reuses the
@@ -8,6 +8,7 @@ characterizations, the fits, the cached checkpoint and the evaluations.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import platform
 import time
@@ -15,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import SpiceBridgeError
-from .fileio import atomic_write_text
+from spicebridge.errors import SpiceBridgeError
+from spicebridge.fileio import atomic_write_text
 
 CORNERS = ("tt", "ss", "ff")
 VDD_V, TEMP_C = 1.8, 27.0
@@ -35,7 +36,7 @@ class DemoError(SpiceBridgeError):
 
 
 def _cli(argv: list[str]) -> int:
-    from .cli import main
+    from imc.cli import main
 
     return main(argv)
 
@@ -126,7 +127,7 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
     steps.run("fit statistical models to the characterized distributions",
               lambda: _write_json(fits_path, statistical_fits(xbar, adc)),
               done=_valid_json(fits_path) and not redo)
-    iv = Path(__file__).resolve().parents[1] / "examples" / "fitting" / "iv_loop.csv"
+    iv = Path(str(importlib.resources.files("imc.demo") / "data" / "iv_loop.csv"))
     fit_dir = out / "fit_memristor"
     argv = ["fit", "memristor", "--data", str(iv), "--out", str(fit_dir / "rram_fitted.lib"),
             "--report", str(fit_dir), "--jobs", "1", *q]
@@ -149,7 +150,7 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
         steps.run(title, lambda argv=argv: _cli(argv), done=_valid_json(path) and not redo,
                   command=_cmd(argv))
 
-    from .demo_report import write_report
+    from imc.demo.report import write_report
 
     md = steps.run("write the report", lambda: write_report(
         out, xbar=xbar, adc=adc, fits_path=fits_path, fit_dir=fit_dir, evals=evals,

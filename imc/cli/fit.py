@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from characterization.fitting.errors import FitError, MeasurementFormatError
 from spicebridge.errors import SpiceBridgeError
 
-from .errors import FitError, MeasurementFormatError
-
 if TYPE_CHECKING:  # the fit machinery (scipy) is imported only when a fit runs
-    from .spice_fit import FitResult, SpiceFitProblem
+    from characterization.fitting.spice_fit import FitResult, SpiceFitProblem
 
 
 def _pairs(text: str | None, what: str) -> dict[str, str]:
@@ -86,9 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_memristor(args: argparse.Namespace) -> int:
     """Exit 0: converged; 3: not converged (best point written); 2: bad input; 1: SPICE error."""
-    from .measurement import read_measurement_csv
-    from .memristor import DEFAULT_PARAMS, memristor_problem, write_fitted_model
-    from .report import write_fit_report
+    from characterization.fitting.measurement import read_measurement_csv
+    from characterization.fitting.memristor import (
+        DEFAULT_PARAMS,
+        memristor_problem,
+        write_fitted_model,
+    )
+    from characterization.fitting.report import write_fit_report
 
     prog = "spicebridge fit memristor"
     try:
@@ -125,8 +128,8 @@ def run_memristor(args: argparse.Namespace) -> int:
 
 def run_netlist(args: argparse.Namespace) -> int:
     """Exit 0: converged; 3: not converged (best point written); 2: bad input; 1: SPICE error."""
-    from .netlist_fit import load_fit_config, write_fitted_params
-    from .report import write_fit_report
+    from characterization.fitting.netlist_fit import load_fit_config, write_fitted_params
+    from characterization.fitting.report import write_fit_report
 
     prog = "spicebridge fit netlist"
     try:
@@ -152,7 +155,7 @@ def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str
     """Run the fit with a progress bar and print the summary; ``None`` on a SPICE error."""
     from tqdm import tqdm
 
-    from .spice_fit import fit_spice
+    from characterization.fitting.spice_fit import fit_spice
 
     bar = tqdm(total=None, unit="sim", desc="fit", disable=args.quiet, file=sys.stderr)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spicebridge.cli import main
+from imc.cli import main
 
 
 def test_train_reports_the_cached_checkpoint(tiny_digits_model, capsys):

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when the report was written."""
-    from .demo import DemoError, run_demo
+    from imc.demo.pipeline import DemoError, run_demo
 
     try:
         report = run_demo(args.out, jobs=args.jobs, chips=args.chips, seed=args.seed,

@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sweep_cli(args: argparse.Namespace) -> int:
     """Run a TOML sweep; see ``register`` for the exit statuses."""
-    from .errors import SweepError, SweepSpecError
-    from .sweep import load_spec, run_sweep
+    from characterization.errors import SweepError, SweepSpecError
+    from characterization.sweep import load_spec, run_sweep
 
     try:
         spec = load_spec(args.spec)
@@ -138,7 +138,7 @@ def _range(c: np.ndarray) -> str:
 
 def inspect_cli(args: argparse.Namespace) -> int:
     """Print a lookup file's contents; exit 2 when it cannot be read."""
-    from .lookup import LookupFormatError, read_lookup
+    from characterization.lookup import LookupFormatError, read_lookup
 
     try:
         lf = read_lookup(args.file)
@@ -146,7 +146,7 @@ def inspect_cli(args: argparse.Namespace) -> int:
         print(f"spicebridge inspect: {e}", file=sys.stderr)
         return 2
     if getattr(args, "plot", None) is not None:
-        from .sweep.plot import plot_lookup
+        from characterization.sweep.plot import plot_lookup
 
         for png in plot_lookup(lf.tables, args.plot):
             print(f"wrote {png}", file=sys.stderr)
@@ -197,6 +197,6 @@ def inspect_cli(args: argparse.Namespace) -> int:
 
 def d_format() -> str:
     """The lookup format name (``imc-lookup``)."""
-    from .lookup import FORMAT
+    from characterization.lookup import FORMAT
 
     return FORMAT

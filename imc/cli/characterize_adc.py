@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli_characterize import add_run_options
+from .characterize import add_run_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run it; exit 2 on a bad configuration, 1 when the sweep failed as a whole."""
+    from characterization.adc.characterize import build_config, run_characterization
     from characterization.errors import CharacterizationError
-
-    from .characterize import build_config, run_characterization
 
     try:
         cfg = build_config(args.preset, args.config)

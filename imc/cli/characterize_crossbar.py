@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli_characterize import add_run_options
-from .run import PRESETS
+from characterization.crossbar.run import PRESETS
+
+from .characterize import add_run_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the characterization; 2 on a bad plan, 1 when every point failed."""
+    from characterization.crossbar.run import characterize_crossbar, make_plan
     from characterization.errors import SweepError
-
-    from .run import characterize_crossbar, make_plan
 
     try:
         plan = make_plan(args.preset or "quick", args.config, model=args.model)

@@ -12,15 +12,17 @@ import importlib
 import logging
 import sys
 
+from .common import exit_code_for
+
 # (module, what it adds). Imports run one way: this top-level entry point is the only place
 # that sees every package.
 _COMMANDS: tuple[str, ...] = (
-    "spicebridge.cli_simulate",              # simulate
-    "characterization.cli",                  # sweep, inspect
-    "characterization.cli_characterize",     # characterize crossbar | adc
-    "characterization.fitting.cli",          # fit memristor
-    "nnsim.cli",                             # train, evaluate
-    "spicebridge.cli_demo",                  # demo
+    "imc.cli.simulate",       # simulate
+    "imc.cli.sweep",          # sweep, inspect
+    "imc.cli.characterize",   # characterize crossbar | adc
+    "imc.cli.fit",            # fit memristor
+    "imc.cli.evaluate",       # train, evaluate
+    "imc.cli.demo",           # demo
 )
 
 
@@ -38,6 +40,15 @@ def _register(sub: argparse._SubParsersAction, mod: str) -> None:
     module.register(sub)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imc-spicebridge")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
@@ -46,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "crossbars and ADCs in ngspice, store lookup models, evaluate ViT accuracy on them.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _COMMANDS:
         _register(sub, mod)
@@ -63,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the boundary: our errors become a message and an exit code
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        print(f"spicebridge {args.command}: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

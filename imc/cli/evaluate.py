@@ -107,8 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Train (or load) a preset and print its test accuracy."""
     import torch
 
-    from .data import canonical_name
-    from .models import checkpoint_path, load_or_train
+    from nnsim.data import canonical_name
+    from nnsim.models import checkpoint_path, load_or_train
 
     torch.set_num_threads(args.threads)
     name = args.model or canonical_name(args.dataset)
@@ -127,8 +127,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
-    from .data import canonical_name
-    from .models import PRESETS, canonical_model_name, load_deit_s, load_or_train
+    from nnsim.data import canonical_name
+    from nnsim.models import PRESETS, canonical_model_name, load_deit_s, load_or_train
 
     if args.model:
         name = canonical_model_name(args.model)
@@ -152,11 +152,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from characterization.errors import CharacterizationError
-
-    from .analog import AnalogConfig, ideal
-    from .data import load_dataset
-    from .evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
-    from .hardware import HardwareModel, HardwareModelError
+    from nnsim.analog import AnalogConfig, ideal
+    from nnsim.data import load_dataset
+    from nnsim.evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
+    from nnsim.hardware import HardwareModel, HardwareModelError
 
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
@@ -260,11 +259,11 @@ def _print_row(r: dict[str, Any]) -> None:
 def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
              args: argparse.Namespace) -> dict[str, Any]:
     try:
-        from .rap import evaluate_rap
+        from nnsim.rap import evaluate_rap
     except ImportError as e:
         raise SystemExit(f"spicebridge evaluate --rap: nnsim.rap is not available ({e})") \
             from e
-    from .data import make_loader
+    from nnsim.data import make_loader
 
     r = evaluate_rap(model, make_loader(calib, args.batch_size), make_loader(test,
                      args.batch_size), hw, bits, args.rap_k, args.seed, chips=args.chips,

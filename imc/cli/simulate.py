@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import create_engine
-from .errors import SpiceBridgeError
+from spicebridge.engines import create_engine
+from spicebridge.errors import SpiceBridgeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

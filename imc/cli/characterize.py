@@ -10,7 +10,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-_TARGETS = ("characterization.crossbar.cli", "characterization.adc.cli")
+_TARGETS = ("imc.cli.characterize_crossbar", "imc.cli.characterize_adc")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

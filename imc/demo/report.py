@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import atomic_path, atomic_write_text
+from spicebridge.fileio import atomic_path, atomic_write_text
 
 CORNER_ORDER = ("tt", "ss", "ff", "fs", "sf")
 

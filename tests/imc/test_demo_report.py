@@ -26,7 +26,7 @@ def demo_inputs(tmp_path_factory):
     adc = write_synthetic_adc(d / "adc.h5", seed=2, bits=(4, 6))
     evals = d / "eval"
     evals.mkdir()
-    common = [sys.executable, "-m", "spicebridge.cli", "evaluate", "--model", "digits-tiny",
+    common = [sys.executable, "-m", "imc.cli", "evaluate", "--model", "digits-tiny",
               "--lookup", str(xbar), str(adc), "--vdd-v", "1.8", "--temp-c", "27",
               "--limit", "40", "--chips", "2", "--fidelity", "moment", "--quiet",
               "--cache-dir", str(d / "models")]
@@ -41,7 +41,7 @@ def demo_inputs(tmp_path_factory):
 
 
 def test_statistical_fits_per_corner(demo_inputs):
-    from spicebridge.demo import statistical_fits
+    from imc.demo.pipeline import statistical_fits
 
     _, xbar, adc, _ = demo_inputs
     fits = statistical_fits(xbar, adc)
@@ -52,8 +52,8 @@ def test_statistical_fits_per_corner(demo_inputs):
 
 
 def test_report_has_the_promised_keys_tables_and_plots(demo_inputs):
-    from spicebridge.demo import statistical_fits
-    from spicebridge.demo_report import write_report
+    from imc.demo.pipeline import statistical_fits
+    from imc.demo.report import write_report
 
     d, xbar, adc, evals = demo_inputs
     (d / "fits.json").write_text(json.dumps(statistical_fits(xbar, adc), default=str))

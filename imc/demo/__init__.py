@@ -1,0 +1,1 @@
+"""``spicebridge demo``: the pipeline (``pipeline``) and its report (``report``)."""
