@@ -33,11 +33,8 @@ from .analog import (
     mvm_moment,
     write_levels,
 )
+from .errors import CalibrationError, ModuleConversionError
 from .hardware import AdcModel, HardwareModel
-
-
-class ModuleConversionError(TypeError):
-    """The model has nothing ``convert_to_analog`` knows how to convert."""
 
 
 def _seeds(n: int, seq: np.random.SeedSequence) -> list[int]:

@@ -22,22 +22,9 @@ import torch
 from characterization.errors import ExtrapolationError, LookupFormatError
 from characterization.lookup import Table, read_lookups
 
+from .errors import HardwareModelError, NotCharacterizedError
+
 _PVT = ("process", "vdd_v", "temp_c")
-
-
-class HardwareModelError(ValueError):
-    """A lookup file lacks what the hardware model needs, or a setting was not characterized."""
-
-
-class NotCharacterizedError(HardwareModelError, KeyError):
-    """A categorical setting (e.g. a process corner) that the lookup files do not hold.
-
-    Also a ``KeyError`` (what ``Table.sel`` raises) for callers that catch that; its message
-    is printed as is, naming the files, the table and the characterized values.
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 def _plain(v: Any) -> Any:
