@@ -13,6 +13,22 @@ class NetlistError(SpiceBridgeError, ValueError):
     """A netlist or template is missing, malformed, or rendered with wrong parameters."""
 
 
+class UnsafeDeckError(NetlistError):
+    """Data would execute something: a ``.control`` block or ``shell`` line in an included
+    model file, or a spec field that is not the name or number it should be.
+
+    Attributes:
+        path: The file that was refused, when one was.
+    """
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self):  # picklable across loky / dask workers
+        return (type(self), (self.args[0],), {"path": self.path})
+
+
 class SimulatorUnavailableError(SpiceBridgeError, RuntimeError):
     """The ngspice shared library or binary cannot be found or loaded."""
 

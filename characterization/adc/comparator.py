@@ -76,12 +76,9 @@ def shared_engine():
 
 def _circuit(deck: str):
     """The loaded testbench of this process (reloaded when another deck was loaded since)."""
-    circ = _LOADED.get(deck)
-    if circ is None or not getattr(circ, "_valid", True):
-        _LOADED.clear()
-        circ = shared_engine().load(deck)
-        _LOADED[deck] = circ
-    return circ
+    from spicebridge.worker import circuit
+
+    return circuit(("adc-comparator", deck), deck)
 
 
 def draw_mismatch(sizing: ComparatorSizing, rng: np.random.Generator) -> dict[str, float]:

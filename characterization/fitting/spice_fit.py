@@ -245,14 +245,9 @@ def shared_engine() -> Any:
 
 def _loaded(deck: str) -> Any:
     """The deck loaded in this process's libngspice, parsed once per process."""
-    key = deck_hash(deck)
-    circ = _WORKER.get("circuit")
-    if _WORKER.get("key") != key or circ is None or not getattr(circ, "_valid", True):
-        engine = shared_engine()
-        _WORKER["key"], _WORKER["circuit"] = None, None
-        circ = engine.load(deck)
-        _WORKER["key"], _WORKER["circuit"] = key, circ
-    return circ
+    from spicebridge.worker import circuit
+
+    return circuit(("fit", deck_hash(deck)), deck)
 
 
 def simulate_curves(problem: SpiceFitProblem, values: Sequence[float]) -> list[np.ndarray]:
@@ -367,6 +362,12 @@ class FitResult:
         jobs: Worker processes used.
         curves: Per-curve fit statistics and data for plots.
         provenance: Data and model hashes, ngspice version, settings.
+        rank: Numerical rank of the Jacobian at the solution (columns scaled to unit norm,
+            singular values below ``RANK_RTOL`` of the largest count as zero).
+        unidentified: Parameters that dominate the Jacobian's null space (rank deficient) or
+            that the residual does not depend on.
+        verdict: Whether the fit is adequate (``characterization.fitting.verdict``), where
+            the caller judged it.
     """
 
     parameters: tuple[FitParameter, ...]
@@ -391,6 +392,9 @@ class FitResult:
     jobs: int
     curves: tuple[CurveFit, ...]
     provenance: dict[str, Any]
+    rank: int = -1
+    unidentified: tuple[str, ...] = ()
+    verdict: dict[str, Any] | None = None
 
     def within_ci(self, truth: dict[str, float]) -> dict[str, bool]:
         """Whether each given true value lies inside its confidence interval."""
@@ -416,6 +420,8 @@ class FitResult:
                         "max_abs": c.max_abs, "rms_scaled": c.rms_scaled,
                         "max_scaled": c.max_scaled, "y_units": c.curve.y_units,
                         "segments": c.segments} for c in self.curves],
+            "rank": self.rank, "unidentified": list(self.unidentified),
+            "verdict": self.verdict,
             "provenance": self.provenance,
         }
 
@@ -619,7 +625,7 @@ def fit_spice(
         cov = np.linalg.pinv(jtj, rcond=1e-12) * s2
     except np.linalg.LinAlgError:
         cov = np.full((n, n), np.nan)
-    rank = np.linalg.matrix_rank(jtj) if np.isfinite(jtj).all() else 0
+    rank, unidentified = _rank(J, [p.name for p in params])
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     if rank < n:
         se = np.where(np.abs(J).sum(axis=0) == 0, np.inf, se)
@@ -669,7 +675,8 @@ def fit_spice(
         message = (f"did not converge: {res.message} (status {res.status}); kept the best point "
                    f"seen, cost {best_cost:.6g} against {start_cost:.6g} at the start")
     if rank < n:
-        message += f"; the Jacobian has rank {rank} < {n}: some parameters are not identifiable"
+        message += (f"; the Jacobian has rank {rank} < {n}: not identifiable: "
+                    f"{', '.join(unidentified)}")
     if ev.n_failed:
         message += f"; {ev.n_failed} simulations failed (first: {ev.failures[0]})"
 
@@ -690,4 +697,31 @@ def fit_spice(
         converged=converged, status=int(res.status), message=message, cost=best_cost,
         start_cost=start_cost, n_points=m, n_fun=n_fun, n_jac=n_jac, n_sim=ev.n_sim,
         n_failed=ev.n_failed, wall_s=time.perf_counter() - t0, jobs=jobs,
-        curves=tuple(curve_fits), provenance=provenance)
+        curves=tuple(curve_fits), provenance=provenance, rank=rank,
+        unidentified=tuple(unidentified))
+
+
+RANK_RTOL = 1e-6
+"""Singular values of the column-normalised Jacobian below this fraction of the largest count
+as zero (a pair of parameters correlated beyond 1 - 1e-12 is one parameter)."""
+
+
+def _rank(J: np.ndarray, names: list[str]) -> tuple[int, list[str]]:
+    """Numerical rank of ``J`` (unit-norm columns) and the parameters that lack support."""
+    if not np.isfinite(J).all():
+        return 0, list(names)
+    norms = np.linalg.norm(J, axis=0)
+    dead = [names[k] for k in range(len(names)) if norms[k] == 0]
+    live = norms > 0
+    if not live.any():
+        return 0, list(names)
+    Jn = J[:, live] / norms[live]
+    _, s, vt = np.linalg.svd(Jn, full_matrices=False)
+    r = int(np.sum(s > RANK_RTOL * s[0]))
+    out = list(dead)
+    live_names = [n for n, ok in zip(names, live, strict=True) if ok]
+    for k in range(r, len(s)):  # each null direction: the parameters that make it up
+        v = np.abs(vt[k])
+        out += [live_names[j] for j in np.flatnonzero(v > 0.3 * v.max())
+                if live_names[j] not in out]
+    return r, out

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from spicebridge.errors import UnsafeDeckError
+from spicebridge.guard import check_analysis, check_element_name, check_included_files
 from spicebridge.netlist import deck_hash, param_names, split_analyses
 from spicebridge.units import parse_spice_number
 
@@ -28,8 +30,9 @@ _TOP_KEYS = {"name", "netlist", "analysis", "measure", "measures", "seed", "axes
              "monte_carlo", "process", "supply", "engine", "timeout_s", "description"}
 _REDUCERS = ("max", "min", "mean", "rms", "final", "initial", "pp", "at", "abs")
 _CORNERS = ("tt", "ff", "ss", "fs", "sf")
-_CURRENT: dict[str, Any] = {"hash": None, "circuit": None}
-_BAD_DECKS: dict[str, BaseException] = {}  # deck hash -> its parse error, raised again at once
+_TABLES = ("measures", "axes", "monte_carlo", "process", "supply")
+_TABLE_KEYS = {"process": {"lib", "devices"}, "supply": {"source", "param"},
+               "monte_carlo": {"n", "mismatch"}}
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -92,12 +95,37 @@ def _check_expr(expr: str) -> None:
         raise ValueError(f"not a vector name or measure: {expr!r}")
 
 
-def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
+def _elements(deck: str) -> dict[str, str]:
+    """Top-level element names of a deck (lower case) -> their line, subcircuits excluded."""
+    out: dict[str, str] = {}
+    depth = 0
+    for raw in deck.splitlines():
+        line = raw.strip()
+        low = line.lower()
+        if low.startswith(".subckt"):
+            depth += 1
+        elif low.startswith(".ends"):
+            depth = max(0, depth - 1)
+        elif depth == 0 and line and line[0].isalpha():
+            out.setdefault(line.split()[0].lower(), line)
+    return out
+
+
+def _finite(vals: list[Any]) -> bool:
+    return all(isinstance(v, str) or v == v and v not in (float("inf"), float("-inf"))
+               for v in vals)
+
+
+def load_spec(path: str | Path, *, name: str | None = None,
+              allow_control: bool = False) -> SweepSpec:
     """Read a TOML sweep spec for a user's netlist.
 
     Args:
         path: The TOML file; the netlist path in it is relative to this file.
         name: Override the sweep name (default: ``name`` in the file, else the file's stem).
+        allow_control: Let the netlist and its included files hold ``.control`` blocks and
+            ``shell`` lines (refused by default: the deck is loaded again and again, and
+            included model files are data).
 
     Returns:
         A ``SweepSpec`` whose point function is ``netlist_point``.
@@ -111,6 +139,10 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SweepSpecError(f"{path}: cannot read the sweep spec: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise SweepSpecError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+                             f"at offset {e.start}); TOML files are UTF-8") from e
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -120,6 +152,17 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     if unknown:
         k = sorted(unknown)[0]
         raise c.err(k, f"unknown key; known keys: {sorted(_TOP_KEYS)}")
+    for t in _TABLES:
+        if t in doc and not isinstance(doc[t], dict):
+            raise c.err(t, f"must be a table ([{t}] ...), got a {type(doc[t]).__name__}: "
+                        f"{doc[t]!r}"[:300])
+    for t, known in _TABLE_KEYS.items():
+        extra = sorted(set(doc.get(t, {})) - known)
+        if extra:
+            raise c.err(f"{t}.{extra[0]}", f"unknown key in [{t}]; known: {sorted(known)}")
+    for k in ("name", "description"):
+        if k in doc and not isinstance(doc[k], str):
+            raise c.err(k, f"must be a string, got {doc[k]!r}"[:300])
 
     if "netlist" not in doc or not isinstance(doc["netlist"], str):
         raise SweepSpecError(f"{path}: key 'netlist' (a path relative to the TOML file) is "
@@ -135,6 +178,16 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         deck, included = resolve_includes(deck, net)
     except ValueError as e:
         raise c.err("netlist", str(e)) from e
+    if not allow_control:
+        m = re.search(r"^\s*\.control\b", deck, re.IGNORECASE | re.MULTILINE)
+        if m:
+            raise c.err("netlist", f"{net}:{deck.count(chr(10), 0, m.start()) + 1}: a "
+                        ".control block (it would run at every load, outside the sweep); "
+                        "remove it, or pass --allow-control if you mean it")
+        try:
+            check_included_files(deck, base_dirs=[net.parent])
+        except UnsafeDeckError as e:
+            raise c.err("netlist", str(e)) from e
     placeholders = set(Template(deck).get_identifiers())
     body, deck_analyses = split_analyses(deck)
 
@@ -149,6 +202,10 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     analysis = analysis.strip().lstrip(".")
     if analysis.split()[0].lower() not in ("op", "tran", "ac", "dc", "noise", "tf"):
         raise c.err("analysis", f"unsupported analysis {analysis!r}")
+    try:
+        analysis = check_analysis(analysis)
+    except UnsafeDeckError as e:
+        raise c.err("analysis", str(e)) from e
 
     measures: dict[str, str] = {}
     exprs: dict[str, str] = {}
@@ -210,7 +267,9 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
                         f"{list(_FIRST_CLASS)}")
         if kinds[k] != "process" and not all(isinstance(v, (int, float)) and
                                              not isinstance(v, bool) for v in vals):
-            raise c.err(key, f"values must be numbers, got {vals!r}")
+            raise c.err(key, f"values must be numbers, got {vals!r}"[:300])
+        if not _finite(vals):
+            raise c.err(key, f"values must be finite numbers, got {vals!r}"[:300])
         axes[k] = vals if kinds[k] == "process" else [float(v) for v in vals]
     missing = placeholders - set(axes)
     if missing:
@@ -220,13 +279,22 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     if kinds.get("process") == "process":
         pdoc = doc.get("process", {})
         if "lib" in pdoc:
+            if not isinstance(pdoc["lib"], str) or re.search(r"[\x00-\x1f\"]", pdoc["lib"]):
+                raise c.err("process.lib", f"must be a file name (no quote, newline or control "
+                            f"character), got {pdoc['lib']!r}"[:300])
             lib = (path.parent / str(pdoc["lib"])).resolve()
             if not lib.is_file():
                 raise c.err("process.lib", f"no library file at {lib}")
+            if not allow_control:
+                try:
+                    check_included_files(f'.lib "{lib}" tt\n')
+                except UnsafeDeckError as e:
+                    raise c.err("process.lib", str(e)) from e
             process = {"lib": str(lib)}
         else:
             devices = pdoc.get("devices", ["nfet_01v8", "pfet_01v8"])
-            if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+            if not isinstance(devices, list) or not all(
+                    isinstance(d, str) and re.fullmatch(r"[a-z0-9_]{1,64}", d) for d in devices):
                 raise c.err("process.devices", f"must be a list of sky130 device names, got "
                             f"{devices!r}")
             process = {"sky130_devices": devices}
@@ -237,9 +305,22 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     if kinds.get("vdd_v") == "vdd_v":
         sdoc = doc.get("supply", {})
         if "source" in sdoc:
-            supply = {"source": str(sdoc["source"]).lower()}
+            src = sdoc["source"]
+            try:
+                check_element_name(src, "[supply] source")
+            except UnsafeDeckError as e:
+                raise c.err("supply.source", str(e)) from e
+            elements = _elements(body)
+            if src.lower() not in elements:
+                have = sorted(e for e in elements if e[0] in "vi")
+                raise c.err("supply.source", f"{src!r} names no element of {net.name} "
+                            f"(its voltage/current sources: {have})")
+            if src.lower()[0] not in "vi":
+                raise c.err("supply.source", f"{src!r} is not a voltage or current source "
+                            f"(V... or I...): {elements[src.lower()]!r}")
+            supply = {"source": src.lower()}
         elif "param" in sdoc:
-            if str(sdoc["param"]).lower() not in params:
+            if not isinstance(sdoc["param"], str) or sdoc["param"].lower() not in params:
                 raise c.err("supply.param", f"{sdoc['param']!r} is no .param of {net.name}")
             supply = {"param": str(sdoc["param"]).lower()}
         elif "vdd_v" in params:
@@ -248,7 +329,12 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
             raise c.err("axes.vdd_v", "say how to apply it: [supply] source = \"Vdd\" (alter "
                         "that voltage source) or param = \"vdd\" (alterparam)")
 
+    elif "supply" in doc:
+        raise c.err("supply", "given, but there is no 'vdd_v' axis")
+
     mc_doc = doc.get("monte_carlo", {})
+    if not isinstance(mc_doc.get("mismatch", {}), dict):
+        raise c.err("monte_carlo.mismatch", "must be a table of .param = sigma")
     n_mc = mc_doc.get("n", 1)
     if not isinstance(n_mc, int) or isinstance(n_mc, bool) or n_mc < 1:
         raise c.err("monte_carlo.n", f"must be an integer >= 1, got {n_mc!r}")
@@ -266,8 +352,8 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         else:
             raise c.err(key, f"sigma must be a number (absolute) or a string like '1%' "
                         f"(relative), got {sigma!r}")
-        if s < 0:
-            raise c.err(key, f"sigma must be >= 0, got {sigma!r}")
+        if not s >= 0 or s == float("inf"):
+            raise c.err(key, f"sigma must be a finite number >= 0, got {sigma!r}")
         if k not in axes and k.lower() not in nominal:
             raise c.err(key, f".param {k} of {net.name} has no numeric value to vary")
         mismatch[k.lower()] = [s, rel]
@@ -279,7 +365,8 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
     if engine not in ("shared", "batch"):
         raise c.err("engine", f"must be 'shared' or 'batch', got {engine!r}")
     timeout_s = doc.get("timeout_s")
-    if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
+    if timeout_s is not None and (not isinstance(timeout_s, (int, float))
+                                  or isinstance(timeout_s, bool) or not 0 < timeout_s < 1e7):
         raise c.err("timeout_s", f"must be a positive number of seconds, got {timeout_s!r}")
 
     context = {
@@ -287,6 +374,8 @@ def load_spec(path: str | Path, *, name: str | None = None) -> SweepSpec:
         "nominal": nominal, "mismatch": mismatch, "process": process, "supply": supply,
         "engine": engine, "timeout_s": timeout_s,
     }
+    if allow_control:
+        context["allow_control"] = True
     return SweepSpec(
         name=name or str(doc.get("name", path.stem)), axes=axes, mc=n_mc, seed=seed,
         point_fn=netlist_point, measures=measures, context=context,
@@ -382,30 +471,13 @@ def _param_values(deck: str) -> dict[str, float]:
     return out
 
 
-def _circuit(deck: str, engine_name: str) -> Any:
+def _circuit(deck: str, engine_name: str, allow_control: bool = False) -> Any:
     """The loaded circuit for ``deck`` in this worker (one circuit per process)."""
-    h = deck_hash(deck)
-    if h in _BAD_DECKS:
-        raise _BAD_DECKS[h]
-    if engine_name == "batch":
-        # a batch circuit replays every alteration made on it: a fresh one per point
-        from spicebridge.engines import create_engine
+    from spicebridge.worker import circuit
 
-        return worker_cache(("sweep-engine", "batch"), lambda: create_engine("batch")).load(deck)
-    if _CURRENT["hash"] != h or not getattr(_CURRENT["circuit"], "_valid", True):
-        from spicebridge.engines import create_engine
-        from spicebridge.errors import SimulationError
-
-        engine = worker_cache(("sweep-engine", engine_name), lambda: create_engine(engine_name))
-        _CURRENT["hash"], _CURRENT["circuit"] = None, None
-        try:
-            _CURRENT["circuit"] = engine.load(deck)
-        except SimulationError as e:
-            # a deck that does not parse will not parse at the next point either
-            _BAD_DECKS[h] = e
-            raise
-        _CURRENT["hash"] = h
-    return _CURRENT["circuit"]
+    kw = {"allow_control": True} if allow_control else {}
+    return circuit(("toml-sweep", deck_hash(deck)), deck, engine_name=engine_name,
+                   remember_parse_errors=True, **kw)
 
 
 def render_deck(ctx: dict[str, Any], coords: dict[str, Any]) -> str:
@@ -441,7 +513,7 @@ def netlist_point(point: SweepPoint) -> dict[str, Any]:
     ctx = point.context
     kinds = ctx["kinds"]
     coords = point.coords
-    circ = _circuit(render_deck(ctx, coords), ctx["engine"])
+    circ = _circuit(render_deck(ctx, coords), ctx["engine"], ctx.get("allow_control", False))
     params = {k.lower(): float(v) for k, v in coords.items() if kinds[k] == "param"}
     supply = ctx["supply"]
     if "vdd_v" in coords and "param" in supply:
@@ -454,14 +526,9 @@ def netlist_point(point: SweepPoint) -> dict[str, Any]:
             d = rng.standard_normal()
             params[name] = nom * (1.0 + sigma * d) if rel else nom + sigma * d
     if params:
-        # reset re-parses and undoes earlier `alter`s: parameters first, alters after
-        if hasattr(circ, "command"):  # shared engine: one reset for all parameters
-            for k, v in params.items():
-                circ.command(f"alterparam {k} = {v:.12g}")
-            circ.reset()
-        else:
-            for k, v in params.items():
-                circ.alterparam(k, v)
+        # reset re-parses and undoes earlier `alter`s: parameters first, alters after; every
+        # alteration checks ngspice's answer and raises naming the parameter or element
+        circ.alterparams(params)
     if "vdd_v" in coords and "source" in supply:
         circ.alter(supply["source"], dc=float(coords["vdd_v"]))
     if "temp_c" in coords and kinds.get("temp_c") == "temp_c":

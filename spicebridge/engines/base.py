@@ -138,11 +138,30 @@ def shrink_tran_step(analysis: str) -> str:
 class LoadedCircuit(Protocol):
     """A circuit loaded once and re-run with altered parameters (Monte Carlo, PVT)."""
 
+    def is_valid(self) -> bool:
+        """False once this circuit can no longer run (a later load replaced it in the
+        process's one libngspice, or ngspice gave up): load the deck again."""
+
     def alter(self, element: str, value: float | None = None, **params: float) -> None:
-        """``alter element = value`` or ``alter element param = value``."""
+        """``alter element = value`` or ``alter element param = value``.
+
+        Raises:
+            UnsafeDeckError: ``element``/a parameter is not a name, or a value is not finite.
+            SimulationError: ngspice refused it (no such element or parameter), naming it.
+        """
 
     def alterparam(self, name: str, value: float) -> None:
-        """Change a ``.param`` of the deck (takes effect at the next run)."""
+        """Change a ``.param`` of the deck (takes effect at the next run); as ``alter``."""
+
+    def alterparams(self, values: dict[str, float]) -> None:
+        """Change several ``.param``s with one ``reset`` after them; as ``alter``."""
+
+    def reset(self) -> None:
+        """Re-evaluate the deck's parameters (fresh ``agauss`` draws); undoes ``alter``s."""
+
+    def command(self, cmd: str) -> str:
+        """Send one ngspice command (the caller's code, sent as is); returns its messages
+        (the shared engine) or ``""`` (the batch engine replays it at the next run)."""
 
     def set_temp(self, temp_c: float) -> None:
         """Circuit temperature, degrees Celsius."""

@@ -23,6 +23,13 @@ from ..errors import (
     SimulationTimeoutError,
     SimulatorUnavailableError,
 )
+from ..guard import (
+    check_analysis,
+    check_element_name,
+    check_included_files,
+    check_number,
+    check_param_name,
+)
 from ..netlist import split_analyses
 from ..rawfile import read_raw
 from ..results import SimResult, number_plots, plot_type
@@ -50,16 +57,21 @@ class BatchEngine:
 
     Args:
         remedies: Option sets tried in turn after a run fails to converge; ``()`` disables.
-        keep_dirs: Keep each run's working folder (deck, raw file, log) for inspection.
+        keep_dirs: Keep each run's working folder (deck, raw file, log) for inspection; by
+            default it is removed after the run, failed or not (the failing deck is saved in
+            the per-user deck folder first).
+        allow_control: Let included / ``.lib`` model files hold ``.control`` blocks and
+            ``shell`` lines (refused by default: included files are data).
     """
 
     name = "batch"
 
     def __init__(self, *, remedies: tuple[tuple[str, ...], ...] = DEFAULT_REMEDIES,
-                 keep_dirs: bool = False) -> None:
+                 keep_dirs: bool = False, allow_control: bool = False) -> None:
         self.exe = find_ngspice()
         self.remedies = remedies
         self.keep_dirs = keep_dirs
+        self.allow_control = allow_control
 
     @property
     def version(self) -> str:
@@ -88,6 +100,8 @@ class BatchEngine:
         if re.search(r"^\s*\.control\b", deck, re.IGNORECASE | re.MULTILINE):
             raise NetlistError("the batch engine runs plain decks: remove the .control block "
                                "(use SharedEngine or BatchEngine.load for scripted runs)")
+        check_included_files(deck, base_dirs=[rundir] if rundir else None,
+                             allow_control=self.allow_control)
         return self._with_remedies(lambda d: self._run_deck(d, corner_key, timeout_s, rundir),
                                    deck)
 
@@ -108,13 +122,33 @@ class BatchEngine:
             raise err from None if err is first else first
 
     def load(self, deck: str, *, corner_key: str | None = None) -> _BatchCircuit:
-        """Keep ``deck`` and replay alterations in a ``.control`` block at each run."""
+        """Keep ``deck`` and replay alterations in a ``.control`` block at each run.
+
+        Raises:
+            UnsafeDeckError: An included file holds ``.control``/``shell`` (not allowed).
+        """
+        check_included_files(deck, allow_control=self.allow_control)
         return _BatchCircuit(self, deck, corner_key)
 
     def _run_deck(self, deck: str, corner_key: str | None, timeout_s: float | None,
                   rundir: Path | None, *, scripted: bool = False) -> SimResult:
-        work = Path(tempfile.mkdtemp(prefix="sb-batch-")) if rundir is None else rundir
+        own = rundir is None
+        work = Path(tempfile.mkdtemp(prefix="sb-batch-")) if own else rundir
         work.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run_in(work, deck, corner_key, timeout_s, scripted)
+        except SimulationError as e:
+            if own and not self.keep_dirs and e.deck_path is not None:
+                from .shared import save_failing_deck
+
+                e.deck_path = save_failing_deck(deck)  # the work folder goes away
+            raise
+        finally:
+            if own and not self.keep_dirs:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _run_in(self, work: Path, deck: str, corner_key: str | None, timeout_s: float | None,
+                scripted: bool) -> SimResult:
         deck_path = work / "deck.cir"
         deck_path.write_text(deck if deck.rstrip().lower().endswith(".end") else deck + "\n.end\n",
                              encoding="utf-8")
@@ -157,9 +191,6 @@ class BatchEngine:
             plots = read_raw(raw)
         except SimulationError:
             raise
-        else:
-            if not self.keep_dirs and rundir is None:
-                shutil.rmtree(work, ignore_errors=True)
         return SimResult(plots=number_plots(plots, deck=deck), engine="batch", log=log,
                          analysis_time_s=float("nan"), meta={"process_time_s": dt})
 
@@ -190,24 +221,57 @@ class _BatchCircuit:
         self.engine, self.corner_key = engine, corner_key
         self.body, self.analyses = split_analyses("\n".join(lines))
         self.commands: list[str] = []
+        self._what: list[str] = []  # per command: what it changes, for error messages
+
+    def is_valid(self) -> bool:
+        """Always True: a batch circuit is a deck text, nothing can replace it."""
+        return True
+
+    def _add(self, cmd: str, what: str) -> None:
+        self.commands.append(cmd)
+        self._what.append(what)
 
     def alter(self, element: str, value: float | None = None, **params: float) -> None:
         """``alter element = value``, or ``alter element param = value`` per keyword."""
+        check_element_name(element)
         if value is not None:
-            self.commands.append(f"alter {element} = {value:.12g}")
-        self.commands += [f"alter {element} {p} = {v:.12g}" for p, v in params.items()]
+            v = check_number(value, f"alter {element}")
+            self._add(f"alter {element} = {v:.12g}", f"element {element}")
+        for p, v in params.items():
+            check_param_name(p, f"parameter of {element}")
+            v = check_number(v, f"alter {element} {p}")
+            self._add(f"alter {element} {p} = {v:.12g}", f"element {element}")
 
     def alterparam(self, name: str, value: float) -> None:
         """Change a ``.param`` (applied with ``reset`` before the run)."""
-        self.commands += [f"alterparam {name} = {value:.12g}", "reset"]
+        self.alterparams({name: value})
+
+    def alterparams(self, values: dict[str, float]) -> None:
+        """Change several ``.param``s, then one ``reset``."""
+        for name, value in values.items():
+            check_param_name(name, ".param")
+            v = check_number(value, f"alterparam {name}")
+            self._add(f"alterparam {name} = {v:.12g}", f".param {name}")
+        self._add("reset", "reset")
 
     def reset(self) -> None:
         """Re-evaluate parameters (fresh ``agauss`` draws)."""
-        self.commands.append("reset")
+        self._add("reset", "reset")
 
     def set_temp(self, temp_c: float) -> None:
         """Circuit temperature, degrees Celsius."""
-        self.commands.append(f"option temp={temp_c:.12g}")
+        t = check_number(temp_c, "temp_c")
+        self._add(f"option temp={t:.12g}", "temperature")
+
+    def command(self, cmd: str) -> str:
+        """Queue any ngspice command for the next run (the caller's code: not checked).
+
+        Returns ``""``: its messages exist only once the run has happened.
+        """
+        if "\n" in cmd or "\r" in cmd:
+            raise NetlistError(f"one command per call, got {cmd!r}")
+        self._add(cmd, f"command {cmd.split()[0] if cmd.split() else cmd!r}")
+        return ""
 
     def run(self, analysis: str | None = None, *, timeout_s: float | None = None,
             vectors: Iterable[str] | None = None) -> SimResult:
@@ -215,8 +279,29 @@ class _BatchCircuit:
 
         ``vectors`` keeps only those vectors (and the scale), as the shared engine does.
         """
-        res = self._run(analysis, timeout_s)
+        if analysis is not None:
+            analysis = check_analysis(analysis)
+        try:
+            res = self._run(analysis, timeout_s)
+        except SimulationError as e:
+            self._check_alterations(e.log)  # name the refused alteration, if that was it
+            raise
+        self._check_alterations(res.log)
         return res if vectors is None else res.keep(vectors)
+
+    def _check_alterations(self, log: str) -> None:
+        """Raise when ngspice refused one of the replayed alterations (its log says so)."""
+        bad = [ln for ln in log.splitlines()
+               if re.search(r"no such device|no such parameter|parameter '.*' not found|"
+                            r"command '\w+' skipped", ln, re.IGNORECASE)]
+        if bad:
+            words = "; ".join(ln.replace("stderr ", "").strip() for ln in bad[:3])
+            names = sorted({w for w, c in zip(self._what, self.commands, strict=True)
+                            if c.split()[0] in ("alter", "alterparam", "option")
+                            and _names_in(c, words)})
+            raise SimulationError(
+                f"{', '.join(names) or 'an alteration'}: ngspice refused it: {words}",
+                deck_path=None, log=log, corner_key=self.corner_key)
 
     def _run(self, analysis: str | None, timeout_s: float | None) -> SimResult:
         analyses = [analysis] if analysis else self.analyses
@@ -252,3 +337,9 @@ class _BatchCircuit:
                 except ConvergenceError as e:
                     err = e
             raise err from None if err is first else first
+
+
+def _names_in(cmd: str, words: str) -> bool:
+    parts = cmd.split()
+    name = parts[1].lower() if len(parts) > 1 else ""
+    return bool(name) and name in words.lower()

@@ -14,6 +14,7 @@ import ctypes.util
 import glob
 import os
 import shutil
+import stat as _stat
 import tempfile
 import threading
 import time
@@ -30,11 +31,23 @@ from ..errors import (
     SimulationTimeoutError,
     SimulatorUnavailableError,
 )
+from ..guard import (
+    check_analysis,
+    check_element_name,
+    check_included_files,
+    check_number,
+    check_param_name,
+)
 from ..netlist import deck_hash
 from ..results import Plot, SimResult, number_plots
 from .base import DEFAULT_REMEDIES, RESTORE_OPTIONS, classify_failure, failure_lines
 
 _MAX_LOG_LINES = 4000  # bounded message buffer: ngspice can print without end
+
+MAX_CRASH_RELOADS = 8
+"""Reloads of libngspice after it gave up, per process; each keeps ~5 MB mapped for good.
+Past this the engine refuses to reload and says to restart the process (sweeps recycle their
+workers)."""
 
 _SV_VOLTAGE = 3
 _SV_CURRENT = 4
@@ -132,6 +145,8 @@ class _NgLib:
         self._bg_done = threading.Event()
         self.new_plots: list[tuple[str, str]] = []
         self._reloads = 0
+        self.exhausted = False  # too many crash reloads: the process should be restarted
+        self.runs = 0  # analyses run by this instance (libngspice grows ~1 KB per run)
         self.circuit: object | None = None  # the circuit loaded now, whichever engine loaded it
         self._dead: list[object] = []
         self._open()
@@ -177,6 +192,12 @@ class _NgLib:
         state and handlers outlive the unload), so the dead instance stays mapped, unused, and
         a private copy of the library file is loaded: a separate instance with its own globals.
         """
+        if self._reloads >= MAX_CRASH_RELOADS:
+            self.exhausted = True
+            raise EngineCrashedError(
+                f"ngspice gave up {self._reloads + 1} times in this process; not reloading it "
+                f"again (each reload keeps ~5 MB): restart the process", deck_path=None,
+                log="\n".join(self.log))
         self._reloads += 1
         tmpdir = Path(tempfile.mkdtemp(prefix="spicebridge-ngspice-"))
         copy = tmpdir / f"libngspice-reload{self._reloads}.so"
@@ -216,10 +237,11 @@ class _NgLib:
         arr = (c_char_p * (len(lines) + 1))(*[ln.encode("latin-1") for ln in lines], None)
         return int(self.lib.ngSpice_Circ(arr))
 
-    def run_in_background(self, timeout_s: float) -> bool:
-        """``bg_run`` in ngspice's own thread, halted after ``timeout_s``. False on timeout."""
+    def run_in_background(self, timeout_s: float, analysis: str | None = None) -> bool:
+        """``bg_run`` (or ``bg_<analysis>``) in ngspice's own thread, halted after
+        ``timeout_s``. False on timeout."""
         self._bg_done.clear()
-        self.command("bg_run")
+        self.command("bg_" + (analysis or "run"))
         if self._bg_done.wait(timeout_s):
             return True
         self.command("bg_halt")
@@ -332,7 +354,10 @@ class SharedEngine:
 
     Args:
         remedies: Option sets tried in turn when a run fails to converge; ``()`` disables.
-        save_dir: Where failing decks are saved (default: a ``spicebridge`` temp folder).
+        save_dir: Where failing decks are saved (default: ``deck_dir()``, a per-user 0700
+            folder).
+        allow_control: Let included / ``.lib`` model files hold ``.control`` blocks and
+            ``shell`` lines (refused by default: included files are data).
     """
 
     name = "shared"
@@ -342,10 +367,12 @@ class SharedEngine:
         *,
         remedies: tuple[tuple[str, ...], ...] = DEFAULT_REMEDIES,
         save_dir: Path | None = None,
+        allow_control: bool = False,
     ) -> None:
         self._ng = _nglib()
         self.remedies = remedies
         self.save_dir = save_dir
+        self.allow_control = allow_control
 
     @property
     def version(self) -> str:
@@ -380,7 +407,10 @@ class SharedEngine:
 
         Raises:
             ParseError: ngspice rejected the deck.
+            UnsafeDeckError: An included file holds ``.control``/``shell`` (not allowed).
         """
+        check_included_files(deck, base_dirs=[rundir] if rundir else None,
+                             allow_control=self.allow_control)
         with self._ng.lock:
             if self._ng.circuit is not None:
                 self._ng.circuit._valid = False
@@ -390,12 +420,39 @@ class SharedEngine:
         return circ
 
     def _save_deck(self, deck: str, rundir: Path | None) -> Path:
-        d = rundir or self.save_dir or Path(tempfile.gettempdir()) / "spicebridge-decks"
-        d.mkdir(parents=True, exist_ok=True)
-        p = d / f"deck-{deck_hash(deck)[:12]}.cir"
-        if not p.exists():
-            p.write_text(deck, encoding="utf-8")
-        return p
+        return save_failing_deck(deck, rundir or self.save_dir)
+
+
+def deck_dir() -> Path:
+    """This user's folder for failing decks: ``$TMPDIR/spicebridge-decks-<uid>``, mode 0700.
+
+    Raises:
+        SimulationError: The folder exists but is not a folder owned by this user.
+    """
+    d = Path(tempfile.gettempdir()) / f"spicebridge-decks-{os.getuid()}"
+    try:
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise SimulationError(f"{d} is not a folder of this user; remove it (failing decks "
+                              "are saved there)", deck_path=None, log="")
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)
+    return d
+
+
+def save_failing_deck(deck: str, directory: Path | None = None) -> Path:
+    """Write a failing deck (once per content) to ``directory`` or ``deck_dir()``."""
+    d = directory if directory is not None else deck_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"deck-{deck_hash(deck)[:12]}.cir"
+    if not p.exists():
+        from ..fileio import atomic_write_text
+
+        atomic_write_text(p, deck)
+    return p
 
 
 class _SharedCircuit:
@@ -429,6 +486,23 @@ class _SharedCircuit:
                                        deck_path=self.engine._save_deck(self.deck, self.rundir),
                                        corner_key=self.corner_key, stage="parse")
 
+    def is_valid(self) -> bool:
+        """False once a later ``load()`` in this process replaced this circuit, or after
+        ngspice gave up during a run (load the deck again)."""
+        return self._valid
+
+    def _checked_command(self, cmd: str, what: str) -> None:
+        """Send one command and raise when ngspice answered with an error."""
+        ng = self.engine._ng
+        ng.log.clear()
+        ng.command(cmd)
+        said = [ln for ln in ng.log if "error" in ln.lower() or "skipped" in ln.lower()]
+        if said:
+            words = "; ".join(ln.replace("stderr ", "").strip() for ln in said[:3])
+            raise SimulationError(f"{what}: ngspice refused {cmd!r}: {words}",
+                                  deck_path=None, log="\n".join(ng.log),
+                                  corner_key=self.corner_key)
+
     def _check(self) -> None:
         if not self._valid:
             raise SimulationError("this circuit was replaced by a later load() in this process "
@@ -438,19 +512,34 @@ class _SharedCircuit:
     def alter(self, element: str, value: float | None = None, **params: float) -> None:
         """``alter element = value``, or ``alter element param = value`` per keyword."""
         self._check()
+        check_element_name(element)
         ng = self.engine._ng
         with ng.lock:
             if value is not None:
-                ng.command(f"alter {element} = {value:.12g}")
+                v = check_number(value, f"alter {element}")
+                self._checked_command(f"alter {element} = {v:.12g}", f"element {element}")
             for p, v in params.items():
-                ng.command(f"alter {element} {p} = {v:.12g}")
+                check_param_name(p, f"parameter of {element}")
+                v = check_number(v, f"alter {element} {p}")
+                self._checked_command(f"alter {element} {p} = {v:.12g}", f"element {element}")
 
     def alterparam(self, name: str, value: float) -> None:
         """Change a ``.param``; re-evaluated (``reset``) before the next run."""
+        self.alterparams({name: value})
+
+    def alterparams(self, values: dict[str, float]) -> None:
+        """Change several ``.param``s, then one ``reset`` (cheaper than one per parameter).
+
+        Raises:
+            SimulationError: ngspice has no such ``.param`` (named in the message).
+        """
         self._check()
         ng = self.engine._ng
         with ng.lock:
-            ng.command(f"alterparam {name} = {value:.12g}")
+            for name, value in values.items():
+                check_param_name(name, ".param")
+                v = check_number(value, f"alterparam {name}")
+                self._checked_command(f"alterparam {name} = {v:.12g}", f".param {name}")
             ng.command("reset")
 
     def reset(self) -> None:
@@ -462,8 +551,9 @@ class _SharedCircuit:
     def set_temp(self, temp_c: float) -> None:
         """Circuit temperature in degrees Celsius (``option temp=``)."""
         self._check()
+        t = check_number(temp_c, "temp_c")
         with self.engine._ng.lock:
-            self.engine._ng.command(f"option temp={temp_c:.12g}")
+            self._checked_command(f"option temp={t:.12g}", "temperature")
 
     def command(self, cmd: str) -> str:
         """Send any ngspice command; returns the messages it printed."""
@@ -490,6 +580,8 @@ class _SharedCircuit:
                 circuit has hundreds, and reading them can cost as much as the analysis.
         """
         self._check()
+        if analysis is not None:
+            analysis = check_analysis(analysis)
         only = None if vectors is None else frozenset(v.lower() for v in vectors)
         try:
             return self._run_once(analysis, timeout_s, only)
@@ -521,12 +613,12 @@ class _SharedCircuit:
             ng.log.clear()
             ng.new_plots.clear()
             t0 = time.perf_counter()
-            if timeout_s is None or analysis is not None:
-                # analysis commands run in the foreground; "run" honours the timeout below
+            ng.runs += 1
+            if timeout_s is None:
                 ng.command(analysis or "run")
                 finished = True
-            else:
-                finished = ng.run_in_background(timeout_s)
+            else:  # the deck's analyses or the given one, in ngspice's thread, under a halt
+                finished = ng.run_in_background(timeout_s, analysis)
             dt = time.perf_counter() - t0
             log = "\n".join(ng.log)
             deck_path = None
