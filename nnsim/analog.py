@@ -24,12 +24,16 @@ Conventions (documented in docs/nnsim.md):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from .errors import HardwareModelError
 from .hardware import AdcModel, HardwareModel
+
+WRITE_NOISE_MODELS = ("levels", "samples", "fit", "parametric", "none")
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,18 @@ class AnalogConfig:
         static: Simulate the static linear layers (qkv, proj, fc1, fc2) on crossbars.
         attention: Simulate Q K^T and S V on crossbars written per inference.
         convert_head: Also put the classifier head on crossbars.
-        write_noise: ``"samples"`` (empirical programmed conductances), ``"fit"`` (fitted k),
-            ``"parametric"`` (k = ``write_noise_sigma``) or ``"none"``.
-        gamma: Write-noise factor on the K/V writes (1 = as characterized, 0 = none).
+        write_noise: ``"levels"`` (per level: the characterized mean programming error and
+            sigma, a Gaussian; the default), ``"samples"`` (the characterized programmed
+            conductances' zero-mean residuals, drawn), ``"fit"`` (TxSim form with the fitted
+            k), ``"parametric"`` (TxSim, k = ``write_noise_sigma``: an assumption) or
+            ``"none"``. See ``write_levels``.
+        gamma: Write-noise factor on the K/V writes: it scales the stochastic part only
+            (1 = as characterized, 0 = no stochastic part; the bias stays).
         write_noise_sigma: Parametric sigma; sets ``write_noise="parametric"`` when given.
+        write_bias: Add the characterized mean programming error per level once, unscaled
+            (``levels``/``samples``/``fit``); False: the zero-mean TxSim form of the papers.
+        static_write_noise: Program the static weights with write noise (once per chip);
+            False: exactly at their targets (ClipFormer's setting).
         static_gamma: Write-noise factor on the static weights' programming (once per chip).
         static_write_mode: Write mode of static weights (``verify`` or ``single``).
         dynamic_write_mode: Write mode of K and V (``single``: no time to verify).
@@ -82,9 +94,11 @@ class AnalogConfig:
     static: bool = True
     attention: bool = True
     convert_head: bool = False
-    write_noise: str = "samples"
+    write_noise: str = "levels"
     gamma: float = 1.0
     write_noise_sigma: float | None = None
+    write_bias: bool = True
+    static_write_noise: bool = True
     static_gamma: float = 1.0
     static_write_mode: str = "verify"
     dynamic_write_mode: str = "single"
@@ -101,9 +115,9 @@ class AnalogConfig:
             object.__setattr__(self, "write_noise", "parametric")
         if self.fidelity not in ("bit", "moment"):
             raise ValueError(f"fidelity={self.fidelity!r}; use bit or moment")
-        if self.write_noise not in ("samples", "fit", "parametric", "none"):
-            raise ValueError(f"write_noise={self.write_noise!r}; use samples, fit, parametric "
-                             "or none")
+        if self.write_noise not in WRITE_NOISE_MODELS:
+            raise ValueError(f"write_noise={self.write_noise!r}; use "
+                             f"{', '.join(WRITE_NOISE_MODELS)}")
         if self.weight_bits is not None and self.weight_bits % self.cell_bits:
             raise ValueError(f"weight_bits={self.weight_bits} is not a multiple of "
                              f"cell_bits={self.cell_bits}")
@@ -116,6 +130,15 @@ class AnalogConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def clipformer_protocol(config: AnalogConfig | None = None) -> AnalogConfig:
+    """ClipFormer's evaluation protocol exactly: static weights programmed without write
+    noise, K/V written with the zero-mean TxSim form
+    ``G' = G + gamma k sqrt((G-Gmin)(Gmax-Gmin)) N(0,1)`` (k fitted from the circuit's
+    programmed conductances, single-shot writes), no programming bias."""
+    return replace(config or AnalogConfig(), static_write_noise=False, write_noise="fit",
+                   write_noise_sigma=None, write_bias=False)
 
 
 def ideal() -> AnalogConfig:
@@ -190,28 +213,102 @@ def map_matrix(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig, h
     return Mapped(targets, scale_max / qmax, slice_w, True)
 
 
+MIN_SAMPLES_PER_LEVEL = 200
+"""Fewest characterized programmed conductances per level that ``write_noise="samples"``
+draws from without a warning (with fewer, the residuals' empirical distribution is a handful
+of points; ``"levels"`` uses their mean and sigma instead)."""
+
+
+def level_moments(hw: HardwareModel, mode: str, device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target level, the mean programming error (bias) and the sigma, in level units,
+    of the characterized programmed conductances (``crossbar/write_noise_samples``).
+
+    Raises:
+        HardwareModelError: The files hold no programmed-conductance samples for ``mode``.
+    """
+    if mode not in hw.write_samples_s:
+        raise HardwareModelError(
+            f"write mode {mode!r}: no programmed-conductance samples "
+            f"(table 'crossbar/write_noise_samples') in {', '.join(hw.sources) or 'the model'}; "
+            f"available modes: {sorted(hw.write_samples_s)}; use write_noise='fit' or "
+            "'parametric'", table="crossbar/write_noise_samples", file=", ".join(hw.sources))
+    key = ("level_moments", mode, str(device))
+    if key not in hw._cache:
+        n_lv = hw.levels - 1
+        lv = (torch.as_tensor(hw.write_samples_s[mode], dtype=torch.float64) - hw.g_min_s) \
+            / (hw.g_max_s - hw.g_min_s) * n_lv  # (levels, n)
+        bias = lv.mean(1) - torch.arange(hw.levels, dtype=torch.float64)
+        sigma = lv.std(1, unbiased=True) if lv.shape[1] > 1 else torch.zeros(hw.levels)
+        hw._cache[key] = (bias.float().to(device), sigma.float().to(device))
+    return hw._cache[key]
+
+
+def _per_level(table: torch.Tensor, targets: torch.Tensor, integer: bool) -> torch.Tensor:
+    """``table[level]`` at each target (linear between levels for real-valued targets)."""
+    n_lv = table.numel() - 1
+    if integer:
+        return table[targets.long().clamp(0, n_lv)]
+    t = targets.clamp(0, n_lv)
+    i0 = t.floor().long().clamp(max=n_lv - 1)
+    f = t - i0
+    return table[i0] * (1 - f) + table[i0 + 1] * f
+
+
 def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: str, gamma: float,
                  sigma: float | None, generator: torch.Generator | None,
-                 integer: bool) -> torch.Tensor:
+                 integer: bool, bias: bool = True) -> torch.Tensor:
     """Programmed levels for target levels: one write of every cell.
 
-    ``fit``/``parametric``: ``l' = l + k sqrt(3 l) N(0,1)`` in level units, which is
-    ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N`` (k = gamma * fitted k, or gamma * sigma).
-    ``samples``: ``l' = l + gamma (l_s - l)`` with ``l_s`` a characterized programmed
-    conductance of the same target level, drawn uniformly. A cell at G_min (level 0) gets no
-    noise in the fit form; in the samples form it gets what was measured at level 0.
+    Gamma scales the stochastic (zero-mean) part only; the mean programming error of each
+    level (``bias``, from the characterized samples) is added once, unscaled, whatever gamma:
+
+    * ``levels`` (the fitted per-level form): ``l' = l + b_l + gamma s_l N(0,1)`` with
+      ``b_l``, ``s_l`` the mean error and sigma of the characterized programmed conductances
+      of level ``l``;
+    * ``samples``: ``l' = l + b_l + gamma (l_s - m_l)``, ``l_s`` drawn uniformly from the
+      characterized conductances of the level, ``m_l`` their mean (a warning below
+      ``MIN_SAMPLES_PER_LEVEL`` samples per level);
+    * ``fit``: the TxSim form ``l' = l + b_l + k sqrt(3 l) N(0,1)``, i.e.
+      ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N`` with ``k = gamma * fitted k``;
+      ``bias=False`` gives the paper's zero-mean form;
+    * ``parametric``: TxSim with ``k = gamma * sigma`` (an assumption; never a bias);
+    * ``none``: the targets.
+
+    A cell at G_min (level 0) gets no noise in the TxSim forms; in ``levels``/``samples`` it
+    gets what was measured at level 0. Programmed conductances are floored at 0 S.
     """
-    if source == "none" or gamma == 0.0:
+    if source == "none":
         return targets
     n_lv = hw.levels - 1
     floor = -n_lv * hw.g_min_s / (hw.g_max_s - hw.g_min_s)  # G' >= 0
-    if source == "samples" and integer and mode in hw.write_samples_s:
+    out = targets
+    if bias and source in ("levels", "samples", "fit") and (
+            source != "fit" or mode in hw.write_samples_s):
+        b, _ = level_moments(hw, mode, targets.device)
+        out = targets + _per_level(b.to(targets.dtype), targets, integer)
+    if gamma == 0.0:
+        return out if out is targets else torch.clamp(out, min=floor)
+    if source == "samples" and integer:
+        if mode not in hw.write_samples_s:
+            level_moments(hw, mode)  # raises, naming the table
         samples = hw.tensors(targets.device)[f"samples_{mode}"]  # (levels, n) in S
         lv_s = (samples - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv
         n = lv_s.shape[1]
+        if n < MIN_SAMPLES_PER_LEVEL:
+            warnings.warn(f"write_noise='samples' draws from {n} characterized conductances "
+                          f"per level (< {MIN_SAMPLES_PER_LEVEL}); write_noise='levels' uses "
+                          "their mean and sigma", stacklevel=3)
+        resid = (lv_s - lv_s.mean(1, keepdim=True)).reshape(-1)
         idx = torch.randint(0, n, targets.shape, generator=generator, device=targets.device)
-        drawn = lv_s.reshape(-1)[targets.long().clamp(0, n_lv) * n + idx]
-        return torch.clamp(targets + gamma * (drawn - targets), min=floor)
+        drawn = resid[targets.long().clamp(0, n_lv) * n + idx]
+        return torch.clamp(out + gamma * drawn.to(targets.dtype), min=floor)
+    noise = torch.randn(targets.shape, generator=generator, device=targets.device,
+                        dtype=targets.dtype)
+    if source in ("levels", "samples"):
+        _, s = level_moments(hw, mode, targets.device)
+        return torch.clamp(out + gamma * _per_level(s.to(targets.dtype), targets, integer)
+                           * noise, min=floor)
     if source == "parametric":
         if sigma is None:
             raise ValueError("write_noise='parametric' needs write_noise_sigma")
@@ -219,10 +316,8 @@ def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: st
     else:
         k = gamma * hw.write_noise_k(mode)
     if k == 0.0:
-        return targets
-    noise = torch.randn(targets.shape, generator=generator, device=targets.device,
-                        dtype=targets.dtype)
-    return torch.clamp(targets + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
+        return out
+    return torch.clamp(out + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
 
 
 def input_planes(x: torch.Tensor, bits: int | None, signed: bool
@@ -321,11 +416,19 @@ def build_array(mapped: Mapped, programmed: torch.Tensor, cfg: AnalogConfig, hw:
     return Array(cells_mm, i_fs, inst, mapped.slice_w, mapped.scale, c, r, {})
 
 
-def _horner(c: list[float], u: torch.Tensor) -> torch.Tensor:
-    r = torch.full_like(u, c[0]) if len(c) == 1 else u * c[0] + c[1]
-    for ci in c[2:]:
-        r = r.mul_(u).add_(ci)
-    return r
+def spread_z(arr: Array, generator: torch.Generator | None) -> torch.Tensor:
+    """One N(0,1) per column of the written array (``(..., T, 1, S*2*C)``), drawn at the
+    first readout and kept with the array: the transfer spread (IR drop's pattern dependence,
+    access mismatch) is a property of the chip, so it is drawn once per programmed chip, not
+    per conversion."""
+    z = arr.cache.get("spread_z") if arr.cache is not None else None
+    if z is None:
+        k = arr.cells_mm.shape[-1]
+        z = torch.randn((*arr.cells_mm.shape[:-2], 1, k), generator=generator,
+                        device=arr.cells_mm.device, dtype=arr.cells_mm.dtype)
+        if arr.cache is not None:
+            arr.cache["spread_z"] = z
+    return z
 
 
 def readout(s_lv: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogConfig,
@@ -333,26 +436,26 @@ def readout(s_lv: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogC
             ) -> torch.Tensor:
     """Column sums (level units) -> currents -> transfer, noise, ADC -> level units again.
 
-    Currents are carried in level units ``u = I / (V_read dG / 3)``; ``u = S + n G_min/(dG/3)``.
-    The transfer ratio and the combined read-noise + transfer-spread sigma are cubic fits of
-    the tables (``HardwareModel.readout_polys``); the Gaussian parts (read noise, spread, ADC
-    input noise) are drawn as one Gaussian with the summed variance.
+    Currents are carried in level units ``u = I / (V_read dG / 3)``. The cells' G(T)
+    (``crossbar/cell_read``) gives the ideal current at T, ``u = a S + b n``
+    (``HardwareModel.cell_map``; ``a = 1, b = G_min/(dG/3)`` for older files); the transfer
+    ratio, its spread and the read noise are the tables' piecewise-linear interpolants
+    (``HardwareModel.readout_terms``). The transfer spread is drawn once per programmed array
+    (``spread_z``); the read noise and the ADC input noise per conversion, as one Gaussian.
     """
     n_lv = hw.levels - 1
     g0 = hw.g_min_s * n_lv / (hw.g_max_s - hw.g_min_s)
-    u = s_lv + g0 * n_active
-    polys = hw.readout_polys(u.device)
+    ca, cb = hw.cell_map()
+    u = s_lv + g0 * n_active if (ca, cb) == (1.0, g0) else ca * s_lv + cb * n_active
     sigma = None
     if cfg.nonlinearity or cfg.read_noise:
-        uc = u.clamp(max=polys["u_max"])
-        which = "both" if cfg.nonlinearity and cfg.read_noise else \
-            ("read" if cfg.read_noise else "spread")
-        sigma = _horner(polys[f"sigma_{which}"], uc).clamp_(min=0.0)
+        gain, sigma, spread = hw.readout_terms(u, gain=cfg.nonlinearity, read=cfg.read_noise,
+                                               spread=cfg.nonlinearity)
         if cfg.nonlinearity:
-            u = u * _horner(polys["mean"], uc)
+            u = u * gain + spread * spread_z(arr, generator)
     use_adc = cfg.adc and adc is not None
     if use_adc:
-        lsb = arr.i_fs_a / (polys["unit_a"] * adc.max_code)  # in u units
+        lsb = arr.i_fs_a / (hw.unit_a * adc.max_code)  # in u units
         x = u / lsb
         if sigma is not None or (cfg.adc_noise and adc.noise_lsb > 0):
             var = (sigma / lsb) ** 2 if sigma is not None else torch.zeros_like(x)
@@ -386,18 +489,19 @@ def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcMode
     var = None
     gain = None
     if cfg.nonideal_readout:
-        polys = hw.readout_polys(cells.device)
+        ca, cb = hw.cell_map()
+        if (ca, cb) != (1.0, g0):  # the cells' G(T): level l reads a l + (b - g0) above G_min
+            cells = ca * cells + (cb - g0)
         u_bar = 0.5 * (cells.sum(-4) + g0 * rows)  # (..., T, S, 2, C) expected current
-        uc = u_bar.clamp(max=polys["u_max"])
         v = torch.zeros_like(u_bar)
-        if cfg.nonlinearity:
-            gain = _horner(polys["mean"], uc)
         if cfg.nonlinearity or cfg.read_noise:
-            which = "both" if cfg.nonlinearity and cfg.read_noise else \
-                ("read" if cfg.read_noise else "spread")
-            v = v + _horner(polys[f"sigma_{which}"], uc).clamp(min=0.0) ** 2
+            gain, s_read, s_spread = hw.readout_terms(
+                u_bar, gain=cfg.nonlinearity, read=cfg.read_noise, spread=cfg.nonlinearity)
+            for sd in (s_read, s_spread):  # the spread as variance: moment mode's approximation
+                if sd is not None:
+                    v = v + sd ** 2
         if cfg.adc and adc is not None:
-            lsb = (arr.i_fs_a / (polys["unit_a"] * adc.max_code)).reshape(*lead, t, ns, 2, c)
+            lsb = (arr.i_fs_a / (hw.unit_a * adc.max_code)).reshape(*lead, t, ns, 2, c)
             th = torch.as_tensor(adc.thresholds_lsb, dtype=cells.dtype)
             ideal = torch.arange(1, adc.max_code + 1, dtype=cells.dtype) - 0.5 + adc.code_offset
             inl2 = float(((th - ideal) ** 2).mean())

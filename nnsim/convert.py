@@ -108,9 +108,10 @@ class AnalogLinear(nn.Linear, _AnalogBase):
         cfg, hw = self.config, self.hw
         w_rc = self.weight.detach().t()
         mapped = map_matrix(w_rc, w_rc.abs().amax(0, keepdim=True), cfg, hw)
-        prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.static_write_mode,
-                            cfg.static_gamma, cfg.write_noise_sigma,
-                            self._gen(w_rc.device, s_prog), mapped.integer)
+        prog = write_levels(mapped.targets, hw,
+                            cfg.write_noise if cfg.static_write_noise else "none",
+                            cfg.static_write_mode, cfg.static_gamma, cfg.write_noise_sigma,
+                            self._gen(w_rc.device, s_prog), mapped.integer, cfg.write_bias)
         self._inst_seed = s_inst
         t = -(-self.in_features // cfg.tile_rows)
         ns = mapped.targets.shape[-4]
@@ -190,13 +191,14 @@ class AnalogAttention(_AnalogBase):
             self.kv_max[salt] = max(self.kv_max.get(salt, 0.0), float(scale_max.max()))
         if cfg.kv_range == "calibrated":
             if salt not in self.kv_max:
-                raise RuntimeError("kv_range='calibrated' needs calibrate_kv_range(model, "
-                                   "loader) first")
+                raise CalibrationError("kv_range='calibrated' needs calibrate_kv_range(model, "
+                                       "loader) or set_kv_ranges first")
             scale_max = torch.full_like(scale_max, self.kv_max[salt])
             w_rc = w_rc.clamp(-self.kv_max[salt], self.kv_max[salt])
         mapped = map_matrix(w_rc, scale_max, cfg, hw, cfg.clipformer)
         prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.dynamic_write_mode,
-                            cfg.gamma, cfg.write_noise_sigma, self.generator, mapped.integer)
+                            cfg.gamma, cfg.write_noise_sigma, self.generator, mapped.integer,
+                            cfg.write_bias)
         r, c = w_rc.shape[-2:]
         t = -(-r // cfg.tile_rows)
         ns = mapped.targets.shape[-4]
@@ -332,6 +334,32 @@ def calibrate_kv_range(model: nn.Module, batches: Any) -> dict[str, list[float]]
         for m in atts.values():
             m.recording = False
     return {n: [m.kv_max.get(1, 0.0), m.kv_max.get(2, 0.0)] for n, m in atts.items()}
+
+
+@torch.no_grad()
+def kv_ranges_digital(model: nn.Module, batches: Any) -> dict[str, list[float]]:
+    """Per attention layer, the largest |K| and |V| of the *digital* ``model`` over
+    ``batches`` (a held-out split): the ranges do not depend on any chip or noise setting, so
+    every configuration of a sweep maps K/V with the same ranges (paired comparisons)."""
+    from .analog import ideal
+
+    probe = convert_to_analog(model, HardwareModel.ideal(), ideal(), seed=0)
+    dev = next(model.parameters()).device
+    return calibrate_kv_range(probe.to(dev), batches)
+
+
+def set_kv_ranges(model: nn.Module, ranges: dict[str, list[float]]) -> None:
+    """Give each attention layer of a converted model its K/V range (``{path: [k, v]}``).
+
+    Raises:
+        CalibrationError: A layer of ``model`` has no range in ``ranges``.
+    """
+    for n, m in model.named_modules():
+        if isinstance(m, AnalogAttention):
+            if n not in ranges:
+                raise CalibrationError(f"no K/V range for attention layer {n!r}; ranges hold "
+                                       f"{sorted(ranges)}")
+            m.kv_max = {1: float(ranges[n][0]), 2: float(ranges[n][1])}
 
 
 def conversions(model: nn.Module, reset: bool = False) -> int:

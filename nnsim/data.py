@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import MissingSplitError
+
 SPLITS = ("train", "calib", "test")
 DATASETS = ("digits", "fashion_mnist", "imagenet")
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -79,8 +81,10 @@ def load_dataset(name: str, split: str, *, root: str | Path | None = None) -> Da
         name: ``digits``, ``fashion_mnist`` (alias ``fashion``) or ``imagenet``.
         split: ``train``, ``calib`` (held out for calibration, e.g. RAP or ClipFormer's
             alpha/beta) or ``test``.
-        root: For ``imagenet``, the image folder (``root/<split>`` if that exists, else
-            ``root`` itself, with one sub-folder per class). For ``fashion_mnist``, a folder
+        root: For ``imagenet``, the image folder: ``root/<split>`` with one sub-folder per
+            class; for ``test`` also ``root/val`` or ``root`` itself. ``train`` and
+            ``calib`` must exist as ``root/train``, ``root/calib`` (no fallback to test
+            images). For ``fashion_mnist``, a folder
             holding the IDX ``.gz`` files (default: ``$FASHION_MNIST_DIR`` or Debian's path).
 
     Returns:
@@ -89,6 +93,8 @@ def load_dataset(name: str, split: str, *, root: str | Path | None = None) -> Da
     Raises:
         ValueError: Unknown dataset or split.
         FileNotFoundError: The files are missing (the message says where it looked).
+        MissingSplitError: ``imagenet`` without ``root/<split>`` for train/calib (also a
+            FileNotFoundError; exit status 2 in the CLI).
     """
     name = canonical_name(name)
     if split not in SPLITS:
@@ -186,15 +192,30 @@ def imagenet_transform() -> Any:
     ])
 
 
-def _image_folder(root: str | Path | None, split: str) -> Dataset:
+def image_folder(folder: str | Path) -> Dataset:
+    """An ImageNet-style folder (``folder/<class>/*.JPEG``) with timm's DeiT eval transform
+    (the CLI's ``--calib-data DIR``)."""
     from torchvision.datasets import ImageFolder
 
-    if root is None:
-        raise FileNotFoundError("imagenet needs an image folder: pass root= (CLI: --data DIR)")
-    root = Path(root)
-    folder = root / split if (root / split).is_dir() else root
-    if split == "test" and not (root / "test").is_dir() and (root / "val").is_dir():
-        folder = root / "val"
+    folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     return ImageFolder(str(folder), transform=imagenet_transform())
+
+
+def _image_folder(root: str | Path | None, split: str) -> Dataset:
+    if root is None:
+        raise FileNotFoundError("imagenet needs an image folder: pass root= (CLI: --data DIR)")
+    root = Path(root)
+    if split == "test":
+        folder = root / "test" if (root / "test").is_dir() else \
+            (root / "val" if (root / "val").is_dir() else root)
+        return image_folder(folder)
+    if not (root / split).is_dir():
+        # never fall back to the test images: K/V ranges, ClipFormer's alpha/beta, the moment
+        # mode's variance and RAP's exponents would be fitted on what is then scored
+        raise MissingSplitError(
+            f"imagenet: the {split!r} split is missing: {root / split} does not exist "
+            f"(put held-out images there, one folder per class, or pass --calib-data DIR); "
+            "the test images are never used to calibrate", split=split, file=str(root / split))
+    return image_folder(root / split)

@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--write-noise-sigma", type=float, default=None, metavar="S",
                    help="parametric write-noise sigma (the 'guessed Gaussian' baseline): "
                    "G' = G + gamma*S*sqrt((G-Gmin)(Gmax-Gmin))*N(0,1)")
-    e.add_argument("--write-noise", choices=("samples", "fit", "parametric", "none"),
-                   default="samples", help="write-noise model (default: empirical samples)")
+    e.add_argument("--write-noise", choices=("levels", "samples", "fit", "parametric", "none"),
+                   default="levels", help="write-noise model: levels = per level the "
+                   "characterized mean error (once) + gamma x its sigma; samples = the "
+                   "characterized residuals drawn, x gamma; fit = TxSim form with the fitted k "
+                   "(default levels)")
+    e.add_argument("--protocol", choices=("circuit", "clipformer"), default="circuit",
+                   help="circuit: static weights and K/V programmed with the characterized "
+                   "errors; clipformer: the paper's protocol exactly (static weights without "
+                   "write noise, K/V with the zero-mean TxSim form, fitted k)")
+    e.add_argument("--calib-data", type=Path, default=None, metavar="DIR",
+                   help="imagenet: held-out calibration images DIR/<class>/* (default "
+                   "DATA/calib; required by anything that calibrates, never the test images)")
     e.add_argument("--clipformer", nargs="?", const="2,0.25", default=None, metavar="A,B",
                    help="ClipFormer on K/V (default alpha,beta = 2,0.25); 'both' sweeps off/on")
     e.add_argument("--alpha", type=float, default=None, help="ClipFormer alpha")
@@ -96,6 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    dg = e.add_mutually_exclusive_group()
+    dg.add_argument("--dask", metavar="ADDRESS", default=None,
+                    help="run each (setting, chip) on a Dask scheduler, tcp://host:port "
+                    "(results identical to a local run for the same --seed)")
+    dg.add_argument("--dask-local", type=int, metavar="N", default=None,
+                    help="run the chips on a local Dask cluster of N one-thread workers")
     e.set_defaults(func=run_evaluate)
 
 
@@ -170,9 +187,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         model, dataset, model_meta = _load_model(args)
         test = load_dataset(dataset, "test", root=args.data)
-        calib = load_dataset(dataset, "calib", root=args.data) \
-            if (args.rap or args.calibrate_clipformer or args.kv_range == "calibrated") \
-            else None
+        needs_calib = (args.rap or args.calibrate_clipformer or args.kv_range == "calibrated"
+                       or args.fidelity == "moment")
+        calib = None
+        if needs_calib:
+            if args.calib_data is not None and dataset == "imagenet":
+                from nnsim.data import image_folder
+
+                calib = image_folder(args.calib_data)
+            else:
+                calib = load_dataset(dataset, "calib", root=args.data)
     except (FileNotFoundError, ValueError) as e:
         print(f"spicebridge evaluate: {e}", file=sys.stderr)
         return 2
@@ -180,7 +204,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test = test.subset(args.limit) if hasattr(test, "subset") else \
             torch.utils.data.Subset(test, range(min(args.limit, len(test))))
     model = model.to(device).eval()
+    t_dig = time.perf_counter()
     digital = accuracy_on(model, test, args.batch_size, device)
+    digital_s = time.perf_counter() - t_dig
+    client = None
+    if args.dask or args.dask_local is not None:
+        from nnsim.distributed import make_client
+
+        try:
+            client = make_client(args.dask, args.dask_local)
+        except (ValueError, OSError) as e:
+            print(f"spicebridge evaluate: --dask: {e}", file=sys.stderr)
+            return 2
 
     clips: list[tuple[float, float] | None]
     if args.clipformer == "both":
@@ -196,6 +231,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
         static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range,
         tile_rows=args.tile_rows)
+    if args.protocol == "clipformer" and not args.ideal:
+        from nnsim.analog import clipformer_protocol
+
+        base = clipformer_protocol(base)
     results = []
     points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
                                     _floats(args.temp_c), [int(b) for b in args.bits.split(",")],
@@ -219,7 +258,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg0, clipformer=clip)
             r = evaluate_chips(model, hw, cfg, test, chips=args.chips, seed=args.seed,
                                batch_size=args.batch_size, device=device, quiet=args.quiet,
-                               digital_accuracy=digital, calib_ds=calib)
+                               digital_accuracy=digital, calib_ds=calib,
+                               digital_s=digital_s, client=client)
             r.update(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
                      gamma=gamma, clipformer=list(clip) if clip else None,
                      clipformer_calibration=calib_info)
@@ -228,6 +268,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 _print_row(r)
         if args.rap:
             results.append(_run_rap(model, calib, test, hw, bits, args))
+    if client is not None:
+        client.close()
     out = dict(results[0]) if len(results) == 1 else {}
     out.update(results=results, model=model_meta, dataset=dataset, device=device,
                digital_accuracy=digital, chips=args.chips, seed=args.seed,

@@ -117,7 +117,8 @@ def test_write_noise_scales_as_the_formula(hw_tt, source):
     n = 40000
     targets = torch.arange(4, dtype=torch.float32).repeat_interleave(n).reshape(4, n)
     sigma, gamma = 0.03, 2.0
-    out = write_levels(targets, hw_tt, source, "single", gamma, sigma, g, integer=True)
+    out = write_levels(targets, hw_tt, source, "single", gamma, sigma, g, integer=True,
+                       bias=False)
     k = gamma * (sigma if source == "parametric" else hw_tt.write_noise_k("single"))
     assert torch.equal(out[0], targets[0])  # a cell at G_min gets none
     for lv in (1, 2, 3):
@@ -130,16 +131,85 @@ def test_write_noise_scales_as_the_formula(hw_tt, source):
         assert float((out[lv] - lv).mean()) == pytest.approx(0.0, abs=4 * want_s / dg * 3 / n ** .5)
 
 
-def test_write_noise_from_samples_follows_the_measured_distribution(hw_tt):
-    g = torch.Generator().manual_seed(0)
-    targets = torch.full((50000,), 3.0)
-    out = write_levels(targets, hw_tt, "samples", "single", 1.0, None, g, integer=True)
-    s = torch.as_tensor(hw_tt.write_samples_s["single"][3])
-    lv = (s - hw_tt.g_min_s) / (hw_tt.g_max_s - hw_tt.g_min_s) * 3
-    assert float(out.mean()) == pytest.approx(float(lv.mean()), abs=0.01)
-    assert float(out.std()) == pytest.approx(float(lv.std()), rel=0.05)
-    half = write_levels(targets, hw_tt, "samples", "single", 0.5, None, g, integer=True)
-    assert float(half.std()) == pytest.approx(0.5 * float(lv.std()), rel=0.05)
+def _biased_hw(hw_tt, n=64):
+    """``hw_tt`` with programmed-conductance samples of a known per-level bias (in levels:
+    0, -0.12, +0.15, -0.14, like the circuit's single-shot writes) and sigma."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    bias = np.array([0.0, -0.12, 0.15, -0.14])
+    sig = np.array([0.002, 0.1, 0.2, 0.15])  # small enough that gamma 5 stays above 0 S
+    lv = np.arange(4)[:, None] + bias[:, None] + sig[:, None] * rng.standard_normal((4, n))
+    dg = hw_tt.g_max_s - hw_tt.g_min_s
+    g = np.sort(hw_tt.g_min_s + lv * dg / 3, axis=1)
+    return dataclasses.replace(hw_tt, write_samples_s={"single": g}, _cache={}), g
+
+
+@pytest.mark.parametrize("source", ["levels", "samples", "fit"])
+def test_gamma_scales_only_the_zero_mean_part_of_write_noise(hw_tt, source):
+    """The mean programming error per level (from the characterized samples) is added once:
+    level means do not move with gamma; the spread grows as gamma. (Mutations checked: the
+    bias x2, and gamma scaling the bias as the old ``samples`` form did, both fail here.)"""
+    import warnings
+
+    import numpy as np
+
+    hw, g_s = _biased_hw(hw_tt)
+    dg = hw.g_max_s - hw.g_min_s
+    lv_s = (g_s - hw.g_min_s) / dg * 3
+    want_bias = lv_s.mean(1) - np.arange(4)  # independent reference, numpy
+    n = 40000
+    targets = torch.arange(4, dtype=torch.float32).repeat_interleave(n).reshape(4, n)
+    outs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 64 samples per level: the samples form warns
+        for gamma in (0.0, 1.0, 5.0):
+            outs[gamma] = write_levels(targets, hw, source, "single", gamma, None,
+                                       torch.Generator().manual_seed(1), integer=True)
+    for lv in range(4):
+        for gamma, out in outs.items():
+            got = float((out[lv] - lv).mean())
+            tol = 4 * float(out[lv].std()) / n ** 0.5 + 1e-4
+            assert got == pytest.approx(want_bias[lv], abs=tol), (lv, gamma)
+        s1, s5 = float(outs[1.0][lv].std()), float(outs[5.0][lv].std())
+        if s1 > 1e-3:
+            assert s5 / s1 == pytest.approx(5.0, rel=0.05), lv
+        assert float(outs[0.0][lv].std()) < 1e-6  # gamma 0: the bias, no spread
+    if source != "fit":
+        want_sig = lv_s.std(1, ddof=1)
+        for lv in (1, 2, 3):
+            assert float(outs[1.0][lv].std()) == pytest.approx(want_sig[lv], rel=0.03)
+    off = write_levels(targets, hw, source, "single", 1.0, None,
+                       torch.Generator().manual_seed(1), integer=True, bias=False) \
+        if source == "fit" else None
+    if off is not None:  # the paper's TxSim form is zero-mean
+        assert abs(float((off[3] - 3).mean())) < 4 * float(off[3].std()) / n ** 0.5
+
+
+def test_samples_form_warns_with_few_samples_per_level(hw_tt):
+    hw, _ = _biased_hw(hw_tt, n=8)
+    with pytest.warns(UserWarning, match="8 characterized conductances per level"):
+        write_levels(torch.full((10,), 2.0), hw, "samples", "single", 1.0, None,
+                     torch.Generator().manual_seed(0), integer=True)
+
+
+def test_clipformer_protocol_writes_static_weights_exactly(tiny_digits_model, hw_tt):
+    from nnsim.analog import clipformer_protocol
+
+    model, _ = tiny_digits_model
+    hw, _ = _biased_hw(hw_tt)
+    cfg = clipformer_protocol(AnalogConfig(gamma=5.0, static_write_mode="single"))
+    assert (cfg.write_noise, cfg.write_bias, cfg.static_write_noise) == ("fit", False, False)
+    analog = convert_to_analog(model, hw, cfg, seed=3)
+    fc1 = analog.blocks[0].mlp.fc1
+    w_rc = fc1.weight.detach().t()
+    mapped = map_matrix(w_rc, w_rc.abs().amax(0, keepdim=True), cfg, hw)
+    ref = convert_to_analog(model, hw, dataclasses.replace(cfg, write_noise="none"), seed=3)
+    torch.testing.assert_close(fc1.array.cells_mm, ref.blocks[0].mlp.fc1.array.cells_mm)
+    assert mapped.integer
+    # the default (circuit) protocol programs them with the characterized errors
+    circ = convert_to_analog(model, hw, AnalogConfig(static_write_mode="single"), seed=3)
+    assert not torch.equal(circ.blocks[0].mlp.fc1.array.cells_mm, fc1.array.cells_mm)
 
 
 def test_clipformer_matches_the_formula_elementwise():

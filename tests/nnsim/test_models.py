@@ -41,3 +41,28 @@ def test_deit_s_weights_errors_name_the_file(deit_s_weights, tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"junk\.pth could not be read"):
         load_deit_s(junk)
+
+
+def test_imagenet_calibration_never_falls_back_to_test_images(tmp_path, tiny_digits_model):
+    """Without DIR/calib (or --calib-data) anything that calibrates exits 2 naming the split."""
+    from PIL import Image
+
+    from imc.cli import main
+    from nnsim.data import load_dataset
+    from nnsim.errors import MissingSplitError, NnsimError
+
+    for split in ("val", "other"):
+        (tmp_path / split / "c0").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "c0" / "a.png")
+    assert len(load_dataset("imagenet", "test", root=tmp_path)) == 1  # DIR/val
+    with pytest.raises(MissingSplitError) as e:
+        load_dataset("imagenet", "calib", root=tmp_path)
+    assert isinstance(e.value, NnsimError) and e.value.split == "calib"
+    assert str(tmp_path / "calib") in str(e.value)
+    from pathlib import Path
+
+    cache = str(Path(tiny_digits_model[1]["path"]).parent)
+    args = ["evaluate", "--dataset", "imagenet", "--model", "digits-tiny", "--data",
+            str(tmp_path), "--ideal", "--kv-range", "calibrated", "--quiet", "--cache-dir",
+            cache]
+    assert main(args) == 2
