@@ -6,9 +6,13 @@ Imports neither PySpice nor ngspice.
 from __future__ import annotations
 
 from ..errors import ExtrapolationError, LegacyLookupWarning, LookupFormatError, LookupVersionError
+from . import names
 from .io import (
     FORMAT,
+    MISSING,
+    PADDING,
     SCHEMA_VERSION,
+    VALID,
     Failure,
     LookupFile,
     Table,
@@ -18,7 +22,7 @@ from .io import (
 )
 
 __all__ = [
-    "FORMAT", "SCHEMA_VERSION", "ExtrapolationError", "Failure", "LegacyLookupWarning",
-    "LookupFile", "LookupFormatError", "LookupVersionError", "Table", "read_lookup",
-    "read_lookups", "write_lookup",
+    "FORMAT", "MISSING", "PADDING", "SCHEMA_VERSION", "VALID", "ExtrapolationError",
+    "Failure", "LegacyLookupWarning", "LookupFile", "LookupFormatError", "LookupVersionError",
+    "Table", "names", "read_lookup", "read_lookups", "write_lookup",
 ]

@@ -32,7 +32,7 @@ tables = [
     _cut(ad["adc/decision_error"], bits=slice(0, 2), code=slice(0, 16)),
     ad["adc/enob"],
     ad["adc/records/cmp_offset_v"],
-    Table("v(out)", np.array([[0.61, 0.72], [np.nan, 0.83]]), ("vdd", "mc"),
+    Table("v(out)", np.array([[0.61, np.nan], [0.72, 0.83]]), ("vdd", "mc"),
           {"vdd": [1.62, 1.98], "mc": [0, 1]}, "V", {"vdd": "V", "mc": "1"}),
 ]
 prov = {k: ad.provenance[k] for k in ("kind", "git_commit", "package_version", "root_seed",

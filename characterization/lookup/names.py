@@ -1,0 +1,62 @@
+"""Names of the built-in lookup tables, their attributes and common dimensions.
+
+The contract is docs/lookup-format.md ("The built-in tables"). Writers and readers use these
+constants instead of string literals, so a renamed table is renamed everywhere at once.
+"""
+
+from __future__ import annotations
+
+# ---- dimensions -------------------------------------------------------------------------------
+DIM_PROCESS = "process"
+DIM_VDD_V = "vdd_v"
+DIM_TEMP_C = "temp_c"
+DIM_BITS = "bits"
+DIM_MC = "mc"
+DIM_INSTANCE = "instance"
+DIM_CODE = "code"
+DIM_STAT = "stat"
+DIM_MODE = "mode"
+DIM_LEVEL = "level"
+DIM_SAMPLE = "sample"
+#: The leading dimensions of every built-in table, and their coordinate units.
+PVT = (DIM_PROCESS, DIM_VDD_V, DIM_TEMP_C)
+PVT_UNITS = {DIM_PROCESS: "", DIM_VDD_V: "V", DIM_TEMP_C: "degC"}
+
+# ---- crossbar tables (spicebridge characterize crossbar) --------------------------------------
+CROSSBAR_READ_TRANSFER = "crossbar/read_transfer"
+CROSSBAR_READ_NOISE = "crossbar/read_noise"
+CROSSBAR_WRITE_NOISE = "crossbar/write_noise"
+CROSSBAR_WRITE_NOISE_SAMPLES = "crossbar/write_noise_samples"
+CROSSBAR_WRITE_NOISE_FIT = "crossbar/write_noise_fit"
+CROSSBAR_SENSING_MARGIN = "crossbar/sensing_margin"
+CROSSBAR_TABLES = (CROSSBAR_READ_TRANSFER, CROSSBAR_READ_NOISE, CROSSBAR_WRITE_NOISE,
+                   CROSSBAR_WRITE_NOISE_SAMPLES, CROSSBAR_WRITE_NOISE_FIT,
+                   CROSSBAR_SENSING_MARGIN)
+
+# ---- ADC tables (spicebridge characterize adc) ------------------------------------------------
+ADC_THRESHOLDS = "adc/thresholds"
+ADC_OFFSET_LSB = "adc/offset_lsb"
+ADC_NOISE_LSB = "adc/noise_lsb"
+ADC_DNL = "adc/dnl"
+ADC_INL = "adc/inl"
+ADC_ENOB = "adc/enob"
+ADC_SINAD_DB = "adc/sinad_db"
+ADC_ENERGY_J = "adc/energy_j"
+ADC_CONVERSION_TIME_S = "adc/conversion_time_s"
+ADC_DECISION_ERROR = "adc/decision_error"
+#: Prefix of the per-instance comparator records (``adc/records/cmp_offset_v`` ...).
+ADC_RECORDS = "adc/records"
+ADC_TABLES = (ADC_THRESHOLDS, ADC_OFFSET_LSB, ADC_NOISE_LSB, ADC_DNL, ADC_INL, ADC_ENOB,
+              ADC_SINAD_DB, ADC_ENERGY_J, ADC_CONVERSION_TIME_S, ADC_DECISION_ERROR)
+
+# ---- table attributes -------------------------------------------------------------------------
+ATTR_DESCRIPTION = "description"  # stored as the CF attribute long_name
+ATTR_G_MIN_S = "g_min_s"
+ATTR_G_MAX_S = "g_max_s"
+ATTR_LEVELS = "levels"
+ATTR_ROWS = "rows"
+ATTR_V_READ_V = "v_read_v"
+ATTR_VREF_V = "vref_v"
+ATTR_FULL_SCALE_V = "full_scale_v"
+ATTR_THRESHOLD_CONVENTION = "threshold_convention"
+ATTR_IDEAL_THRESHOLD_K_MINUS = "ideal_threshold_k_minus"
