@@ -21,6 +21,16 @@ import torch
 
 from characterization.errors import ExtrapolationError, LookupFormatError
 from characterization.lookup import Table, read_lookups
+from characterization.lookup.names import (
+    ADC_CONVERSION_TIME_S,
+    ADC_ENERGY_J,
+    ADC_NOISE_LSB,
+    ADC_THRESHOLDS,
+    CROSSBAR_READ_NOISE,
+    CROSSBAR_READ_TRANSFER,
+    CROSSBAR_WRITE_NOISE_FIT,
+    CROSSBAR_WRITE_NOISE_SAMPLES,
+)
 
 from .errors import HardwareModelError, NotCharacterizedError
 
@@ -220,7 +230,7 @@ class HardwareModel:
                                          f"{sorted(tables)}")
             return tables[name]
 
-        ref = need("crossbar/read_transfer")
+        ref = need(CROSSBAR_READ_TRANSFER)
         vdd_v = _nominal(ref, "vdd_v", 1.8) if vdd_v is None else float(vdd_v)
         temp_c = _nominal(ref, "temp_c", 27.0) if temp_c is None else float(temp_c)
         where = {"process": process, "vdd_v": vdd_v, "temp_c": temp_c}
@@ -259,14 +269,14 @@ class HardwareModel:
         i_rel = np.asarray(tr.coords["i_ideal_rel"], float)
         mean = _clean(tr.sel(stat="mean_ratio").data, 1.0)
         std = _clean(tr.sel(stat="std_ratio").data, 0.0)
-        rn = at(need("crossbar/read_noise"))
+        rn = at(need(CROSSBAR_READ_NOISE))
         read_i = np.asarray(rn.coords["i_col_a"], float)
         read_sigma = _clean(rn.data, 0.0)
-        fit = at(need("crossbar/write_noise_fit"))
+        fit = at(need(CROSSBAR_WRITE_NOISE_FIT))
         write_k = {str(m): float(fit.sel(mode=m, stat="k").data) for m in fit.coords["mode"]}
         samples: dict[str, np.ndarray] = {}
-        if "crossbar/write_noise_samples" in tables:
-            t = tables["crossbar/write_noise_samples"]
+        if CROSSBAR_WRITE_NOISE_SAMPLES in tables:
+            t = tables[CROSSBAR_WRITE_NOISE_SAMPLES]
             ax = t.axis("sample")
             srt = Table(t.name, np.sort(t.data, axis=ax), t.dims, t.coords, t.units,
                         t.coord_units, t.attrs)  # NaN sorts last
@@ -282,7 +292,7 @@ class HardwareModel:
                  transfer_std=std, read_i_a=read_i, read_sigma_a=read_sigma, write_k=write_k,
                  write_samples_s=samples, sources=tuple(str(p) for p in paths))
         if adc_bits is not None:
-            th_t = need("adc/thresholds")
+            th_t = need(ADC_THRESHOLDS)
             avail = sorted(int(b) for b in th_t.coords["bits"])
             for b in avail:
                 hw.adcs[b] = _read_adc(tables, at, b, src)
@@ -411,7 +421,7 @@ def _scalar(tables: dict[str, Table], at: Any, name: str, bits: int) -> float:
 
 
 def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcModel:
-    th = at(tables["adc/thresholds"], bits=bits)
+    th = at(tables[ADC_THRESHOLDS], bits=bits)
     inst_dim = "instance" if "instance" in th.dims else "mc"
     data = np.asarray(th.data, float)
     if th.dims.index(inst_dim) != 0:
@@ -435,10 +445,10 @@ def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcMode
     else:
         d = float(np.median(data - np.arange(1, n + 1)[None]))
     code_offset = 0.0 if abs(d + 0.5) < abs(d) else 0.5
-    noise = _scalar(tables, at, "adc/noise_lsb", bits)
+    noise = _scalar(tables, at, ADC_NOISE_LSB, bits)
     return AdcModel(bits, data, 0.0 if not math.isfinite(noise) else noise,
-                    _scalar(tables, at, "adc/energy_j", bits),
-                    _scalar(tables, at, "adc/conversion_time_s", bits), code_offset)
+                    _scalar(tables, at, ADC_ENERGY_J, bits),
+                    _scalar(tables, at, ADC_CONVERSION_TIME_S, bits), code_offset)
 
 
 def available_points(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -448,7 +458,7 @@ def available_points(paths: Sequence[str | Path]) -> dict[str, Any]:
     except LookupFormatError:
         raise
     out: dict[str, Any] = {}
-    for name in ("crossbar/read_transfer", "adc/thresholds"):
+    for name in (CROSSBAR_READ_TRANSFER, ADC_THRESHOLDS):
         if name in tables:
             t = tables[name]
             out[name] = {d: [x.item() if hasattr(x, "item") else x for x in t.coords[d]]

@@ -13,6 +13,14 @@ from typing import Any
 import numpy as np
 
 from characterization.lookup import Table, write_lookup
+from characterization.lookup.names import (
+    CROSSBAR_READ_NOISE,
+    CROSSBAR_READ_TRANSFER,
+    CROSSBAR_SENSING_MARGIN,
+    CROSSBAR_WRITE_NOISE,
+    CROSSBAR_WRITE_NOISE_FIT,
+    CROSSBAR_WRITE_NOISE_SAMPLES,
+)
 from characterization.sweep import SweepSpec, run_sweep
 from spicebridge.netlist import deck_hash
 from spicebridge.units import parse_spice_number
@@ -350,7 +358,7 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     for idx in np.ndindex(*shape):
         xfer[idx], f = reduce_transfer(rel[idx], ratio[idx])
         filled += f
-    t_xfer = Table("crossbar/read_transfer", xfer, (*lead, "i_ideal_rel", "stat"),
+    t_xfer = Table(CROSSBAR_READ_TRANSFER, xfer, (*lead, "i_ideal_rel", "stat"),
                    {**coords, "i_ideal_rel": XFER_GRID,
                     "stat": np.asarray(["mean_ratio", "std_ratio"])}, "1",
                    {**cu, "i_ideal_rel": "1", "stat": "1"},
@@ -363,7 +371,7 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
         sig = np.nanmean(col["noise_sigma_a"].data, axis=3) if plan.mc > 1 else \
             col["noise_sigma_a"].data[:, :, :, 0]
     i_col = np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
-    t_noise = Table("crossbar/read_noise", sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},
+    t_noise = Table(CROSSBAR_READ_NOISE, sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},
                     "A", {**cu, "i_col_a": "A"},
                     {**attrs, "description": "sigma of the column current from .noise (thermal "
                      "noise of cells, wires, access transistors incl. flicker, TIA feedback), "
@@ -385,16 +393,16 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     wcu = {**cu, "mode": "1", "level": "1"}
     wattrs = {**attrs, "level_g_s": g_levels, "write": json.dumps(plan.write.to_dict()),
               "vdd_nom_v": plan.vdd_nom_v}
-    t_w = Table("crossbar/write_noise", wstats, (*lead, "mode", "level", "stat"),
+    t_w = Table(CROSSBAR_WRITE_NOISE, wstats, (*lead, "mode", "level", "stat"),
                 {**wc, "stat": np.asarray(WRITE_STATS)}, "S", {**wcu, "stat": "1"},
                 {**wattrs, "description": "programmed conductance from reset (w=0) per target "
                  "level: single-shot (calibrated pulse width) and write-verify (step pulses "
                  "until G >= target - tol)"})
-    t_ws = Table("crossbar/write_noise_samples", samples, (*lead, "mode", "level", "sample"),
+    t_ws = Table(CROSSBAR_WRITE_NOISE_SAMPLES, samples, (*lead, "mode", "level", "sample"),
                  {**wc, "sample": np.arange(samples.shape[-1])}, "S", {**wcu, "sample": "1"},
                  {**wattrs, "description": "empirical programmed conductances (Monte-Carlo "
                   "benches x cells per level)"})
-    t_fit = Table("crossbar/write_noise_fit", fit, (*lead, "mode", "stat"),
+    t_fit = Table(CROSSBAR_WRITE_NOISE_FIT, fit, (*lead, "mode", "stat"),
                   {**coords, "mode": np.asarray(MODES), "stat": np.asarray(FIT_STATS)}, "1",
                   {**cu, "mode": "1", "stat": "1"},
                   {**attrs, "form": "G' = G + k*sqrt((G-Gmin)*(Gmax-Gmin))*N(0,1)",
@@ -407,7 +415,7 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     for idx in np.ndindex(*shape):
         prog = wstats[idx][MODES.index("verify"), :, 2] * cfg.v_read_v
         marg[idx] = reduce_margin(mi[idx], mn[idx], prog)
-    t_m = Table("crossbar/sensing_margin", marg, (*lead, "stat"),
+    t_m = Table(CROSSBAR_SENSING_MARGIN, marg, (*lead, "stat"),
                 {**coords, "stat": np.asarray(MARGIN_STATS)}, "A", {**cu, "stat": "1"},
                 {**attrs, "stat_units": json.dumps({"margin_a": "A", "sigma_a": "A",
                                                      "margin_sigma": "1"}),
