@@ -3,6 +3,10 @@
 A kill mid-write leaves the previous file (or none), never half a file. One place for the
 pattern; ``characterization.lookup`` keeps its own because ``nnsim`` reads it without
 importing ``spicebridge``.
+
+The file gets the mode a plain ``open(path, "w")`` would give it (``0666 & ~umask``: 0644
+under the usual umask 022), not ``mkstemp``'s private 0600, so colleagues sharing a cluster
+folder can read results, reports and caches.
 """
 
 from __future__ import annotations
@@ -12,6 +16,20 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process's umask (read from ``/proc`` on Linux; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 @contextmanager
@@ -27,6 +45,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -34,10 +34,10 @@ _EXEC_CARD_RE = re.compile(r"^\s*\.(control|endc|exec|pre_\w*|func_exec)\b", re.
 # command words that run a program or load code (an element may not be named so in data)
 _EXEC_WORDS = frozenset({"shell", "exec", "source", "codemodel", "pre_codemodel", "osdi",
                          "pre_osdi", "system", "bg_run", "pre_shell"})
-_ELEMENT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:#\[\]<>-]{0,127}$")
-_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_ANALYSIS_RE = re.compile(r"^(op|tran|ac|dc|noise|tf|sens|pz|disto)"
-                          r"(\s+[A-Za-z0-9_.+\-()#,:]+)*$", re.IGNORECASE)
+_ELEMENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:#\[\]<>-]{0,127}")
+_PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_ANALYSIS_RE = re.compile(r"(op|tran|ac|dc|noise|tf|sens|pz|disto)"
+                          r"([ \t]+[A-Za-z0-9_.+\-()#,:]+)*", re.IGNORECASE)
 
 # (path, mtime_ns, size) -> (refusal or None, files it includes)
 _SCAN_CACHE: dict[tuple[str, int, int], tuple[str | None, list[tuple[str, int]]]] = {}
@@ -45,7 +45,7 @@ _SCAN_CACHE: dict[tuple[str, int, int], tuple[str | None, list[tuple[str, int]]]
 
 def check_element_name(name: object, what: str = "element") -> str:
     """``name`` if it is one SPICE element name (``Vdd``, ``x1.m3``), else ``UnsafeDeckError``."""
-    if not isinstance(name, str) or not _ELEMENT_RE.match(name):
+    if not isinstance(name, str) or not _ELEMENT_RE.fullmatch(name):
         raise UnsafeDeckError(f"{what} {name!r} is not an element name (a letter, then "
                               "letters, digits, _ . : # [ ] < > -; one word, at most 128)")
     return name
@@ -53,7 +53,7 @@ def check_element_name(name: object, what: str = "element") -> str:
 
 def check_param_name(name: object, what: str = "parameter") -> str:
     """``name`` if it is one ``.param`` / device-parameter name, else ``UnsafeDeckError``."""
-    if not isinstance(name, str) or not _PARAM_RE.match(name):
+    if not isinstance(name, str) or not _PARAM_RE.fullmatch(name):
         raise UnsafeDeckError(f"{what} {name!r} is not a parameter name (a letter or _, then "
                               "letters, digits or _)")
     return name
@@ -61,7 +61,7 @@ def check_param_name(name: object, what: str = "parameter") -> str:
 
 def check_analysis(analysis: object) -> str:
     """``analysis`` if it is one analysis command (``tran 1n 1u``), else ``UnsafeDeckError``."""
-    if not isinstance(analysis, str) or not _ANALYSIS_RE.match(analysis.strip()):
+    if not isinstance(analysis, str) or not _ANALYSIS_RE.fullmatch(analysis.strip()):
         raise UnsafeDeckError(f"analysis {analysis!r} is not one analysis command (op, tran, "
                               "ac, dc, noise, tf ... with numbers and names, one line)")
     return analysis.strip()

@@ -112,3 +112,85 @@ def needs_restart(max_runs: int = RECYCLE_RUNS) -> bool:
     libngspice crashed more often than it may be reloaded."""
     h = health()
     return bool(h["exhausted"] or h["runs"] >= max_runs)
+
+
+def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
+                  on_error: Callable[[BaseException], int] | None = None) -> int:
+    """Run ``fn`` in a forked child so that a crash of libngspice is reported, not silent.
+
+    A segfault inside libngspice kills the process that loaded it: the command line would
+    exit -11 without a word. Here the command runs in a child (a fork: no new interpreter, no
+    re-import); when the child dies from a signal, the parent prints what happened and the
+    remedy and returns 1. Where there is no ``fork`` or stdout is not a real file (a test's
+    captured output), ``fn`` runs in this process.
+
+    Args:
+        fn: The command; returns its exit status.
+        what: What was running (``"simulate deck.cir"``), for the message.
+        remedy: What to do about it (``"run it with --engine batch"``).
+        on_error: Turns an exception raised by ``fn`` in the child into an exit status
+            (printing its message); exceptions it does not handle print a traceback (exit 1).
+
+    Returns:
+        The exit status: ``fn``'s, or 1 when the child was killed by a signal.
+    """
+    import signal
+    import sys
+
+    try:
+        real_out = sys.stdout.fileno() >= 0 and sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        real_out = False
+    if not hasattr(os, "fork") or not real_out or os.environ.get("SPICEBRIDGE_NO_FORK"):
+        return fn()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: run, then leave without running the parent's exit handlers
+        import faulthandler
+
+        faulthandler.disable()  # the parent says what happened, in words
+        code = 1
+        try:
+            code = int(fn() or 0)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException as e:
+            try:
+                code = on_error(e) if on_error is not None else None
+            except BaseException:
+                code = None
+            if code is None:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child too
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        print(f"spicebridge: {what}: the process crashed ({name}; ngspice's shared library "
+              f"most likely: it runs inside this process). Nothing after the crash was "
+              f"written. Remedy: {remedy}", file=sys.stderr)
+        return 1
+    return os.WEXITSTATUS(status)

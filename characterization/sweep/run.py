@@ -10,6 +10,8 @@ import platform
 import subprocess
 import time
 import traceback
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SweepError
+from ..errors import SweepError, SweepSpecError
 from ..lookup import Failure, Table, write_lookup
 from ._store import ChunkResult, PointStore, store_dir
 from .spec import SEEDING_RULE, SweepPoint, SweepSpec, guess_axis_units
@@ -26,6 +28,14 @@ log = logging.getLogger(__name__)
 
 _CACHE: dict[Any, Any] = {}
 _MAX_MESSAGE = 4000  # characters of error text kept per failed point
+
+WARN_POINTS = 10**7
+"""Sweeps with more points than this get a warning (memory: 8 bytes per point and value)."""
+MAX_POINTS = 10**8
+"""Sweeps with more points than this are refused unless ``yes=True`` (``--yes``)."""
+RECYCLE_POINTS = 20_000
+"""Points per worker process before the pool's workers are replaced by fresh ones
+(libngspice grows ~1 KB per run and gives nothing back; this bounds it to ~20 MB)."""
 
 
 def worker_cache(key: Any, factory: Callable[[], Any]) -> Any:
@@ -109,7 +119,12 @@ def run_chunk(spec: SweepSpec, indices: list[int] | np.ndarray) -> ChunkResult:
             for m in spec.measures:
                 values[m][row] = np.nan
             failures.append(_failure(spec.name, point, e))
-    return ChunkResult(idx, values, failures, _worker_meta(), time.perf_counter() - t0, fn_s,
+    meta = _worker_meta()
+    from spicebridge.worker import needs_restart
+
+    if needs_restart():  # too many crash reloads (or runs) in this worker: replace it
+        meta["recycle"] = True
+    return ChunkResult(idx, values, failures, meta, time.perf_counter() - t0, fn_s,
                        time.process_time() - c0)
 
 
@@ -182,8 +197,13 @@ def _dask_client(dask: str | None, dask_local: int | None) -> Iterator[Any]:
     dlog = logging.getLogger("distributed")
     level = dlog.level
     dlog.setLevel(max(level, logging.WARNING))
+    import dask
+
     try:
-        with LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True,
+        # a task whose worker died is given up at once (KilledWorker), not retried on two
+        # more workers that it would crash too; the sweep then isolates it
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+                LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=True,
                           dashboard_address=":0", silence_logs=logging.WARNING) as cluster, \
                 Client(cluster) as client:
             yield client
@@ -212,6 +232,8 @@ def run_sweep(
     quiet: bool = False,
     chunk_size: int | None = None,
     retry_failed: bool = False,
+    yes: bool = False,
+    recycle_points: int = RECYCLE_POINTS,
 ) -> SweepResult:
     """Run every unfinished point of ``spec`` and write the lookup file ``out``.
 
@@ -231,23 +253,43 @@ def run_sweep(
             each.
         retry_failed: Run again the points that failed in earlier runs of this store (by
             default a failed point counts as finished).
+        yes: Run a sweep of more than ``MAX_POINTS`` points (refused otherwise).
+        recycle_points: Replace the pool's worker processes after this many points each.
 
     Returns:
         The tables, failures, provenance, the file path and a summary.
 
     Raises:
         SweepError: Every point failed, or ``strict`` and some failed (the file is written
-            first in both cases), a worker process died, the store holds another sweep or is
-            in use, or the Dask scheduler cannot be reached.
-        ValueError: ``jobs`` is 0 or ``chunk_size`` is not positive.
+            first in both cases), the store holds another sweep, an old (pickled) store or is
+            in use, or the Dask scheduler cannot be reached. A worker process that dies (a
+            crash of ngspice) does not stop the sweep: its chunk is run again point by point
+            in fresh processes and the point that crashes becomes a failure record.
+        SweepSpecError: ``jobs`` is 0, ``chunk_size`` is not positive, ``out`` is a folder,
+            or the sweep has more than ``MAX_POINTS`` points and ``yes`` is false.
     """
-    if not isinstance(jobs, int) or jobs == 0:
-        raise ValueError(f"jobs must be a non-zero integer (-1: all cores), got {jobs!r}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs == 0:
+        raise SweepSpecError(f"jobs must be a non-zero integer (-1: all cores), got {jobs!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise SweepSpecError(f"chunk size must be a positive integer, got {chunk_size!r}")
+    if not isinstance(recycle_points, int) or recycle_points < 1:
+        raise SweepSpecError(f"recycle_points must be a positive integer, got "
+                             f"{recycle_points!r}")
     t_start = time.perf_counter()
     out = Path(out)
+    if out.is_dir():
+        raise SweepSpecError(f"--out {out} is a folder; give the lookup file to write "
+                             f"(e.g. {out / (spec.name + '.h5')})")
     n = len(spec)
+    if n > MAX_POINTS and not yes:
+        raise SweepSpecError(f"sweep {spec.name!r} has {n:.3g} points (shape {spec.shape}), "
+                             f"more than {MAX_POINTS:.0e}: its tables alone need "
+                             f"{8 * n * len(spec.measures) / 2**30:.1f} GiB; pass --yes "
+                             "(yes=True) if you mean it")
+    if n > WARN_POINTS:
+        warnings.warn(f"sweep {spec.name!r} has {n:.3g} points (more than {WARN_POINTS:.0e}); "
+                      f"its tables need {8 * n * len(spec.measures) / 2**30:.1f} GiB",
+                      stacklevel=2)
     store = PointStore(store_dir(out), spec.fingerprint(), {"spec": spec.to_dict()})
     try:
         if retry_failed:
@@ -267,7 +309,8 @@ def run_sweep(
                 backend = "dask" if client is not None else ("loky" if workers > 1 else "serial")
                 bar = _progress(n, n_resumed, len(done["failures"]), quiet, spec.name)
                 try:
-                    for chunk in _guard(_execute(spec, tasks, backend, workers), done, spec):
+                    for chunk in _guard(_execute(spec, tasks, backend, workers, client,
+                                                 recycle_points), done, spec):
                         store.write(chunk)
                         _merge(done, chunk, spec)
                         metas.append(chunk.meta)
@@ -302,39 +345,169 @@ def run_sweep(
 
 def _guard(chunks: Iterator[ChunkResult], done: dict[str, Any],
            spec: SweepSpec) -> Iterator[ChunkResult]:
-    """Turn a dead worker (a crash of ngspice takes its process with it) into a SweepError."""
+    """A pool that cannot go on (not a single dead worker: those are isolated) -> SweepError."""
     try:
         yield from chunks
     except (SweepError, KeyboardInterrupt):
         raise
     except Exception as e:
-        name = type(e).__name__
-        if "Terminated" not in name and "Killed" not in name and "Broken" not in name:
+        if not _is_death(e):
             raise
         raise SweepError(
-            f"sweep {spec.name!r}: a worker process died ({name}: {e}). The "
+            f"sweep {spec.name!r}: the worker pool failed ({type(e).__name__}: {e}). The "
             f"{int(done['mask'].sum())} points finished so far are stored; run again to "
-            "resume. A deck that crashes ngspice itself can run isolated with engine = "
-            "\"batch\" (TOML) or a point function that uses create_engine(\"batch\").") from e
+            "resume.") from e
 
 
-def _execute(spec: SweepSpec, tasks: list[np.ndarray], backend: str,
-             workers: int) -> Iterator[ChunkResult]:
+def _is_death(e: BaseException) -> bool:
+    """A worker process died (loky's TerminatedWorkerError, a broken pool, Dask's
+    KilledWorker or a lost connection to it)."""
+    from concurrent.futures import CancelledError
+    from concurrent.futures.process import BrokenProcessPool
+
+    name = type(e).__name__
+    return (isinstance(e, BrokenProcessPool | CancelledError)
+            or any(w in name for w in ("Terminated", "Killed", "Broken", "CommClosed")))
+
+
+def _execute(spec: SweepSpec, tasks: list[np.ndarray], backend: str, workers: int,
+             client: Any = None, recycle_points: int = RECYCLE_POINTS) -> Iterator[ChunkResult]:
     if backend == "serial":
         for t in tasks:
             yield run_chunk(spec, t)
         return
-    from joblib import Parallel, delayed, parallel_config
-
-    calls = (delayed(run_chunk)(spec, t) for t in tasks)
     if backend == "dask":
-        with parallel_config(backend="dask"):
-            yield from Parallel(n_jobs=-1, return_as="generator_unordered",
-                                pre_dispatch="2*n_jobs")(calls)
+        yield from _execute_dask(spec, tasks, client, workers)
         return
-    # loky: worker processes, each with its own libngspice (never threads: not thread-safe)
-    yield from Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered",
-                        pre_dispatch="2*n_jobs", batch_size=1)(calls)
+    yield from _execute_loky(spec, tasks, workers, recycle_points)
+
+
+def _execute_loky(spec: SweepSpec, tasks: list[np.ndarray], workers: int,
+                  recycle_points: int) -> Iterator[ChunkResult]:
+    """Worker processes (never threads: libngspice is not thread-safe), each with its own
+    libngspice. A chunk whose worker died is isolated (``_isolated``); the pool is replaced
+    by fresh workers after ``recycle_points`` points per worker, or when one asks for it."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import get_reusable_executor
+
+    pending = deque(tasks)
+    suspects: list[tuple[np.ndarray, BaseException]] = []
+    while pending:
+        ex = get_reusable_executor(max_workers=workers, reuse=True)
+        budget, sent, stop = recycle_points * workers, 0, False
+        inflight: dict[Any, np.ndarray] = {}
+        while True:
+            while pending and not stop and len(inflight) < 2 * workers and sent < budget:
+                t = pending.popleft()
+                inflight[ex.submit(run_chunk, spec, t)] = t
+                sent += len(t)
+            if not inflight:
+                break
+            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for f in finished:
+                t = inflight.pop(f)
+                try:
+                    res = f.result()
+                except Exception as e:
+                    if not _is_death(e):
+                        raise
+                    suspects.append((t, e))
+                    stop = True  # the pool is broken: drain it, then start a fresh one
+                    continue
+                if res.meta.pop("recycle", False):
+                    stop = True
+                yield res
+        if stop or sent >= budget:
+            ex.shutdown(wait=True, kill_workers=True)
+    for t, e in suspects:
+        yield _isolated(spec, t, e)
+
+
+def _execute_dask(spec: SweepSpec, tasks: list[np.ndarray], client: Any,
+                  workers: int) -> Iterator[ChunkResult]:
+    """Chunks as Dask futures; a chunk whose worker died (``KilledWorker``) is isolated
+    locally, never waited on forever."""
+    from distributed import as_completed
+
+    pending = deque(tasks)
+    suspects: list[tuple[np.ndarray, BaseException]] = []
+    inflight: dict[Any, np.ndarray] = {}
+
+    def submit() -> None:
+        while pending and len(inflight) < 2 * workers:
+            t = pending.popleft()
+            inflight[client.submit(run_chunk, spec, t, pure=False, retries=0)] = t
+
+    submit()
+    ac = as_completed(list(inflight))
+    for f in ac:
+        t = inflight.pop(f)
+        try:
+            res = f.result()
+        except Exception as e:
+            if not _is_death(e):
+                raise
+            suspects.append((t, e))
+        else:
+            res.meta.pop("recycle", None)
+            yield res
+        before = set(inflight)
+        submit()
+        for nf in set(inflight) - before:
+            ac.add(nf)
+    for t, e in suspects:
+        yield _isolated(spec, t, e)
+
+
+def _isolated(spec: SweepSpec, indices: np.ndarray, cause: BaseException) -> ChunkResult:
+    """Run a chunk whose worker died again, point by point, in a fresh process.
+
+    The process lives on while its points pass; the point during which it dies becomes a
+    failure record (``WorkerCrashed``, naming its index, coordinates and the exit code), and
+    a fresh process takes the next point.
+    """
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    idx = np.asarray(indices, dtype=np.int64)
+    values = {m: np.full((len(idx), *spec.measure_shape(m)), np.nan) for m in spec.measures}
+    failures: list[Failure] = []
+    fn_s = cpu_s = 0.0
+    meta: dict[str, Any] = {}
+    ex = None
+    try:
+        for row, i in enumerate(idx):
+            if ex is None:
+                ex = ProcessPoolExecutor(max_workers=1)
+            try:
+                res = ex.submit(run_chunk, spec, [int(i)]).result()
+            except Exception as e:
+                if not _is_death(e):
+                    raise
+                ex.shutdown(wait=True, kill_workers=True)
+                ex = None
+                point = spec.point(int(i))
+                msg = (f"the worker process died while running point {int(i)} "
+                       f"{point.coords} (mc {point.mc}): {type(e).__name__}: {e}. It crashed "
+                       "its process (ngspice itself, most likely); the other points of its "
+                       "chunk were run again without it. A deck that crashes ngspice can run "
+                       "isolated with engine = \"batch\".")
+                failures.append(Failure(spec.name, point.to_dict(), "WorkerCrashed",
+                                        msg[:_MAX_MESSAGE]))
+                continue
+            for m in spec.measures:
+                values[m][row] = res.values[m][0]
+            failures += res.failures
+            fn_s += res.point_fn_s
+            cpu_s += res.cpu_s
+            meta = res.meta
+    finally:
+        if ex is not None:
+            ex.shutdown(wait=True)
+    meta = {k: v for k, v in meta.items() if k != "recycle"}
+    meta["isolated_after"] = f"{type(cause).__name__}"
+    return ChunkResult(idx, values, failures, meta, time.perf_counter() - t0, fn_s, cpu_s)
 
 
 def _collect(chunks: list[ChunkResult], spec: SweepSpec) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def _elements(deck: str) -> dict[str, str]:
 
 
 def _finite(vals: list[Any]) -> bool:
-    return all(isinstance(v, str) or v == v and v not in (float("inf"), float("-inf"))
+    return all(isinstance(v, str) or (v == v and v not in (float("inf"), float("-inf")))
                for v in vals)
 
 

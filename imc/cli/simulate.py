@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``simulate`` to the command line."""
     p = sub.add_parser("simulate", help="run a SPICE deck as is and print its vectors",
                        description="Run a plain SPICE deck (its own .op/.tran/.ac/.noise lines) "
-                       "in ngspice and print every vector of every plot.")
+                       "in ngspice and print every vector of every plot. The deck is your code "
+                       "and runs as ngspice would run it; the model files it includes are data "
+                       "and may not hold .control blocks or shell lines (--allow-control "
+                       "lifts that).")
     p.add_argument("deck", type=Path, help="SPICE deck file")
     p.add_argument("--engine", choices=("shared", "batch"), default="shared",
                    help="shared: in-process libngspice (fast); batch: ngspice -b (isolated)")
@@ -25,19 +28,51 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="json: one object {plot: {vector: number or list}} on stdout")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="stop an analysis running longer than S seconds (default 600)")
+    p.add_argument("--allow-control", action="store_true",
+                   help="let included / .lib model files run .control blocks and shell "
+                   "lines (refused by default: included files are data)")
+    p.add_argument("--keep", action="store_true",
+                   help="batch engine: keep the run's work folder (deck, raw file) instead "
+                   "of removing it")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Simulate the deck; exit 1 with ngspice's words on failure, 2 on a missing file."""
+    """Simulate the deck; exit 1 with ngspice's words on failure, 2 on bad input.
+
+    The shared engine runs in a forked child, so that a crash of libngspice is reported
+    (with the ``--engine batch`` remedy) instead of a silent exit -11.
+    """
+    if not (args.timeout > 0 and args.timeout < float("inf")):
+        print(f"spicebridge simulate: --timeout {args.timeout}: must be a positive number of "
+              "seconds", file=sys.stderr)
+        return 2
     try:
         deck = args.deck.read_text(encoding="latin-1")
     except OSError as e:
         print(f"spicebridge simulate: cannot read {args.deck}: {e.strerror}", file=sys.stderr)
         return 2
+    if args.engine == "shared":
+        from spicebridge.worker import crash_guarded
+
+        return crash_guarded(lambda: _simulate(args, deck), what=f"simulate {args.deck}",
+                             remedy=f"spicebridge simulate --engine batch {args.deck} (one "
+                             "ngspice process per run: a crash is reported as an error)")
+    return _simulate(args, deck)
+
+
+def _simulate(args: argparse.Namespace, deck: str) -> int:
+    from spicebridge.errors import NetlistError
+
+    kw = {"allow_control": True} if args.allow_control else {}
+    if args.engine == "batch" and args.keep:
+        kw["keep_dirs"] = True
     try:
-        engine = create_engine(args.engine)
+        engine = create_engine(args.engine, **kw)
         result = engine.simulate(deck, timeout_s=args.timeout)
+    except NetlistError as e:  # bad input: an included file refused, a .control in batch
+        print(f"spicebridge simulate: {args.deck}: {e}", file=sys.stderr)
+        return 2
     except SpiceBridgeError as e:
         print(f"spicebridge simulate: {args.deck}: {e}", file=sys.stderr)
         return 1

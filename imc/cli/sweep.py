@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the points that failed in an earlier run of this --out")
     p.add_argument("--strict", action="store_true", help="exit 1 if any point failed")
+    p.add_argument("--allow-control", action="store_true",
+                   help="let the netlist and its included / .lib files hold .control blocks "
+                   "and shell lines (refused by default: model files are data)")
+    p.add_argument("--yes", action="store_true",
+                   help="run a sweep of more than 10^8 points (refused otherwise)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.add_argument("--point", type=int, metavar="INDEX",
                    help="run only point INDEX (the 'index' of a failure record) in this "
@@ -57,11 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sweep_cli(args: argparse.Namespace) -> int:
     """Run a TOML sweep; see ``register`` for the exit statuses."""
-    from characterization.errors import SweepError, SweepSpecError
-    from characterization.sweep import load_spec, run_sweep
+    from characterization.errors import SweepSpecError
+    from characterization.sweep import load_spec
 
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, allow_control=args.allow_control)
     except SweepSpecError as e:
         print(f"spicebridge sweep: {e}", file=sys.stderr)
         return 2
@@ -71,14 +76,59 @@ def run_sweep_cli(args: argparse.Namespace) -> int:
         print("spicebridge sweep: --out RESULT.h5 is required (except with --point)",
               file=sys.stderr)
         return 2
+    if args.out.is_dir():
+        print(f"spicebridge sweep: --out {args.out} is a folder; give the lookup file to "
+              f"write (e.g. {args.out / (spec.name + '.h5')})", file=sys.stderr)
+        return 2
     if args.jobs == 0 or (args.dask_local is not None and args.dask_local < 1):
         print("spicebridge sweep: --jobs and --dask-local need at least 1 worker",
               file=sys.stderr)
         return 2
+    if args.chunk_size is not None and args.chunk_size < 1:
+        print(f"spicebridge sweep: --chunk-size {args.chunk_size}: must be a positive number "
+              "of points", file=sys.stderr)
+        return 2
+    serial = args.jobs == 1 and args.dask is None and args.dask_local is None
+    if serial and spec.context.get("engine", "shared") == "shared":
+        from spicebridge.worker import crash_guarded
+
+        return crash_guarded(
+            lambda: _sweep(args, spec), what=f"sweep {args.spec}",
+            remedy="run again: finished chunks are kept in "
+            f"{args.out}.points/; with --jobs 2 a point that crashes ngspice becomes a "
+            "failure record and the rest of the sweep lands; or set engine = \"batch\" in "
+            "the spec (one ngspice process per point)",
+            on_error=_exit_code)
+    return _sweep(args, spec)
+
+
+def _exit_code(e: BaseException) -> int | None:
+    from .common import exit_code_for
+
+    code = exit_code_for(e)
+    if code is not None:
+        print(f"spicebridge sweep: {e}", file=sys.stderr)
+    return code
+
+
+def _sweep(args: argparse.Namespace, spec: Any) -> int:
+    import warnings
+
+    from characterization.errors import SweepError, SweepSpecError
+    from characterization.sweep import run_sweep
+
     try:
-        res = run_sweep(spec, args.out, jobs=args.jobs, dask=args.dask,
-                        dask_local=args.dask_local, strict=args.strict, quiet=args.quiet,
-                        chunk_size=args.chunk_size, retry_failed=args.retry_failed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda m, *a, **k: print(f"spicebridge sweep: warning: {m}",
+                                                            file=sys.stderr)
+            res = run_sweep(spec, args.out, jobs=args.jobs, dask=args.dask,
+                            dask_local=args.dask_local, strict=args.strict, quiet=args.quiet,
+                            chunk_size=args.chunk_size, retry_failed=args.retry_failed,
+                            yes=args.yes)
+    except SweepSpecError as e:
+        print(f"spicebridge sweep: {e}", file=sys.stderr)
+        return 2
     except SweepError as e:
         print(f"spicebridge sweep: {e}", file=sys.stderr)
         return 1

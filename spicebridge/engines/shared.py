@@ -9,6 +9,7 @@ before any circuit is loaded: BSIM3/4's OpenMP made identical transients vary 0.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -430,10 +431,8 @@ def deck_dir() -> Path:
         SimulationError: The folder exists but is not a folder owned by this user.
     """
     d = Path(tempfile.gettempdir()) / f"spicebridge-decks-{os.getuid()}"
-    try:
+    with contextlib.suppress(FileExistsError):
         d.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
     st = os.lstat(d)
     if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
         raise SimulationError(f"{d} is not a folder of this user; remove it (failing decks "

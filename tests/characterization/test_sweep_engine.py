@@ -123,12 +123,30 @@ def crashing_point(p: SweepPoint) -> dict:
     return {"y": float(p.index)}
 
 
-def test_sweep_dead_worker_is_a_sweep_error_and_keeps_progress(tmp_path):
-    spec = SweepSpec(name="crash", axes={"x": list(range(12))}, point_fn=crashing_point,
+def segfaulting_point(p: SweepPoint) -> dict:
+    if p.index == 5:
+        import ctypes
+
+        ctypes.string_at(0)  # a real SIGSEGV, as when libngspice crashes
+    return {"y": float(p.index)}
+
+
+@pytest.mark.parametrize("point_fn", [crashing_point, segfaulting_point])
+def test_sweep_dead_worker_becomes_a_failure_and_the_rest_lands(tmp_path, point_fn):
+    spec = SweepSpec(name="crash", axes={"x": list(range(12))}, point_fn=point_fn,
                      measures={"y": "1"})
-    with pytest.raises(SweepError, match="worker process died"):
-        run_sweep(spec, tmp_path / "c.h5", jobs=2, quiet=True, chunk_size=2)
-    assert not (tmp_path / "c.h5").exists()
+    res = run_sweep(spec, tmp_path / "c.h5", jobs=2, quiet=True, chunk_size=4)
+    bad = 9 if point_fn is crashing_point else 5
+    assert [f.point["index"] for f in res.failures] == [bad]
+    f = res.failures[0]
+    assert f.error_type == "WorkerCrashed" and f"point {bad}" in f.message
+    assert f.point["x"] == bad and "batch" in f.message
+    y = res.tables["y"].data[:, 0]
+    assert np.isnan(y[bad]) and np.array_equal(np.delete(y, bad), np.delete(np.arange(12.0), bad))
+    assert len(read_lookup(res.path).failures) == 1
+    # a resume does not run the crashing point again
+    again = run_sweep(spec, tmp_path / "c.h5", jobs=2, quiet=True, chunk_size=4)
+    assert again.summary["n_run"] == 0 and len(again.failures) == 1
 
 
 def test_sweep_retry_failed_reruns_only_failures(tmp_path):
@@ -153,4 +171,4 @@ def test_auto_chunk_size_gives_fine_progress(tmp_path):
                      point_fn=noisy_point, measures={"y": "V", "vec": "A"},
                      measure_dims={"vec": {"k": [0, 1, 2]}}, context={"scale": 1.0})
     run_sweep(spec, tmp_path / "f.h5", quiet=True)
-    assert len(list((tmp_path / "f.h5.points").glob("chunk-*.pkl"))) >= PROGRESS_STEPS
+    assert len(list((tmp_path / "f.h5.points").glob("chunk-*.npz"))) >= PROGRESS_STEPS

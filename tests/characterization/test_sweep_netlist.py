@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imc.cli.sweep import register
 from characterization.errors import SweepSpecError
 from characterization.lookup import read_lookup
 from characterization.sweep import load_spec, run_sweep
 from characterization.sweep.toml_spec import netlist_point
+from imc.cli.sweep import register
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 

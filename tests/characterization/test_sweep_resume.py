@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from characterization.sweep import SweepPoint, SweepSpec, run_sweep
+from characterization.sweep._store import read_chunk
 
 
 def slow_point(p: SweepPoint) -> dict:
@@ -47,7 +47,7 @@ def test_sweep_sigkill_resumes_without_duplicates(tmp_path):
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
-            if len(list(store.glob("chunk-*.pkl"))) >= 5:
+            if len(list(store.glob("chunk-*.npz"))) >= 5:
                 break
             if proc.poll() is not None:
                 break
@@ -60,14 +60,14 @@ def test_sweep_sigkill_resumes_without_duplicates(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    n_before = sum(len(pickle.loads(p.read_bytes()).indices) for p in store.glob("chunk-*.pkl"))
+    n_before = sum(len(read_chunk(p).indices) for p in store.glob("chunk-*.npz"))
     assert 0 < n_before < 400
 
     resumed = run_sweep(_spec(), out, jobs=1, quiet=True)
     assert resumed.summary["n_resumed"] == n_before
     assert resumed.summary["n_run"] == 400 - n_before
-    idx = np.concatenate([pickle.loads(p.read_bytes()).indices
-                          for p in store.glob("chunk-*.pkl")])
+    idx = np.concatenate([read_chunk(p).indices
+                          for p in store.glob("chunk-*.npz")])
     np.testing.assert_array_equal(np.sort(idx), np.arange(400))  # none missing, none twice
 
     fresh = run_sweep(_spec(), tmp_path / "fresh.h5", jobs=1, quiet=True)
