@@ -14,13 +14,30 @@ from pathlib import Path
 import numpy as np
 
 from characterization.lookup import Table, write_lookup
+from characterization.lookup.names import (
+    ADC_CONVERSION_TIME_S,
+    ADC_ENERGY_J,
+    ADC_ENOB,
+    ADC_NOISE_LSB,
+    ADC_OFFSET_LSB,
+    ADC_THRESHOLDS,
+    CROSSBAR_READ_NOISE,
+    CROSSBAR_READ_TRANSFER,
+    CROSSBAR_WRITE_NOISE,
+    CROSSBAR_WRITE_NOISE_FIT,
+    CROSSBAR_WRITE_NOISE_SAMPLES,
+    DIM_BITS,
+    DIM_CODE,
+    PVT,
+    PVT_UNITS,
+)
 
 PROCESSES = ("tt", "ss", "ff")
 VDD_V = (1.62, 1.8, 1.98)
 TEMP_C = (-40.0, 27.0, 85.0)
 G_MIN_S, G_MAX_S, V_READ_V, ROWS, LEVELS = 1e-7, 1e-5, 0.2, 64, 4
-_PVT = ("process", "vdd_v", "temp_c")
-_PVT_UNITS = {"process": "", "vdd_v": "V", "temp_c": "degC"}
+_PVT = PVT
+_PVT_UNITS = PVT_UNITS
 
 
 def _corner_factor(process: str, vdd_v: float, temp_c: float) -> float:
@@ -71,16 +88,16 @@ def write_synthetic_crossbar(path: str | Path, *, seed: int = 0, write_k: float 
                  v_read_v=V_READ_V, description="synthetic stand-in, not circuit data")
     stat_w = np.asarray(["target_s", "mean_s", "std_s", "q01_s", "q50_s", "q99_s"])
     tables = [
-        Table("crossbar/read_transfer", transfer, (*_PVT, "i_ideal_rel", "stat"),
+        Table(CROSSBAR_READ_TRANSFER, transfer, (*_PVT, "i_ideal_rel", "stat"),
               dict(base, i_ideal_rel=i_rel, stat=np.asarray(["mean_ratio", "std_ratio"])), "1",
               dict(_PVT_UNITS, i_ideal_rel="1"), attrs),
-        Table("crossbar/read_noise", noise, (*_PVT, "i_col_a"), dict(base, i_col_a=i_col), "A",
+        Table(CROSSBAR_READ_NOISE, noise, (*_PVT, "i_col_a"), dict(base, i_col_a=i_col), "A",
               dict(_PVT_UNITS, i_col_a="A"), attrs),
-        Table("crossbar/write_noise", stats, (*_PVT, "mode", "level", "stat"),
+        Table(CROSSBAR_WRITE_NOISE, stats, (*_PVT, "mode", "level", "stat"),
               dict(base, mode=modes, level=levels, stat=stat_w), "S", dict(_PVT_UNITS), attrs),
-        Table("crossbar/write_noise_samples", samples, (*_PVT, "mode", "level", "sample"),
+        Table(CROSSBAR_WRITE_NOISE_SAMPLES, samples, (*_PVT, "mode", "level", "sample"),
               dict(base, mode=modes, level=levels), "S", dict(_PVT_UNITS), attrs),
-        Table("crossbar/write_noise_fit", fit, (*_PVT, "mode", "stat"),
+        Table(CROSSBAR_WRITE_NOISE_FIT, fit, (*_PVT, "mode", "stat"),
               dict(base, mode=modes, stat=np.asarray(["k", "k_stderr", "r2"])), "1",
               dict(_PVT_UNITS), attrs),
     ]
@@ -127,12 +144,13 @@ def write_synthetic_adc(path: str | Path, *, seed: int = 0, bits: tuple[int, ...
     attrs = dict(vref_v=0.9, full_scale_v=0.9, threshold_convention="ideal transition k-0.5",
                  description="synthetic stand-in, not circuit data")
     tables = [
-        Table("adc/thresholds", th, (*dims, "instance", "code"),
-              dict(base, code=np.arange(1, max_code + 1)), "LSB", cu, attrs),
-        Table("adc/offset_lsb", off, (*dims, "instance"), base, "LSB", cu, attrs),
-        Table("adc/noise_lsb", noise, dims, base, "LSB", cu, attrs),
-        Table("adc/energy_j", energy, dims, base, "J", cu, attrs),
-        Table("adc/conversion_time_s", tconv, dims, base, "s", cu, attrs),
-        Table("adc/enob", enob, dims, base, "bits", cu, attrs),
+        Table(ADC_THRESHOLDS, th, (*dims, "instance", "code"),
+              dict(base, code=np.arange(1, max_code + 1)), "LSB", cu, attrs)
+        .with_ragged(DIM_CODE, DIM_BITS, {b: 2**b - 1 for b in bits}),  # padding, not NaN
+        Table(ADC_OFFSET_LSB, off, (*dims, "instance"), base, "LSB", cu, attrs),
+        Table(ADC_NOISE_LSB, noise, dims, base, "LSB", cu, attrs),
+        Table(ADC_ENERGY_J, energy, dims, base, "J", cu, attrs),
+        Table(ADC_CONVERSION_TIME_S, tconv, dims, base, "s", cu, attrs),
+        Table(ADC_ENOB, enob, dims, base, "bits", cu, attrs),
     ]
     return write_lookup(path, tables, {"generator": "nnsim.synthetic", "seed": seed})
