@@ -14,6 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from characterization.lookup.names import (
+    ADC_CONVERSION_TIME_S,
+    ADC_ENERGY_J,
+    ADC_ENOB,
+    ADC_NOISE_LSB,
+    ADC_OFFSET_LSB,
+    ADC_SINAD_DB,
+    CROSSBAR_READ_TRANSFER,
+    CROSSBAR_SENSING_MARGIN,
+    CROSSBAR_WRITE_NOISE_FIT,
+)
 from spicebridge.fileio import atomic_path, atomic_write_text
 
 CORNER_ORDER = ("tt", "ss", "ff", "fs", "sf")
@@ -49,7 +60,7 @@ def circuit_summary(xbar: Path, adc: Path, vdd_v: float, temp_c: float) -> dict[
     cross: dict[str, Any] = {"vdd_v": vdd_v, "temp_c": temp_c, "write_noise_k": {},
                              "write_noise_k_by_temp": {}, "sensing_margin": {},
                              "read_transfer_mean_ratio": {}}
-    fit = xb["crossbar/write_noise_fit"]
+    fit = xb[CROSSBAR_WRITE_NOISE_FIT]
     for c in fit.coords["process"]:
         c = str(c)
         at = fit.sel(process=c, vdd_v=vdd_v)
@@ -58,31 +69,31 @@ def circuit_summary(xbar: Path, adc: Path, vdd_v: float, temp_c: float) -> dict[
         cross["write_noise_k_by_temp"][c] = {
             f"{t:g}": {str(m): _f(at.sel(temp_c=float(t), mode=str(m), stat="k").data)
                        for m in fit.coords["mode"]} for t in fit.coords["temp_c"]}
-        if "crossbar/sensing_margin" in xb:  # optional in files made elsewhere
-            sm = xb["crossbar/sensing_margin"].sel(process=c, vdd_v=vdd_v, temp_c=temp_c)
+        if CROSSBAR_SENSING_MARGIN in xb:  # optional in files made elsewhere
+            sm = xb[CROSSBAR_SENSING_MARGIN].sel(process=c, vdd_v=vdd_v, temp_c=temp_c)
             cross["sensing_margin"][c] = {str(s): _f(sm.sel(stat=str(s)).data)
                                           for s in sm.coords["stat"]}
-        rt = xb["crossbar/read_transfer"].sel(process=c, vdd_v=vdd_v, temp_c=temp_c,
+        rt = xb[CROSSBAR_READ_TRANSFER].sel(process=c, vdd_v=vdd_v, temp_c=temp_c,
                                               stat="mean_ratio")
         cross["read_transfer_mean_ratio"][c] = {
             "min": _f(np.nanmin(rt.data)), "max": _f(np.nanmax(rt.data))}
     adcd: dict[str, Any] = {"vdd_v": vdd_v, "temp_c": temp_c, "enob": {}, "sinad_db": {},
                             "energy_j": {}, "energy_j_by_corner": {}, "noise_lsb": {},
                             "offset_sigma_lsb": {}, "conversion_time_s": {}}
-    enob = ad["adc/enob"]
+    enob = ad[ADC_ENOB]
     bits = [int(b) for b in enob.coords["bits"]]
     for c in enob.coords["process"]:
         c = str(c)
         at = dict(process=c, vdd_v=vdd_v, temp_c=temp_c)
         adcd["enob"][c] = {str(b): _f(enob.sel(**at, bits=b).data) for b in bits}
-        for key, table in (("sinad_db", "adc/sinad_db"), ("energy_j_by_corner", "adc/energy_j"),
-                           ("conversion_time_s", "adc/conversion_time_s"),
-                           ("noise_lsb", "adc/noise_lsb")):
+        for key, table in (("sinad_db", ADC_SINAD_DB), ("energy_j_by_corner", ADC_ENERGY_J),
+                           ("conversion_time_s", ADC_CONVERSION_TIME_S),
+                           ("noise_lsb", ADC_NOISE_LSB)):
             if table in ad:
                 adcd[key][c] = {str(b): _f(ad[table].sel(**at, bits=b).data) for b in bits}
-        if "adc/offset_lsb" in ad:
+        if ADC_OFFSET_LSB in ad:
             adcd["offset_sigma_lsb"][c] = {
-                str(b): _f(np.nanstd(ad["adc/offset_lsb"].sel(**at, bits=b).data, ddof=1))
+                str(b): _f(np.nanstd(ad[ADC_OFFSET_LSB].sel(**at, bits=b).data, ddof=1))
                 for b in bits}
     by = adcd["energy_j_by_corner"]
     ref = "tt" if "tt" in by else next(iter(by), None)
