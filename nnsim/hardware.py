@@ -161,7 +161,13 @@ class HardwareModel:
         g_min_s, g_max_s: Cell conductance range; ``levels`` per cell (4 = 2 bits).
         v_read_v: Read voltage; ``rows``: rows of the characterized column.
         transfer_i_rel, transfer_mean, transfer_std: Column transfer (actual / ideal current
-            ratio and its spread) vs ideal current / full scale.
+            ratio and its spread) vs ideal current / full scale. With ``cell_g_t_s`` the ideal
+            current is the one at T (the cells' G(T)) and the full scale is at T; without it
+            (older files) both are at the nominal conductances.
+        cell_g_t_s: Per level, the cell's read conductance at this point's temperature
+            (``crossbar/cell_read``), or None (older files: the nominal levels). The readout
+            maps programmed levels (states) to currents through it: the one place the cell's
+            G(T) enters.
         read_i_a, read_sigma_a: Read-noise sigma of the column current vs the current.
         write_k: Fitted write-noise factor per mode (``single``, ``verify``).
         write_samples_s: Per mode, (levels, samples) programmed conductances (sorted), or
@@ -182,6 +188,7 @@ class HardwareModel:
     transfer_i_rel: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
     transfer_mean: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0]))
     transfer_std: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
+    cell_g_t_s: np.ndarray | None = None
     read_i_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
     read_sigma_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
     write_k: dict[str, float] = field(default_factory=lambda: {"single": 0.0, "verify": 0.0})
@@ -272,6 +279,12 @@ class HardwareModel:
         rn = at(need(CROSSBAR_READ_NOISE))
         read_i = np.asarray(rn.coords["i_col_a"], float)
         read_sigma = _clean(rn.data, 0.0)
+        cell_g_t = None
+        if "crossbar/cell_read" in tables:
+            cell_g_t = np.asarray(at(tables["crossbar/cell_read"]).data, float)
+            if not (np.isfinite(cell_g_t).all() and np.all(np.diff(cell_g_t) > 0)):
+                raise HardwareModelError(f"{src}: table 'crossbar/cell_read' at {where} is not "
+                                         f"finite and increasing over the levels: {cell_g_t}")
         fit = at(need(CROSSBAR_WRITE_NOISE_FIT))
         write_k = {str(m): float(fit.sel(mode=m, stat="k").data) for m in fit.coords["mode"]}
         samples: dict[str, np.ndarray] = {}
@@ -285,11 +298,15 @@ class HardwareModel:
                 arr = np.asarray(s.sel(mode=m).data, float)  # (level, sample)
                 ok = np.isfinite(arr).all(axis=0)
                 if ok.sum() >= 2:
+                    if cell_g_t is not None:  # read at T -> the state's tnom conductance
+                        arr = g_min + (arr - cell_g_t[0]) / (cell_g_t[-1] - cell_g_t[0]) \
+                            * (g_max - g_min)
                     samples[str(m)] = np.sort(arr[:, ok], axis=1)
         hw = cls(process, vdd_v, temp_c, adc_bits, g_min, g_max,
                  levels=int(attrs.get("levels", 4)), v_read_v=float(attrs.get("v_read_v", 0.2)),
                  rows=int(attrs.get("rows", 64)), transfer_i_rel=i_rel, transfer_mean=mean,
-                 transfer_std=std, read_i_a=read_i, read_sigma_a=read_sigma, write_k=write_k,
+                 transfer_std=std, cell_g_t_s=cell_g_t, read_i_a=read_i,
+                 read_sigma_a=read_sigma, write_k=write_k,
                  write_samples_s=samples, sources=tuple(str(p) for p in paths))
         if adc_bits is not None:
             th_t = need(ADC_THRESHOLDS)
@@ -339,39 +356,86 @@ class HardwareModel:
             self._cache[key] = d
         return self._cache[key]
 
-    def readout_polys(self, device: torch.device | str) -> dict[str, Any]:
-        """Column transfer and read noise as cubic polynomials of the column current in level
-        units ``u = I / (V_read (G_max - G_min) / (levels - 1))`` (pure arithmetic on the
-        tensors: no table look-ups per conversion).
+    @property
+    def unit_a(self) -> float:
+        """Current of one level unit: ``V_read (G_max - G_min) / (levels - 1)``."""
+        return self.v_read_v * (self.g_max_s - self.g_min_s) / (self.levels - 1)
+
+    def cell_map(self) -> tuple[float, float]:
+        """``(a, b)``: the ideal column current at T in level units is
+        ``a * S + b * n_active`` for level sum ``S`` of ``n_active`` active cells (the cells'
+        G(T), linear in the state; ``(1, G_min/unit)`` without ``crossbar/cell_read``)."""
+        n_lv = self.levels - 1
+        dg = self.g_max_s - self.g_min_s
+        if self.cell_g_t_s is None:
+            return 1.0, self.g_min_s * n_lv / dg
+        g = self.cell_g_t_s
+        return float((g[-1] - g[0]) / dg), float(g[0] * n_lv / dg)
+
+    @property
+    def i_full_t_a(self) -> float:
+        """Full scale of the transfer table's axis: all rows at the top level, at T."""
+        g_top = self.g_max_s if self.cell_g_t_s is None else float(self.cell_g_t_s[-1])
+        return self.rows * g_top * self.v_read_v
+
+    READOUT_STEPS = 400
+    """Uniform grid steps over the tables' ranges of ``readout_tables``: the tables' knots lie
+    on it (``i_ideal_rel`` in 0.1 steps, read-noise currents at multiples of 1/400 of full
+    scale), so the piecewise-linear interpolation there is the table's own."""
+
+    def readout_tables(self, device: torch.device | str) -> dict[str, Any]:
+        """Column transfer and read noise on uniform grids, for ``readout_terms`` (cached):
+        the tables' piecewise-linear interpolants, no fit."""
+        key = ("readout", str(device))
+        if key not in self._cache:
+            n = self.READOUT_STEPS
+            x = np.linspace(0.0, 1.0, n + 1)
+            mean = np.interp(x, self.transfer_i_rel, self.transfer_mean)
+            std = np.interp(x, self.transfer_i_rel, self.transfer_std)
+            i_hi = max(float(np.max(self.read_i_a)), self.i_full_t_a, self.i_full_a)
+            xi = np.linspace(0.0, i_hi, n + 1)
+            sig = np.interp(xi, self.read_i_a, self.read_sigma_a)
+            a, b = self.cell_map()
+
+            def t(v: np.ndarray) -> torch.Tensor:
+                return torch.as_tensor(np.asarray(v, np.float32), device=device)
+
+            self._cache[key] = dict(
+                a=a, b=b, n=n, mean=t(mean), std=t(std), sigma=t(sig / self.unit_a),
+                rel_per_u=self.unit_a / self.i_full_t_a * n,  # grid index per level unit
+                noise_per_u=self.unit_a / i_hi * n, u_max=self.i_full_t_a / self.unit_a)
+        return self._cache[key]
+
+    def readout_terms(self, u_t: torch.Tensor, *, gain: bool = True, read: bool = True,
+                      spread: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                    torch.Tensor | None]:
+        """Transfer gain, read-noise sigma and transfer-spread sigma at column currents.
+
+        Args:
+            u_t: Ideal column currents at T in level units (``cell_map``).
 
         Returns:
-            ``mean`` (coefficients, highest first, of the actual/ideal ratio),
-            ``sigma_both``/``sigma_read``/``sigma_spread`` (sigma in level units of read
-            noise and transfer spread combined, or alone), the fitted range ``u_max`` and
-            the largest fit residuals.
+            ``(gain, sigma_read, sigma_spread)`` (None where not asked): the mean ratio
+            actual / ideal (piecewise linear in ``crossbar/read_transfer``), the read-noise
+            sigma at the sensed current and the transfer spread (``std_ratio`` x sensed
+            current), both in level units.
         """
-        key = ("polys", str(device))
-        if key not in self._cache:
-            unit_a = self.v_read_v * (self.g_max_s - self.g_min_s) / (self.levels - 1)
-            u = np.linspace(0.0, self.i_full_a / unit_a, 257)
-            i_rel = u * unit_a / self.i_full_a
-            mean = np.interp(i_rel, self.transfer_i_rel, self.transfer_mean)
-            std = np.interp(i_rel, self.transfer_i_rel, self.transfer_std)
-            i_nl = u * unit_a * mean
-            spread = i_nl * std / unit_a
-            read = np.interp(i_nl, self.read_i_a, self.read_sigma_a) / unit_a
-            cm = np.polyfit(u, mean, 3)
-            d: dict[str, Any] = dict(mean=[float(c) for c in cm], u_max=float(u[-1]),
-                                     unit_a=unit_a,
-                                     mean_residual=float(np.abs(np.polyval(cm, u) - mean).max()))
-            for name, sig in (("sigma_both", np.hypot(spread, read)), ("sigma_read", read),
-                              ("sigma_spread", spread)):
-                c = np.polyfit(u, sig, 3)
-                d[name] = [float(x) for x in c]
-                d[name + "_residual"] = float(np.abs(np.polyval(c, u) - sig).max())
-                d[name + "_max"] = float(sig.max())
-            self._cache[key] = d
-        return self._cache[key]
+        tb = self.readout_tables(u_t.device)
+
+        def pwl(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            i = idx.floor().clamp_(max=tb["n"] - 1)
+            f = idx - i
+            i = i.long()
+            v0 = v.take(i)
+            return v0 + f * (v.take(i + 1) - v0)
+
+        ri = (u_t * tb["rel_per_u"]).clamp_(0.0, float(tb["n"]))
+        g = pwl(tb["mean"], ri) if (gain or read or spread) else None
+        u_s = u_t * g
+        s_read = pwl(tb["sigma"], (u_s * tb["noise_per_u"]).clamp_(0.0, float(tb["n"]))) \
+            if read else None
+        s_spread = pwl(tb["std"], ri) * u_s if spread else None
+        return (g if gain else None), s_read, s_spread
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description of the point and the derived numbers."""
@@ -379,6 +443,7 @@ class HardwareModel:
             process=self.process, vdd_v=self.vdd_v, temp_c=self.temp_c, adc_bits=self.adc_bits,
             g_min_s=self.g_min_s, g_max_s=self.g_max_s, levels=self.levels, rows=self.rows,
             v_read_v=self.v_read_v, write_noise_k=dict(self.write_k),
+            cell_g_t_s=None if self.cell_g_t_s is None else [float(g) for g in self.cell_g_t_s],
             write_noise_samples=sorted(self.write_samples_s), sources=list(self.sources),
             transfer_mean_ratio_range=[float(np.min(self.transfer_mean)),
                                        float(np.max(self.transfer_mean))],

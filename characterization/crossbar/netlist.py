@@ -62,9 +62,15 @@ class ColumnConfig:
         tia_gain: Opamp DC gain (V/V).
         tia_gbw_hz: Opamp gain-bandwidth product.
         r_f_ohm: TIA feedback resistance; the output is ``-I * r_f``.
-        f_sense_hz: Sense bandwidth (closed by ``Cf = 1/(2 pi Rf f_sense)``); the read noise is
-            integrated from ``f_noise_lo_hz`` to it.
+        f_sense_hz: Sense bandwidth (closed by ``Cf = 1/(2 pi Rf f_sense)``).
         f_noise_lo_hz: Lower end of the read-noise integration.
+        f_noise_hi_hz: Upper end of the read-noise integration; 0: the opamp's
+            gain-bandwidth ``tia_gbw_hz`` (the TIA's whole noise bandwidth, not cut at its pole).
+        shot_fano: Fano factor ``F`` of the cells' shot noise (1: Poissonian). An active cell's
+            noise resistor is ``1/(G(T) (1 + F q V_read / 2kT))``: PSD ``4kTG + 2 F q I``.
+            An assumption (filamentary RRAM: F ~ 0.3-1 reported), recorded in provenance.
+        tia_en_v_rthz: Opamp input-referred voltage noise density (V/sqrt(Hz)), modelled by the
+            thermal noise of a resistor at the non-inverting input. An assumption.
         cell: ``"rram"`` (compact model) or ``"linear"`` (resistor).
         access: ``"sky130"`` or ``"ideal"`` (resistor ``r_switch_ohm``).
         tia: ``"opamp"`` or ``"ideal"`` (0 V clamp).
@@ -96,6 +102,9 @@ class ColumnConfig:
     r_f_ohm: float = 5e3
     f_sense_hz: float = 10e6
     f_noise_lo_hz: float = 1e3
+    f_noise_hi_hz: float = 0.0
+    shot_fano: float = 1.0
+    tia_en_v_rthz: float = 5e-9
     cell: str = "rram"
     access: str = "sky130"
     tia: str = "opamp"
@@ -152,6 +161,23 @@ class ColumnConfig:
     def c_f_f(self) -> float:
         """TIA feedback capacitance for the sense bandwidth."""
         return 1.0 / (2 * math.pi * self.r_f_ohm * self.f_sense_hz)
+
+    @property
+    def f_noise_top_hz(self) -> float:
+        """Upper end of the read-noise integration (``f_noise_hi_hz`` or the opamp's GBW)."""
+        return self.f_noise_hi_hz if self.f_noise_hi_hz > 0 else self.tia_gbw_hz
+
+    @property
+    def r_en_ohm(self) -> float:
+        """Resistor at the opamp's non-inverting input whose thermal noise at 27 degC is
+        ``tia_en_v_rthz``: ``en^2 / (4 k T)``."""
+        return self.tia_en_v_rthz ** 2 / (4 * 1.380649e-23 * 300.15)
+
+    def shot_factor(self, temp_c: float, v_v: float | None = None) -> float:
+        """``1 + F q V / 2kT``: the noise conductance of an active cell is ``G(T)`` times it."""
+        v = self.v_read_v if v_v is None else v_v
+        return 1.0 + self.shot_fano * 1.602176634e-19 * v / (
+            2 * 1.380649e-23 * (temp_c + 273.15))
 
     def state_of(self, g_s: float) -> float:
         """Memristor state ``w`` whose small-signal conductance at tnom is ``g_s``."""
@@ -271,7 +297,10 @@ def column_deck(cfg: ColumnConfig, corner: str = "tt", *, vdd_v: float = 1.8,
     Returns:
         The deck text. Element names: ``vrd``, ``vwl<i>``, ``vmm<i>``, ``xm<i>`` (cell),
         ``rm<i>`` (linear cell), ``ra<i>`` (ideal switch), ``vclamp`` (ideal TIA); nodes
-        ``b<i>``, ``s<i>``, ``tin``, ``out``.
+        ``b<i>``, ``s<i>``, ``tin``, ``out``. Reference cells ``xref<l>`` (``rref<l>``
+        linear), one per level at that level's state, each alone under ``vref<l>`` at
+        ``v_read`` (outside the column: the cell's read conductance G(T) at v_read,
+        ``|i(vref<l>)| / v_read``, with no IR drop, access device or TIA).
     """
     n = cfg.rows
     g_s = list(g_s) if g_s is not None else [cfg.g_min_s] * n
@@ -302,13 +331,23 @@ def column_deck(cfg: ColumnConfig, corner: str = "tt", *, vdd_v: float = 1.8,
             out.append(f"Rb{i} b{i} b{i + 1} {cfg.r_wire_ohm:.12g}")
         out.append(f"Rs{i} s{i} s{i + 1} {cfg.r_wire_ohm:.12g}")
     out.append(f"Rsense s{n} tin {cfg.r_sense_ohm:.12g}")
+    out.append("* reference cells: one per level, alone at v_read (cell read G(T))")
+    for lvl, gl in enumerate(cfg.level_g_s):
+        out.append(f"Vref{lvl} rref{lvl} 0 DC {cfg.v_read_v:.12g}")
+        if cfg.cell == "rram":
+            w0 = min(max(cfg.state_of(gl), 0.0), 1.0)
+            out.append(f"Xref{lvl} rref{lvl} 0 rram params: {_rram_params(cfg, {'w0': w0})}")
+        else:
+            out.append(f"Rref{lvl} rref{lvl} 0 {1.0 / gl:.12g}")
     if cfg.tia == "ideal":
         out.append("Vclamp tin 0 DC 0")
     else:
         rp = 1e3
         fp = cfg.tia_gbw_hz / cfg.tia_gain
-        out += ["* TIA: single-pole opamp (gain a0, pole gbw/a0), inverting input tin",
-                f"Gamp op 0 tin 0 {cfg.tia_gain / rp:.12g}",
+        out += ["* TIA: single-pole opamp (gain a0, pole gbw/a0), inverting input tin; Ren: "
+                "input-referred voltage noise (thermal noise of a resistor at the + input)",
+                f"Ren np 0 {cfg.r_en_ohm:.12g}",
+                f"Gamp op 0 tin np {cfg.tia_gain / rp:.12g}",
                 f"Rpole op 0 {rp:.12g}",
                 f"Cpole op 0 {1.0 / (2 * math.pi * rp * fp):.12g}",
                 "Eout out 0 op 0 1",

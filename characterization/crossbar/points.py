@@ -39,10 +39,11 @@ def _engine() -> Any:
 
 def _circuit(key: tuple, deck_fn: Any, corner_key: str) -> Any:
     """The loaded circuit for ``key``; reloaded when another deck replaced it in this process."""
-    circ = _HOLD.get("circ")
-    if _HOLD.get("key") != key or circ is None or not getattr(circ, "_valid", True):
+    from spicebridge.worker import circuit
+
+    circ = circuit(("crossbar", key), deck_fn, corner_key=corner_key)
+    if _HOLD.get("circ") is not circ:  # (re)loaded: the values set on the old one are gone
         _HOLD.clear()
-        circ = _engine().load(deck_fn(), corner_key=corner_key)
         _HOLD.update(key=key, circ=circ, values={})
     return circ
 
@@ -61,17 +62,42 @@ def _corner_key(point: SweepPoint) -> str:
 
 
 class _Column:
-    """Drives a loaded column: conductances, word lines, mismatch, readout."""
+    """Drives a loaded column: conductances, word lines, mismatch, readout.
 
-    def __init__(self, cfg: ColumnConfig, circ: Any, vdd_v: float) -> None:
-        self.cfg, self.circ, self.vdd_v = cfg, circ, vdd_v
+    ``g_t`` (per level, S) is the cells' read conductance at the circuit temperature, from the
+    reference cells (``cell_read``); the noise resistor of a cell is set from it: ``1/G(T)``
+    for an inactive cell, ``1/(G(T) (1 + F q V_read / 2kT))`` (thermal + shot) for an active
+    one.
+    """
+
+    def __init__(self, cfg: ColumnConfig, circ: Any, vdd_v: float, temp_c: float) -> None:
+        self.cfg, self.circ, self.vdd_v, self.temp_c = cfg, circ, vdd_v, temp_c
+        self.g_t: np.ndarray | None = None
+
+    def cell_read(self) -> np.ndarray:
+        """Read conductance at v_read and the circuit temperature of a cell at each level's
+        state: ``|i(vref<l>)| / v_read`` of the reference cells (one ``.op``)."""
+        cfg = self.cfg
+        names = [f"i(vref{lvl})" for lvl in range(cfg.levels)]
+        r = self.circ.run("op", vectors=names)["op1"]
+        self.g_t = np.array([abs(float(r[n][0])) for n in names]) / cfg.v_read_v
+        return self.g_t
+
+    def g_at_t(self, g_s: np.ndarray) -> np.ndarray:
+        """Read conductance at T of cells whose state gives ``g_s`` at tnom (linear in the
+        state between the level-0 and top-level reference cells)."""
+        w = (np.asarray(g_s, float) - self.cfg.g_min_s) / (self.cfg.g_max_s - self.cfg.g_min_s)
+        return self.g_t[0] + np.clip(w, 0.0, 1.0) * (self.g_t[-1] - self.g_t[0])
 
     def set_pattern(self, g_s: np.ndarray, active: np.ndarray) -> None:
         cfg = self.cfg
+        g_noise = self.g_at_t(g_s) if self.g_t is not None else np.asarray(g_s, float)
+        shot = cfg.shot_factor(self.temp_c)
         for i in range(cfg.rows):
             if cfg.cell == "rram":
                 _set(self.circ, f"v.xm{i}.vw0", min(max(cfg.state_of(float(g_s[i])), 0.0), 1.0))
-                _set(self.circ, f"r.xm{i}.rnz", 1.0 / float(g_s[i]))
+                _set(self.circ, f"r.xm{i}.rnz",
+                     1.0 / (float(g_noise[i]) * (shot if active[i] else 1.0)))
             else:
                 _set(self.circ, f"rm{i}", 1.0 / float(g_s[i]))
             if cfg.access == "sky130":
@@ -87,10 +113,11 @@ class _Column:
         return -float(r["op1"]["v(out)"][0]) / self.cfg.r_f_ohm
 
     def noise_sigma(self) -> float:
-        """Output noise integrated over the sense band, referred to the column current."""
+        """Output noise integrated over the TIA's whole noise bandwidth (``f_noise_lo_hz`` to
+        ``f_noise_top_hz``), referred to the column current (``/ Rf``)."""
         cfg = self.cfg
-        r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} {cfg.f_sense_hz:.6g}",
-                          vectors=["v(onoise_total)"])
+        r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} "
+                          f"{cfg.f_noise_top_hz:.6g}", vectors=["v(onoise_total)"])
         return float(np.abs(r["noise2"]["v(onoise_total)"][0])) / cfg.r_f_ohm
 
 
@@ -116,17 +143,61 @@ def transfer_pattern(cfg: ColumnConfig, frac: float, rng: np.random.Generator
     return levels[lvl], active
 
 
-def column_point(point: SweepPoint) -> dict[str, Any]:
-    """Read transfer, read noise and sensing levels of one column instance (one MC chip).
-
-    Context keys: ``column`` (``ColumnConfig.to_dict()``), ``patterns`` (read-transfer
-    patterns per point).
+def bin_patterns(cfg: ColumnConfig, g_t: np.ndarray, per_bin: int, rng: np.random.Generator
+                 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """``per_bin`` patterns in each bin of ``XFER_GRID`` (``i_ideal_rel`` = ideal current at T
+    / full scale at T, half a grid step around each point), the first of bin 0 all-HRS (every
+    row active at level 0), the first of the last bin all-LRS (every row at the top level),
+    the rest random mixtures (``transfer_pattern``) whose ideal current at T falls in the bin
+    (redrawn until it does).
 
     Returns:
-        ``xfer_rel`` and ``xfer_ratio`` (per pattern: ideal current / full scale, sensed /
-        ideal), ``noise_i_a`` and ``noise_sigma_a`` (per ``NOISE_FRACS``), ``margin_i_a`` and
-        ``margin_noise_a`` (per level, one active row; the noise from one ``.noise`` at the
-        top level).
+        ``(g_s, active, bin)`` per pattern; ``g_s`` are the levels' tnom conductances (the
+        states), the ideal current at T is ``v_read * sum(G_T(level))`` over active rows.
+    """
+    from .reduce import XFER_GRID
+
+    levels = np.asarray(cfg.level_g_s)
+    n = cfg.rows
+    fs_t = n * float(g_t[-1])
+    half = 0.5 * float(XFER_GRID[1] - XFER_GRID[0])
+    out: list[tuple[np.ndarray, np.ndarray, int]] = []
+    for b, x in enumerate(XFER_GRID):
+        lo, hi = max(float(x) - half, 0.0), min(float(x) + half, 1.0)
+        for j in range(per_bin):
+            if j == 0 and b == 0:
+                out.append((np.full(n, levels[0]), np.ones(n, dtype=bool), b))
+                continue
+            if j == 0 and b == XFER_GRID.size - 1:
+                out.append((np.full(n, levels[-1]), np.ones(n, dtype=bool), b))
+                continue
+            for _ in range(200):
+                g, act = transfer_pattern(cfg, float(rng.uniform(max(lo, 1e-3), hi)), rng)
+                idx = np.searchsorted(levels, g)
+                rel = float(g_t[idx][act].sum()) / fs_t
+                if act.any() and lo <= rel <= hi:
+                    break
+            else:
+                raise RuntimeError(f"no pattern found for read-transfer bin {x:g} "
+                                   f"({n} rows, cell G(T) {g_t})")
+            out.append((g, act, b))
+    return out
+
+
+def column_point(point: SweepPoint) -> dict[str, Any]:
+    """Cell read G(T), read transfer, read noise and sensing levels of one column instance
+    (one Monte-Carlo chip).
+
+    Context keys: ``column`` (``ColumnConfig.to_dict()``), ``patterns`` (read-transfer
+    patterns per ``XFER_GRID`` bin and chip).
+
+    Returns:
+        ``cell_g_s`` (per level: the reference cell's read conductance at v_read and T),
+        ``xfer_rel`` and ``xfer_ratio`` (per pattern: ideal current at T / full scale at T,
+        sensed / ideal at T; the ideal current at T uses the cells' G(T), so the ratio holds
+        only the column: IR drop, access device, TIA), ``noise_i_a`` and ``noise_sigma_a``
+        (per ``NOISE_FRACS``), ``margin_i_a`` and ``margin_noise_a`` (per level, one active
+        row; the noise from one ``.noise`` at the top level).
     """
     ctx = point.context
     cfg = ColumnConfig.from_dict(ctx["column"])
@@ -136,20 +207,20 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
     circ = _circuit(key, lambda: column_deck(cfg, corner, vdd_v=vdd_v), _corner_key(point))
     rng = point.rng()
     circ.set_temp(temp_c)
-    col = _Column(cfg, circ, vdd_v)
+    col = _Column(cfg, circ, vdd_v, temp_c)
     if cfg.access == "sky130":
         dvt = rng.normal(0.0, cfg.sigma_vt_v, cfg.rows)
         for i in range(cfg.rows):
             _set(circ, f"vmm{i}", float(dvt[i]))  # v_gate = v_wl - dVt
-    n_pat = int(ctx.get("patterns", 16))
-    fracs = (np.arange(n_pat) + rng.random(n_pat)) / n_pat
-    rel, ratio = np.empty(n_pat), np.empty(n_pat)
-    fs = cfg.i_full_scale_a
-    for p, f in enumerate(fracs):
-        g, act = transfer_pattern(cfg, float(f), rng)
-        ideal = cfg.v_read_v * float(g[act].sum())
+    g_t = col.cell_read()
+    levels = np.asarray(cfg.level_g_s)
+    pats = bin_patterns(cfg, g_t, int(ctx.get("patterns", 4)), rng)
+    rel, ratio = np.empty(len(pats)), np.empty(len(pats))
+    fs_t = cfg.rows * cfg.v_read_v * float(g_t[-1])
+    for p, (g, act, _b) in enumerate(pats):
+        ideal = cfg.v_read_v * float(g_t[np.searchsorted(levels, g)][act].sum())
         col.set_pattern(g, act)
-        rel[p], ratio[p] = ideal / fs, col.current() / ideal
+        rel[p], ratio[p] = ideal / fs_t, col.current() / ideal
     noise_i, noise_s = np.empty(len(NOISE_FRACS)), np.empty(len(NOISE_FRACS))
     for q, f in enumerate(NOISE_FRACS):
         k = max(1, math.ceil(f * cfg.rows - 1e-9))
@@ -160,7 +231,6 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
         col.set_pattern(g, act)
         noise_i[q] = col.current()
         noise_s[q] = col.noise_sigma() if cfg.tia == "opamp" else 0.0
-    levels = np.asarray(cfg.level_g_s)
     g = levels[rng.integers(0, len(levels), cfg.rows)]
     act = np.zeros(cfg.rows, dtype=bool)
     act[0] = True
@@ -172,7 +242,7 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
     # read noise at one active row hardly depends on its level (TIA and off-row noise
     # dominate): one .noise at the top level stands for all levels
     m_n = np.full(len(levels), col.noise_sigma() if cfg.tia == "opamp" else 0.0)
-    return {"xfer_rel": rel, "xfer_ratio": ratio, "noise_i_a": noise_i,
+    return {"cell_g_s": g_t, "xfer_rel": rel, "xfer_ratio": ratio, "noise_i_a": noise_i,
             "noise_sigma_a": noise_s, "margin_i_a": m_i, "margin_noise_a": m_n}
 
 

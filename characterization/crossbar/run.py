@@ -6,6 +6,7 @@ import copy
 import json
 import time
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,22 @@ from .reduce import (
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"process": ["tt", "ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0, 85.0],
-              "mc": 3, "mc_write": 4, "patterns": 12, "seed": 20240,
-              "column": {"rows": 16}, "write": {"cells_per_level": 2}},
-    "default": {"process": ["tt", "ff", "ss", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
-                "temp_c": [-40.0, 27.0, 85.0], "mc": 8, "mc_write": 16, "patterns": 16,
+              "mc": 3, "mc_write": 4, "patterns": 4, "seed": 20240,
+              "column": {"rows": 64}, "write": {"cells_per_level": 2}},
+    "default": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
+                "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 4, "mc_write": 16, "patterns": 4,
                 "seed": 20240, "column": {"rows": 64}, "write": {"cells_per_level": 2}},
-    "full": {"process": ["tt", "ff", "ss", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
-             "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 32, "mc_write": 64, "patterns": 32,
+    "full": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
+             "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 16, "mc_write": 64, "patterns": 4,
              "seed": 20240, "column": {"rows": 128}, "write": {"cells_per_level": 2}},
 }
-"""Named run sizes. ``mc``: column chips per corner; ``mc_write``: write benches per corner
-(each programs ``cells_per_level`` cells per mode and level)."""
+"""Named run sizes; one PVT grid per preset, the same as the ADC preset of that name
+(``characterization.adc``). ``mc``: column chips per corner; ``patterns``: read-transfer
+patterns per ``XFER_GRID`` bin and chip (so ``mc * patterns`` >= 10 per bin); ``mc_write``:
+write benches per corner (each programs ``cells_per_level`` cells per mode and level)."""
+
+MIN_PATTERNS_PER_BIN = 10
+"""Fewest read-transfer patterns (over chips) in any bin of a characterization's table."""
 
 
 @dataclass
@@ -170,6 +176,9 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
             raise ValueError(f"{where}: {key} must be an integer >= {low}, got {v!r}")
         counts[key] = int(v)
+    if counts["mc"] * counts["patterns"] < MIN_PATTERNS_PER_BIN:
+        raise ValueError(f"{where}: mc * patterns = {counts['mc']} * {counts['patterns']} "
+                         f"read-transfer patterns per bin; need >= {MIN_PATTERNS_PER_BIN}")
     return CrossbarRun(*axes, counts["mc"], counts["mc_write"], counts["patterns"],
                        counts["seed"], col, wr, name=label)
 
@@ -209,13 +218,15 @@ def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
     cfg, wcfg = plan.column, plan.write
     nlev = cfg.levels
     ctx = {"column": cfg.to_dict(), "patterns": plan.patterns}
+    n_pat = plan.patterns * XFER_GRID.size
     col = SweepSpec(
         name="crossbar_column", axes=axes, mc=plan.mc, seed=plan.seed,
         point_fn=points.column_point,
-        measures={"xfer_rel": "1", "xfer_ratio": "1", "noise_i_a": "A", "noise_sigma_a": "A",
-                  "margin_i_a": "A", "margin_noise_a": "A"},
-        measure_dims={"xfer_rel": {"pattern": list(range(plan.patterns))},
-                      "xfer_ratio": {"pattern": list(range(plan.patterns))},
+        measures={"cell_g_s": "S", "xfer_rel": "1", "xfer_ratio": "1", "noise_i_a": "A",
+                  "noise_sigma_a": "A", "margin_i_a": "A", "margin_noise_a": "A"},
+        measure_dims={"cell_g_s": {"level": list(range(nlev))},
+                      "xfer_rel": {"pattern": list(range(n_pat))},
+                      "xfer_ratio": {"pattern": list(range(n_pat))},
                       "noise_i_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
                       "noise_sigma_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
                       "margin_i_a": {"level": list(range(nlev))},
@@ -271,8 +282,8 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
     failures = [*res_c.failures, *res_w.failures]
     path = write_lookup(out, tables, prov, failures)
     wall = time.perf_counter() - t0
-    n_sims_col = len(col_spec) * (plan.patterns + 2 * len(points.NOISE_FRACS)
-                                  + plan.column.levels + 1)
+    n_sims_col = len(col_spec) * (plan.patterns * XFER_GRID.size + 2 * len(points.NOISE_FRACS)
+                                  + plan.column.levels + 2)
     n_sims = n_sims_col + len(wr_spec)
     made = []
     if plots:
@@ -352,20 +363,40 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     attrs = {"g_min_s": cfg.g_min_s, "g_max_s": cfg.g_max_s, "levels": cfg.levels,
              "rows": cfg.rows, "v_read_v": cfg.v_read_v}
 
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        g_t = np.nanmean(col["cell_g_s"].data, axis=3)  # (p, v, t, level); no mismatch in it
+    t_cell = Table("crossbar/cell_read", g_t, (*lead, "level"),
+                   {**coords, "level": np.arange(cfg.levels)}, "S", {**cu, "level": "1"},
+                   {**attrs, "level_g_s": g_levels, "description": "read conductance "
+                    "|I|/v_read of one cell at each level's state, alone at v_read and the "
+                    "circuit temperature (reference cells of the column deck): the cell's G(T), "
+                    "the only place the temperature of the cell's read enters; linear in the "
+                    "state between level 0 and the top level"})
+
     xfer = np.empty((*shape, XFER_GRID.size, 2))
+    counts = np.zeros((*shape, XFER_GRID.size), dtype=np.int64)
     filled = 0
     rel, ratio = col["xfer_rel"].data, col["xfer_ratio"].data
+    half = 0.5 * float(XFER_GRID[1] - XFER_GRID[0])
     for idx in np.ndindex(*shape):
         xfer[idx], f = reduce_transfer(rel[idx], ratio[idx])
         filled += f
+        r = np.ravel(rel[idx])[np.isfinite(np.ravel(ratio[idx]))]
+        counts[idx] = [int(np.sum(np.abs(r - x) <= half + 1e-12)) for x in XFER_GRID]
     t_xfer = Table(CROSSBAR_READ_TRANSFER, xfer, (*lead, "i_ideal_rel", "stat"),
                    {**coords, "i_ideal_rel": XFER_GRID,
                     "stat": np.asarray(["mean_ratio", "std_ratio"])}, "1",
                    {**cu, "i_ideal_rel": "1", "stat": "1"},
-                   {**attrs, "description": "sensed column current / ideal v_read*sum(G) of the "
-                    "active rows, binned by ideal current / full scale (rows*G_max*v_read); "
-                    "mean and spread over patterns and Monte-Carlo chips",
-                    "i_full_scale_a": cfg.i_full_scale_a, "bins_interpolated": filled})
+                   {**attrs, "description": "sensed column current / ideal current at T "
+                    "(v_read * sum of the active cells' crossbar/cell_read G(T)), binned by "
+                    "that ideal current / the full scale at T (rows * v_read * G(T) of the top "
+                    "level); the column only (IR drop, access device, TIA), not the cell's "
+                    "G(T); mean and spread over patterns (all-HRS, all-LRS, random mixtures "
+                    "per bin) and Monte-Carlo chips; use by piecewise-linear interpolation",
+                    "i_full_scale_a": cfg.i_full_scale_a, "bins_interpolated": filled,
+                    "patterns_per_bin_min": int(counts.min()),
+                    "patterns_per_bin": json.dumps(counts.tolist())})
 
     with np.errstate(all="ignore"):
         sig = np.nanmean(col["noise_sigma_a"].data, axis=3) if plan.mc > 1 else \
@@ -373,11 +404,17 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     i_col = np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
     t_noise = Table(CROSSBAR_READ_NOISE, sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},
                     "A", {**cu, "i_col_a": "A"},
-                    {**attrs, "description": "sigma of the column current from .noise (thermal "
-                     "noise of cells, wires, access transistors incl. flicker, TIA feedback), "
-                     "integrated from f_noise_lo_hz to f_sense_hz; i_col_a is the ideal column "
-                     "current of the pattern", "f_sense_hz": cfg.f_sense_hz,
-                     "f_noise_lo_hz": cfg.f_noise_lo_hz})
+                    {**attrs, "description": "sigma of the column current from .noise: "
+                     "thermal + shot noise of the cells (noise resistor 1/(G(T)(1 + F q "
+                     "V_read/2kT)) on active rows, 1/G(T) on inactive ones), wires, access "
+                     "transistors incl. flicker, the TIA feedback and the opamp's input "
+                     "voltage noise; integrated from f_noise_lo_hz to f_noise_hi_hz (the "
+                     "TIA's whole noise bandwidth, not cut at its pole f_sense_hz); i_col_a "
+                     "is the ideal column current of the pattern (tnom conductances)",
+                     "f_sense_hz": cfg.f_sense_hz, "f_noise_lo_hz": cfg.f_noise_lo_hz,
+                     "f_noise_hi_hz": cfg.f_noise_top_hz,
+                     "noise_bandwidth_hz": 0.5 * np.pi * cfg.f_sense_hz,
+                     "shot_fano": cfg.shot_fano, "tia_en_v_rthz": cfg.tia_en_v_rthz})
 
     g = wr["g_prog_s"].data  # (p, v, t, mc, mode, level, copy)
     g = np.moveaxis(g, 3, -2)  # (p, v, t, mode, level, mc, copy)
@@ -423,4 +460,4 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
                  "levels: margin_a = min distance of adjacent mean level currents; sigma_a = "
                  "max level spread sqrt(var over chips + read noise^2 + (write-verify G "
                  "sigma * v_read)^2); margin_sigma = ratio"})
-    return [t_xfer, t_noise, t_w, t_ws, t_fit, t_m]
+    return [t_cell, t_xfer, t_noise, t_w, t_ws, t_fit, t_m]

@@ -74,16 +74,26 @@ def test_plan_errors_name_the_key(tmp_path):
             make_plan(config=over)
 
 
+@pytest.fixture(scope="module")
+def tiny_lookup(tmp_path_factory):
+    """One small real characterization (16 rows, ss/ff x 1.8 V x 27/85 degC, one chip per
+    corner with 10 patterns per transfer bin), shared by the tests of this module."""
+    tmp = tmp_path_factory.mktemp("xbar")
+    plan = make_plan(config={"process": ["ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0, 85.0],
+                             "mc": 1, "mc_write": 3, "patterns": 10,
+                             "column": {"rows": 16}, "write": {"cells_per_level": 1}})
+    summary = characterize_crossbar(plan, tmp / "xbar.h5", jobs=1, quiet=True,
+                                    plots=tmp / "plots")
+    return plan, summary, tmp
+
+
 @pytest.mark.ngspice
-def test_tiny_characterization_writes_the_contract_tables(tmp_path):
-    plan = make_plan(config={"process": ["ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0],
-                             "mc": 2, "mc_write": 3, "patterns": 4,
-                             "column": {"rows": 16}, "write": {"cells_per_level": 2}})
-    summary = characterize_crossbar(plan, tmp_path / "xbar.h5", jobs=1, quiet=True,
-                                    plots=tmp_path / "plots")
+def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
+    plan, summary, tmp_path = tiny_lookup
     lf = read_lookup(summary["path"])
     assert summary["n_failed"] == 0 and lf.failures == []
-    names = {"crossbar/read_transfer", "crossbar/read_noise", "crossbar/write_noise",
+    names = {"crossbar/cell_read", "crossbar/read_transfer", "crossbar/read_noise",
+             "crossbar/write_noise",
              "crossbar/write_noise_samples", "crossbar/write_noise_fit",
              "crossbar/sensing_margin"}
     assert names <= set(lf.tables)
@@ -97,6 +107,7 @@ def test_tiny_characterization_writes_the_contract_tables(tmp_path):
     k_single, k_verify = fit.data[0, 0], fit.data[1, 0]
     assert 0 < k_verify < k_single                     # write-verify narrows the distribution
     xfer = lf["crossbar/read_transfer"]
+    assert xfer.attrs["patterns_per_bin_min"] >= 10 and xfer.attrs["bins_interpolated"] == 0
     assert xfer.sel(process="ss", vdd_v=1.8, temp_c=27.0).data[-1, 0] < \
         xfer.sel(process="ff", vdd_v=1.8, temp_c=27.0).data[-1, 0]        # ss loses more
     noise = lf["crossbar/read_noise"].data
@@ -204,3 +215,74 @@ def test_a_model_that_does_not_simulate_is_refused_before_the_sweep(tmp_path):
     scaled.write_text(lib.read_text().replace("* {v0}*( sinh", "* 100*{v0}*( sinh"))
     with pytest.raises(ValueError, match=r"scaled\.lib: one cell at w0=0.5 reads G = .* outside"):
         check_rram_model(make_plan(model=scaled).column)
+
+
+def _nnsim_column_current(hw, levels: np.ndarray, active: np.ndarray) -> float:
+    """The column current the simulator computes for one pattern (no noise, no ADC): its own
+    readout (``nnsim.analog.readout``) on one column, the chip's transfer spread at 0."""
+    import torch
+
+    from nnsim.analog import AnalogConfig, Array, readout
+
+    cfg = AnalogConfig(adc=False, read_noise=False, nonlinearity=True, adc_noise=False)
+    s_lv = torch.tensor([[[float(levels[active].sum())]]], dtype=torch.float64)
+    n_act = torch.tensor([[[float(active.sum())]]], dtype=torch.float64)
+    cells = torch.zeros((1, len(levels), 1), dtype=torch.float64)
+    arr = Array(cells, None, None, torch.ones(1), torch.ones(1, 1), 1, len(levels),
+                {"spread_z": torch.zeros((1, 1, 1), dtype=torch.float64)})
+    out = readout(s_lv, n_act, arr, cfg, hw, None, None)  # level units, G_min offset removed
+    g0 = hw.g_min_s * (hw.levels - 1) / (hw.g_max_s - hw.g_min_s)
+    return float(out.reshape(-1)[0] + g0 * n_act.reshape(-1)[0]) * hw.unit_a
+
+
+@pytest.mark.ngspice
+def test_simulator_column_current_equals_spice_on_the_same_pattern(tiny_lookup, shared_engine):
+    """All-HRS, all-LRS and random patterns at 27 and 85 degC and two corners: the current
+    nnsim computes from the lookup file equals SPICE's for that column within 2 %."""
+    from characterization.crossbar.netlist import column_deck
+    from nnsim.hardware import HardwareModel
+
+    plan, summary, _ = tiny_lookup
+    cfg = plan.column
+    n = cfg.rows
+    rng = np.random.default_rng(11)
+    pats = {"all-HRS": (np.zeros(n, int), np.ones(n, bool)),
+            "all-LRS": (np.full(n, 3), np.ones(n, bool))}
+    for j in range(2):
+        pats[f"random{j}"] = (rng.integers(0, 4, n), rng.random(n) < 0.6)
+    rows = []
+    for corner in ("ss", "ff"):
+        for temp in (27.0, 85.0):
+            hw = HardwareModel.from_lookup(summary["path"], corner, 1.8, temp, adc_bits=None)
+            for name, (lv, act) in pats.items():
+                deck = column_deck(cfg, corner, vdd_v=1.8, temp_c=temp,
+                                   g_s=list(np.asarray(cfg.level_g_s)[lv]), active=list(act))
+                i_spice = -float(shared_engine.simulate(deck).vector("v(out)")[0]) / cfg.r_f_ohm
+                i_sim = _nnsim_column_current(hw, lv.astype(float), act)
+                rows.append((corner, temp, name, i_spice, i_sim))
+    for corner, temp, name, i_spice, i_sim in rows:
+        assert i_sim == pytest.approx(i_spice, rel=0.02), (corner, temp, name, i_spice, i_sim)
+    # temperature reaches the current (HRS conductance rises ~1.9x from 27 to 85 degC)
+    hrs = {(c, t): s for c, t, nm, s, _ in rows if nm == "all-HRS"}
+    assert hrs[("ss", 85.0)] > 1.5 * hrs[("ss", 27.0)]
+
+
+@pytest.mark.ngspice
+def test_read_noise_is_above_the_shot_noise_floor(tiny_lookup):
+    """sigma >= sqrt(2 q I B) at every current (B = pi/2 f_sense, the single-pole TIA's noise
+    bandwidth), and the noise that grows with the current grows at least as shot noise does:
+    sigma(I)^2 - sigma(I0)^2 >= 2 q (I - I0) B (a read noise without shot noise, or half of
+    it, fails this)."""
+    plan, summary, _ = tiny_lookup
+    q = 1.602176634e-19
+    b_hz = 0.5 * np.pi * plan.column.f_sense_hz
+    t = read_lookup(summary["path"])["crossbar/read_noise"]
+    i_col = np.asarray(t.coords["i_col_a"], float)
+    for corner in ("ss", "ff"):
+        for temp in (27.0, 85.0):
+            sig = np.asarray(t.sel(process=corner, vdd_v=1.8, temp_c=temp).data, float)
+            # i_col_a is the ideal current at tnom: at or above the sensed one (stricter floor)
+            i_sensed = i_col * (0.9 if temp > 27 else 0.97)
+            assert np.all(sig >= np.sqrt(2 * q * i_sensed * b_hz)), (corner, temp)
+            d_var = sig[1:] ** 2 - sig[0] ** 2
+            assert np.all(d_var >= 2 * q * (i_sensed[1:] - i_col[0]) * b_hz), (corner, temp)
