@@ -74,6 +74,9 @@ class AnalogConfig:
         kv_range: Magnitude of K/V mapped to G_max: ``"matrix"`` (the max of each written
             matrix) or ``"calibrated"`` (a fixed per-layer range, the max seen by
             ``calibrate_kv_range`` on a held-out split; larger values saturate).
+        prob_scale: Scale of the softmax probabilities driving the rows of S V:
+            ``"row_pow2"`` (per row, the power of two at or above its largest probability;
+            undone by a shift) or ``"fixed"`` (1/255 for every row). See ``input_scale``.
         fidelity: ``"bit"``: every bit plane x slice x cell column sum through the ADC
             (exact, one conversion per multiply-accumulate). ``"moment"``: the programmed
             (noisy) cells recombined into one effective matrix and one matmul per layer; the
@@ -107,12 +110,15 @@ class AnalogConfig:
     adc_noise: bool = True
     clipformer: tuple[float, float] | None = None
     kv_range: str = "matrix"
+    prob_scale: str = "row_pow2"
     fidelity: str = "bit"
     chunk_elems: int = 1 << 22
 
     def __post_init__(self) -> None:
         if self.write_noise_sigma is not None and self.write_noise != "parametric":
             object.__setattr__(self, "write_noise", "parametric")
+        if self.prob_scale not in ("row_pow2", "fixed"):
+            raise ValueError(f"prob_scale={self.prob_scale!r}; use row_pow2 or fixed")
         if self.fidelity not in ("bit", "moment"):
             raise ValueError(f"fidelity={self.fidelity!r}; use bit or moment")
         if self.write_noise not in WRITE_NOISE_MODELS:
@@ -320,7 +326,29 @@ def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: st
     return torch.clamp(out + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
 
 
-def input_planes(x: torch.Tensor, bits: int | None, signed: bool
+def input_scale(x: torch.Tensor, bits: int, signed: bool, prob_scale: str = "row_pow2"
+                ) -> torch.Tensor:
+    """Per-vector input scale (..., M, 1): one LSB of the quantized input.
+
+    Signed inputs: ``max|x| / (2^(bits-1) - 1)`` per vector. Unsigned inputs in [0, 1]
+    (softmax probabilities): ``prob_scale="row_pow2"`` (default) uses the power of two at or
+    above each row's largest probability, ``2^ceil(log2 max p) / (2^bits - 1)``: the row's
+    exponent, found digitally from the probabilities' leading one, and undone by a shift after
+    the column sums (as RAP/FLARE's per-token exponents); small probabilities of long rows
+    keep their resolution. ``"fixed"``: ``1 / (2^bits - 1)`` for every row.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    if signed:
+        return x.abs().amax(-1, keepdim=True).clamp(min=tiny) / (2 ** (bits - 1) - 1)
+    qmax = 2 ** bits - 1
+    if prob_scale == "fixed":
+        return torch.full_like(x[..., :1], 1.0 / qmax)
+    m = x.clamp(0, 1).amax(-1, keepdim=True).clamp(min=2.0 ** -126)
+    return torch.exp2(torch.ceil(torch.log2(m))).clamp(max=1.0) / qmax
+
+
+def input_planes(x: torch.Tensor, bits: int | None, signed: bool,
+                 prob_scale: str = "row_pow2"
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize inputs per vector (last dim) and split them into bit planes.
 
@@ -328,7 +356,8 @@ def input_planes(x: torch.Tensor, bits: int | None, signed: bool
         x: (..., M, R) inputs.
         bits: Input bits, or None for one real-valued plane.
         signed: Two's complement (MSB plane weighs -2^(bits-1)); unsigned inputs must be
-            in [0, 1] (softmax) and use the fixed scale 1 / (2^bits - 1).
+            in [0, 1] (softmax), scaled as ``input_scale`` says.
+        prob_scale: Scale of unsigned inputs (``input_scale``).
 
     Returns:
         planes (P, ..., M, R) in {0, 1} (or the real values), plane weights (P,), and the
@@ -337,15 +366,14 @@ def input_planes(x: torch.Tensor, bits: int | None, signed: bool
     if bits is None:
         return x[None], torch.ones(1, device=x.device, dtype=x.dtype), \
             torch.ones_like(x[..., :1])
+    sx = input_scale(x, bits, signed, prob_scale)
     if signed:
         qmax = 2 ** (bits - 1) - 1
-        sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) / qmax
         q = torch.round(x / sx).clamp(-qmax, qmax).to(torch.int32)
         q = torch.where(q < 0, q + 2 ** bits, q)
     else:
         qmax = 2 ** bits - 1
-        sx = torch.full_like(x[..., :1], 1.0 / qmax)
-        q = torch.round(x.clamp(0, 1) * qmax).to(torch.int32)
+        q = torch.round(x.clamp(0, 1) / sx).clamp(0, qmax).to(torch.int32)
     shifts = torch.arange(bits, device=x.device, dtype=torch.int32)
     planes = ((q[None] >> shifts.view(-1, *([1] * q.ndim))) & 1).to(x.dtype)
     w = (2.0 ** torch.arange(bits, device=x.device)).to(x.dtype)
@@ -533,12 +561,11 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
     else:
         b = cfg.input_bits
         qmax = 2 ** (b - 1) - 1 if signed else 2 ** b - 1
+        sx = input_scale(x, b, signed, cfg.prob_scale)
         if signed:
-            sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) / qmax
             xq = torch.round(x / sx).clamp(-qmax, qmax)
         else:
-            sx = torch.full_like(x[..., :1], 1.0 / qmax)
-            xq = torch.round(x.clamp(0, 1) * qmax)
+            xq = torch.round(x.clamp(0, 1) / sx).clamp(0, qmax)
         planes_w2 = float(sum(4.0 ** j for j in range(b)))
     w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
     y = torch.matmul(xq, w_eff)
@@ -555,8 +582,18 @@ def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
                      adc: AdcModel | None, generator: torch.Generator | None, *,
                      signed: bool = True) -> float:
     """Ratio of the bit-level readout error variance to the moment mode's prediction, on
-    inputs ``x`` (a few rows suffice): it corrects the LSB^2/12 and mean-INL assumptions,
-    which overestimate the error of small column sums."""
+    inputs ``x``: it corrects the LSB^2/12 and mean-INL assumptions, which overestimate the
+    error of small column sums. ``convert.calibrate_moment`` sums ``moment_var_terms`` over
+    a calibration split instead (per layer)."""
+    meas, pred = moment_var_terms(x, arr, cfg, hw, adc, generator, signed=signed)
+    return meas / pred if pred > 0 else 1.0
+
+
+def moment_var_terms(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
+                     adc: AdcModel | None, generator: torch.Generator | None, *,
+                     signed: bool = True) -> tuple[float, float]:
+    """Summed squared bit-level readout error and the moment mode's summed predicted
+    variance over the outputs of ``x @ W`` (their ratio is the moment mode's correction)."""
     bit = replace(cfg, fidelity="bit")
     y_bit = mvm(x, arr, bit, hw, adc, generator, signed=signed)
     y0 = mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, noise=False)
@@ -564,17 +601,12 @@ def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
     w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
     _, var = _moment_terms(arr, cfg, hw, adc, w2)
     if var is None:
-        return 1.0
-    if b is None:
-        sx = torch.ones_like(x[..., :1])
-    elif signed:
-        sx = x.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny) \
-            / (2 ** (b - 1) - 1)
-    else:
-        sx = torch.full_like(x[..., :1], 1.0 / (2 ** b - 1))
-    pred = float((var * (sx * arr.scale) ** 2).expand_as(y0).mean())
-    meas = float(((y_bit - y0) ** 2).mean())
-    return meas / pred if pred > 0 else 1.0
+        return 0.0, 0.0
+    sx = torch.ones_like(x[..., :1]) if b is None else input_scale(x, b, signed,
+                                                                   cfg.prob_scale)
+    pred = float((var * (sx * arr.scale) ** 2).expand_as(y0).double().sum())
+    meas = float(((y_bit - y0) ** 2).double().sum())
+    return meas, pred
 
 
 def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
@@ -597,7 +629,7 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
     """
     if cfg.fidelity == "moment":
         return mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, counter=counter)
-    planes, plane_w, sx = input_planes(x, cfg.input_bits, signed)
+    planes, plane_w, sx = input_planes(x, cfg.input_bits, signed, cfg.prob_scale)
     p = planes.shape[0]
     *lead, m, r = x.shape
     t, rows, _k = arr.cells_mm.shape[-3:]

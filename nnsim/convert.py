@@ -15,7 +15,6 @@ per-inference noise (read noise, ADC noise, K/V write noise). Everything is draw
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Collection
 from typing import Any
 
@@ -28,7 +27,7 @@ from .analog import (
     Array,
     build_array,
     map_matrix,
-    moment_var_scale,
+    moment_var_terms,
     mvm,
     mvm_moment,
     write_levels,
@@ -52,20 +51,31 @@ class _AnalogBase(nn.Module):
         self.conversions = [0]
         self._inst_seed = 0
         self.moment_scale: dict[int, float] = {}
+        self.moment_acc: dict[str, Any] | None = None
 
     def _mvm(self, x: torch.Tensor, arr: Array, key: int, signed: bool = True
              ) -> torch.Tensor:
         cfg = self.config
         if cfg.fidelity == "moment" and cfg.nonideal_readout:
-            if key not in self.moment_scale:
-                # once per layer and configuration (set_config resets it), on this input:
-                # the ratio depends on the layer's statistics, hardly on the chip
-                self.moment_scale[key] = moment_var_scale(
-                    x[..., :32, :], arr, cfg, self.hw, self.adc_model,
-                    self._gen(x.device, 12345 + key), signed=signed)
+            acc = self.moment_acc
+            if acc is not None:  # calibrate_moment: sum bit-level error and prediction
+                m_rows = x.shape[-2]
+                idx = torch.linspace(0, m_rows - 1, min(acc["rows"], m_rows),
+                                     device=x.device).round().long()
+                rows = x.index_select(-2, idx)  # spread over the images of the batch
+                meas, pred = moment_var_terms(rows, arr, cfg, self.hw, self.adc_model,
+                                              acc["gen"], signed=signed)
+                m0, p0 = acc["sums"].get(key, (0.0, 0.0))
+                acc["sums"][key] = (m0 + meas, p0 + pred)
+                scale = 1.0
+            elif key in self.moment_scale:
+                scale = self.moment_scale[key]
+            else:
+                raise CalibrationError(
+                    "fidelity='moment' needs calibrate_moment(model, calibration batches) "
+                    "first (per layer, on a held-out split; set_config resets it)")
             return mvm_moment(x, arr, cfg, self.hw, self.adc_model, self.generator,
-                              signed=signed, counter=self.conversions,
-                              var_scale=self.moment_scale[key])
+                              signed=signed, counter=self.conversions, var_scale=scale)
         return mvm(x, arr, cfg, self.hw, self.adc_model, self.generator, signed=signed,
                    counter=self.conversions)
 
@@ -256,13 +266,8 @@ def convert_to_analog(model: nn.Module, hardware: HardwareModel,
         ModuleConversionError: No attention module found (never a silent no-op).
     """
     config = config or AnalogConfig()
-    if (config.tile_rows > hardware.rows and (config.nonlinearity or config.read_noise)
-            and hardware.sources):
-        warnings.warn(
-            f"tile_rows={config.tile_rows} but the lookup's crossbar column was characterized "
-            f"with {hardware.rows} rows ({', '.join(hardware.sources)}): column "
-            f"currents above {hardware.rows} rows at G_max take the transfer and read noise of "
-            "the table's last point (clamped, not extrapolated)", stacklevel=2)
+    if config.nonlinearity or config.read_noise:
+        hardware.check_tile_rows(config.tile_rows)
     model = copy.deepcopy(model)
     skip = set(skip)
     if not config.convert_head:
@@ -334,6 +339,42 @@ def calibrate_kv_range(model: nn.Module, batches: Any) -> dict[str, list[float]]
         for m in atts.values():
             m.recording = False
     return {n: [m.kv_max.get(1, 0.0), m.kv_max.get(2, 0.0)] for n, m in atts.items()}
+
+
+@torch.no_grad()
+def calibrate_moment(model: nn.Module, batches: Any, *, rows: int = 64, seed: int = 0
+                     ) -> dict[str, dict[str, float]]:
+    """Calibrate the ``moment`` mode's readout variance per layer on a held-out split.
+
+    For every analog layer (and, in attention, each of Q K^T and S V), the bit-level readout
+    of the calibration inputs (the first ``rows`` rows of each input, all images of
+    ``batches``) is compared with the moment mode's noiseless mean; the layer's variance
+    factor is ``sum (y_bit - y_mean)^2 / sum predicted variance``. It corrects the
+    LSB^2/12 and mean-INL assumptions of the prediction. Call it after ``set_config`` and on
+    a programmed chip; the factors depend on the configuration, hardly on the chip.
+
+    Returns:
+        ``{module path: {"0" | "1" | "2": factor}}`` (0: a linear layer; 1: Q K^T; 2: S V).
+    """
+    mods = {n: m for n, m in model.named_modules() if isinstance(m, (AnalogLinear,
+                                                                     AnalogAttention))}
+    ss = np.random.SeedSequence(seed).spawn(max(1, len(mods)))
+    for (_, m), child in zip(mods.items(), ss, strict=False):
+        g = torch.Generator(device=next(m.parameters()).device)
+        g.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] % (2 ** 63)))
+        m.moment_acc = {"rows": int(rows), "gen": g, "sums": {}}
+    try:
+        for b in batches:
+            model(b[0] if isinstance(b, (tuple, list)) else b)
+    finally:
+        out: dict[str, dict[str, float]] = {}
+        for n, m in mods.items():
+            sums = m.moment_acc["sums"] if m.moment_acc else {}
+            m.moment_acc = None
+            m.moment_scale = {k: (meas / pred if pred > 0 else 1.0)
+                              for k, (meas, pred) in sums.items()}
+            out[n] = {str(k): v for k, v in m.moment_scale.items()}
+    return out
 
 
 @torch.no_grad()

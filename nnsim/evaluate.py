@@ -1,8 +1,11 @@
-"""Accuracy over simulated chips (mean and 95 % confidence interval), ClipFormer calibration.
+"""Accuracy over simulated chips (mean and 95 % interval), paired comparisons, ClipFormer
+calibration.
 
 A chip is one ``program_chip(model, seed)``: its static weights are programmed once (write
 noise), its column ADCs get Monte-Carlo instances, and its per-inference noise is seeded. The
-chip seeds are spawned from one root seed with ``numpy.random.SeedSequence`` and recorded.
+chip seeds are spawned from one root seed with ``numpy.random.SeedSequence`` and recorded;
+every setting of a sweep uses the same seeds and the same images, so settings are paired
+(``compare``, ``sweep_comparisons``). Intervals resample chips and images (``nnsim.stats``).
 """
 
 from __future__ import annotations
@@ -17,17 +20,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from characterization.adc.energy import energy_per_inference
+
 from .analog import AnalogConfig
 from .convert import (
-    calibrate_kv_range,
+    calibrate_moment,
     conversions,
     convert_to_analog,
+    kv_ranges_digital,
     program_chip,
     set_config,
+    set_kv_ranges,
 )
 from .data import make_loader
+from .errors import CalibrationError
 from .hardware import HardwareModel
 from .models import accuracy
+from .results import Comparison, EvalPoint
+from .stats import N_BOOT, bootstrap_ci, chip_warning, paired_difference
 
 
 def ci95(values: Sequence[float]) -> float:
@@ -56,7 +66,10 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
                    chips: int = 5, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", quiet: bool = True,
                    analog: nn.Module | None = None, digital_accuracy: float | None = None,
-                   calib_ds: Any = None) -> dict[str, Any]:
+                   calib_ds: Any = None, digital_s: float | None = None,
+                   client: Any = None, kv_ranges: dict[str, list[float]] | None = None,
+                   moment_calib_images: int = 64, setting: dict[str, Any] | None = None
+                   ) -> EvalPoint:
     """Accuracy of ``model`` on ``chips`` simulated chips.
 
     Args:
@@ -72,47 +85,194 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         analog: An already converted model to reuse (its config is replaced by ``config``).
         digital_accuracy: Skip scoring the digital model when known.
         calib_ds: Held-out split for ``kv_range="calibrated"`` (K/V ranges recorded once).
+        digital_s: Seconds of the digital forward over ``test_ds`` when already measured
+            (otherwise measured here).
+        client: A ``distributed.Client``: each chip is one task on its cluster
+            (``nnsim.distributed``), results identical to the local loop.
+        kv_ranges: ``kv_range="calibrated"``: per-layer K/V ranges to use (from
+            ``convert.kv_ranges_digital``; computed here from ``calib_ds`` when absent), so
+            every setting of a sweep maps K/V with the same ranges.
+        moment_calib_images: ``fidelity="moment"``: calibration images that set each
+            layer's readout variance (``convert.calibrate_moment``, on the first chip).
+        setting: The swept point (process, vdd_v, temp_c, bits, gamma, clipformer, method),
+            recorded and used to pair settings in ``sweep_comparisons``.
 
     Returns:
-        JSON-able dict: ``accuracy_mean``, ``accuracy_ci95``, ``accuracies``, ``chips``,
-        ``chip_seeds``, ``digital_accuracy``, ``seed``, ``config``, ``hardware``,
-        ``conversions_per_image``, ``adc_energy_j_per_image``, ``time_s``.
+        An ``EvalPoint`` (``nnsim.results``): ``accuracy_mean``, ``accuracy_ci95``
+        (``[low, high]``, bootstrap over chips and images), ``accuracies``, ``chips``,
+        ``chip_seeds``, ``digital_accuracy``, ``conversions_per_inference``,
+        ``adc_energy_j_per_inference``, ``warnings`` (fewer than 3 chips), ``timing``
+        (``digital_s``: the digital forward over ``test_ds``; ``per_chip_s``: mean seconds
+        per simulated chip, programming and scoring), and the per-image ``correct`` matrix.
+
+    Raises:
+        CalibrationError: ``kv_range="calibrated"`` or ``fidelity="moment"`` without
+            ``calib_ds``.
     """
     t0 = time.perf_counter()
     model = model.to(device).eval()
-    if digital_accuracy is None:
+    if digital_accuracy is None or digital_s is None:
+        td = time.perf_counter()
         digital_accuracy = accuracy_on(model, test_ds, batch_size, device)
+        digital_s = time.perf_counter() - td
     if analog is None:
         analog = convert_to_analog(model, hw, config, seed=None).to(device)
     else:
         set_config(analog, config)
-    if config.kv_range == "calibrated" and not any(
-            getattr(m, "kv_max", None) for m in analog.modules()):
-        if calib_ds is None:
-            raise ValueError("kv_range='calibrated' needs a calibration split (calib_ds)")
-        calibrate_kv_range(analog, (x.to(device) for x, _ in make_loader(calib_ds,
-                                                                          batch_size)))
     seeds = chip_seeds(seed, chips)
-    accs = []
+    calibration: dict[str, Any] = {}
+    if config.kv_range == "calibrated":
+        if kv_ranges is None and not _has_kv_ranges(analog):
+            kv_ranges = kv_ranges_digital(model, _images(calib_ds, batch_size, device,
+                                                         "kv_range='calibrated'"))
+        if kv_ranges is not None:
+            set_kv_ranges(analog, kv_ranges)
+        calibration["kv_ranges"] = kv_ranges
+    if config.fidelity == "moment" and config.nonideal_readout:
+        program_chip(analog, seeds[0])
+        calibration["moment_var_scale"] = calibrate_moment(
+            analog, _images(calib_ds, batch_size, device, "fidelity='moment'",
+                            limit=moment_calib_images), seed=seed)
     it = seeds
     if not quiet:
         from tqdm import tqdm
 
         it = tqdm(seeds, desc=_label(config, hw), unit="chip", leave=False)
-    conversions(analog, reset=True)
-    for s in it:
-        program_chip(analog, s)
-        accs.append(accuracy_on(analog, test_ds, batch_size, device))
-    n_conv = conversions(analog) / max(1, chips * len(test_ds))
+    chip_s: list[float] = []
+    correct: np.ndarray | None
+    if client is not None:
+        from .distributed import run_chips
+
+        runs = run_chips(client, model, hw, config, analog, test_ds, seeds,
+                         batch_size=batch_size, device=str(device))
+        accs = [r["accuracy"] for r in runs]
+        chip_s = [r["seconds"] for r in runs]
+        n_conv = sum(r["conversions"] for r in runs) / max(1, chips * len(test_ds))
+        rows = [r.get("correct") for r in runs]
+        correct = np.stack([np.asarray(c, bool) for c in rows]) if all(
+            c is not None for c in rows) else None
+    else:
+        conversions(analog, reset=True)
+        per_chip = []
+        for s in it:
+            tc = time.perf_counter()
+            program_chip(analog, s)
+            per_chip.append(correct_on(analog, test_ds, batch_size, device))
+            chip_s.append(time.perf_counter() - tc)
+        correct = np.stack(per_chip)
+        accs = [float(c.mean()) for c in per_chip]
+        n_conv = conversions(analog) / max(1, chips * len(test_ds))
+    if correct is not None:
+        mean, ci, msgs = bootstrap_ci(correct, seed=seed)
+        method = f"bootstrap over chips and images ({N_BOOT} resamples)"
+    else:  # per-image results not returned: chips only
+        mean, half = float(np.mean(accs)), ci95(accs)
+        ci = [mean - half, mean + half] if math.isfinite(half) else [None, None]
+        method, msgs = "Student t over chips (images not resampled)", chip_warning(chips)
     adc = hw.adcs.get(hw.adc_bits) if config.adc else None
     energy = n_conv * adc.energy_j if adc is not None and math.isfinite(adc.energy_j) else None
-    return dict(
-        accuracy_mean=float(np.mean(accs)), accuracy_ci95=_nan_none(ci95(accs)),
+    breakdown = energy_per_inference(n_conv, adc)
+    return EvalPoint(
+        accuracy_mean=mean, accuracy_ci95=ci, ci_method=method,
         accuracies=[float(a) for a in accs], chips=chips, chip_seeds=seeds, seed=seed,
-        digital_accuracy=float(digital_accuracy), n_images=len(test_ds),
-        config=config.to_dict(), hardware=hw.summary(),
-        conversions_per_image=n_conv, adc_energy_j_per_image=energy,
-        time_s=time.perf_counter() - t0)
+        n_images=len(test_ds), digital_accuracy=float(digital_accuracy),
+        conversions_per_inference=n_conv, adc_energy_j_per_inference=energy,
+        config=config.to_dict(), hardware=hw.summary(), setting=dict(setting or {}),
+        digital=_digital_parts(config), warnings=msgs, calibration=calibration,
+        time_s=time.perf_counter() - t0,
+        timing={"digital_s": digital_s, "per_chip_s": float(np.mean(chip_s)) if chip_s
+                else None, "chips_s": chip_s, "distributed": client is not None},
+        energy_per_inference=breakdown, correct=correct)
+
+
+def correct_on(model: nn.Module, ds: Any, batch_size: int = 256,
+               device: str | torch.device = "cpu") -> np.ndarray:
+    """Per image of ``ds`` (in order), whether ``model``'s top-1 class is right (bool)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, y in make_loader(ds, batch_size):
+            out.append((model(x.to(device)).argmax(-1).cpu() == y).numpy())
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+
+def compare(a: EvalPoint, b: EvalPoint, name: str, *, seed: int = 0) -> Comparison:
+    """Paired difference ``a - b`` (same chip seeds, same images): bootstrap over chips and
+    images with the same resamples for both.
+
+    Raises:
+        ValueError: Not the same chips or images, or per-image results missing.
+    """
+    if a.chip_seeds != b.chip_seeds or a.n_images != b.n_images:
+        raise ValueError(f"{name}: not paired (chip seeds {a.chip_seeds} vs {b.chip_seeds}, "
+                         f"images {a.n_images} vs {b.n_images})")
+    if a.correct is None or b.correct is None:
+        raise ValueError(f"{name}: per-image results missing")
+    d, ci, msgs = paired_difference(a.correct, b.correct, seed=seed)
+    return Comparison(name=name, a=a.label, b=b.label, difference_mean=d, difference_ci95=ci,
+                      ci_method=f"paired bootstrap over chips and images ({N_BOOT} resamples)",
+                      chips=a.chips, n_images=a.n_images, chip_seeds=list(a.chip_seeds),
+                      warnings=msgs)
+
+
+_PAIR_KEYS = ("process", "vdd_v", "temp_c", "bits", "gamma", "clipformer", "method")
+
+
+def sweep_comparisons(points: Sequence[EvalPoint], *, seed: int = 0) -> list[Comparison]:
+    """The paired comparisons a sweep supports: "clipformer vs none" (same point otherwise),
+    and for each other swept axis (corner, supply, temperature, bits, gamma) each value
+    against the first one, everything else equal."""
+    out = []
+    pts = [p for p in points if p.correct is not None]
+
+    def key(p: EvalPoint, drop: str) -> tuple:
+        return tuple(str(p.setting.get(k)) for k in _PAIR_KEYS if k != drop)
+
+    for axis in _PAIR_KEYS:
+        groups: dict[tuple, list[EvalPoint]] = {}
+        for p in pts:
+            groups.setdefault(key(p, axis), []).append(p)
+        for grp in groups.values():
+            if len(grp) < 2:
+                continue
+            if axis == "clipformer":
+                base = [p for p in grp if not p.setting.get("clipformer")]
+                for p in grp:
+                    if p.setting.get("clipformer") and base:
+                        out.append(compare(p, base[0], "clipformer vs none", seed=seed))
+                continue
+            ref = grp[0]
+            for p in grp[1:]:
+                nm = {"process": "corner"}.get(axis, axis)
+                out.append(compare(p, ref, f"{nm} {p.setting.get(axis)} vs "
+                                   f"{ref.setting.get(axis)}", seed=seed))
+    return out
+
+
+def _digital_parts(config: AnalogConfig) -> list[str]:
+    parts = ["softmax", "layernorm", "gelu", "residual adds", "patch embedding"]
+    if not config.static:
+        parts.append("static linears (qkv, proj, fc1, fc2)")
+    if not config.attention:
+        parts.append("attention products (Q K^T, S V)")
+    if not config.convert_head:
+        parts.append("classifier head")
+    return parts
+
+
+def _has_kv_ranges(analog: nn.Module) -> bool:
+    return any(getattr(m, "kv_max", None) for m in analog.modules())
+
+
+def _images(ds: Any, batch_size: int, device: str | torch.device, what: str,
+            limit: int | None = None) -> Any:
+    if ds is None:
+        raise CalibrationError(f"{what} needs a calibration split (calib_ds); the test "
+                               "images are never used to calibrate")
+    if limit is not None and len(ds) > limit:
+        ds = ds.subset(limit) if hasattr(ds, "subset") else \
+            torch.utils.data.Subset(ds, range(limit))
+    return (x.to(device) for x, _ in make_loader(ds, batch_size))
 
 
 def _label(config: AnalogConfig, hw: HardwareModel) -> str:
@@ -124,6 +284,10 @@ def _nan_none(x: float) -> float | None:
     return None if not math.isfinite(x) else x
 
 
+CALIB_SEED_OFFSET = 1_000_003
+"""Root seed offset of the chips used to choose ClipFormer's alpha/beta."""
+
+
 def calibrate_clipformer(model: nn.Module, hw: HardwareModel, config: AnalogConfig,
                          calib_ds: Any, *, alphas: Sequence[float] = (1.0, 2.0, 4.0),
                          betas: Sequence[float] = (0.25, 0.35, 0.5, 0.75, 1.0),
@@ -132,22 +296,28 @@ def calibrate_clipformer(model: nn.Module, hw: HardwareModel, config: AnalogConf
                          ) -> dict[str, Any]:
     """Pick ClipFormer's (alpha, beta) by accuracy on a held-out split (never the test split).
 
+    The chips of the search are not those of the test evaluation (root seed
+    ``seed + CALIB_SEED_OFFSET``): alpha and beta are a design choice, not fitted per chip.
+
     Returns:
         ``{"alpha", "beta", "accuracy", "grid": [{"alpha", "beta", "accuracy_mean"}...]}``,
         the best point first by mean accuracy (ties: the milder clip, larger beta).
     """
     analog = convert_to_analog(model.to(device), hw, config, seed=None).to(device)
+    kv = None
     if config.kv_range == "calibrated":
-        calibrate_kv_range(analog, (x.to(device) for x, _ in make_loader(calib_ds, batch_size)))
+        kv = kv_ranges_digital(model, _images(calib_ds, batch_size, device, "kv_range"))
     grid = []
     dig = accuracy_on(model, calib_ds, batch_size, device)
+    cseed = seed + CALIB_SEED_OFFSET
     for a in alphas:
         for b in betas:
             cfg = dataclasses.replace(config, clipformer=(float(a), float(b)))
-            r = evaluate_chips(model, hw, cfg, calib_ds, chips=chips, seed=seed,
+            r = evaluate_chips(model, hw, cfg, calib_ds, chips=chips, seed=cseed,
                                batch_size=batch_size, device=device, quiet=quiet,
-                               analog=analog, digital_accuracy=dig)
+                               analog=analog, digital_accuracy=dig, digital_s=0.0,
+                               calib_ds=calib_ds, kv_ranges=kv)
             grid.append(dict(alpha=float(a), beta=float(b), accuracy_mean=r["accuracy_mean"]))
     best = max(grid, key=lambda g: (g["accuracy_mean"], g["beta"], -g["alpha"]))
     return dict(alpha=best["alpha"], beta=best["beta"], accuracy=best["accuracy_mean"],
-                grid=grid, chips=chips, seed=seed, n_images=len(calib_ds))
+                grid=grid, chips=chips, seed=cseed, n_images=len(calib_ds))

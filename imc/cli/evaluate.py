@@ -235,7 +235,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from nnsim.analog import clipformer_protocol
 
         base = clipformer_protocol(base)
-    results = []
+    kv_ranges = None
+    if args.kv_range == "calibrated" and not args.ideal:
+        from nnsim.convert import kv_ranges_digital
+        from nnsim.data import make_loader
+
+        # once, on the digital model: every point of the sweep maps K/V with the same ranges
+        kv_ranges = kv_ranges_digital(model, (x.to(device) for x, _ in
+                                              make_loader(calib, args.batch_size)))
+    results: list[Any] = []
+    rap_results: list[Any] = []
     points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
                                     _floats(args.temp_c), [int(b) for b in args.bits.split(",")],
                                     _floats(args.gamma)))
@@ -256,30 +265,42 @@ def run_evaluate(args: argparse.Namespace) -> int:
             point_clips = [None, (calib_info["alpha"], calib_info["beta"])]
         for clip in point_clips:
             cfg = dataclasses.replace(cfg0, clipformer=clip)
+            setting = dict(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
+                           gamma=gamma, clipformer=list(clip) if clip else None,
+                           protocol=args.protocol, method="analog")
             r = evaluate_chips(model, hw, cfg, test, chips=args.chips, seed=args.seed,
                                batch_size=args.batch_size, device=device, quiet=args.quiet,
                                digital_accuracy=digital, calib_ds=calib,
-                               digital_s=digital_s, client=client)
-            r.update(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
-                     gamma=gamma, clipformer=list(clip) if clip else None,
-                     clipformer_calibration=calib_info)
+                               digital_s=digital_s, client=client, kv_ranges=kv_ranges,
+                               setting=setting)
+            if calib_info is not None:
+                r.calibration["clipformer"] = calib_info
             results.append(r)
             if not args.json or args.json != "-":
                 _print_row(r)
         if args.rap:
-            results.append(_run_rap(model, calib, test, hw, bits, args))
+            rap_results.append(_run_rap(model, calib, test, hw, bits, args))
     if client is not None:
         client.close()
-    out = dict(results[0]) if len(results) == 1 else {}
-    out.update(results=results, model=model_meta, dataset=dataset, device=device,
-               digital_accuracy=digital, chips=args.chips, seed=args.seed,
-               lookup=[str(p) for p in args.lookup],
-               command=" ".join(["spicebridge", *sys.argv[1:]]))
-    if len(results) > 1:
-        out.update(accuracy_mean=results[0]["accuracy_mean"],
-                   accuracy_ci95=results[0]["accuracy_ci95"])
+    from nnsim.evaluate import sweep_comparisons
+    from nnsim.results import Sweep, to_json
+
+    comparisons = sweep_comparisons(results, seed=args.seed)
+    sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
+        model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
+        chips=args.chips, seed=args.seed, n_images=len(test),
+        lookup=[str(p) for p in args.lookup],
+        command=" ".join(["spicebridge", *sys.argv[1:]])))
+    if not args.json or args.json != "-":
+        for c in comparisons:
+            _print_comparison(c)
+    out = to_json(sweep)
+    if len(results) == 1 and not rap_results:  # one point (not a sweep): its keys on top
+        out = {**out["points"][0], **out}
     if args.json:
-        text = json.dumps(out, default=str, indent=None if args.json == "-" else 1)
+        from imc.cli.common import dumps
+
+        text = dumps(out)
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
@@ -287,15 +308,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_row(r: dict[str, Any]) -> None:
-    ci = r.get("accuracy_ci95")
-    ci_s = f" +- {100 * ci:.2f}" if ci is not None else ""
-    clip = r.get("clipformer")
+def _pct_ci(ci: list[float | None]) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+
+
+def _print_row(r: Any) -> None:
+    s = r.setting
+    clip = s.get("clipformer")
     c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
-    print(f"{r['process']} {r['vdd_v']:g} V {r['temp_c']:g} C {r['bits']}-bit ADC "
-          f"gamma {r['gamma']:g}{c}: accuracy {100 * r['accuracy_mean']:.2f}{ci_s} % "
-          f"(95 % CI, {r['chips']} chips; digital {100 * r['digital_accuracy']:.2f} %)",
-          flush=True)
+    print(f"{s['process']} {s['vdd_v']:g} V {s['temp_c']:g} C {s['bits']}-bit ADC "
+          f"gamma {s['gamma']:g}{c}: accuracy {100 * r.accuracy_mean:.2f} %"
+          f"{_pct_ci(r.accuracy_ci95)} (95 % CI over {r.chips} chips x {r.n_images} images; "
+          f"digital {100 * r.digital_accuracy:.2f} %)", flush=True)
+    for w in r.warnings:
+        print(f"  warning: {w}", flush=True)
+
+
+def _print_comparison(c: Any) -> None:
+    print(f"{c.name}: {100 * c.difference_mean:+.2f} points{_pct_ci(c.difference_ci95)} "
+          f"(paired, {c.chips} chips x {c.n_images} images; {c.a} - {c.b})", flush=True)
 
 
 def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,

@@ -29,10 +29,13 @@ def test_evaluate_json(tiny_digits_model, synthetic_lookups, capsys, tmp_path):
     r = json.loads(capsys.readouterr().out)
     assert r["chips"] == 2 and len(r["accuracies"]) == 2
     assert 0.0 <= r["accuracy_mean"] <= 1.0 and 0.0 <= r["digital_accuracy"] <= 1.0
-    assert r["accuracy_ci95"] is not None
-    assert r["vdd_v"] == 1.7 and r["gamma"] == 3.0 and r["clipformer"] == [2.0, 0.5]
+    lo, hi = r["accuracy_ci95"]
+    assert lo <= r["accuracy_mean"] <= hi and r["warnings"]  # 2 chips: warned
+    s = r["setting"]
+    assert s["vdd_v"] == 1.7 and s["gamma"] == 3.0 and s["clipformer"] == [2.0, 0.5]
     assert r["hardware"]["adc"]["bits"] == 6
-    assert r["conversions_per_image"] > 0 and r["adc_energy_j_per_image"] > 0
+    assert r["conversions_per_inference"] > 0 and r["adc_energy_j_per_inference"] > 0
+    assert len(r["points"]) == 1
     # the same command again gives the same numbers (seeded chips)
     out = tmp_path / "r.json"
     assert main([*args[:-1], "--json", str(out)]) == 0
