@@ -456,13 +456,59 @@ def _execute_dask(spec: SweepSpec, tasks: list[np.ndarray], client: Any,
         submit()
         for nf in set(inflight) - before:
             ac.add(nf)
+    # Isolated on the cluster, one point at a time: every task that was on a dying worker
+    # fails with it (queued ones too), so only a point that runs alone is known to be the one
     for t, e in suspects:
-        yield _isolated(spec, t, e)
+        t0 = time.perf_counter()
+        outcome: list[ChunkResult | BaseException] = []
+        for i in t:
+            try:
+                outcome.append(client.submit(run_chunk, spec, [int(i)], pure=False,
+                                             retries=0).result())
+            except Exception as err:
+                if not _is_death(err):
+                    raise
+                outcome.append(err)
+        yield _assemble(spec, t, outcome, e, t0)
+
+
+def _crash_failure(spec: SweepSpec, index: int, e: BaseException) -> Failure:
+    point = spec.point(index)
+    msg = (f"the worker process died while running point {index} {point.coords} (mc "
+           f"{point.mc}): {type(e).__name__}: {e}. It crashed its process (ngspice itself, "
+           "most likely); the other points of its chunk were run again without it. A deck "
+           "that crashes ngspice can run isolated with engine = \"batch\".")
+    return Failure(spec.name, point.to_dict(), "WorkerCrashed", msg[:_MAX_MESSAGE])
+
+
+def _assemble(spec: SweepSpec, indices: np.ndarray, outcome: list[Any], cause: BaseException,
+              t0: float) -> ChunkResult:
+    """One chunk from the per-point results of its isolated re-run (an exception: a crash)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    values = {m: np.full((len(idx), *spec.measure_shape(m)), np.nan) for m in spec.measures}
+    failures: list[Failure] = []
+    fn_s = cpu_s = 0.0
+    meta: dict[str, Any] = {}
+    for row, (i, res) in enumerate(zip(idx, outcome, strict=True)):
+        if isinstance(res, BaseException):
+            failures.append(_crash_failure(spec, int(i), res))
+            continue
+        for m in spec.measures:
+            values[m][row] = res.values[m][0]
+        failures += res.failures
+        fn_s += res.point_fn_s
+        cpu_s += res.cpu_s
+        meta = res.meta
+    meta = {k: v for k, v in meta.items() if k != "recycle"}
+    meta["isolated_after"] = type(cause).__name__
+    return ChunkResult(idx, values, failures, meta, time.perf_counter() - t0, fn_s, cpu_s)
 
 
 def _isolated(spec: SweepSpec, indices: np.ndarray, cause: BaseException) -> ChunkResult:
     """Run a chunk whose worker died again, point by point, in a fresh process.
 
+    Every chunk in flight when a worker dies fails with it (a broken pool), so each is run
+    again here, one point at a time: only a point that runs alone is known to be the one.
     The process lives on while its points pass; the point during which it dies becomes a
     failure record (``WorkerCrashed``, naming its index, coordinates and the exit code), and
     a fresh process takes the next point.
@@ -470,44 +516,24 @@ def _isolated(spec: SweepSpec, indices: np.ndarray, cause: BaseException) -> Chu
     from joblib.externals.loky import ProcessPoolExecutor
 
     t0 = time.perf_counter()
-    idx = np.asarray(indices, dtype=np.int64)
-    values = {m: np.full((len(idx), *spec.measure_shape(m)), np.nan) for m in spec.measures}
-    failures: list[Failure] = []
-    fn_s = cpu_s = 0.0
-    meta: dict[str, Any] = {}
+    outcome: list[ChunkResult | BaseException] = []
     ex = None
     try:
-        for row, i in enumerate(idx):
+        for i in indices:
             if ex is None:
                 ex = ProcessPoolExecutor(max_workers=1)
             try:
-                res = ex.submit(run_chunk, spec, [int(i)]).result()
+                outcome.append(ex.submit(run_chunk, spec, [int(i)]).result())
             except Exception as e:
                 if not _is_death(e):
                     raise
                 ex.shutdown(wait=True, kill_workers=True)
                 ex = None
-                point = spec.point(int(i))
-                msg = (f"the worker process died while running point {int(i)} "
-                       f"{point.coords} (mc {point.mc}): {type(e).__name__}: {e}. It crashed "
-                       "its process (ngspice itself, most likely); the other points of its "
-                       "chunk were run again without it. A deck that crashes ngspice can run "
-                       "isolated with engine = \"batch\".")
-                failures.append(Failure(spec.name, point.to_dict(), "WorkerCrashed",
-                                        msg[:_MAX_MESSAGE]))
-                continue
-            for m in spec.measures:
-                values[m][row] = res.values[m][0]
-            failures += res.failures
-            fn_s += res.point_fn_s
-            cpu_s += res.cpu_s
-            meta = res.meta
+                outcome.append(e)
     finally:
         if ex is not None:
             ex.shutdown(wait=True)
-    meta = {k: v for k, v in meta.items() if k != "recycle"}
-    meta["isolated_after"] = f"{type(cause).__name__}"
-    return ChunkResult(idx, values, failures, meta, time.perf_counter() - t0, fn_s, cpu_s)
+    return _assemble(spec, indices, outcome, cause, t0)
 
 
 def _collect(chunks: list[ChunkResult], spec: SweepSpec) -> dict[str, Any]:

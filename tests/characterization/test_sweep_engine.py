@@ -115,14 +115,6 @@ def test_sweep_every_point_failed_raises(tmp_path):
     assert len(read_lookup(tmp_path / "bad.h5").failures) == 2
 
 
-def crashing_point(p: SweepPoint) -> dict:
-    if p.index == 9:
-        import os
-
-        os._exit(3)  # what a segfault of ngspice does to its worker
-    return {"y": float(p.index)}
-
-
 def segfaulting_point(p: SweepPoint) -> dict:
     if p.index == 5:
         import ctypes
@@ -131,12 +123,11 @@ def segfaulting_point(p: SweepPoint) -> dict:
     return {"y": float(p.index)}
 
 
-@pytest.mark.parametrize("point_fn", [crashing_point, segfaulting_point])
-def test_sweep_dead_worker_becomes_a_failure_and_the_rest_lands(tmp_path, point_fn):
-    spec = SweepSpec(name="crash", axes={"x": list(range(12))}, point_fn=point_fn,
+def test_sweep_dead_worker_becomes_a_failure_and_the_rest_lands(tmp_path):
+    spec = SweepSpec(name="crash", axes={"x": list(range(12))}, point_fn=segfaulting_point,
                      measures={"y": "1"})
     res = run_sweep(spec, tmp_path / "c.h5", jobs=2, quiet=True, chunk_size=4)
-    bad = 9 if point_fn is crashing_point else 5
+    bad = 5
     assert [f.point["index"] for f in res.failures] == [bad]
     f = res.failures[0]
     assert f.error_type == "WorkerCrashed" and f"point {bad}" in f.message
