@@ -142,6 +142,7 @@ def write_synthetic_adc(path: str | Path, *, seed: int = 0, bits: tuple[int, ...
     base["bits"] = np.asarray(bits)
     cu = dict(_PVT_UNITS, bits="bit")
     attrs = dict(vref_v=0.9, full_scale_v=0.9, threshold_convention="ideal transition k-0.5",
+                 ideal_threshold_k_minus=0.5,
                  description="synthetic stand-in, not circuit data")
     tables = [
         Table(ADC_THRESHOLDS, th, (*dims, "instance", "code"),

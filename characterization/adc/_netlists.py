@@ -162,7 +162,7 @@ def comparator_noise_deck(process: str, vdd_v: float, temp_c: float, sizing: Com
 def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing, *,
              caps_f: list[float], c_dummy_f: float, c_par_f: float, vref_v: float,
              conversions: int, vin_lo_v: float, vin_hi_v: float, tclk_s: float = 4e-9,
-             vcm_rel: float = 0.6) -> str:
+             vcm_rel: float = 0.6, vin_steps_v: list[float] | None = None) -> str:
     """Full transistor-level SAR conversion of a 2-point input ramp.
 
     CDAC with top-plate sampling to ``vcm`` (B-source switch conductance), bottom plates
@@ -171,6 +171,9 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
     StrongARM (sky130) compares ``top`` against ``vcm``; its decision is held by a
     ``d_dlatch`` during reset. SAR logic: XSPICE one-hot ring counter of N+2 ``d_dff``
     (P0 sample, P1..PN bit trials MSB first, P(N+1) code valid).
+
+    ``vin_steps_v`` (one value per conversion) replaces the ramp by a staircase: conversion
+    k's input is held from the middle of conversion k-1 (sampling off) to the middle of k.
     """
     n = len(caps_f)
     t_end = conversions * (n + 2) * tclk_s
@@ -178,7 +181,7 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
     L = [*_header(f"{n}-bit SAR ADC, sky130 StrongARM, {conversions} conversions", process,
                   vdd_v, temp_c),
          f"Vcm vcm 0 DC {vcm_rel * vdd_v:.12g}",
-         f"Vin vin 0 PWL(0 {vin_lo_v:.12g} {t_end:.12g} {vin_hi_v:.12g})",
+         _vin_source(vin_lo_v, vin_hi_v, t_end, vin_steps_v, (n + 2) * tclk_s),
          f"Vclk dclka 0 PULSE(0 1 {half:.12g} 20p 20p {half - 20e-12:.12g} {tclk_s:.12g})",
          "aclk [dclka] [dclk] a2d",
          ".model a2d adc_bridge(in_low=0.45 in_high=0.55 rise_delay=10p fall_delay=10p)",
@@ -222,6 +225,20 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
           f".tran {tclk_s / 20:.12g} {t_end:.12g} 0 {tclk_s / 4:.12g}",
           ".end"]
     return "\n".join(L) + "\n"
+
+
+def _vin_source(lo: float, hi: float, t_end: float, steps: list[float] | None,
+               t_conv: float) -> str:
+    if steps is None:
+        return f"Vin vin 0 PWL(0 {lo:.12g} {t_end:.12g} {hi:.12g})"
+    if len(steps) < 1:
+        raise ValueError("vin_steps_v must hold one input per conversion")
+    pts = [f"0 {steps[0]:.12g}"]
+    for k in range(1, len(steps)):
+        t_mid = (k - 0.5) * t_conv
+        pts.append(f"{t_mid:.12g} {steps[k - 1]:.12g} {t_mid + 50e-12:.12g} {steps[k]:.12g}")
+    pts.append(f"{t_end:.12g} {steps[-1]:.12g}")
+    return "Vin vin 0 PWL(\n+ " + "\n+ ".join(pts) + ")"
 
 
 def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float

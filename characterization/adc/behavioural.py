@@ -167,6 +167,26 @@ class SarInstance:
             prev_bot, prev_top = bot, vt
         return energy
 
+    def sampling_energy_j(self, vin_v: np.ndarray, vin_prev_v: np.ndarray, vdd_v: float
+                          ) -> np.ndarray:
+        """Energy drawn from ``vdd`` by the input driver when sampling ``vin_v``, J.
+
+        Before sampling, the previous conversion (input ``vin_prev_v``) left the bottom plates
+        at its final code ``b_i vref`` and the top plate at its residual ``r`` (relative to
+        vcm); sampling ties every bottom plate (and the dummy) to ``vin`` and the top plate
+        to vcm. The net charge into the bottom plates is ``Q = C_s (vin + r) - vref sum C_i
+        b_i``; a driver supplied from ``vdd`` that only sources charge draws ``vdd max(Q, 0)``
+        (an assumption about the driver; the switches' gate drive is not included).
+        """
+        vin = np.asarray(vin_v, dtype=float)
+        prev = np.broadcast_to(np.asarray(vin_prev_v, dtype=float), vin.shape)
+        code = self.convert(prev)
+        bvec = ((code[..., None] >> np.arange(self.bits)) & 1).astype(float)
+        q_bits = bvec @ np.asarray(self.caps_f)
+        resid = (q_bits * self.vref_v - prev * self.c_s) / self.c_t
+        q = self.c_s * (vin + resid) - self.vref_v * q_bits
+        return vdd_v * np.maximum(q, 0.0)
+
 
 def draw_caps(bits: int, c_unit_f: float, sigma_unit_rel: float, rng: np.random.Generator
               ) -> tuple[np.ndarray, float]:

@@ -48,5 +48,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: summary[k] for k in ("path", "wall_s", "n_points", "n_failed")}))
         print(f"validation: behavioural vs SPICE thresholds at {v['bits']} bits, "
               f"{v['instances']} instance(s): RMS {v['rms_lsb']:.3f} LSB, max "
-              f"{v['max_lsb']:.3f} LSB (target <= {v['target_rms_lsb']} LSB RMS)")
+              f"{v['max_lsb']:.3f} LSB (target <= {v['target_rms_lsb']} LSB RMS; method "
+              f"floor {v.get('floor_rms_lsb', float('nan')):.4f} LSB)")
+        for a in v.get("above_target", []):
+            print(f"validation ABOVE TARGET at {a['process']}/{a['vdd_v']:g} V/"
+                  f"{a['temp_c']:g} C, {a['bits']} bits: {a['rms_lsb']:.3f} LSB RMS")
     return 0

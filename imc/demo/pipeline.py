@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from characterization.adc.convention import ideal_threshold_k_minus
 from spicebridge.errors import SpiceBridgeError
 from spicebridge.fileio import atomic_write_text
 
@@ -226,7 +227,8 @@ def statistical_fits(xbar: Path, adc: Path) -> dict[str, Any]:
         out["read_noise"][str(corner)] = fit_read_noise(rn.coords["i_col_a"], rn.data).to_dict()
         th = ad["adc/thresholds"].sel(**at, bits=DEMO_BITS)  # (instance, code)
         n = 2 ** DEMO_BITS - 1
-        k_minus = float(th.attrs.get("ideal_threshold_k_minus", 0.5))
+        k_minus = ideal_threshold_k_minus(th.attrs, th.data[:, :n],
+                                          source=f"{corner}: adc/thresholds")
         ideal = np.arange(1, n + 1) - k_minus
         out["adc_threshold_spread"][str(corner)] = fit_threshold_spread(
             th.data[:, :n], ideal_lsb=ideal).to_dict()
