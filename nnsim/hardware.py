@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from characterization.adc.convention import ideal_threshold_k_minus
 from characterization.errors import ExtrapolationError, LookupFormatError
 from characterization.lookup import Table, read_lookups
 from characterization.lookup.names import (
     ADC_CONVERSION_TIME_S,
+    ADC_ENERGY_BREAKDOWN_J,
     ADC_ENERGY_J,
     ADC_NOISE_LSB,
     ADC_THRESHOLDS,
@@ -63,6 +65,15 @@ class AdcModel:
         conversion_time_s: Time per conversion (NaN if not characterized).
         code_offset: Centre of code k is ``k + code_offset`` LSB (0 for the ``k - 0.5``
             threshold convention, 0.5 for ``k``): the digital side reconstructs with it.
+        energy_parts_j: Energy per conversion by part (``adc/energy_breakdown_j``: comparator,
+            DAC reference, SAR logic, sampling drive); empty for files without the table.
+            The parts sum to ``energy_j``.
+        energy_sources: Where each part comes from (SPICE / formula / estimate + assumption),
+            the table's ``source_<part>`` attributes.
+
+    ``adc/designer/decision_error`` (the comparator-noise code-error rate) is deliberately not
+    carried: ``quantize`` draws the comparator noise ``noise_lsb`` itself, and applying the
+    error rate as well would count the same noise twice.
     """
 
     bits: int
@@ -71,6 +82,8 @@ class AdcModel:
     energy_j: float = float("nan")
     conversion_time_s: float = float("nan")
     code_offset: float = 0.0
+    energy_parts_j: dict[str, float] = field(default_factory=dict)
+    energy_sources: dict[str, str] = field(default_factory=dict)
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -453,7 +466,9 @@ class HardwareModel:
             out["adc"] = dict(bits=a.bits, instances=a.instances, noise_lsb=a.noise_lsb,
                               energy_j=_num(a.energy_j),
                               conversion_time_s=_num(a.conversion_time_s),
-                              code_offset=a.code_offset)
+                              code_offset=a.code_offset,
+                              energy_parts_j=dict(a.energy_parts_j),
+                              energy_sources=dict(a.energy_sources))
         return out
 
 
@@ -501,19 +516,26 @@ def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcMode
         warnings.warn(f"{src}: adc/thresholds at {bits} bits: {int((~ok).sum())} of "
                       f"{ok.size} instances have NaN thresholds and are left out", stacklevel=3)
     data = np.maximum.accumulate(data[ok], axis=1)  # monotone, as a SAR transfer is
-    # Threshold convention (ideal transition at k - 0.5 or at k): the table's attribute
-    # ``ideal_threshold_k_minus`` says it; files without it are judged from the data (at 8 bits
-    # the offsets of real instances are several LSB, so the attribute is preferred).
-    said = th.attrs.get("ideal_threshold_k_minus")
-    if said is not None and math.isfinite(float(said)):
-        d = -float(said)
-    else:
-        d = float(np.median(data - np.arange(1, n + 1)[None]))
-    code_offset = 0.0 if abs(d + 0.5) < abs(d) else 0.5
+    # Threshold convention (ideal transition at k - 0.5 or at k): one reader for every
+    # consumer, characterization.adc.convention (the attribute the writer stores; files
+    # without it are judged from the data, with a warning).
+    try:
+        k_minus = ideal_threshold_k_minus(th.attrs, data, source=f"{src}: adc/thresholds")
+    except ValueError as e:
+        raise HardwareModelError(str(e)) from e
+    code_offset = 0.5 - k_minus
     noise = _scalar(tables, at, ADC_NOISE_LSB, bits)
+    parts: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    if ADC_ENERGY_BREAKDOWN_J in tables:
+        eb = at(tables[ADC_ENERGY_BREAKDOWN_J], bits=bits)  # (part,)
+        for p, e in zip(eb.coords["part"], np.asarray(eb.data, float).reshape(-1), strict=True):
+            parts[str(p)] = float(e)
+            sources[str(p)] = str(eb.attrs.get(f"source_{p}", "not stated in the file"))
     return AdcModel(bits, data, 0.0 if not math.isfinite(noise) else noise,
                     _scalar(tables, at, ADC_ENERGY_J, bits),
-                    _scalar(tables, at, ADC_CONVERSION_TIME_S, bits), code_offset)
+                    _scalar(tables, at, ADC_CONVERSION_TIME_S, bits), code_offset,
+                    parts, sources)
 
 
 def available_points(paths: Sequence[str | Path]) -> dict[str, Any]:

@@ -43,11 +43,20 @@ ADC_ENOB = "adc/enob"
 ADC_SINAD_DB = "adc/sinad_db"
 ADC_ENERGY_J = "adc/energy_j"
 ADC_CONVERSION_TIME_S = "adc/conversion_time_s"
-ADC_DECISION_ERROR = "adc/decision_error"
+#: Designer-only (comparator-noise code-error rate); the simulator does not read it, it draws
+#: the comparator noise ``adc/noise_lsb`` itself (reading both would count the noise twice).
+ADC_DECISION_ERROR = "adc/designer/decision_error"
+ADC_ENERGY_BREAKDOWN_J = "adc/energy_breakdown_j"
+ADC_VALIDATION_RMS_LSB = "adc/validation_rms_lsb"
+ADC_VALIDATION_FLOOR_LSB = "adc/validation_floor_lsb"
+ADC_VALIDATION_MAX_LSB = "adc/validation_max_lsb"
+DIM_PART = "part"
 #: Prefix of the per-instance comparator records (``adc/records/cmp_offset_v`` ...).
 ADC_RECORDS = "adc/records"
 ADC_TABLES = (ADC_THRESHOLDS, ADC_OFFSET_LSB, ADC_NOISE_LSB, ADC_DNL, ADC_INL, ADC_ENOB,
-              ADC_SINAD_DB, ADC_ENERGY_J, ADC_CONVERSION_TIME_S, ADC_DECISION_ERROR)
+              ADC_SINAD_DB, ADC_ENERGY_J, ADC_CONVERSION_TIME_S, ADC_DECISION_ERROR,
+              ADC_ENERGY_BREAKDOWN_J, ADC_VALIDATION_RMS_LSB, ADC_VALIDATION_FLOOR_LSB,
+              ADC_VALIDATION_MAX_LSB)
 
 # ---- table attributes -------------------------------------------------------------------------
 ATTR_DESCRIPTION = "description"  # stored as the CF attribute long_name
