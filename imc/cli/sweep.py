@@ -47,16 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "nothing (exit 1 if it fails)")
     p.set_defaults(func=run_sweep_cli)
 
+    from .common import Formatter, add_output_options
+
     q = sub.add_parser("inspect", help="show what a lookup HDF5 holds",
+                       formatter_class=Formatter,
                        description="Print a lookup file's format and version, provenance, and "
-                       "for each dataset its dimensions, coordinates, units and shape.")
+                       "for each dataset its dimensions, coordinates, units, shape and cells "
+                       "(valid, padding of a ragged axis, missing = failed points). The JSON "
+                       "(--json) holds format, schema_version, provenance, datasets and "
+                       "failures.")
     q.add_argument("file", type=Path, help="lookup HDF5 file")
-    q.add_argument("--json", action="store_true",
-                   help="one JSON object: format, schema_version, provenance, datasets, "
-                   "failures")
+    add_output_options(q, quiet=False)
     q.add_argument("--plot", type=Path, metavar="DIR",
-                   help="also write one PNG per dataset into DIR (value against the first "
-                        "numeric axis, one line per other coordinate, mean +-1 sigma over mc)")
+                   help="also write one PNG per dataset into DIR: one panel per corner "
+                        "(process x vdd x temp, all of them), the value against the table's "
+                        "main numeric axis, one line per other coordinate, mean +-1 sigma "
+                        "over mc/instance/sample; SI-prefixed units")
     q.set_defaults(func=inspect_cli)
 
 
@@ -195,21 +201,48 @@ def inspect_cli(args: argparse.Namespace) -> int:
     except LookupFormatError as e:
         print(f"spicebridge inspect: {e}", file=sys.stderr)
         return 2
+    from .common import emit
+
+    pngs = []
     if getattr(args, "plot", None) is not None:
         from characterization.sweep.plot import plot_lookup
 
-        for png in plot_lookup(lf.tables, args.plot):
+        pngs = plot_lookup(lf.tables, args.plot)
+        for png in pngs:
             print(f"wrote {png}", file=sys.stderr)
-    if args.json:
-        d = lf.to_dict()
-        d["failures_count"] = len(lf.failures)
-        try:
-            json.dump(d, sys.stdout, indent=1, default=str)
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        except BrokenPipeError:  # `spicebridge inspect F --json | head`: not an error
-            sys.stdout = None  # type: ignore[assignment]  # no flush at exit
-        return 0
+    d = lf.to_dict()
+    d["failures_count"] = len(lf.failures)
+    d["plots"] = [str(p) for p in pngs]
+    try:
+        emit(args, d, lambda: _print_inspect(lf))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `spicebridge inspect F --json | head`: not an error
+        sys.stdout = None  # type: ignore[assignment]  # no flush at exit
+    return 0
+
+
+def _cells(t: Any) -> str:
+    """``264 values, 96 padding (code used per bits: 3:7, 4:15), 1 missing``."""
+    from characterization.lookup import PADDING
+    from characterization.lookup.names import DIM_BITS, DIM_CODE
+
+    c = t.counts()
+    out = f"{c['valid']} values"
+    if c["padding"]:
+        out += f", {c['padding']} padding"
+        if DIM_CODE in t.dims and DIM_BITS in t.dims and t.status is not None:
+            ax, ab = t.axis(DIM_CODE), t.axis(DIM_BITS)
+            used = np.moveaxis(t.status != PADDING, (ab, ax), (0, -1))
+            used = used.reshape(used.shape[0], -1, used.shape[-1]).any(axis=1)
+            lens = ", ".join(f"{b}:{int(u.sum())}" for b, u in zip(t.coords[DIM_BITS], used,
+                                                                    strict=True))
+            out += f" (code used per bits: {lens})"
+    if c["missing"]:
+        out += f", {c['missing']} missing (no value: a failed or not-run point)"
+    return out
+
+
+def _print_inspect(lf: Any) -> None:
     print(f"{lf.path}: format {d_format()} v{lf.schema_version}, created {lf.created}")
     prov = lf.provenance
     for k in ("kind", "n_points", "root_seed", "package_version", "git_commit",
@@ -232,9 +265,7 @@ def inspect_cli(args: argparse.Namespace) -> int:
         print(f"  more provenance: {', '.join(others)} (--json shows all)")
     print(f"datasets ({len(lf.tables)}):")
     for name, t in sorted(lf.tables.items()):
-        finite = np.isfinite(t.data).sum() if t.data.dtype.kind in "fc" else t.data.size
-        print(f"  {name} [{t.units}] shape {t.shape} dims ({', '.join(t.dims)}), "
-              f"{t.data.size - finite} NaN")
+        print(f"  {name} [{t.units}] shape {t.shape} dims ({', '.join(t.dims)}): {_cells(t)}")
         for d in t.dims:
             u = t.coord_units.get(d, "")
             print(f"    {d}: {_range(t.coords[d])}{' ' + u if u and u != '1' else ''}")
@@ -242,7 +273,6 @@ def inspect_cli(args: argparse.Namespace) -> int:
     for f in lf.failures[:5]:
         first = f.message.splitlines()[0] if f.message else ""
         print(f"  {f.point}: {f.error_type}: {first}")
-    return 0
 
 
 def d_format() -> str:

@@ -347,3 +347,39 @@ def test_nested_table_names_are_refused():
         write_lookup("/tmp/never.h5", [t, inner], {})
     with pytest.raises(ValueError, match="reserved"):
         write_lookup("/tmp/never.h5", [Table("failures/x", np.zeros(2), ("k",), {}, "1")], {})
+
+
+def test_inspect_counts_padding_and_plots_every_corner(synthetic_lookups, tmp_path, capsys):
+    from characterization.sweep.plot import layout, si_scale
+    from imc.cli import main
+
+    xbar, adc = synthetic_lookups
+    assert main(["inspect", str(adc)]) == 0
+    text = capsys.readouterr().out
+    # 3 x 3 x 3 corners, 8 instances; bits 4/6/8 use 15/63/255 of the 255 codes
+    n = 27 * 8
+    assert (f"{n * (15 + 63 + 255)} values, {n * (240 + 192)} padding (code used per bits: "
+            "4:15, 6:63, 8:255)") in text
+    assert "NaN" not in text
+    small = Table("adc/thresholds", np.arange(2 * 2 * 7, dtype=float).reshape(2, 2, 7),
+                  ("process", "bits", "code"), {"process": ["tt", "ss"], "bits": [2, 3]}, "LSB")
+    small = small.with_ragged("code", "bits", {2: 3, 3: 7})
+    p = write_lookup(tmp_path / "small.h5", [small, _noise_table()], {})
+    out = tmp_path / "summary.json"
+    assert main(["inspect", str(p), "--json", str(out), "--plot", str(tmp_path / "png")]) == 0
+    assert "8 padding (code used per bits: 2:3, 3:7)" in capsys.readouterr().out  # human too
+    d = json.loads(out.read_text())
+    assert d["datasets"]["adc/thresholds"]["cells"]["padding"] == 8
+    assert len(d["plots"]) == 2
+    assert all(open(q, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for q in d["plots"])
+    t = read_lookup(xbar)["crossbar/read_noise"]
+    lay = layout(t)
+    assert (lay["x"], lay["rows"], lay["cols"], lay["panels"]) == \
+        ("i_col_a", "process", ["vdd_v", "temp_c"], 27)  # every corner a panel
+    th = layout(read_lookup(adc)["adc/thresholds"])
+    assert (th["x"], th["lines"], th["reduced"]) == ("code", ["bits"], ["instance"])
+    assert si_scale(np.array([2e-6, 5e-6]), "A") == (1e6, "µA")
+    assert si_scale(np.array([3e-13]), "J") == (1e15, "fJ")
+    assert si_scale(np.array([2e-12, 9e-12]), "J") == (1e12, "pJ")
+    assert si_scale(np.array([27.0]), "degC") == (1.0, "°C")
+    assert si_scale(np.array([3.0]), "LSB") == (1.0, "LSB")
