@@ -323,6 +323,7 @@ class HardwareModel:
                  write_samples_s=samples, sources=tuple(str(p) for p in paths))
         if adc_bits is not None:
             th_t = need(ADC_THRESHOLDS)
+            check_same_grid(ref, th_t)
             avail = sorted(int(b) for b in th_t.coords["bits"])
             for b in avail:
                 hw.adcs[b] = _read_adc(tables, at, b, src)
@@ -330,6 +331,21 @@ class HardwareModel:
                 raise HardwareModelError(f"{src}: ADC resolution {adc_bits} bits was not "
                                          f"characterized; available: {avail}")
         return hw
+
+    def check_tile_rows(self, tile_rows: int) -> None:
+        """Refuse tiles taller than the characterized column (the transfer and read-noise
+        tables do not reach their currents).
+
+        Raises:
+            HardwareModelError: ``tile_rows`` > ``rows``, naming both and the files.
+        """
+        if self.sources and int(tile_rows) > self.rows:
+            raise HardwareModelError(
+                f"tile_rows={int(tile_rows)} but the characterized column has {self.rows} rows "
+                f"({', '.join(self.sources)}): its read transfer and read noise do not cover a "
+                f"taller tile; characterize column.rows >= {int(tile_rows)} or use "
+                f"tile_rows <= {self.rows}", file=", ".join(self.sources),
+                table="crossbar/read_transfer")
 
     def adc(self, bits: int | None = None) -> AdcModel:
         """The ADC model at ``bits`` (default: the model's ``adc_bits``).
@@ -470,6 +486,31 @@ class HardwareModel:
                               energy_parts_j=dict(a.energy_parts_j),
                               energy_sources=dict(a.energy_sources))
         return out
+
+
+def pvt_grid(t: Table) -> dict[str, list[Any]]:
+    """A table's PVT grid: ``process``, ``vdd_v``, ``temp_c`` coordinates (plain values)."""
+    return {d: [_plain(c) for c in t.coords[d]] for d in _PVT if d in t.dims}
+
+
+def check_same_grid(xbar: Table, adc: Table) -> None:
+    """The crossbar and ADC characterizations must share one PVT grid (each preset has one):
+    a point characterized in one file and not in the other cannot be evaluated.
+
+    Raises:
+        HardwareModelError: The grids differ, naming both.
+    """
+    gx, ga = pvt_grid(xbar), pvt_grid(adc)
+    norm = {d: sorted(str(v) if d == "process" else round(float(v), 9) for v in vals)
+            for d, vals in gx.items()}
+    norm_a = {d: sorted(str(v) if d == "process" else round(float(v), 9) for v in vals)
+              for d, vals in ga.items()}
+    if norm != norm_a:
+        raise HardwareModelError(
+            f"the crossbar and ADC lookups were characterized on different PVT grids: "
+            f"{xbar.name} {gx} vs {adc.name} {ga}; characterize both with the same preset "
+            "(one PVT grid per preset) or the same process/vdd_v/temp_c in their plans",
+            table=f"{xbar.name}, {adc.name}")
 
 
 def _num(x: float) -> float | None:
