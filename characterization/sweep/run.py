@@ -306,7 +306,11 @@ def run_sweep(
                 workers = _n_workers(jobs, client)
                 size = chunk_size or _auto_chunk_size(todo.size, workers)
                 tasks = list(_chunks(todo, size))
-                backend = "dask" if client is not None else ("loky" if workers > 1 else "serial")
+                # a long serial run goes to one worker process all the same: it is recycled
+                # every `recycle_points` points (libngspice's per-run growth) and a crash
+                # there is isolated instead of taking this process down
+                pooled = workers > 1 or todo.size > recycle_points
+                backend = "dask" if client is not None else ("loky" if pooled else "serial")
                 bar = _progress(n, n_resumed, len(done["failures"]), quiet, spec.name)
                 try:
                     for chunk in _guard(_execute(spec, tasks, backend, workers, client,

@@ -45,8 +45,9 @@ from .base import DEFAULT_REMEDIES, RESTORE_OPTIONS, classify_failure, failure_l
 
 _MAX_LOG_LINES = 4000  # bounded message buffer: ngspice can print without end
 
-MAX_CRASH_RELOADS = 8
-"""Reloads of libngspice after it gave up, per process; each keeps ~5 MB mapped for good.
+MAX_CRASH_RELOADS = 4
+"""Reloads of libngspice after it gave up, per process; each keeps the dead instance mapped
+(5 MB for a small deck, 70 MB with sky130 models parsed: bench/bridge_memory.py).
 Past this the engine refuses to reload and says to restart the process (sweeps recycle their
 workers)."""
 
@@ -197,7 +198,7 @@ class _NgLib:
             self.exhausted = True
             raise EngineCrashedError(
                 f"ngspice gave up {self._reloads + 1} times in this process; not reloading it "
-                f"again (each reload keeps ~5 MB): restart the process", deck_path=None,
+                f"again (each reload keeps 5-70 MB): restart the process", deck_path=None,
                 log="\n".join(self.log))
         self._reloads += 1
         tmpdir = Path(tempfile.mkdtemp(prefix="spicebridge-ngspice-"))
@@ -464,6 +465,7 @@ class _SharedCircuit:
         self._load()
 
     def _load(self) -> None:
+        self._check()
         ng = self.engine._ng
         lines = self.deck.splitlines()
         if not lines or lines[-1].strip().lower() != ".end":
@@ -503,6 +505,11 @@ class _SharedCircuit:
                                   corner_key=self.corner_key)
 
     def _check(self) -> None:
+        if self.engine._ng.exhausted:
+            raise EngineCrashedError(
+                "ngspice gave up more often than it may be reloaded in this process "
+                f"({MAX_CRASH_RELOADS}); restart the process", deck_path=None, log="",
+                corner_key=self.corner_key)
         if not self._valid:
             raise SimulationError("this circuit was replaced by a later load() in this process "
                                   "(one libngspice, one circuit per process)",

@@ -163,3 +163,26 @@ def test_auto_chunk_size_gives_fine_progress(tmp_path):
                      measure_dims={"vec": {"k": [0, 1, 2]}}, context={"scale": 1.0})
     run_sweep(spec, tmp_path / "f.h5", quiet=True)
     assert len(list((tmp_path / "f.h5.points").glob("chunk-*.npz"))) >= PROGRESS_STEPS
+
+
+def pid_point(p: SweepPoint) -> dict:
+    import os
+
+    return {"y": float(os.getpid())}
+
+
+def test_workers_are_recycled_every_n_points(tmp_path):
+    import os
+
+    spec = SweepSpec(name="recycle", axes={"x": list(range(4))}, point_fn=pid_point,
+                     measures={"y": "1"})
+    # a serial run longer than recycle_points goes to one worker process, replaced every 2
+    res = run_sweep(spec, tmp_path / "r.h5", jobs=1, quiet=True, chunk_size=2,
+                    recycle_points=2)
+    pids = res.tables["y"].data.ravel().tolist()
+    assert res.summary["backend"] == "loky" and os.getpid() not in pids
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+    with pytest.raises(SweepSpecError, match="chunk size"):
+        run_sweep(spec, tmp_path / "r0.h5", chunk_size=0, quiet=True)
+    with pytest.raises(SweepSpecError, match="is a folder"):
+        run_sweep(spec, tmp_path, quiet=True)

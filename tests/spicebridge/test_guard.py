@@ -185,3 +185,32 @@ def test_cli_simulate_refuses_included_control_exit_2(tmp_path, capsys):
     assert "allow-control" in capsys.readouterr().err and not marker.exists()
     assert main(["simulate", str(deck), "--allow-control"]) == 0
     assert marker.exists()  # the user's explicit choice runs it
+
+
+def test_crash_reloads_are_capped_then_refused():
+    import subprocess
+    import sys
+
+    # in a child process: the cap is per process and would outlive this test
+    code = (
+        "from spicebridge.engines import SharedEngine\n"
+        "from spicebridge.engines import shared\n"
+        "shared.MAX_CRASH_RELOADS = 1  # the mechanism, not the number: one reload\n"
+        "from spicebridge.errors import EngineCrashedError\n"
+        "from spicebridge.netlist import sky130_corner_lib\n"
+        "lib = sky130_corner_lib(('nfet_01v8',))\n"
+        "deck = f'* x\\n.include \"{lib}\"\\nVd d 0 1\\nX1 d d 0 0 sky130_fd_pr__nfet_01v8 "
+        "W=1 L=0.15\\n.op\\n.end\\n'\n"
+        "e = SharedEngine()\n"
+        "msgs = []\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        "        e.simulate(deck)\n"
+        "    except EngineCrashedError as err:\n"
+        "        msgs.append(str(err).splitlines()[0])\n"
+        "    except Exception as err:\n"
+        "        msgs.append(type(err).__name__)\n"
+        "print(sum('not reloading' in m or 'more often' in m for m in msgs), len(msgs))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["2", "3"]  # reloaded once, then refused (and refused again)
