@@ -279,7 +279,7 @@ def train_model(name: str, *, seed: int = 0, epochs: int | None = None, quiet: b
         opt, lambda s: (s + 1) / warm if s < warm
         else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
     x_all, y_all = train.images, train.labels
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -305,10 +305,10 @@ def train_model(name: str, *, seed: int = 0, epochs: int | None = None, quiet: b
             bar.set_postfix(loss=f"{loss.item():.3f}")
     if bar is not None:
         bar.close()
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     meta = dict(name=name, dataset=preset["dataset"], seed=int(seed), recipe=recipe,
-                model=dict(preset["model"]), train_time_s=train_s,
+                model=dict(preset["model"]), train_time_s=train_s, train_cpu_s=train_cpu_s,
                 test_accuracy=accuracy(model, load_dataset(preset["dataset"], "test"),
                                        device=device),
                 torch_version=str(torch.__version__), threads=torch.get_num_threads())
@@ -341,22 +341,51 @@ def load_or_train(name: str, cache_dir: str | Path | None = None, seed: int = 0,
     """
     path = checkpoint_path(name, cache_dir, seed, epochs)
     if path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        model = create_model(ck["meta"]["name"])
-        model.load_state_dict(ck["state_dict"], strict=True)
-        meta = dict(ck["meta"], path=str(path), cached=True)
-        return model.eval(), meta
+        state, meta = load_checkpoint(path)
+        model = create_model(meta["name"])
+        model.load_state_dict(state, strict=True)
+        return model.eval(), dict(meta, path=str(path), cached=True)
     model, meta = train_model(name, seed=seed, epochs=epochs, quiet=quiet)
+    save_checkpoint(path, model.state_dict(), meta)
+    return model, dict(meta, path=str(path), cached=False)
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
+                    meta: dict[str, Any]) -> None:
+    """Write ``{"state_dict", "meta"}`` atomically (temporary file, then rename).
+
+    ``meta`` must hold plain data only (str, numbers, bool, None, lists, dicts) so that
+    ``load_checkpoint`` can read it back without unpickling code.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+        torch.save({"state_dict": state_dict, "meta": meta}, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return model, dict(meta, path=str(path), cached=False)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, meta) of a checkpoint, read with ``torch.load(weights_only=True)``: tensors
+    and plain containers only, never arbitrary pickled objects.
+
+    Raises:
+        ValueError: The file cannot be read or is not one of our checkpoints.
+    """
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, foreign pickle refused by weights_only
+        raise ValueError(f"checkpoint {path} could not be read: {type(e).__name__}: "
+                         f"{str(e)[:300]}") from e
+    if not (isinstance(ck, dict) and isinstance(ck.get("state_dict"), dict)
+            and isinstance(ck.get("meta"), dict)):
+        raise ValueError(f"checkpoint {path} is not a {{'state_dict', 'meta'}} checkpoint")
+    return ck["state_dict"], ck["meta"]
 
 
 def clone(model: nn.Module) -> nn.Module:
