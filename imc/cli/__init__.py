@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from .common import exit_code_for
+from .common import Parser, exit_code_for
 
 # (module, what it adds). Imports run one way: this top-level entry point is the only place
 # that sees every package.
@@ -23,6 +23,7 @@ _COMMANDS: tuple[str, ...] = (
     "imc.cli.fit",            # fit memristor
     "imc.cli.evaluate",       # train, evaluate
     "imc.cli.demo",           # demo
+    "imc.cli.compare",        # compare
 )
 
 
@@ -51,7 +52,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spicebridge",
         description="SPICE co-simulation bridge for analog in-memory computing: characterize "
         "crossbars and ADCs in ngspice, store lookup models, evaluate ViT accuracy on them.",

@@ -14,7 +14,8 @@ _TARGETS = ("imc.cli.characterize_crossbar", "imc.cli.characterize_adc")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """The options every characterization shares: output, workers, Dask, plots, quiet."""
+    """The options every characterization shares: output, workers, Dask, plots, quiet,
+    ``--json [PATH]`` (the run's summary)."""
     p.add_argument("--out", type=Path, required=True, metavar="FILE.h5", help="lookup file")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="worker processes (one libngspice each); -1 = all cores")
@@ -22,6 +23,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run on a Dask scheduler (tcp://host:port) instead of local workers")
     p.add_argument("--plots", type=Path, metavar="DIR", default=None, help="write PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from .common import add_output_options
+
+    add_output_options(p, quiet=False)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -38,19 +37,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"spicebridge characterize adc: {e}", file=sys.stderr)
         return 2
     try:
-        summary = run_characterization(cfg, args.out, jobs=args.jobs, quiet=args.quiet,
-                                       plots_dir=args.plots, dask=args.dask)
+        from .common import quiet_stdout
+
+        with quiet_stdout(args):
+            summary = run_characterization(cfg, args.out, jobs=args.jobs, quiet=args.quiet,
+                                           plots_dir=args.plots, dask=args.dask)
     except CharacterizationError as e:
         print(f"spicebridge characterize adc: {e}", file=sys.stderr)
         return 1
     v = summary["validation"]
-    if not args.quiet:
-        print(json.dumps({k: summary[k] for k in ("path", "wall_s", "n_points", "n_failed")}))
-        print(f"validation: behavioural vs SPICE thresholds at {v['bits']} bits, "
-              f"{v['instances']} instance(s): RMS {v['rms_lsb']:.3f} LSB, max "
-              f"{v['max_lsb']:.3f} LSB (target <= {v['target_rms_lsb']} LSB RMS; method "
-              f"floor {v.get('floor_rms_lsb', float('nan')):.4f} LSB)")
-        for a in v.get("above_target", []):
-            print(f"validation ABOVE TARGET at {a['process']}/{a['vdd_v']:g} V/"
-                  f"{a['temp_c']:g} C, {a['bits']} bits: {a['rms_lsb']:.3f} LSB RMS")
+    from .common import emit
+
+    emit(args, summary, lambda: _human(summary, v))
     return 0
+
+
+def _human(summary: dict, v: dict) -> None:
+    """The human summary: the file, its points, the validation against SPICE."""
+    print(f"{summary['path']}: {summary['n_points']} points, {summary['n_failed']} failed, "
+          f"{summary['wall_s']:.1f} s")
+    print(f"validation: behavioural vs SPICE thresholds at {v['bits']} bits, "
+          f"{v['instances']} instance(s): RMS {v['rms_lsb']:.3f} LSB, max "
+          f"{v['max_lsb']:.3f} LSB (target <= {v['target_rms_lsb']} LSB RMS; method "
+          f"floor {v.get('floor_rms_lsb', float('nan')):.4f} LSB)")
+    for a in v.get("above_target", []):
+        print(f"validation ABOVE TARGET at {a['process']}/{a['vdd_v']:g} V/"
+              f"{a['temp_c']:g} °C, {a['bits']} bits: {a['rms_lsb']:.3f} LSB RMS")

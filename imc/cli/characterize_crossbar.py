@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,18 +43,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
         return 2
     try:
-        summary = characterize_crossbar(plan, args.out, jobs=args.jobs, dask=args.dask,
-                                        quiet=args.quiet, plots=args.plots)
+        from .common import quiet_stdout
+
+        with quiet_stdout(args):
+            summary = characterize_crossbar(plan, args.out, jobs=args.jobs, dask=args.dask,
+                                            quiet=args.quiet, plots=args.plots)
     except ValueError as e:  # the --model library does not simulate
         print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
         return 2
     except SweepError as e:
         print(f"spicebridge characterize crossbar: {e}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(json.dumps({k: v for k, v in summary.items() if k not in ("column", "write")},
-                         indent=1))
+    from .common import emit
+
+    emit(args, summary, lambda: _human(summary))
     if summary["n_failed"]:
         print(f"spicebridge characterize crossbar: {summary['n_failed']} point(s) failed; "
               f"listed in {summary['path']} (spicebridge inspect)", file=sys.stderr)
     return 0
+
+
+def _human(summary: dict) -> None:
+    """One line per scalar of the run's summary (``--json`` has all of it)."""
+    for k, v in summary.items():
+        if k not in ("column", "write") and not isinstance(v, dict | list):
+            print(f"{k}: {v}")

@@ -13,6 +13,7 @@ Exit codes (the same for every command):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -27,11 +28,32 @@ EXIT_NOT_CONVERGED = 3
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows every default and keeps the description's line breaks."""
+    """Help that shows every default and keeps the description's paragraphs.
+
+    A default is appended as ``(default: X)`` unless the help already says it (contains
+    "default") or there is nothing to show (``None``, ``False``: a flag that is off).
+    """
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(argparse.HelpFormatter._fill_text(self, para, width, indent)
-                         for para in text.split("\n\n"))
+        return "\n\n".join(argparse.HelpFormatter._fill_text(self, para, width, indent)
+                           for para in text.split("\n\n"))
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        h = action.help or ""
+        if "default" in h.lower() or any(action.default is x for x in
+                                           (None, False, True, argparse.SUPPRESS)) \
+                or isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            return h
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help shows defaults (``Formatter``); subcommand parsers
+    made from it are ``Parser`` too, so every ``--help`` shows them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
 
 def add_output_options(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
@@ -86,6 +108,18 @@ def emit(args: argparse.Namespace, obj: Any, human: Callable[[], None] | None = 
         atomic_write_text(Path(target), dumps(obj) + "\n")
     if human is not None and not getattr(args, "quiet", False):
         human()
+
+
+def json_to_stdout(args: argparse.Namespace) -> bool:
+    """True when ``--json`` sends the JSON to stdout (then nothing else may print there)."""
+    return getattr(args, "json", None) in ("-", True)
+
+
+def quiet_stdout(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """A context in which progress printed to stdout goes to stderr when ``--json`` owns
+    stdout, so stdout stays one parseable JSON object."""
+    return contextlib.redirect_stdout(sys.stderr) if json_to_stdout(args) \
+        else contextlib.nullcontext()
 
 
 def fail(prog: str, message: str, code: int = EXIT_BAD_INPUT) -> int:

@@ -24,7 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run everything on built-in defaults: characterize, fit, train, evaluate, "
         "report (about 10 minutes on 2 cores; resumable)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None)
+        description="Run every step in this process, each resumable, so a second run reuses "
+        "what is done:\n\n"
+        "1. characterize crossbar and adc (--preset quick, three process corners) into "
+        "OUT/crossbar.h5 and OUT/adc.h5;\n\n"
+        "2. statistical fits of the characterized distributions (write noise, read noise, ADC "
+        "thresholds) and a SPICE-in-the-loop fit of the memristor model to a bundled I-V "
+        "loop;\n\n"
+        "3. train --dataset digits (or the cached checkpoint);\n\n"
+        "4. evaluate: digital, analog, analog + ClipFormer and RAP across gamma, corner and "
+        "ADC bits;\n\n"
+        "5. OUT/report.md, OUT/report.json and the PNG plots.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder "
                    "(default runs/demo)")
     p.add_argument("--jobs", type=int, default=2, help="SPICE worker processes (default 2)")
@@ -35,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recompute the evaluations and the report (characterizations still "
                    "resume)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from .common import add_output_options
+
+    add_output_options(p, quiet=False)
     p.set_defaults(func=run)
 
 
@@ -42,11 +55,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when the report was written."""
     from imc.demo.pipeline import DemoError, run_demo
 
+    from .common import emit, quiet_stdout
+
     try:
-        report = run_demo(args.out, jobs=args.jobs, chips=args.chips, seed=args.seed,
-                          redo=args.redo, quiet=args.quiet)
+        with quiet_stdout(args):
+            report = run_demo(args.out, jobs=args.jobs, chips=args.chips, seed=args.seed,
+                              redo=args.redo, quiet=args.quiet)
     except DemoError as e:
         print(f"spicebridge demo: {e}", file=sys.stderr)
         return 1
-    print(f"\nreport: {report}")
+    report = Path(report)
+    emit(args, {"out": str(args.out), "report": str(report),
+                "report_json": str(report.with_suffix(".json"))},
+         lambda: print(f"\nreport: {report}"))
     return 0

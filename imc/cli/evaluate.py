@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,14 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache-dir", type=Path, default=None, help="checkpoint folder")
     t.add_argument("--force", action="store_true", help="retrain even if cached")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    t.add_argument("--json", action="store_true", help="print the checkpoint's meta as JSON")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .common import add_output_options
+
+    add_output_options(t, quiet=False)  # --json [PATH]: the checkpoint's meta
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
         "evaluate", help="ViT accuracy on simulated analog chips from lookup files",
         description="Convert a ViT to analog crossbars (hardware from lookup files), evaluate "
-        "it on several simulated chips and print accuracy mean and 95 %% CI. Comma lists "
+        "it on several simulated chips and print accuracy mean and 95 % CI. Comma lists "
         "(--gamma 3,4,5 --bits 4,6 --vdd-v 1.62,1.8) sweep their Cartesian product.")
     e.add_argument("--dataset", default=None,
                    help="digits | fashion_mnist | imagenet (default: the model's)")
@@ -133,13 +134,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.force and path.exists():
         path.unlink()
     _model, meta = load_or_train(name, args.cache_dir, args.seed, args.epochs, quiet=args.quiet)
-    if args.json:
-        json.dump(meta, sys.stdout, default=str)
-        sys.stdout.write("\n")
-    else:
+    from .common import emit
+
+    def human() -> None:
         src = "cached" if meta.get("cached") else f"trained in {meta['train_time_s']:.1f} s"
         print(f"{meta['name']}: test accuracy {100 * meta['test_accuracy']:.2f} % "
               f"(seed {meta['seed']}, {src}) -> {meta['path']}")
+
+    emit(args, meta, human)
     return 0
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("shared", "batch"), default="shared",
                    help="shared: in-process libngspice (fast); batch: ngspice -b (isolated)")
     p.add_argument("--format", choices=("text", "json"), default="text",
-                   help="json: one object {plot: {vector: number or list}} on stdout")
+                   help="json: one object {plot: {vector: number or list}} on stdout (the "
+                   "same as --json)")
+    from .common import add_output_options
+
+    add_output_options(p, quiet=False)
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="stop an analysis running longer than S seconds (default 600)")
     p.add_argument("--allow-control", action="store_true",
@@ -76,10 +80,16 @@ def _simulate(args: argparse.Namespace, deck: str) -> int:
     except SpiceBridgeError as e:
         print(f"spicebridge simulate: {args.deck}: {e}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        json.dump(result.to_json_dict(), sys.stdout)
-        sys.stdout.write("\n")
-        return 0
+    from .common import emit
+
+    if args.format == "json" and not args.json:
+        args.json = "-"
+    emit(args, result.to_json_dict(), lambda: _print_plots(result))
+    return 0
+
+
+def _print_plots(result: Any) -> None:
+    """Every vector of every plot, one line each."""
     for key, plot in result.plots.items():
         print(f"{key}: {plot.title}")
         for name, vec in plot.vectors.items():
@@ -89,4 +99,3 @@ def _simulate(args: argparse.Namespace, deck: str) -> int:
             else:
                 print(f"  {name:<24} {v.size} points, first {v[0]:.6g}, last {v[-1]:.6g}, "
                       f"min {v.min():.6g}, max {v.max():.6g}")
-    return 0

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yes", action="store_true",
                    help="run a sweep of more than 10^8 points (refused otherwise)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    from .common import add_output_options as _add_json
+
+    _add_json(p, quiet=False)  # --json [PATH]: the run's summary and failures
     p.add_argument("--point", type=int, metavar="INDEX",
                    help="run only point INDEX (the 'index' of a failure record) in this "
                    "process and print its coordinates, seed and measures as JSON; writes "
@@ -138,17 +141,24 @@ def _sweep(args: argparse.Namespace, spec: Any) -> int:
     except SweepError as e:
         print(f"spicebridge sweep: {e}", file=sys.stderr)
         return 1
-    if not args.quiet:
-        s = res.summary
-        print(f"{res.path}: {s['n_points']} points, {s['n_failed']} failed, "
-              f"{s['n_resumed']} resumed from {res.path.name}.points/, {s['n_run']} run in "
-              f"{s['wall_s']:.1f} s ({s['points_per_s']:.0f} points/s, {s['backend']})")
-        for f in res.failures[:5]:
-            first = f.message.splitlines()[0] if f.message else ""
-            print(f"  failed {f.point}: {f.error_type}: {first}")
-        if len(res.failures) > 5:
-            print(f"  ... {len(res.failures) - 5} more (spicebridge inspect {res.path})")
+    from .common import emit
+
+    emit(args, {"path": str(res.path), **res.summary,
+                "failures": [f.__dict__ for f in res.failures]}, lambda: _sweep_human(res))
     return 0
+
+
+def _sweep_human(res: Any) -> None:
+    """The sweep's one-line summary and its first failures."""
+    s = res.summary
+    print(f"{res.path}: {s['n_points']} points, {s['n_failed']} failed, "
+          f"{s['n_resumed']} resumed from {res.path.name}.points/, {s['n_run']} run in "
+          f"{s['wall_s']:.1f} s ({s['points_per_s']:.0f} points/s, {s['backend']})")
+    for f in res.failures[:5]:
+        first = f.message.splitlines()[0] if f.message else ""
+        print(f"  failed {f.point}: {f.error_type}: {first}")
+    if len(res.failures) > 5:
+        print(f"  ... {len(res.failures) - 5} more (spicebridge inspect {res.path})")
 
 
 def _jsonable(o: Any) -> Any:
