@@ -246,37 +246,54 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
             "noise_sigma_a": noise_s, "margin_i_a": m_i, "margin_noise_a": m_n}
 
 
-def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float) -> dict[str, Any]:
+def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float, corner: str = "tt",
+                    temp_c: float = 27.0) -> dict[str, Any]:
     """Single-shot pulse widths and the verify pulse budget, from the nominal cell.
 
-    The write driver is tuned once on the nominal device (tt, ``vdd_v``, 27 C, no variation):
-    one long SET pulse, and the time at which the state reaches each level's w (level top:
-    w = 0.99) is that level's single-shot width.
+    The write driver is tuned on the nominal device (no variation) at ``corner``, ``vdd_v``,
+    ``temp_c``: one long SET pulse (4x longer until the top level is reached, up to 128 us),
+    and the time at which the state reaches each level's w (level top: w = 0.99) is that
+    level's single-shot width.
 
     Returns:
-        ``single_widths_s`` (per level, 0 for level 0) and ``n_pulses`` (1.5x the step pulses
-        needed to reach the top level nominally, at least 4).
+        ``single_widths_s`` (per level, 0 for level 0), ``n_pulses`` (``verify_budget`` x the
+        step pulses needed to reach the top level nominally, at least 4) and the point.
     """
     import spicebridge
 
     t_pulse = 2e-6
-    deck = calibration_deck(cfg, wcfg, vdd_v=vdd_v, t_pulse_s=t_pulse)
-    r = spicebridge.create_engine("shared").simulate(deck, corner_key="write-calibration")
-    t, w = r["tran1"]["time"].real, r["tran1"]["v(xm0.w)"].real
+    while True:
+        deck = calibration_deck(cfg, wcfg, vdd_v=vdd_v, t_pulse_s=t_pulse, corner=corner,
+                                temp_c=temp_c)
+        r = spicebridge.create_engine("shared").simulate(deck, corner_key="write-calibration")
+        t, w = r["tran1"]["time"].real, r["tran1"]["v(xm0.w)"].real
+        top = cfg.levels - 1
+        if np.any(w >= min(1.0, 0.99)) or t_pulse >= 128e-6:
+            break
+        t_pulse *= 4
     widths = [0.0]
-    top = cfg.levels - 1
     for lvl in range(1, cfg.levels):
         target = min(lvl / top, 0.99)
         hit = np.flatnonzero(w >= target)
         if hit.size == 0:
-            raise RuntimeError(f"write calibration (tt, vdd {vdd_v:g} V, 27 C, "
+            raise RuntimeError(f"write calibration ({corner}, vdd {vdd_v:g} V, {temp_c:g} C, "
                                f"{cfg.rram_lib_file}): the nominal cell never reached level "
                                f"{lvl} (w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
                                f"{wcfg.v_set_v} V SET pulse; raise write.v_set_v")
         widths.append(float(np.interp(target, w[: hit[0] + 1], t[: hit[0] + 1]))
                       - wcfg.t_edge_s / 2)
-    n_pulses = max(4, math.ceil(1.5 * widths[-1] / wcfg.t_step_s))
-    return {"single_widths_s": widths, "n_pulses": int(n_pulses)}
+    n_pulses = max(4, math.ceil(wcfg.verify_budget * widths[-1] / wcfg.t_step_s))
+    return {"single_widths_s": widths, "n_pulses": int(n_pulses),
+            "at": {"process": corner, "vdd_v": vdd_v, "temp_c": temp_c}}
+
+
+def calibration_point(wcfg: WriteConfig, corner: str, vdd_v: float, temp_c: float,
+                      vdd_nom_v: float) -> tuple[str, float, float]:
+    """Where the write driver is tuned: the point itself (``per_corner``) or tt / the nominal
+    supply / 27 degC (``nominal``)."""
+    if wcfg.calibrate == "nominal":
+        return "tt", float(vdd_nom_v), 27.0
+    return corner, float(vdd_v), float(temp_c)
 
 
 def _reads(r: Any, j: int, times: np.ndarray) -> np.ndarray:
@@ -296,7 +313,9 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     Context keys: ``column``, ``write`` (``WriteConfig.to_dict()``), ``vdd_nom_v``.
 
     Returns:
-        ``g_prog_s`` and ``n_pulses`` with shape (mode, level, copy).
+        ``g_prog_s`` and ``n_pulses`` with shape (mode, level, copy); ``verify_failed``
+        (level, copy): 1 where a write-verify cell never reached its level within the pulse
+        budget (its last read is kept as its programmed conductance); ``pulse_budget``.
     """
     ctx = point.context
     cfg = ColumnConfig.from_dict(ctx["column"])
@@ -304,11 +323,13 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     corner = str(point.coords["process"])
     vdd_v, temp_c = float(point.coords["vdd_v"]), float(point.coords["temp_c"])
     cjson = json.dumps([ctx["column"], ctx["write"], ctx["vdd_nom_v"]], sort_keys=True)
-    cal = worker_cache(("crossbar-write-cal", cjson),
-                       lambda: calibrate_write(cfg, wcfg, float(ctx["vdd_nom_v"])))
+    at = calibration_point(wcfg, corner, vdd_v, temp_c, float(ctx["vdd_nom_v"]))
+    cal = worker_cache(("crossbar-write-cal", cjson, at),
+                       lambda: calibrate_write(cfg, wcfg, at[1], at[0], at[2]))
     deck, layout = write_bench_deck(cfg, wcfg, corner, single_widths_s=cal["single_widths_s"],
                                     n_pulses=cal["n_pulses"], vdd_v=vdd_v, temp_c=temp_c)
-    circ = _circuit(("write", corner, cjson), lambda: deck, _corner_key(point))
+    circ = _circuit(("write", corner, cjson, json.dumps(cal["single_widths_s"]),
+                     cal["n_pulses"]), lambda: deck, _corner_key(point))
     rng = point.rng()
     n_cells = len(layout["cells"])
     dvt = rng.normal(0.0, cfg.sigma_vt_v, n_cells)
@@ -331,6 +352,7 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     times = np.asarray(layout["read_times_s"])
     shape = (len(MODES), cfg.levels, wcfg.cells_per_level)
     g_prog, n_pul = np.full(shape, np.nan), np.full(shape, np.nan)
+    failed = np.zeros((cfg.levels, wcfg.cells_per_level))
     targets = cfg.level_g_s
     tol = wcfg.verify_tol_rel * (cfg.g_max_s - cfg.g_min_s)
     for j, (mode, level, copy) in enumerate(layout["cells"]):
@@ -342,6 +364,8 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
         else:
             ok = np.flatnonzero(reads >= targets[level] - tol)
             k = int(ok[0]) if ok.size else len(reads) - 1
+            failed[level, copy] = 0.0 if ok.size else 1.0  # never reached within the budget
             g_prog[m, level, copy] = reads[k]
             n_pul[m, level, copy] = k + 1
-    return {"g_prog_s": g_prog, "n_pulses": n_pul}
+    return {"g_prog_s": g_prog, "n_pulses": n_pul, "verify_failed": failed,
+            "pulse_budget": np.array([float(cal["n_pulses"])])}

@@ -5,6 +5,8 @@ Pure NumPy: no ngspice needed (unit-testable on synthetic data).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 XFER_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
@@ -12,47 +14,91 @@ XFER_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
 half a grid step (0.05) of it."""
 
 WRITE_STATS = ("target_s", "mean_s", "std_s", "q01_s", "q50_s", "q99_s")
-FIT_STATS = ("k", "k_stderr", "r2")
+FIT_STATS = ("k", "k_stderr", "r2", "k_zero_mean")
+LEVEL_STATS = ("bias_s", "k", "std_s", "n")
 MARGIN_STATS = ("margin_a", "sigma_a", "margin_sigma")
 
 
+def write_noise_scale(g_s: np.ndarray, g_min_s: float, g_max_s: float) -> np.ndarray:
+    """``sqrt((G - G_min)(G_max - G_min))``: the scale of the TxSim/ClipFormer write-noise form
+    ``G' = G + k * scale * N(0, 1)`` (0 at and below G_min). The one formula everything uses."""
+    g = np.asarray(g_s, dtype=float)
+    return np.sqrt(np.clip(g - g_min_s, 0.0, None) * (g_max_s - g_min_s))
+
+
+def write_noise_draw(g_s: np.ndarray, k: float, z: np.ndarray, g_min_s: float,
+                     g_max_s: float) -> np.ndarray:
+    """``G' = G + k sqrt((G - G_min)(G_max - G_min)) z`` for standard-normal draws ``z``."""
+    return np.asarray(g_s, float) + k * write_noise_scale(g_s, g_min_s, g_max_s) * z
+
+
+def estimate_write_noise(g_target_s: np.ndarray, g_prog_s: np.ndarray, g_min_s: float,
+                         g_max_s: float, *, center: str = "target") -> dict[str, Any]:
+    """The one write-noise ``k`` estimator (the crossbar tables and ``fitting.stats`` use it).
+
+    With ``u = (G' - c) / sqrt((G - Gmin)(Gmax - Gmin))`` over the samples whose target is
+    above ``G_min`` (a cell at G_min carries no information on ``k``), the maximum-likelihood
+    ``k`` of a zero-mean Gaussian ``u`` is ``sqrt(mean(u^2))``, standard error
+    ``k / sqrt(2 n)``. ``center="target"``: ``c = G`` (the ClipFormer/TxSim k; a programming
+    bias counts in it); ``center="mean"``: ``c`` = the mean of the level's samples (the
+    zero-mean spread, the bias taken out).
+
+    Returns:
+        ``k``, ``k_stderr``, ``n``, ``u`` (the normalized deviations used), and per distinct
+        target level (sorted, ``levels_s``): ``bias_s`` (mean G' - G), ``std_s`` (sample
+        standard deviation), ``k_level`` (zero-mean k of the level, NaN at G_min),
+        ``n_level``. ``k`` is NaN with fewer than 2 usable samples.
+    """
+    if center not in ("target", "mean"):
+        raise ValueError(f"center must be 'target' or 'mean', got {center!r}")
+    gp = np.asarray(g_prog_s, dtype=float).ravel()
+    g = np.broadcast_to(np.asarray(g_target_s, dtype=float), np.shape(g_prog_s)).ravel()
+    fin = np.isfinite(gp) & np.isfinite(g)
+    g, gp = g[fin], gp[fin]
+    levels = np.unique(g)
+    dev = gp - g
+    bias = np.array([dev[g == lv].mean() for lv in levels])
+    std = np.array([dev[g == lv].std(ddof=1) if np.sum(g == lv) > 1 else np.nan
+                    for lv in levels])
+    if center == "mean":
+        for lv, b in zip(levels, bias, strict=True):
+            dev[g == lv] = dev[g == lv] - b
+    scale = write_noise_scale(g, g_min_s, g_max_s)
+    use = scale > 1e-6 * (g_max_s - g_min_s)
+    u = dev[use] / scale[use]
+    n = int(u.size)
+    k = float(np.sqrt(np.mean(u**2))) if n >= 2 else float("nan")
+    k_level, n_level = [], []
+    for lv, b in zip(levels, bias, strict=True):
+        w = g == lv
+        sc = float(write_noise_scale(lv, g_min_s, g_max_s))
+        n_level.append(int(w.sum()))
+        k_level.append(float(np.sqrt(np.mean((gp[w] - lv - b) ** 2)) / sc)
+                       if sc > 1e-6 * (g_max_s - g_min_s) else float("nan"))
+    return {"k": k, "k_stderr": k / np.sqrt(2.0 * n) if n >= 2 else float("nan"), "n": n,
+            "u": u, "levels_s": levels, "bias_s": bias, "std_s": std,
+            "k_level": np.asarray(k_level), "n_level": np.asarray(n_level)}
+
+
 def fit_write_noise_k(g_target_s: np.ndarray, g_prog_s: np.ndarray, g_min_s: float,
-                      g_max_s: float) -> tuple[float, float, float]:
-    """Fit ``k`` of ``G' = G + k sqrt((G - Gmin)(Gmax - Gmin)) N(0,1)``.
-
-    With ``u = (G' - G) / sqrt((G - Gmin)(Gmax - Gmin))`` over the samples whose target is
-    above ``G_min`` (a cell at ``G_min`` carries no information on ``k``), the maximum-likelihood
-    ``k`` of the zero-mean Gaussian is ``sqrt(mean(u^2))`` (a programming bias counts in it: the
-    simulator's noise then has the measured second moment). Its standard error is
-    ``k / sqrt(2 n)``. ``r2`` is the squared correlation of the sorted ``u`` with the normal
-    quantiles (probability-plot r^2: 1 for Gaussian deviations).
-
-    Args:
-        g_target_s: Target conductance of each sample.
-        g_prog_s: Programmed conductance of each sample (NaN samples are ignored).
-        g_min_s, g_max_s: The conductance range.
+                      g_max_s: float, *, center: str = "target") -> tuple[float, float, float]:
+    """``k`` of ``G' = G + k sqrt((G - Gmin)(Gmax - Gmin)) N(0,1)`` (``estimate_write_noise``)
+    with its standard error and ``r2``, the squared correlation of the sorted ``u`` with the
+    normal quantiles (probability-plot r^2: 1 for Gaussian deviations).
 
     Returns:
         ``(k, k_stderr, r2)``; NaN when fewer than 2 usable samples.
     """
-    g = np.asarray(g_target_s, dtype=float).ravel()
-    gp = np.asarray(g_prog_s, dtype=float).ravel()
-    if g.shape != gp.shape:
-        g = np.broadcast_to(np.asarray(g_target_s, dtype=float), np.shape(g_prog_s)).ravel()
-    scale = np.sqrt(np.clip(g - g_min_s, 0.0, None) * (g_max_s - g_min_s))
-    ok = np.isfinite(gp) & np.isfinite(g) & (scale > 1e-6 * (g_max_s - g_min_s))
-    u = (gp[ok] - g[ok]) / scale[ok]
-    n = u.size
+    est = estimate_write_noise(g_target_s, g_prog_s, g_min_s, g_max_s, center=center)
+    u, n = est["u"], est["n"]
     if n < 2:
         return float("nan"), float("nan"), float("nan")
-    k = float(np.sqrt(np.mean(u**2)))
-    stderr = k / np.sqrt(2.0 * n)
     us = np.sort(u)
     from scipy import stats  # imported here: scipy.stats costs ~1 s of every CLI start
 
     q = stats.norm.ppf((np.arange(1, n + 1) - 0.375) / (n + 0.25))  # Blom positions
     r2 = float(np.corrcoef(us, q)[0, 1] ** 2) if np.std(us) > 0 else float("nan")
-    return k, float(stderr), r2
+    return est["k"], float(est["k_stderr"]), r2
 
 
 def reduce_transfer(rel: np.ndarray, ratio: np.ndarray) -> tuple[np.ndarray, int]:

@@ -37,9 +37,11 @@ from .netlist import (
 )
 from .reduce import (
     FIT_STATS,
+    LEVEL_STATS,
     MARGIN_STATS,
     WRITE_STATS,
     XFER_GRID,
+    estimate_write_noise,
     fit_write_noise_k,
     reduce_margin,
     reduce_transfer,
@@ -239,8 +241,12 @@ def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
              "copy": list(range(wcfg.cells_per_level))}
     wr = SweepSpec(
         name="crossbar_write", axes=axes, mc=plan.mc_write, seed=plan.seed + 1,
-        point_fn=points.write_point, measures={"g_prog_s": "S", "n_pulses": "1"},
-        measure_dims={"g_prog_s": wdims, "n_pulses": wdims}, context=wctx,
+        point_fn=points.write_point,
+        measures={"g_prog_s": "S", "n_pulses": "1", "verify_failed": "1", "pulse_budget": "1"},
+        measure_dims={"g_prog_s": wdims, "n_pulses": wdims,
+                      "verify_failed": {"level": list(range(nlev)),
+                                        "copy": list(range(wcfg.cells_per_level))},
+                      "pulse_budget": {"budget": [0]}}, context=wctx,
     )
     return col, wr
 
@@ -277,6 +283,13 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
         "sweeps": {"column": res_c.provenance, "write": res_w.provenance},
         "mismatch": "access nfet: per-instance gate-series source dVt ~ N(0, A_vt/sqrt(W L)), "
                     f"A_vt={plan.column.a_vt_mv_um} mV um (sky130 mc switches off)",
+        "assumptions": {
+            "note": "inputs of the device and noise models, not circuit results; 'spicebridge "
+                    "fit' sets the device sigmas from measured data",
+            "device_variability": plan.write.assumptions(),
+            "a_vt_mv_um": plan.column.a_vt_mv_um,
+            "shot_fano": plan.column.shot_fano,
+            "tia_en_v_rthz": plan.column.tia_en_v_rthz},
         "raw_files": [str(res_c.path), str(res_w.path)],
     }
     failures = [*res_c.failures, *res_w.failures]
@@ -420,12 +433,29 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     g = np.moveaxis(g, 3, -2)  # (p, v, t, mode, level, mc, copy)
     samples = g.reshape(*g.shape[:-2], -1)
     wstats = reduce_write(samples, g_levels)
+    # k and bias in the state domain: a sample read at T referred to tnom through the cell's
+    # G(T) (crossbar/cell_read), so the temperature of the read is not counted as programming
+    # error (the simulator maps the samples the same way)
+    g0_t, gtop_t = g_t[..., :1, None], g_t[..., -1:, None]  # (p, v, t, 1, 1)
+    eq = cfg.g_min_s + (samples - g0_t[:, :, :, None]) / (gtop_t - g0_t)[:, :, :, None] \
+        * (cfg.g_max_s - cfg.g_min_s)
     fit = np.full((*shape, len(MODES), len(FIT_STATS)), np.nan)
+    lvl = np.full((*shape, len(MODES), cfg.levels, len(LEVEL_STATS)), np.nan)
     for idx in np.ndindex(*shape):
         for m in range(len(MODES)):
-            s = samples[idx][m]
+            s = eq[idx][m]
             tg = np.broadcast_to(g_levels[:, None], s.shape)
-            fit[idx][m] = fit_write_noise_k(tg, s, cfg.g_min_s, cfg.g_max_s)
+            fit[idx][m][:3] = fit_write_noise_k(tg, s, cfg.g_min_s, cfg.g_max_s)
+            est = estimate_write_noise(tg, s, cfg.g_min_s, cfg.g_max_s, center="mean")
+            fit[idx][m][3] = est["k"]
+            at = np.searchsorted(g_levels, est["levels_s"])
+            lvl[idx][m][at] = np.stack([est["bias_s"], est["k_level"], est["std_s"],
+                                        est["n_level"]], axis=-1)
+    vf = wr["verify_failed"].data  # (p, v, t, mc, level, copy)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fail = np.nanmean(np.moveaxis(vf, 3, -2).reshape(*shape, cfg.levels, -1), axis=-1)
+        budget = np.nanmax(wr["pulse_budget"].data.reshape(*shape, -1), axis=-1)
     wc = {**coords, "mode": np.asarray(MODES), "level": np.arange(cfg.levels)}
     wcu = {**cu, "mode": "1", "level": "1"}
     wattrs = {**attrs, "level_g_s": g_levels, "write": json.dumps(plan.write.to_dict()),
@@ -444,8 +474,31 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
                   {**cu, "mode": "1", "stat": "1"},
                   {**attrs, "form": "G' = G + k*sqrt((G-Gmin)*(Gmax-Gmin))*N(0,1)",
                    "description": "k = sqrt(mean(u^2)), u the normalized deviation from the "
-                   "target over levels above G_min; k_stderr = k/sqrt(2n); r2 of the normal "
-                   "probability plot of u"})
+                   "target over levels above G_min (the ClipFormer/TxSim k: a programming "
+                   "bias counts in it); k_zero_mean: the same about each level's mean (the "
+                   "bias taken out; crossbar/write_noise_levels has the bias); k_stderr = "
+                   "k/sqrt(2n); r2 of the normal probability plot of u. Conductances referred "
+                   "to tnom through crossbar/cell_read (the state domain)"})
+    t_lv = Table("crossbar/write_noise_levels", lvl, (*lead, "mode", "level", "stat"),
+                 {**wc, "stat": np.asarray(LEVEL_STATS)}, "1", {**wcu, "stat": "1"},
+                 {**wattrs, "stat_units": json.dumps({"bias_s": "S", "k": "1", "std_s": "S",
+                                                      "n": "1"}),
+                  "calibrate": plan.write.calibrate,
+                  "description": "per target level: bias_s = mean programmed error G' - G "
+                  "(applied once, not scaled by gamma), k = zero-mean spread of the TxSim form "
+                  "about the level's mean (NaN at G_min), std_s, n samples; conductances "
+                  "referred to tnom through crossbar/cell_read (the state domain). With "
+                  "calibrate='nominal' (fixed pulses) the bias away from tt/27 degC is the "
+                  "chip's real programming error"})
+    t_vf = Table("crossbar/write_verify_failure", fail, (*lead, "level"),
+                 {**coords, "level": np.arange(cfg.levels)}, "1", {**cu, "level": "1"},
+                 {**wattrs, "pulse_budget": json.dumps(np.asarray(budget).tolist()),
+                  "calibrate": plan.write.calibrate,
+                  "description": "fraction of write-verify cells that never reached their "
+                  "level (G >= target - verify_tol_rel (G_max - G_min)) within the pulse "
+                  "budget (verify_budget x the pulses the nominal device needs at the "
+                  "calibration point; pulse_budget per point, in the PVT order); their last "
+                  "read is kept in the samples"})
 
     mi, mn = col["margin_i_a"].data, col["margin_noise_a"].data
     marg = np.empty((*shape, len(MARGIN_STATS)))
@@ -460,4 +513,4 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
                  "levels: margin_a = min distance of adjacent mean level currents; sigma_a = "
                  "max level spread sqrt(var over chips + read noise^2 + (write-verify G "
                  "sigma * v_read)^2); margin_sigma = ratio"})
-    return [t_cell, t_xfer, t_noise, t_w, t_ws, t_fit, t_m]
+    return [t_cell, t_xfer, t_noise, t_w, t_ws, t_fit, t_lv, t_vf, t_m]

@@ -7,7 +7,9 @@ import pytest
 
 from characterization.crossbar.reduce import (
     XFER_GRID,
+    estimate_write_noise,
     fit_write_noise_k,
+    write_noise_draw,
     reduce_margin,
     reduce_transfer,
     reduce_write,
@@ -28,6 +30,26 @@ def test_k_is_fitted_back_from_synthetic_clipformer_noise(k_true):
     assert se == pytest.approx(k / np.sqrt(2 * 4500), rel=1e-9)   # level 0 carries no info
     assert abs(k - k_true) < 4 * se
     assert r2 > 0.995
+
+
+def test_bias_and_zero_mean_k_are_told_apart():
+    """A per-level programming bias is returned as bias, not folded into the zero-mean k; the
+    target-centred k carries it (its second moment)."""
+    rng = np.random.default_rng(3)
+    levels = G_MIN + np.arange(4) / 3 * (G_MAX - G_MIN)
+    bias = np.array([0.0, 2e-6, -1e-6, -3e-7])
+    g = np.repeat(levels, 4000)
+    k_true = 0.05
+    gp = write_noise_draw(g, k_true, rng.standard_normal(g.size), G_MIN, G_MAX) \
+        + np.repeat(bias, 4000)
+    est = estimate_write_noise(g, gp, G_MIN, G_MAX, center="mean")
+    np.testing.assert_allclose(est["bias_s"], bias, atol=3e-8)
+    assert abs(est["k"] - k_true) < 4 * est["k_stderr"]
+    np.testing.assert_allclose(est["k_level"][1:], k_true, rtol=0.05)
+    assert np.isnan(est["k_level"][0]) and list(est["n_level"]) == [4000] * 4
+    k_t = estimate_write_noise(g, gp, G_MIN, G_MAX)["k"]
+    scale2 = (levels[1:] - G_MIN) * (G_MAX - G_MIN)
+    assert k_t == pytest.approx(np.sqrt(k_true**2 + np.mean(bias[1:] ** 2 / scale2)), rel=0.02)
 
 
 def test_k_fit_flags_non_gaussian_deviations_and_too_few_samples():
@@ -93,7 +115,7 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
     lf = read_lookup(summary["path"])
     assert summary["n_failed"] == 0 and lf.failures == []
     names = {"crossbar/cell_read", "crossbar/read_transfer", "crossbar/read_noise",
-             "crossbar/write_noise",
+             "crossbar/write_noise", "crossbar/write_verify_failure",
              "crossbar/write_noise_samples", "crossbar/write_noise_fit",
              "crossbar/sensing_margin"}
     assert names <= set(lf.tables)
@@ -106,6 +128,15 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
     fit = lf["crossbar/write_noise_fit"].sel(process="ss", vdd_v=1.8, temp_c=27.0)
     k_single, k_verify = fit.data[0, 0], fit.data[1, 0]
     assert 0 < k_verify < k_single                     # write-verify narrows the distribution
+    lv = lf["crossbar/write_noise_levels"]
+    assert lv.dims[3:] == ("mode", "level", "stat")
+    assert np.isfinite(lv.sel(stat="bias_s").data).all()
+    assert np.isnan(lv.sel(stat="k").data[..., 0]).all()        # no k at G_min
+    assert np.isfinite(lv.sel(stat="k").data[..., 1:]).all()
+    vf = lf["crossbar/write_verify_failure"].data
+    assert ((vf >= 0) & (vf <= 1)).all() and (vf[..., 0] == 0).all()
+    assumed = lf.provenance["assumptions"]["device_variability"]
+    assert assumed["sigma_c2c"] == plan.write.sigma_c2c
     xfer = lf["crossbar/read_transfer"]
     assert xfer.attrs["patterns_per_bin_min"] >= 10 and xfer.attrs["bins_interpolated"] == 0
     assert xfer.sel(process="ss", vdd_v=1.8, temp_c=27.0).data[-1, 0] < \
