@@ -108,6 +108,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--config", type=Path, default=None, metavar="EXPERIMENT.toml",
+                   help="experiment file: model, hardware points, sweep and every "
+                   "AnalogConfig field (ablation switches); flags given here win over it "
+                   "(docs/experiments.md)")
     dg = e.add_mutually_exclusive_group()
     dg.add_argument("--dask", metavar="ADDRESS", default=None,
                     help="run each (setting, chip) on a Dask scheduler, tcp://host:port "
@@ -115,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dg.add_argument("--dask-local", type=int, metavar="N", default=None,
                     help="run the chips on a local Dask cluster of N one-thread workers")
     e.set_defaults(func=run_evaluate)
+    e.set_defaults(eval_defaults={a.dest: a.default for a in e._actions})
 
 
 def _floats(s: str | None) -> list[float | None]:
@@ -176,6 +181,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from nnsim.evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
     from nnsim.hardware import HardwareModel, HardwareModelError
 
+    analog_config: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        from .experiment import load_experiment
+
+        analog_config = load_experiment(args.config, args, args.eval_defaults)
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
         else args.device
@@ -233,6 +243,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
         static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range,
         tile_rows=args.tile_rows)
+    if analog_config and not args.ideal:  # the experiment file's [analog] fields
+        base = dataclasses.replace(base, **analog_config)
     if args.protocol == "clipformer" and not args.ideal:
         from nnsim.analog import clipformer_protocol
 
@@ -292,7 +304,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
         chips=args.chips, seed=args.seed, n_images=len(test),
         lookup=[str(p) for p in args.lookup],
-        command=" ".join(["spicebridge", *sys.argv[1:]])))
+        command=" ".join(["spicebridge", *sys.argv[1:]]), **_run_metadata(args, base)))
     if not args.json or args.json != "-":
         for c in comparisons:
             _print_comparison(c)
@@ -308,6 +320,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+def _run_metadata(args: argparse.Namespace, base: Any) -> dict[str, Any]:
+    from .experiment import run_metadata
+
+    return run_metadata(args, base)
 
 
 def _pct_ci(ci: list[float | None]) -> str:
