@@ -114,6 +114,8 @@ def fit_write_noise(g_target_s: np.ndarray, g_programmed_s: np.ndarray, *, g_min
     Raises:
         ValueError: No sample above ``g_min_s``, or shapes that do not match.
     """
+    from characterization.crossbar.reduce import estimate_write_noise  # the one k estimator
+
     g = np.broadcast_to(np.asarray(g_target_s, float), np.shape(g_programmed_s)).ravel()
     gp = np.asarray(g_programmed_s, float).ravel()
     if center not in ("target", "mean"):
@@ -127,14 +129,15 @@ def fit_write_noise(g_target_s: np.ndarray, g_programmed_s: np.ndarray, *, g_min
             w = g == lv
             dev[w] = gp[w] - gp[w].mean()
     spread2 = (g - g_min_s) * (g_max_s - g_min_s)
-    use = spread2 > 0
-    if not use.any():
+    if not (spread2 > 0).any():
         raise ValueError("no sample has a target above g_min_s: k is undefined")
-    n = int(use.sum())
-    k2 = float(np.mean(dev[use] ** 2 / spread2[use]))
-    k = math.sqrt(k2)
+    est = estimate_write_noise(g, gp, g_min_s, g_max_s, center=center)
+    use = np.sqrt(np.clip(spread2, 0, None)) > 1e-6 * (g_max_s - g_min_s)
+    n = est["n"]
+    k = float(est["k"]) if n >= 2 else float(np.sqrt(np.mean(est["u"] ** 2)))
+    k2 = k * k
     k_se = k / math.sqrt(2 * n)
-    z = dev[use] / (k * np.sqrt(spread2[use])) if k > 0 else np.full(n, np.nan)
+    z = est["u"] / k if k > 0 else np.full(n, np.nan)
     ks, ksp = _ks(z)
     var_obs = np.array([np.mean(dev[g == lv] ** 2) for lv in levels])
     var_fit = k2 * np.clip((levels - g_min_s) * (g_max_s - g_min_s), 0, None)
