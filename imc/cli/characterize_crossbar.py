@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "write a lookup HDF5 with the crossbar/* tables (docs/crossbar.md).")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="run size (default: quick; quick = tt/ss/ff x 2 temperatures, 16 rows)")
+                   help="run size (default: quick; quick = tt/ss/ff x 27/85 degC, 64 rows)")
     g.add_argument("--config", type=Path, metavar="FILE.toml",
                    help="TOML plan: a preset plus overrides (docs/crossbar.md)")
     p.add_argument("--model", type=Path, metavar="FILE.lib", default=None,
