@@ -79,6 +79,72 @@ def strongarm_lines(prefix: str, inp: str, inn: str, clk: str, vdd: str,
         l_p=0.15, w_r=sizing.w_r, c_load=sizing.c_load_f)
 
 
+@cache
+def _dff_template() -> NetlistTemplate:
+    return NetlistTemplate.load(netlist_dir() / "adc" / "dff.cir")
+
+
+DFF_WN_UM, DFF_WP_UM, DFF_C_LOAD_F = 0.42, 0.84, 2e-15
+"""The SAR register cell's device widths (minimum-length sky130 devices) and q load."""
+
+
+def dff_tb_deck(process: str, vdd_v: float, temp_c: float, *, tclk_s: float = 4e-9,
+                cycles: int = 12, c_load_f: float = DFF_C_LOAD_F) -> str:
+    """SAR logic energy testbench: two flip-flops (``netlists/adc/dff.cir``) on one clock.
+
+    ``a`` has ``d = 0`` (clock events only), ``b`` is a toggle flip-flop (``d = not q`` through
+    an inverter on its own supply: its q toggles every clock). The clock is buffered by two
+    inverters on ``vddc``, which therefore supplies the flip-flops' clock pins. Supplies
+    ``vdda``, ``vddb``, ``vddc`` carry the currents ``read_dff_energy`` integrates.
+    """
+    tr = tclk_s / 40
+    t_end = cycles * tclk_s
+    dff = _dff_template()
+    w = {"wn": DFF_WN_UM, "wp": DFF_WP_UM, "c_load": c_load_f}
+    lines = [*_header("SAR logic register cell energy (sky130 static TG master-slave DFF)",
+                      process, vdd_v, temp_c),
+             "Vdda vdda vdd DC 0", "Vddb vddb vdd DC 0", "Vddc vddc vdd DC 0",
+             f"Vck ck0 0 PULSE(0 {vdd_v:.12g} {tclk_s / 2:.12g} {tr:.12g} {tr:.12g} "
+             f"{tclk_s / 2 - tr:.12g} {tclk_s:.12g})",
+             f"Xb1n ck1 ck0 0 0 sky130_fd_pr__nfet_01v8 W={2 * DFF_WN_UM} L=0.15",
+             f"Xb1p ck1 ck0 vddc vddc sky130_fd_pr__pfet_01v8 W={2 * DFF_WP_UM} L=0.15",
+             f"Xb2n clk ck1 0 0 sky130_fd_pr__nfet_01v8 W={4 * DFF_WN_UM} L=0.15",
+             f"Xb2p clk ck1 vddc vddc sky130_fd_pr__pfet_01v8 W={4 * DFF_WP_UM} L=0.15",
+             dff.render(p="a", d="0", clk="clk", q="qa", vdd="vdda", **w),
+             dff.render(p="b", d="db", clk="clk", q="qb", vdd="vddb", **w),
+             f"Xfn db qb 0 0 sky130_fd_pr__nfet_01v8 W={DFF_WN_UM} L=0.15",
+             f"Xfp db qb vddb vddb sky130_fd_pr__pfet_01v8 W={DFF_WP_UM} L=0.15",
+             ".ic v(qa)=0 v(qb)=0",
+             ".save v(clk) v(qa) v(qb) i(vdda) i(vddb) i(vddc)",
+             f".tran {tclk_s / 100:.12g} {t_end:.12g} 0 {tclk_s / 50:.12g}",
+             ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def read_dff_energy(plot, vdd_v: float, tclk_s: float, *, skip: int = 2
+                    ) -> tuple[float, float, int]:
+    """(energy per flip-flop clock event, extra energy per q toggle, toggles seen), J.
+
+    Integrated over whole clock cycles after the first ``skip``: clock event = supply of
+    ``a`` + half the clock buffer's; toggle = (supply of ``b`` - supply of ``a``) per toggle
+    of ``qb`` (the toggle flip-flop's inverter included, as the next gate's load).
+    """
+    t = plot["time"]
+    t0 = skip * tclk_s
+    n = round((t[-1] - t0) / tclk_s)
+    t1 = t0 + n * tclk_s
+    sel = (t >= t0) & (t <= t1)
+
+    def e(src: str) -> float:
+        return float(-np.trapezoid(plot.real(f"i({src})")[sel], t[sel]) * vdd_v)
+
+    qb = plot.real("v(qb)")[sel] > vdd_v / 2
+    toggles = int(np.count_nonzero(qb[1:] != qb[:-1]))
+    e_clk = (e("vdda") + 0.5 * e("vddc")) / n
+    e_tog = (e("vddb") - e("vdda")) / max(toggles, 1)
+    return e_clk, e_tog, toggles
+
+
 def mismatch_source(prefix: str, dev: str) -> str:
     """Name (lower case) of the gate source carrying a device's threshold shift."""
     return f"v{prefix}dv_{dev}".lower()
@@ -227,18 +293,24 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
     return "\n".join(L) + "\n"
 
 
-def _vin_source(lo: float, hi: float, t_end: float, steps: list[float] | None,
-               t_conv: float) -> str:
-    if steps is None:
-        return f"Vin vin 0 PWL(0 {lo:.12g} {t_end:.12g} {hi:.12g})"
+def vin_pwl_values(steps: list[float], t_end: float, t_conv: float) -> list[float]:
+    """Time/value pairs (flat) of the staircase input of ``sar_deck(vin_steps_v=...)``."""
     if len(steps) < 1:
         raise ValueError("vin_steps_v must hold one input per conversion")
-    pts = [f"0 {steps[0]:.12g}"]
+    pts = [0.0, steps[0]]
     for k in range(1, len(steps)):
         t_mid = (k - 0.5) * t_conv
-        pts.append(f"{t_mid:.12g} {steps[k - 1]:.12g} {t_mid + 50e-12:.12g} {steps[k]:.12g}")
-    pts.append(f"{t_end:.12g} {steps[-1]:.12g}")
-    return "Vin vin 0 PWL(\n+ " + "\n+ ".join(pts) + ")"
+        pts += [t_mid, steps[k - 1], t_mid + 50e-12, steps[k]]
+    return [*pts, t_end, steps[-1]]
+
+
+def _vin_source(lo: float, hi: float, t_end: float, steps: list[float] | None,
+                t_conv: float) -> str:
+    if steps is None:
+        return f"Vin vin 0 PWL(0 {lo:.12g} {t_end:.12g} {hi:.12g})"
+    v = vin_pwl_values(steps, t_end, t_conv)
+    pairs = [f"{v[i]:.12g} {v[i + 1]:.12g}" for i in range(0, len(v), 2)]
+    return "Vin vin 0 PWL(\n+ " + "\n+ ".join(pairs) + ")"
 
 
 def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float

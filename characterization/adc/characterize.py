@@ -43,6 +43,7 @@ from .comparator import (
     shared_engine,
 )
 from .convention import IDEAL_THRESHOLD_K_MINUS, THRESHOLD_CONVENTION
+from .logic import dff_energy, sar_logic_energy_j
 from .metrics import coherent_sine_input, dnl_inl_from_thresholds, sine_fit_enob
 from .validation import TARGET_RMS_LSB, validate_refined
 
@@ -50,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the same PVT grid as the crossbar presets (characterization/crossbar/run.py)
     "quick": {"process": ["tt", "ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0, 85.0],
               "bits": [3, 4, 5, 6, 7, 8], "mc": 4,
-              "validate": {"instances": 1, "bits": [6, 8], "thresholds": 12, "probes": 5,
+              "validate": {"instances": 1, "bits": [6, 8], "thresholds": 8, "probes": 4,
                            "rounds": 3}},
     "default": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
                 "temp_c": [-40.0, 27.0, 85.0, 125.0], "bits": [3, 4, 5, 6, 7, 8], "mc": 8,
@@ -71,7 +72,6 @@ DEFAULTS: dict[str, Any] = {
     "c_par_rel": 0.1,              # top-plate parasitic / DAC capacitance
     "r_switch_ohm": 100.0,         # sampling and bottom-plate switch resistance (behavioural)
     "t_logic_s": 2e-10,            # SAR register + DAC driver delay per bit (XSPICE delays)
-    "c_logic_per_dff_clock_f": 3e-15,  # switched capacitance per DFF clock event (assumption)
     "tclk_cmp_s": 4e-9,            # comparator testbench clock (= the SAR's: 2 ns evaluation)
     "sine_samples": 2048,
     "sine_cycles": 67,
@@ -157,7 +157,7 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
     integer("seed", cfg["seed"], 0)
     for k in ("vref_v", "c_unit_f", "r_switch_ohm", "tclk_cmp_s"):
         positive(k, cfg[k])
-    for k in ("cap_sigma_unit_rel", "c_par_rel", "t_logic_s", "c_logic_per_dff_clock_f"):
+    for k in ("cap_sigma_unit_rel", "c_par_rel", "t_logic_s"):
         positive(k, cfg[k], zero_ok=True)
     if cfg["vref_v"] > min(cfg["vdd_v"]):
         raise ValueError(f"{src}: vref_v = {cfg['vref_v']} exceeds the lowest vdd_v "
@@ -268,6 +268,7 @@ def measure_point(point: Any) -> dict[str, Any]:
                              c_kick_f=c_kick)
     f, dens = noise_spectrum(process, vdd_v, temp_c, sizing)
     noise_v = noise_sigma_v(f, dens, cmp.t_int_s)
+    e_dff = dff_energy(process, vdd_v, temp_c, tclk_s=ctx["tclk_cmp_s"])
     nb = len(bits_list)
     out: dict[str, Any] = {
         "thresholds_lsb": np.full((nb, max_codes - 1), np.nan),
@@ -314,7 +315,7 @@ def measure_point(point: Any) -> dict[str, Any]:
         e_parts = {
             "comparator": bits * cmp.energy_j,
             "dac_reference": float(inst.reference_energy_j(u).mean()),
-            "sar_logic": sar_logic_energy_j(bits, vdd_v, float(ctx["c_logic_per_dff_clock_f"])),
+            "sar_logic": sar_logic_energy_j(bits, *e_dff),
             "sampling_drive": float(inst.sampling_energy_j(u, u[::-1], vdd_v).mean()),
         }
         out["energy_breakdown_j"][j] = [e_parts[p] for p in ENERGY_PARTS]
@@ -352,21 +353,18 @@ ENERGY_SOURCES = {
                      "(behavioural.SarInstance.reference_energy_j, mean over a uniform input; "
                      "ideal reference, no buffer loss: assumption), checked against the SPICE "
                      "SAR's bottom-plate charge (adc/records/validation_ref_energy_j)",
-    "sar_logic": "estimate: (bits+2)(2 bits+2) DFF clock events per conversion (the SAR's "
-                 "ring counter + bit register) x c_logic_per_dff_clock_f x vdd^2; "
-                 "c_logic_per_dff_clock_f is an assumption (the SPICE SAR logic is XSPICE "
-                 "digital, which draws no supply current)",
+    "sar_logic": "SPICE: supply current of a transistor-level sky130 static master-slave DFF "
+                 "(netlists/adc/dff.cir: energy per clock event and per q toggle, "
+                 "characterization/adc/logic.py) x the SAR register's counts per conversion "
+                 "((bits+2)(2 bits+2) clock events, 4 bits+4 toggles: an estimate of the "
+                 "activity); combinational gates not included (the SPICE SAR's logic is "
+                 "XSPICE digital, which draws no supply current)",
     "sampling_drive": "formula: charge sourced by a vdd-supplied input driver when the bottom "
                       "plates are tied to vin (behavioural.SarInstance.sampling_energy_j, "
                       "previous conversion's final state; driver sources only: assumption; "
                       "switch gate drive not included)",
 }
 """Where each energy part comes from (stored on the table as ``source_<part>``)."""
-
-
-def sar_logic_energy_j(bits: int, vdd_v: float, c_per_clock_f: float) -> float:
-    """SAR logic energy per conversion (estimate, see ``ENERGY_SOURCES['sar_logic']``), J."""
-    return (bits + 2) * (2 * bits + 2) * c_per_clock_f * vdd_v**2
 
 
 _SCALAR_MEASURES = {"cmp_offset_v": "V", "cmp_noise_v": "V", "cmp_delay_s": "s",

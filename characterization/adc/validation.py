@@ -39,6 +39,7 @@ from ._netlists import (
     read_sar_codes,
     read_sar_energy,
     sar_deck,
+    vin_pwl_values,
 )
 from .behavioural import SarInstance
 
@@ -116,14 +117,19 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                     inst: SarInstance, *, tclk_s: float = 4e-9, record: dict | None = None
                     ) -> Callable[[np.ndarray], np.ndarray]:
     """``convert(x_lsb) -> codes`` by the full transistor-level SAR of this die (one ngspice
-    transient per call: a staircase input, one step per conversion). ``record`` collects the
-    deck hashes, SPICE wall time and the integrated energies of every run."""
+    transient per call: a staircase input, one step per conversion; the deck is loaded once
+    per staircase length, later calls ``reset`` it and set the staircase by ``alter
+    @vin[pwl]``; the read-back of every conversion's sampled input checks that the new
+    staircase took effect). ``record`` collects the deck hashes (the deck each call would
+    load), SPICE wall time and the integrated energies of every run."""
     from .comparator import shared_engine
 
     rec = record if record is not None else {}
     rec.setdefault("deck_sha256", [])
     rec.setdefault("spice_s", 0.0)
     rec.setdefault("energy", [])
+
+    loaded: dict[int, Any] = {}
 
     def convert(x_lsb: np.ndarray) -> np.ndarray:
         vin = np.asarray(x_lsb, float) * inst.lsb_v
@@ -133,7 +139,18 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                         conversions=vin.size, vin_lo_v=0.0, vin_hi_v=0.0, tclk_s=tclk_s,
                         vin_steps_v=list(vin))
         t0 = time.perf_counter()
-        circ = shared_engine().load(deck)
+        circ = loaded.get(vin.size)
+        if circ is None or not getattr(circ, "_valid", True):
+            # one load per staircase length (loading the sky130 models is the slow part)
+            circ = shared_engine().load(deck)
+            loaded.clear()
+            loaded[vin.size] = circ
+        else:
+            # later rounds: reset (XSPICE state and alters), new staircase by vector alter
+            circ.reset()
+            pwl = vin_pwl_values(list(vin), vin.size * (inst.bits + 2) * tclk_s,
+                                 (inst.bits + 2) * tclk_s)
+            circ.command("alter @vin[pwl] = [ " + " ".join(f"{x:.12g}" for x in pwl) + " ]")
         for d in MISMATCH_DEVICES:
             circ.alter(mismatch_source("c", d), dvt[d])
         plot = circ.run()["tran1"]
@@ -156,10 +173,14 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
 def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[str, float],
                      inst: SarInstance, *, thresholds: int, probes: int, rounds: int,
                      seed: int, width_lsb: float = 2.0, tclk_s: float = 4e-9,
-                     beh_shift_lsb: float = 0.0) -> dict[str, Any]:
+                     beh_shift_lsb: float = 0.0, record: dict | None = None,
+                     converter: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> dict[str, Any]:
     """Transistor-level SAR vs behavioural thresholds of the same die at ``inst.bits``.
 
     ``beh_shift_lsb`` shifts the behavioural thresholds (tests: a wrong model must fail).
+    ``converter``/``record``: reuse a ``spice_converter`` of this die (and its record) so
+    repeated validations share one loaded deck.
 
     Returns:
         ``rms_lsb`` (SPICE - behavioural over the selected transitions), ``max_lsb``,
@@ -174,8 +195,9 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
     beh_exact = inst.thresholds_v()[codes - 1] / inst.lsb_v + beh_shift_lsb
     step = width_lsb / (probes + 1)
     centers = beh_exact + rng.uniform(-0.5, 0.5, codes.size) * step
-    rec: dict[str, Any] = {}
-    spice = spice_converter(coords, sizing, dvt, inst, tclk_s=tclk_s, record=rec)
+    rec: dict[str, Any] = {} if record is None else record
+    n_runs = len(rec.get("energy", []))
+    spice = converter or spice_converter(coords, sizing, dvt, inst, tclk_s=tclk_s, record=rec)
     est, width, used = refine_thresholds(spice, codes, centers, probes=probes, rounds=rounds,
                                          width_lsb=width_lsb)
 
@@ -185,9 +207,9 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
     est_self, _, _ = refine_thresholds(beh, codes, centers, probes=probes,
                                                 rounds=rounds, width_lsb=width_lsb)
     err = est - beh_exact
-    e_ref = float(np.mean([e[0] for e in rec["energy"]]))
-    e_vdd = float(np.mean([e[1] for e in rec["energy"]]))
-    vin_all = np.concatenate(rec["vin_v"])
+    e_ref = float(np.mean([e[0] for e in rec["energy"][n_runs:]]))
+    e_vdd = float(np.mean([e[1] for e in rec["energy"][n_runs:]]))
+    vin_all = np.concatenate(rec["vin_v"][n_runs:])
     return {
         "bits": inst.bits, "codes": codes.tolist(), "spice_lsb": est.tolist(),
         "beh_lsb": beh_exact.tolist(), "rms_lsb": _rms(err),
@@ -195,7 +217,7 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
         "floor_rms_lsb": _rms(est_self - beh_exact),
         "bracket_rms_lsb": _rms(width / np.sqrt(12.0)),
         "unconfirmed": int(np.sum(~np.isfinite(est))), "conversions": used,
-        "spice_s": rec["spice_s"], "deck_sha256": rec["deck_sha256"],
+        "spice_s": rec["spice_s"], "deck_sha256": rec["deck_sha256"][n_runs:],
         "ref_energy_j": e_ref, "vdd_energy_j": e_vdd,
         "ref_energy_beh_j": float(inst.reference_energy_j(vin_all).mean()),
         "decisions_per_conversion": inst.bits + 2,

@@ -86,7 +86,7 @@ def test_tiny_characterization_writes_contract_tables(tmp_path):
     for p in eb.coords["part"]:
         src = eb.attrs[f"source_{p}"]
         assert src.split(":")[0] in ("SPICE", "formula", "estimate"), src
-    assert "assumption" in eb.attrs["source_sar_logic"]
+    assert "assumption" in eb.attrs["source_dac_reference"]
     # validation stored per corner with the method's floor
     vr, vf = lf["adc/validation_rms_lsb"], lf["adc/validation_floor_lsb"]
     assert vr.dims == vf.dims == ("process", "vdd_v", "temp_c", "bits")
