@@ -14,7 +14,7 @@ from imc.cli import build_parser, main
 EXAMPLES = Path(__file__).parents[2] / "examples" / "sweeps"
 COMMANDS = [["simulate"], ["sweep"], ["inspect"], ["characterize", "crossbar"],
             ["characterize", "adc"], ["fit", "memristor"], ["fit", "netlist"], ["train"],
-            ["evaluate"], ["demo"]]
+            ["evaluate"], ["demo"], ["compare"]]
 
 
 def _help(capsys, argv) -> str:
