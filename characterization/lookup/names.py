@@ -29,9 +29,13 @@ CROSSBAR_WRITE_NOISE = "crossbar/write_noise"
 CROSSBAR_WRITE_NOISE_SAMPLES = "crossbar/write_noise_samples"
 CROSSBAR_WRITE_NOISE_FIT = "crossbar/write_noise_fit"
 CROSSBAR_SENSING_MARGIN = "crossbar/sensing_margin"
+CROSSBAR_CELL_READ = "crossbar/cell_read"
+CROSSBAR_WRITE_NOISE_LEVELS = "crossbar/write_noise_levels"
+CROSSBAR_WRITE_VERIFY_FAILURE = "crossbar/write_verify_failure"
 CROSSBAR_TABLES = (CROSSBAR_READ_TRANSFER, CROSSBAR_READ_NOISE, CROSSBAR_WRITE_NOISE,
                    CROSSBAR_WRITE_NOISE_SAMPLES, CROSSBAR_WRITE_NOISE_FIT,
-                   CROSSBAR_SENSING_MARGIN)
+                   CROSSBAR_SENSING_MARGIN, CROSSBAR_CELL_READ, CROSSBAR_WRITE_NOISE_LEVELS,
+                   CROSSBAR_WRITE_VERIFY_FAILURE)
 
 # ---- ADC tables (spicebridge characterize adc) ------------------------------------------------
 ADC_THRESHOLDS = "adc/thresholds"
