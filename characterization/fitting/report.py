@@ -89,9 +89,19 @@ def plot_fit(result: FitResult, path: str | Path, *, title: str = "fit") -> Path
         v = result.values[p.name]
         lines.append(f"{p.name} = {v:.5g} [{result.ci_low[p.name]:.5g}, "
                      f"{result.ci_high[p.name]:.5g}] {p.units}")
-    status = "converged" if result.converged else "NOT CONVERGED"
-    fig.suptitle(f"{title} ({status}), {result.confidence:.0%} CI\n" + "\n".join(lines),
-                 fontsize=9)
+    v = result.verdict
+    if v is not None:  # the judgement, not the optimizer's status
+        status = ("adequate" if v["adequate"] else "NOT ADEQUATE: " + "; ".join(
+            r.split(" -- ")[0] for r in v["reasons"]))
+        lines.insert(0, f"residual {v['noise_ratio']:.3g}x the noise (limit "
+                     f"{v['max_ratio']:g}x)")
+    else:
+        status = "converged" if result.converged else "NOT CONVERGED"
+    import textwrap
+
+    status_lines = textwrap.wrap(f"{title} ({status}), {result.confidence:.0%} CI", 110)
+    lines = status_lines[1:] + lines
+    fig.suptitle(status_lines[0] + "\n" + "\n".join(lines), fontsize=9)
     head_in = 0.18 * (len(lines) + 1) + 0.1
     fig.set_size_inches(fig.get_size_inches()[0], 6.5 + head_in)
     fig.tight_layout()

@@ -129,6 +129,9 @@ class Curve:
         y_units: Units of ``y``.
         x_label: Axis label for plots.
         log_y: Plot ``|y|`` on a log axis.
+        sigma: Residual scale of each point (e.g. the measurement's noise sigma): the first
+            pass of the fit uses the problem's ``scale`` (robust far from the solution), the
+            second pass and the confidence intervals these weights.
     """
 
     name: str
@@ -147,9 +150,15 @@ class Curve:
     y_units: str = ""
     x_label: str = "x"
     log_y: bool = False
+    sigma: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x, y = np.asarray(self.x, float), np.asarray(self.y, float)
+        if self.sigma is not None:
+            sg = np.asarray(self.sigma, float)
+            if sg.shape != y.shape or not (np.isfinite(sg).all() and (sg > 0).all()):
+                raise ValueError(f"curve {self.name!r}: sigma must be positive, one per point")
+            object.__setattr__(self, "sigma", sg)
         if x.shape != y.shape or x.ndim != 1 or x.size < 1:
             raise ValueError(f"curve {self.name!r}: x and y must be 1-d of equal length, got "
                              f"{x.shape} and {y.shape}")
@@ -211,7 +220,7 @@ class SpiceFitProblem:
                              f"{len(self.parameters)} parameters")
 
     def sigma(self, curve: Curve) -> np.ndarray:
-        """Residual scale of each point of ``curve``."""
+        """Residual scale of each point of ``curve`` (of the first pass, see ``fit_spice``)."""
         y = curve.y if curve.mask is None else curve.y[curve.mask]
         floor = self.floor_rel * float(np.max(np.abs(y))) or 1e-30
         if self.scale == "absolute":
@@ -595,11 +604,14 @@ def fit_spice(
         best_cost, zb, ys_best = ev.best
         converged = res.status > 0
         n_fun = int(res.nfev)
-        if reweight and converged and problem.scale == "relative" and n_fun < max_nfev:
+        given = any(c.sigma is not None for c in problem.curves)
+        if (reweight or given) and converged and n_fun < max_nfev and (
+                problem.scale == "relative" or given):
             # second pass with weights from the fitted (noise-free) curves: weights taken
             # from noisy data bias a relative fit by O(noise^2) per point
-            ev.sigmas = [np.maximum(np.abs(y), s.min()) for y, s in zip(ys_best, ev.sigmas,
-                                                                          strict=True)]
+            ev.sigmas = [c.sigma if c.sigma is not None else
+                         np.maximum(np.abs(y), s.min()) if problem.scale == "relative" else s
+                         for c, y, s in zip(problem.curves, ys_best, ev.sigmas, strict=True)]
             ev.best = None
             cache.clear()
             res = optimize.least_squares(
@@ -703,7 +715,8 @@ def fit_spice(
 
 RANK_RTOL = 1e-6
 """Singular values of the column-normalised Jacobian below this fraction of the largest count
-as zero (a pair of parameters correlated beyond 1 - 1e-12 is one parameter)."""
+as zero (a pair of parameters correlated beyond 1 - 1e-12 is one parameter), and so does a
+column below this fraction of the largest column (a parameter the residual ignores)."""
 
 
 def _rank(J: np.ndarray, names: list[str]) -> tuple[int, list[str]]:
@@ -711,8 +724,8 @@ def _rank(J: np.ndarray, names: list[str]) -> tuple[int, list[str]]:
     if not np.isfinite(J).all():
         return 0, list(names)
     norms = np.linalg.norm(J, axis=0)
-    dead = [names[k] for k in range(len(names)) if norms[k] == 0]
-    live = norms > 0
+    live = norms > RANK_RTOL * (norms.max() if norms.size else 0.0)  # fit space: comparable
+    dead = [names[k] for k in range(len(names)) if not live[k]]
     if not live.any():
         return 0, list(names)
     Jn = J[:, live] / norms[live]

@@ -83,6 +83,37 @@ def main() -> None:
                           Measurement.from_arrays(t, v, i, pulse=p, curve=c),
                           comments=(*head, "SET then RESET pulses with reads between them"))
     nfet_curves(here / "nfet", rng)
+    measured_like_loop(here / "measured_loop.csv")
+
+
+MEASURED = {"ron": 2e3, "roff": 19e3, "vset": 0.2, "vreset": -0.18, "kset": 1e5,
+            "kreset": 1e5, "aset": 3.0, "areset": 3.0, "iv": 1.0, "w0": 0.0}
+"""The 'device' of measured_loop.csv: VTEAM with R exponential in the state (paper eq. 4)."""
+MEASURED_SETUP = {"v_offset": 3e-3, "i_offset": 0.4e-6, "r_series": 1e3}
+MEASURED_NOISE = {"i_a": 0.25e-6, "v_v": 0.3e-3}
+MEASURED_SEED = 20261201
+
+
+def measured_like_loop(path: Path, samples: int = 500) -> None:
+    """A loop like a measured oscilloscope record (see README): 1 kHz triangle of 0.42 V on
+    the device in series with a 1 kOhm sense resistor, device 2-19 kOhm, up to 130 uA,
+    3 mV / 0.4 uA instrument offsets, noise on both channels. Made with the VTEAM equations
+    integrated in Python (``characterization.fitting.published``), not with any SPICE model
+    the fitter uses."""
+    from characterization.fitting.published import triangle, vteam_record
+
+    rng = np.random.default_rng(MEASURED_SEED)
+    t, v = triangle(1e3, 0.42, samples_per_period=samples)
+    i, _ = vteam_record(t, v, MEASURED, **MEASURED_SETUP)
+    i = i + MEASURED_NOISE["i_a"] * rng.standard_normal(i.size)
+    v_log = v + MEASURED_NOISE["v_v"] * rng.standard_normal(v.size)
+    write_measurement_csv(path, Measurement.from_arrays(t, v_log, i), comments=(
+        "measured-like loop: VTEAM (Kvatinsky 2015, eq. 4 exponential R) integrated in Python "
+        "by characterization/fitting/published.py",
+        f"device {MEASURED}",
+        f"setup: {MEASURED_SETUP} (v_v logs the source, before the sense resistor)",
+        f"noise: Gaussian, sigma {MEASURED_NOISE}, seed {MEASURED_SEED}",
+        f"1 kHz triangle, 0.42 V, one period, {samples} samples"))
 
 
 def nfet_curves(folder: Path, rng: np.random.Generator) -> None:
@@ -99,4 +130,9 @@ def nfet_curves(folder: Path, rng: np.random.Generator) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["measured"]:  # only the measured-like loop
+        measured_like_loop(Path(__file__).parent / "measured_loop.csv")
+    else:
+        main()

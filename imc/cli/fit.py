@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,22 +34,50 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "simulating the same stimulus in ngspice.")
     fsub = p.add_subparsers(dest="fit_command", metavar="MODEL", required=True)
     m = fsub.add_parser(
-        "memristor", help="fit the RRAM model (netlists/rram/rram.lib) to an I-V record",
+        "memristor", help="fit a memristor model (rram, vteam, vteam-exp or a library) to an "
+        "I-V record",
         description="Replay the measured voltage on the memristor model in ngspice and fit "
         "the chosen parameters (least squares with bounds, relative residuals, positive "
-        "parameters in log space). Writes the model with the fitted defaults and the fit's "
-        "provenance in its header. CSV format: docs/fitting.md.")
+        "parameters in log space), with the instrument's offsets and a series resistance "
+        "between the source and the device. Start values and bounds come from the record "
+        "(branch slopes, where the branches part, the record's rate). The fit is judged: "
+        "residual against the record's noise, parameters on bounds, Jacobian rank; a fit "
+        "that is not adequate exits 3 and says why. Writes the model with the fitted "
+        "defaults and the fit's provenance in its header. CSV format: docs/fitting.md.")
     m.add_argument("--data", type=Path, required=True, metavar="CSV",
                    help="measured record: time_s (or index), v_v, i_a [, pulse, curve]")
-    m.add_argument("--model", type=Path, default=None, metavar="LIB",
-                   help="compact model library (default: netlists/rram/rram.lib)")
-    m.add_argument("--subckt", default="rram", help="subcircuit name (default rram)")
+    m.add_argument("--model", default=None, metavar="NAME|LIB",
+                   help="model form: rram (netlists/rram/rram.lib, the default), vteam "
+                   "(VTEAM, Kvatinsky 2015, R linear in the state), vteam-exp (R exponential "
+                   "in the state), or a library file")
+    m.add_argument("--subckt", default=None, help="subcircuit name (default: the form's; rram "
+                   "for a library file)")
     m.add_argument("--params", default=None, metavar="A,B,C",
-                   help="parameters to fit (default ron,roff,vset,vreset)")
-    m.add_argument("--start", default=None, metavar="A=V,...", help="start values")
-    m.add_argument("--bounds", default=None, metavar="A=LO:HI,...", help="bounds")
+                   help="model parameters to fit (default: those of ron,roff,vset,vreset,kset,"
+                   "kreset the model has)")
+    m.add_argument("--start", default=None, metavar="A=V,...",
+                   help="start values (default: from the record)")
+    m.add_argument("--bounds", default=None, metavar="A=LO:HI,...",
+                   help="bounds (default: from the record; the report says from what)")
     m.add_argument("--fixed", default=None, metavar="A=V,...",
                    help="other model parameters set, not fitted (e.g. w0=0)")
+    m.add_argument("--v-offset", default="fit", metavar="V|fit",
+                   help="instrument voltage offset: a value (V) fixes it, 'fit' fits it")
+    m.add_argument("--i-offset", default="fit", metavar="A|fit",
+                   help="instrument current offset: a value (A) fixes it, 'fit' fits it")
+    m.add_argument("--r-series", default="0", metavar="OHM|fit",
+                   help="series resistance between the logged voltage and the device (sense "
+                   "resistor, probe): a value fixes it (0: none), 'fit' fits it")
+    m.add_argument("--noise", type=float, default=None, metavar="A",
+                   help="noise sigma of the current (default: estimated from the record)")
+    m.add_argument("--max-noise-ratio", type=float, default=3.0, metavar="X",
+                   help="a residual more than X times the noise's is not adequate")
+    m.add_argument("--model-start", action="store_true",
+                   help="start from the model's defaults, not from the record")
+    m.add_argument("--compare", nargs="?", const="rram,vteam,vteam-exp", default=None,
+                   metavar="A,B",
+                   help="fit each model form (default rram,vteam,vteam-exp) and rank them by "
+                   "BIC; --out gets the best, <out>_<form>.lib each")
     m.add_argument("--out", type=Path, required=True, metavar="FITTED.lib",
                    help="fitted model (an include the crossbar netlists accept)")
     m.add_argument("--report", type=Path, default=None, metavar="DIR",
@@ -63,7 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--fit-pulses", action="store_true",
                    help="also fit samples marked inside programming pulses")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
-    m.set_defaults(func=run_memristor)
+    from .common import add_output_options
+
+    add_output_options(m, quiet=False)  # --json [PATH]: the fit result (as fit_report.json)
+    m.set_defaults(func=_json_stdout(run_memristor))
 
     g = fsub.add_parser(
         "netlist", help="fit parameters of any netlist described in a TOML file",
@@ -80,14 +112,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-nfev", type=int, default=60, metavar="N",
                    help="limit on function evaluations (default 60)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(func=run_netlist)
+    add_output_options(g, quiet=False)
+    g.set_defaults(func=_json_stdout(run_netlist))
+
+
+def _json_stdout(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace],
+                                                                          int]:
+    """Run ``func`` with its human output on stderr when ``--json`` owns stdout."""
+    from .common import quiet_stdout
+
+    def run(args: argparse.Namespace) -> int:
+        with quiet_stdout(args):
+            code = func(args)
+        if getattr(args, "_json_result", None) is not None:
+            from .common import emit
+
+            emit(args, args._json_result)
+        return code
+
+    run.__doc__ = func.__doc__
+    return run
+
+
+def _nuisance_arg(text: str, flag: str) -> float | str:
+    t = str(text).strip().lower()
+    if t == "fit":
+        return "fit"
+    try:
+        return float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{flag}: expected a number or 'fit', got {text!r}") from None
 
 
 def run_memristor(args: argparse.Namespace) -> int:
-    """Exit 0: converged; 3: not converged (best point written); 2: bad input; 1: SPICE error."""
+    """Exit 0: adequate; 3: not adequate (best point written, reasons printed); 2: bad input;
+    1: SPICE error."""
     from characterization.fitting.measurement import read_measurement_csv
     from characterization.fitting.memristor import (
-        DEFAULT_PARAMS,
+        judge_memristor_fit,
         memristor_problem,
         write_fitted_model,
     )
@@ -103,12 +166,20 @@ def run_memristor(args: argparse.Namespace) -> int:
             if not sep:
                 raise argparse.ArgumentTypeError(f"--bounds: expected {k}=LO:HI, got {v!r}")
             bounds[k] = (float(lo), float(hi))
-        params = ([p for p in args.params.split(",") if p.strip()] if args.params
-                  else list(DEFAULT_PARAMS))
+        params = ([p for p in args.params.split(",") if p.strip()] if args.params else None)
+        nuisance = {"v_offset": _nuisance_arg(args.v_offset, "--v-offset"),
+                    "i_offset": _nuisance_arg(args.i_offset, "--i-offset"),
+                    "r_series": _nuisance_arg(args.r_series, "--r-series")}
+        if args.noise is not None and not args.noise > 0:
+            raise argparse.ArgumentTypeError(f"--noise must be > 0, got {args.noise!r}")
         meas = read_measurement_csv(args.data, sample_period_s=args.sample_period_s)
-        problem = memristor_problem(meas, model_path=args.model, params=params, start=start,
-                                    bounds=bounds, fixed=fixed, subckt=args.subckt,
-                                    temp_c=args.temp_c, fit_pulses=args.fit_pulses)
+        forms = ([f.strip() for f in args.compare.split(",") if f.strip()] if args.compare
+                 else [args.model])
+        problems = [memristor_problem(meas, model_path=f, params=params, start=start,
+                                      bounds=bounds, fixed=fixed, subckt=args.subckt,
+                                      temp_c=args.temp_c, fit_pulses=args.fit_pulses,
+                                      data_start=not args.model_start, nuisance=nuisance,
+                                      noise_a=args.noise) for f in forms]
     except FileNotFoundError as e:
         print(f"{prog}: {e.filename}: no such file", file=sys.stderr)
         return 2
@@ -116,14 +187,79 @@ def run_memristor(args: argparse.Namespace) -> int:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
 
-    result = _fit_and_print(problem, args, prog, args.data)
-    if result is None:
-        return 1
-    write_fitted_model(result, args.out, model_path=args.model, subckt=args.subckt)
+    results = []
+    for problem in problems:
+        if len(problems) > 1:
+            print(f"== {problem.provenance['model_form']} "
+                  f"({problem.provenance['model_reference']})")
+        result = _fit_and_print(problem, args, prog, args.data, judge=lambda r:
+                                judge_memristor_fit(r, max_ratio=args.max_noise_ratio))
+        if result is None:
+            return 1
+        results.append((problem, result))
+    if len(results) == 1:
+        (_, result), = results
+        write_fitted_model(result, args.out)
+        if args.report is not None:
+            write_fit_report(result, args.report, title=f"memristor fit of {args.data.name}")
+        print(f"wrote {args.out}" + (f" and {args.report}/" if args.report else ""))
+        args._json_result = {"out": str(args.out), **result.to_dict()}
+        return 0 if result.verdict["adequate"] else 3
+    return _compare(results, args)
+
+
+def _compare(results: list, args: argparse.Namespace) -> int:
+    """Rank fitted forms by BIC on the same data-scaled residuals; write each and the best."""
+    import json
+
+    from characterization.fitting.memristor import write_fitted_model
+    from characterization.fitting.report import write_fit_report
+    from characterization.fitting.verdict import information_criteria
+    from spicebridge.fileio import atomic_write_text
+
+    rows = []
+    for problem, result in results:
+        ic = information_criteria(result, [c.sigma if c.sigma is not None else
+                                           problem.sigma(c) for c in problem.curves])
+        form = problem.provenance["model_form"]
+        out = args.out.with_name(f"{args.out.stem}_{form}{args.out.suffix or '.lib'}")
+        write_fitted_model(result, out)
+        if args.report is not None:
+            write_fit_report(result, args.report / form,
+                             title=f"{form} fit of {args.data.name}")
+        rows.append({"form": form, "reference": problem.provenance["model_reference"],
+                     "adequate": result.verdict["adequate"], "verdict": result.verdict,
+                     "rel_rms": ic["rms"], "noise_ratio": result.verdict["noise_ratio"],
+                     "k": ic["k"], "n": ic["n"], "aic": ic["aic"], "bic": ic["bic"],
+                     "wall_s": result.wall_s, "n_sim": result.n_sim, "out": str(out),
+                     "values": result.values, "ci_low": result.ci_low,
+                     "ci_high": result.ci_high, "result": result})
+    rows.sort(key=lambda r: (not r["adequate"], r["bic"]))
+    best = rows[0]
+    write_fitted_model(best["result"], args.out)
+    print("\nmodel forms ranked (adequate first, then BIC; residuals scaled by the data, the "
+          "same for every form):")
+    print(f"  {'form':<10} {'rel. rms':>9} {'x noise':>8} {'k':>3} {'AIC':>10} {'BIC':>10}  "
+          "verdict")
+    for r in rows:
+        print(f"  {r['form']:<10} {r['rel_rms']:>9.4g} {r['noise_ratio']:>8.3g} {r['k']:>3d} "
+              f"{r['aic']:>10.1f} {r['bic']:>10.1f}  "
+              f"{'adequate' if r['adequate'] else 'NOT ADEQUATE'}")
+    print(f"best: {best['form']}; wrote {args.out} and "
+          f"{', '.join(r['out'] for r in rows)}")
     if args.report is not None:
-        write_fit_report(result, args.report, title=f"memristor fit of {args.data.name}")
-    print(f"wrote {args.out}" + (f" and {args.report}/" if args.report else ""))
-    return 0 if result.converged else 3
+        summary = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+        args.report.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.report / "compare.json",
+                          json.dumps({"best": best["form"], "ranked": summary}, indent=1,
+                                     default=str) + "\n")
+    args._json_result = {"best": best["form"], "out": str(args.out),
+                         "ranked": [{k: v for k, v in r.items() if k != "result"}
+                                    for r in rows]}
+    if not best["adequate"]:
+        print(f"spicebridge fit memristor: no model form is adequate; the best, "
+              f"{best['form']}: {'; '.join(best['verdict']['reasons'])}", file=sys.stderr)
+    return 0 if best["adequate"] else 3
 
 
 def run_netlist(args: argparse.Namespace) -> int:
@@ -147,12 +283,16 @@ def run_netlist(args: argparse.Namespace) -> int:
     if args.report is not None:
         write_fit_report(result, args.report, title=f"fit {problem.name}")
     print(f"wrote {args.out}" + (f" and {args.report}/" if args.report else ""))
+    args._json_result = {"out": str(args.out), **result.to_dict()}
     return 0 if result.converged else 3
 
 
 def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str,
-                   source: Path) -> FitResult | None:
-    """Run the fit with a progress bar and print the summary; ``None`` on a SPICE error."""
+                   source: Path, judge: Callable[[FitResult], FitResult] | None = None,
+                   ) -> FitResult | None:
+    """Run the fit with a progress bar and print the summary; ``None`` on a SPICE error.
+
+    ``judge`` attaches a verdict (memristor fits); the summary then prints it."""
     from tqdm import tqdm
 
     from characterization.fitting.spice_fit import fit_spice
@@ -164,7 +304,12 @@ def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str
         bar.set_postfix(cost=f"{cost:.4g}", refresh=True)
 
     try:
-        result = fit_spice(problem, jobs=args.jobs, max_nfev=args.max_nfev, progress=progress)
+        if judge is not None:  # noisy records: a relative cost change of 1e-6 is converged
+            result = judge(fit_spice(problem, jobs=args.jobs, max_nfev=args.max_nfev,
+                                     progress=progress, ftol=1e-6, xtol=1e-6))
+        else:
+            result = fit_spice(problem, jobs=args.jobs, max_nfev=args.max_nfev,
+                               progress=progress)
     except (FitError, SpiceBridgeError) as e:
         bar.close()
         print(f"{prog}: {source}: {e}", file=sys.stderr)
@@ -181,6 +326,18 @@ def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str
         print(f"  residual {c.name}: rms {c.rms:.4g} {u}, max {c.max_abs:.4g} {u}, "
               f"relative rms {c.rms_scaled:.4g}")
     print(f"  optimizer: {result.message}")
-    if not result.converged:
+    v = result.verdict
+    if v is not None:
+        print(f"  noise: {v['noise_source']}; residual {v['noise_ratio']:.3g}x what the noise "
+              f"leaves (limit {v['max_ratio']:g}x)")
+        srcs = result.provenance.get("start_sources", {})
+        for name, src in srcs.items():
+            print(f"  start {name}: {src}")
+        print(f"  verdict: {'adequate' if v['adequate'] else 'NOT ADEQUATE'}")
+        for r in v["reasons"]:
+            print(f"    - {r}")
+        if not v["adequate"]:
+            print(f"{prog}: not adequate: {'; '.join(v['reasons'])}", file=sys.stderr)
+    elif not result.converged:
         print(f"{prog}: {result.message}", file=sys.stderr)
     return result

@@ -52,7 +52,9 @@ def noisy_loop():
 @pytest.mark.ngspice
 def test_fit_memristor_recovers_parameters_within_ci(noisy_loop, tmp_path):
     start = {k: v * f for (k, v), f in zip(TRUE.items(), OFF, strict=True)}
-    res = fit_memristor(noisy_loop, start=start, jobs=1)
+    # the bare device with the relative residual of issue 9 (no offsets, no noise weights)
+    res = fit_memristor(noisy_loop, params=list(TRUE), start=start, jobs=1, nuisance={},
+                        scale="relative", data_start=False)
     assert res.converged, res.message
     assert res.within_ci(TRUE) == dict.fromkeys(TRUE, True), (res.values, res.ci_low,
                                                               res.ci_high)
@@ -106,7 +108,7 @@ def test_fit_memristor_recovers_parameters_within_ci(noisy_loop, tmp_path):
 @pytest.mark.ngspice
 def test_fit_memristor_not_converged_keeps_best_point(noisy_loop, tmp_path):
     start = {k: v * f for (k, v), f in zip(TRUE.items(), OFF, strict=True)}
-    res = fit_memristor(noisy_loop, start=start, max_nfev=2)
+    res = fit_memristor(noisy_loop, params=list(TRUE), start=start, max_nfev=2, nuisance={})
     assert not res.converged, res.message
     assert "did not converge" in res.message and "kept the best point" in res.message
     assert res.cost <= res.start_cost

@@ -1,0 +1,251 @@
+"""What a measured I-V loop says before any simulation: start values, bounds, noise.
+
+:func:`loop_features` reads, from the record alone:
+
+- the two branches' small-signal conductances, from straight-line fits to the samples at low
+  |V| (each contiguous run of samples with |V| below a quarter of the record's largest |V|
+  gives one line; the steepest is the ON branch, the flattest the OFF branch);
+- the instrument offsets, from where those two lines cross (an ideal memristor's loop is
+  pinched at the origin; offsets move the pinch point to (V_offset, I_offset));
+- the switching voltages, from where the rising positive sweep leaves the OFF line (SET) and
+  the falling negative sweep leaves the ON line (RESET), on the device's own voltage
+  (offset and series resistance taken out);
+- the time the record spends beyond each threshold and the overdrive there (for rate
+  constants that switch the state once within that time);
+- the noise of the current, from neighbouring samples: the residual of a 7-point local
+  quadratic (Savitzky-Golay) has variance ``2/3 sigma^2`` for white noise, whatever the
+  signal's slope and curvature; a running median of it over 31 samples gives the noise of
+  each sample, so that noise proportional to the reading is seen too. On a record sampled
+  so coarsely that the signal changes faster than a quadratic over 7 samples (a switching
+  edge), this overestimates the noise and the verdict is lenient; give the noise
+  (``--noise``) then.
+
+Every number carries a note saying how it was found; the notes go into the fit's provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FitError
+from .measurement import Measurement
+
+LOW_V_FRACTION = 0.25
+"""Samples with |V| below this fraction of the record's largest |V| give the branch slopes."""
+DEPART_REL = 0.10
+"""A branch 'departs' from a line when it differs by this fraction (and 5 noise sigmas)."""
+NOISE_WINDOW = 31
+
+
+@dataclass(frozen=True)
+class LoopFeatures:
+    """What the record shows (see module doc). Voltages in V, currents in A, ohms, seconds.
+
+    Attributes:
+        v_max, v_min: Largest and smallest applied voltage.
+        i_max: Largest |I|.
+        g_on, g_off: Small-signal conductance of the ON / OFF branch (device plus series
+            resistance), from the low-|V| lines.
+        r_on, r_off: Device resistances ``1/g - r_series``.
+        r_series: The series resistance taken out (given, not found).
+        v_offset, i_offset: The pinch point (0 where the branches are not told apart).
+        v_set, v_reset: Device voltages where the branches part (``None``: not seen).
+        vd_max, vd_min: Largest and smallest device voltage.
+        t_set_s, t_reset_s: Time per excursion spent beyond ``v_set`` / ``v_reset``.
+        vd_trace: Device voltage of every sample (NaN inside pulses).
+        dt_trace: Time each sample stands for (s).
+        state0: Fraction of the way from OFF to ON of the record's first branch (0..1, in
+            conductance).
+        noise_a: Per-sample noise sigma of the current (A).
+        noise_rms_a: Median noise sigma (A).
+        notes: Name -> how it was found.
+    """
+
+    v_max: float
+    v_min: float
+    i_max: float
+    g_on: float
+    g_off: float
+    r_on: float
+    r_off: float
+    r_series: float
+    v_offset: float
+    i_offset: float
+    v_set: float | None
+    v_reset: float | None
+    vd_max: float
+    vd_min: float
+    t_set_s: float
+    t_reset_s: float
+    vd_trace: np.ndarray
+    dt_trace: np.ndarray
+    state0: float
+    noise_a: np.ndarray
+    noise_rms_a: float
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """JSON-able numbers and notes (for provenance)."""
+        return {"v_max": self.v_max, "v_min": self.v_min, "i_max": self.i_max,
+                "r_on": self.r_on, "r_off": self.r_off, "r_series": self.r_series,
+                "v_offset": self.v_offset, "i_offset": self.i_offset,
+                "v_set": self.v_set, "v_reset": self.v_reset, "t_set_s": self.t_set_s,
+                "t_reset_s": self.t_reset_s, "state0": self.state0,
+                "noise_rms_a": self.noise_rms_a, "notes": dict(self.notes)}
+
+
+def estimate_noise(y: np.ndarray, window: int = NOISE_WINDOW) -> tuple[np.ndarray, float]:
+    """Per-sample noise sigma of ``y`` from neighbouring-sample second differences.
+
+    Returns:
+        ``(sigma per sample, median sigma)``.
+    """
+    from scipy.ndimage import median_filter
+
+    y = np.asarray(y, float)
+    if y.size < 9:
+        return np.zeros_like(y), 0.0
+    # residual of a 7-point local quadratic (Savitzky-Golay): the signal's own curvature
+    # drops out, white noise leaves var = sigma^2 (1 - 1/3) (the centre weight is 1/3)
+    from scipy.signal import savgol_filter
+
+    e = np.abs(y - savgol_filter(y, 7, 2, mode="interp"))
+    k = 1.0 / (0.6745 * np.sqrt(2.0 / 3.0))  # MAD of a normal -> sigma
+    local = median_filter(e, size=min(window, y.size), mode="nearest") * k
+    return local, float(np.median(e) * k)
+
+
+def _runs(mask: np.ndarray) -> list[np.ndarray]:
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(idx) > 1) + 1
+    return np.split(idx, cuts)
+
+
+def loop_features(m: Measurement, *, r_series: float = 0.0,
+                  v_offset: float | None = None, i_offset: float | None = None,
+                  noise_a: float | None = None) -> LoopFeatures:
+    """Read start values off a measured record (see module doc).
+
+    Args:
+        m: The record.
+        r_series: Known series resistance (sense resistor, probe), ohm; taken out of the
+            branch resistances and the device voltage.
+        v_offset, i_offset: Known instrument offsets (``None``: from the pinch point).
+        noise_a: Known current noise sigma (``None``: from the record).
+
+    Raises:
+        FitError: The record has no low-|V| samples to read a branch slope from, or the
+            series resistance is larger than the record's smallest resistance.
+    """
+    notes: dict[str, str] = {}
+    use = ~np.asarray(m.pulse, bool)
+    t, v, i = m.time_s, m.v_v, m.i_a
+    vabs = float(np.max(np.abs(v)))
+    if vabs <= 0:
+        raise FitError("the record's voltage is 0 everywhere: nothing to fit")
+    i_max = float(np.max(np.abs(i)))
+    thr = LOW_V_FRACTION * vabs
+    lines = []  # (g, c, run)
+    for run in _runs(use & (np.abs(v) < thr)):
+        if run.size < 5 or np.ptp(v[run]) < 0.3 * thr:
+            continue
+        g, c = np.polyfit(v[run], i[run], 1)
+        lines.append((float(g), float(c), run))
+    if not lines:
+        raise FitError(f"no run of at least 5 samples with |V| < {thr:.3g} V "
+                       f"({LOW_V_FRACTION:.0%} of the largest |V|) spanning {0.3 * thr:.3g} V: "
+                       "cannot read the branch resistances; give start values (--start)")
+    pos = [x for x in lines if x[0] > 0]
+    if not pos:
+        raise FitError("every low-|V| branch has a negative slope: check the sign of the "
+                       "current column (current into the top electrode)")
+    on = max(pos, key=lambda x: x[0])
+    off = min(pos, key=lambda x: x[0])
+    g_on, g_off = on[0], off[0]
+    notes["r_on"] = (f"steepest low-|V| branch (|V| < {thr:.3g} V, {len(lines)} branch(es)): "
+                     f"1/{g_on:.4g} S")
+    notes["r_off"] = f"flattest low-|V| branch: 1/{g_off:.4g} S"
+    if v_offset is None or i_offset is None:
+        if g_on > 1.2 * g_off:
+            vx = (off[1] - on[1]) / (g_on - g_off)
+            vx = float(np.clip(vx, -0.5 * thr, 0.5 * thr))
+            ix = g_on * vx + on[1]
+            how = "where the ON and OFF low-|V| lines cross (the loop's pinch point)"
+        else:
+            vx, ix = 0.0, float(np.mean([x[1] for x in lines]))
+            how = "branches not told apart: V offset 0, I offset the mean intercept"
+        if v_offset is None:
+            v_offset = vx
+            notes["v_offset"] = how
+        if i_offset is None:
+            i_offset = ix
+            notes["i_offset"] = how
+    for name, val in (("v_offset", v_offset), ("i_offset", i_offset)):
+        notes.setdefault(name, f"given: {val:g}")
+    r_min_tot = 1.0 / g_on
+    if r_series >= r_min_tot:
+        raise FitError(f"the series resistance {r_series:g} ohm is not below the record's "
+                       f"smallest resistance {r_min_tot:.4g} ohm (steepest low-|V| branch)")
+    r_on = r_min_tot - r_series
+    r_off = max(1.0 / g_off - r_series, r_on)
+    if r_series:
+        notes["r_on"] += f" minus the series {r_series:g} ohm"
+        notes["r_off"] += f" minus the series {r_series:g} ohm"
+
+    if noise_a is None:
+        sig, sig_med = estimate_noise(i)
+        notes["noise"] = ("neighbouring samples: residual of a 7-point local quadratic, "
+                          f"running median over {NOISE_WINDOW} samples")
+    else:
+        sig, sig_med = np.full(i.size, float(noise_a)), float(noise_a)
+        notes["noise"] = f"given: {noise_a:g} A"
+
+    vd = (v - v_offset) - (i - i_offset) * r_series
+    vd_max, vd_min = float(np.max(vd[use])), float(np.min(vd[use]))
+    dv = np.gradient(v)
+    tol = np.maximum(DEPART_REL * np.abs(g_off * (v - v_offset)), 5 * sig)
+    pred_off = g_off * (v - v_offset) + i_offset
+    cand = np.flatnonzero(use & (v >= thr) & (dv > 0) & (i - pred_off > tol))
+    v_set = float(vd[cand[0]]) if cand.size else None
+    notes["v_set"] = ("device voltage where the rising positive sweep leaves the OFF line by "
+                      f"{DEPART_REL:.0%} and 5 noise sigmas" if cand.size else
+                      "no SET seen (the positive sweep never leaves the OFF line)")
+    pred_on = g_on * (v - v_offset) + i_offset
+    tol = np.maximum(DEPART_REL * np.abs(g_on * (v - v_offset)), 5 * sig)
+    after = t >= (t[cand[0]] if cand.size else t[0])
+    cand_r = np.flatnonzero(use & after & (v <= -thr) & (dv < 0) & (i - pred_on > tol))
+    v_reset = float(vd[cand_r[0]]) if cand_r.size else None
+    notes["v_reset"] = ("device voltage where the falling negative sweep leaves the ON line by "
+                        f"{DEPART_REL:.0%} and 5 noise sigmas" if cand_r.size else
+                        "no RESET seen (the negative sweep never leaves the ON line)")
+
+    dt = np.gradient(t)
+    t_set = t_reset = 0.0
+    if v_set is not None and v_set > 0:
+        beyond = use & (vd > v_set)
+        t_set = float(np.sum(dt[beyond])) / max(len(_runs(beyond)), 1)
+    if v_reset is not None and v_reset < 0:
+        beyond = use & (vd < v_reset)
+        t_reset = float(np.sum(dt[beyond])) / max(len(_runs(beyond)), 1)
+    vd_trace = np.where(use, vd, np.nan)
+    first = lines[0] if lines[0][2][0] <= 5 else None
+    if first is not None and g_on > 1.2 * g_off:
+        state0 = float(np.clip((first[0] - g_off) / (g_on - g_off), 0.0, 1.0))
+        notes["state0"] = "the record's first low-|V| branch, between the OFF and ON slopes"
+        if state0 < 0.05 or state0 > 0.95:  # on (or within 5 % of) an end branch: that state
+            state0 = float(round(state0))
+            notes["state0"] = (f"the record starts on the {'ON' if state0 else 'OFF'} branch "
+                               "(its first low-|V| slope within 5 % of it)")
+    else:
+        state0 = 0.0
+        notes["state0"] = "the record does not start on a low-|V| branch: assumed OFF"
+    return LoopFeatures(
+        v_max=float(np.max(v)), v_min=float(np.min(v)), i_max=i_max, g_on=g_on, g_off=g_off,
+        r_on=r_on, r_off=r_off, r_series=r_series, v_offset=float(v_offset),
+        i_offset=float(i_offset), v_set=v_set, v_reset=v_reset, vd_max=vd_max, vd_min=vd_min,
+        t_set_s=t_set, t_reset_s=t_reset, vd_trace=vd_trace, dt_trace=dt, state0=state0,
+        noise_a=sig, noise_rms_a=sig_med, notes=notes)
