@@ -48,6 +48,12 @@ class ColumnADC:
         mode_code, lo, hi, cdf: exact Q30 sampler tables; ``None`` when ideal.
         qtable, q_bits: quantile table of the fast sampler (``2**q_bits`` equiprobable slots
             per (instance, sum)); ``None`` selects the exact sampler.
+        certain: per (instance, sum) the code when it has probability 1 in Q30 (every
+            threshold farther than about 6 sigma of noise from the sum), else -1: the fused
+            sampler draws only where a sum can be mis-converted.
+        uncertain_fraction: fraction of (instance, sum) entries that are not certain; above
+            one half the fused sampler draws every conversion (same distribution, cheaper
+            than picking most of them out).
     """
 
     bits: int
@@ -63,6 +69,8 @@ class ColumnADC:
     cdf: Tensor | None = None
     qtable: Tensor | None = None
     q_bits: int = 0
+    certain: Tensor | None = None
+    uncertain_fraction: float = 0.0
 
     @classmethod
     def ideal(cls, bits: int, shift: int, s_max: int) -> ColumnADC:
@@ -122,6 +130,7 @@ class ColumnADC:
                                np.full_like(cdf_q[..., :1], 1 << Q)], axis=-1)
         lo = np.take_along_axis(full, mode[..., None], -1)[..., 0]
         hi = np.take_along_axis(full, mode[..., None] + 1, -1)[..., 0]
+        certain = np.where((lo == 0) & (hi == 1 << Q), mode, -1)
         n_inst = thr.shape[0]
         qtable, q_bits = None, 0
         if sampler == "table":
@@ -138,11 +147,13 @@ class ColumnADC:
                    mode_code=torch.from_numpy(mode.reshape(-1).astype(np.int64)),
                    lo=torch.from_numpy(lo.reshape(-1)), hi=torch.from_numpy(hi.reshape(-1)),
                    cdf=torch.from_numpy(cdf_q.reshape(n_inst * (s_max + 1), n_codes - 1)),
-                   qtable=qtable, q_bits=q_bits)
+                   qtable=qtable, q_bits=q_bits,
+                   certain=torch.from_numpy(certain.reshape(-1).astype(np.int64)),
+                   uncertain_fraction=float((certain < 0).mean()))
 
     def to(self, device: torch.device) -> ColumnADC:
         """Move the tables to ``device``."""
-        for name in ("mode_code", "lo", "hi", "cdf", "qtable"):
+        for name in ("mode_code", "lo", "hi", "cdf", "qtable", "certain"):
             t = getattr(self, name)
             if t is not None:
                 setattr(self, name, t.to(device))
@@ -160,23 +171,49 @@ class ColumnADC:
         p_ok = (full.gather(1, (idx + 1)[:, None]) - full.gather(1, idx[:, None]))[:, 0]
         return (1.0 - p_ok.double() / (1 << Q)).reshape(self.n_instances, self.s_max + 1)
 
-    def convert(self, s: Tensor, instance: Tensor, generator: torch.Generator | None) -> Tensor:
+    def exact_instances(self) -> Tensor:
+        """Per instance, whether every sum ``0..s_max`` converts to its ideal code with
+        probability 1 (in Q30): such a column's conversions are the exact integer sums."""
+        top = (1 << self.bits) - 1
+        ideal = shift_round(torch.arange(self.s_max + 1), self.shift).clamp(0, top)
+        if self.cdf is None:
+            return torch.ones(self.n_instances, dtype=torch.bool)
+        c = self.certain.cpu().reshape(self.n_instances, self.s_max + 1)
+        return (c == ideal[None]).all(1)
+
+    def convert(self, s: Tensor, instance: Tensor, generator: torch.Generator | None, *,
+                fused: bool = True) -> Tensor:
         """Codes for integer column sums ``s`` (..., cols) read by ADC ``instance`` (cols,).
 
         Integer-only: the ideal ADC is a rounding shift and a saturation; the circuit ADC is
         one uniform integer draw per conversion indexing the quantile table (or compared with
-        the Q30 cumulative table). ``s`` must lie in ``0..s_max`` (it does by construction).
+        the Q30 cumulative table). ``fused`` (default): the code of a sum that cannot be
+        mis-converted (probability 1 in Q30) is read from ``certain`` and only the other
+        conversions draw; the same distribution as drawing every conversion (``fused=False``),
+        identical codes where the code is certain, fewer draws. ``s`` must lie in
+        ``0..s_max`` (it does by construction).
         """
         top = (1 << self.bits) - 1
         if self.cdf is None:
             return shift_round(s, self.shift).clamp(0, top)
         flat = s + instance * (self.s_max + 1)
+        if fused and self.certain is not None and self.uncertain_fraction <= 0.5:
+            code = self.certain[flat]
+            miss = code < 0
+            if bool(miss.any()):
+                idx = miss.nonzero(as_tuple=True)
+                code[idx] = self._sample(flat[idx], generator)
+            return code
+        return self._sample(flat, generator)
+
+    def _sample(self, flat: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One draw per entry of ``flat`` (``s + instance (s_max + 1)``)."""
         if self.qtable is not None:
             u = torch.randint(0, 1 << self.q_bits, flat.shape, generator=generator,
-                              dtype=_I64, device=s.device)
+                              dtype=_I64, device=flat.device)
             return self.qtable[(flat << self.q_bits) + u].to(_I64)
         u = torch.randint(0, 1 << Q, flat.shape, generator=generator, dtype=_I64,
-                          device=s.device)
+                          device=flat.device)
         code = self.mode_code[flat]
         miss = (u < self.lo[flat]) | (u >= self.hi[flat])
         if bool(miss.any()):

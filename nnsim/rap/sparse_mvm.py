@@ -68,6 +68,10 @@ class MVMConfig:
     """Signed weight width."""
     input_bits: int = 8
     """Signed input width (the activation window)."""
+    adc_shift: int | None = None
+    """The ADC's LSB as ``2**adc_shift`` unit currents when set (a range calibrated on
+    calibration column sums, ``nnsim.rap.evaluate.calibrate_adc_range``); sums above the
+    ADC's full scale saturate. ``None``: the smallest shift covering ``s_max``."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("sparse", "dense", "digital"):
@@ -97,6 +101,8 @@ class MVMConfig:
     @property
     def shift(self) -> int:
         """The ADC's LSB is ``2**shift`` unit currents."""
+        if self.adc_shift is not None:
+            return int(self.adc_shift)
         return max(0, adc_bits_needed(self.k_active, self.cell_bits) - self.adc_bits)
 
 
@@ -125,13 +131,17 @@ class SparseMVM:
         config: mapping and conversion settings.
         adc: the column ADC (its ``s_max``/``shift`` must match ``config``).
         generator: draws the ADC instance of each physical column (one chip).
-        exact_shortcut: with an ADC that resolves every sum exactly and makes no errors, use
-            the exact integer product (identical result, tested) and count work analytically.
+        exact_shortcut: with an ADC that resolves every sum exactly and makes no errors (the
+            ideal ADC, or a circuit ADC whose instances on this layer's columns convert every
+            sum to its ideal code with probability 1 in Q30), use the exact integer product
+            (identical result, tested) and count work analytically.
+        fused: the circuit ADC draws a code only where a sum can be mis-converted
+            (:meth:`ColumnADC.convert`); False draws every conversion.
     """
 
     def __init__(self, w_m: Tensor, config: MVMConfig, adc: ColumnADC | None,
-                 generator: torch.Generator | None = None, *, exact_shortcut: bool = True
-                 ) -> None:
+                 generator: torch.Generator | None = None, *, exact_shortcut: bool = True,
+                 fused: bool = True) -> None:
         self.config = config
         self.w_m = w_m.to(_I64)
         self.out_features, self.in_features = w_m.shape
@@ -159,8 +169,11 @@ class SparseMVM:
             n_inst = adc.n_instances
             self.instance = torch.randint(0, n_inst, (self.n_tiles, self.cols),
                                           generator=generator, dtype=_I64)
+        self.fused = fused
         self.exact = (config.mode == "digital" or (
-            exact_shortcut and adc is not None and adc.cdf is None and config.shift == 0))
+            exact_shortcut and adc is not None and config.shift == 0
+            and config.s_max <= (1 << config.adc_bits) - 1 and (
+                adc.cdf is None or bool(adc.exact_instances()[self.instance.unique()].all()))))
         self.counters = MVMCounters()
 
     def to(self, device: torch.device) -> SparseMVM:
@@ -223,7 +236,7 @@ class SparseMVM:
         if cfg.mode == "dense":
             sums = self._dense_tiles(bits)                               # (T * tiles, cols)
             inst = self.instance.repeat(t_count, 1)
-            codes = self.adc.convert(sums, inst, generator)
+            codes = self.adc.convert(sums, inst, generator, fused=self.fused)
             owner = torch.arange(t_count, device=bits.device).repeat_interleave(n_tiles)
         else:
             k = cfg.k_active
@@ -236,13 +249,13 @@ class SparseMVM:
             n_groups = int(flat_groups.sum())
             if n_groups == 0:
                 return torch.zeros(t_count, self.out_features, dtype=_I64, device=bits.device)
-            sel = torch.zeros(n_groups, n_tiles * r, dtype=_I64, device=bits.device)
-            sel[g, tile_idx * r + r_idx] = 1
-            sums = int_matmul(sel, self.cells)                           # (G, cols)
+            # each group's column sums: its (at most k) active rows added, no matmul
+            sums = torch.zeros(n_groups, self.cols, dtype=_I64, device=bits.device)
+            sums.index_add_(0, g, self.cells[tile_idx * r + r_idx])     # (G, cols)
             pair = torch.arange(t_count * n_tiles, device=bits.device).repeat_interleave(
                 flat_groups)
             inst = self.instance[pair % n_tiles]
-            codes = self.adc.convert(sums, inst, generator)
+            codes = self.adc.convert(sums, inst, generator, fused=self.fused)
             owner = pair // n_tiles
         vals = codes << cfg.shift
         vals = vals.reshape(-1, 2, cfg.n_slices, self.out_features)

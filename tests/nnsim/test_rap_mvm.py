@@ -113,3 +113,63 @@ def test_mvm_refuses_out_of_range_operands():
         SparseMVM(w, cfg, ColumnADC.ideal(3, 1, cfg.s_max), g)
     with pytest.raises(ValueError, match="k=0"):
         MVMConfig(k=0)
+
+
+def _partly_noisy_adc(bits=3, n_inst=4, noise=0.03, seed=5):
+    """Thresholds near some bin centres (uncertain conversions) and far from others."""
+    rng = np.random.default_rng(seed)
+    th = np.arange(1, 2**bits)[None] - 0.5 + rng.uniform(-0.45, 0.45, (n_inst, 2**bits - 1))
+    return AdcModel(bits, np.sort(th, 1), noise)
+
+
+@pytest.mark.parametrize("sampler", ["table", "exact"])
+def test_fused_sampler_draws_only_where_uncertain_and_agrees_with_full_sampling(sampler):
+    model = _partly_noisy_adc()
+    adc = ColumnADC.from_adc_model(model, 0, 2**3 - 1, sampler=sampler)
+    cert = adc.certain.reshape(adc.n_instances, -1)
+    assert 0.05 < adc.uncertain_fraction < 0.5 and (cert >= 0).any()
+    n = 6000
+    s = torch.arange(2**3).repeat(n)
+    for inst in range(adc.n_instances):
+        i = torch.full((1,), inst)
+        fused = adc.convert(s[None], i, torch.Generator().manual_seed(1))[0]
+        full = adc.convert(s[None], i, torch.Generator().manual_seed(2), fused=False)[0]
+        for v in range(2**3):
+            sel = s == v
+            c = int(cert[inst, v])
+            if c >= 0:       # certain: both paths give exactly that code, every time
+                assert (fused[sel] == c).all() and (full[sel] == c).all()
+                continue
+            for code in range(2**3):
+                pf = (fused[sel] == code).double().mean()
+                pa = (full[sel] == code).double().mean()
+                tol = 5 * math.sqrt(max(pa * (1 - pa), 1e-4) * 2 / n)
+                assert abs(pf - pa) < tol, (inst, v, code, float(pf), float(pa))
+    # where uncertain the noise really bites (the comparison is not vacuous)
+    assert float(adc.error_probability().max()) > 0.02
+
+
+def test_sparse_mvm_fused_agrees_with_full_sampling_and_certain_adc_is_exact():
+    w, x, g = _operands(6, out=16, inp=100, t=6)
+    cfg = MVMConfig(mode="sparse", adc_bits=3)
+    adc = ColumnADC.from_adc_model(_partly_noisy_adc(), cfg.shift, cfg.s_max)
+    fused = SparseMVM(w, cfg, adc, torch.Generator().manual_seed(3))
+    full = SparseMVM(w, cfg, adc, torch.Generator().manual_seed(3), fused=False)
+    assert not fused.exact and torch.equal(fused.instance, full.instance)
+    ref = (x @ w.T).double()
+    gf, ga = torch.Generator().manual_seed(4), torch.Generator().manual_seed(5)
+    ef = torch.stack([fused(x, gf).double() - ref for _ in range(24)])
+    ea = torch.stack([full(x, ga).double() - ref for _ in range(24)])
+    assert ea.abs().mean() > 1.0                           # the ADC errs
+    se = torch.sqrt((ef.var(0) + ea.var(0)) / 24).clamp(min=0.5)
+    z = (ef.mean(0) - ea.mean(0)) / se
+    assert z.abs().mean() < 1.2 and (z.abs() > 5).float().mean() < 0.01
+    rf, ra = (ef != 0).double().mean(), (ea != 0).double().mean()   # output error rates
+    assert abs(rf - ra) < 0.05 * ra, (float(rf), float(ra))
+    # an ADC certain and ideal on every sum: the exact shortcut, identical to converting
+    exact = ColumnADC.from_adc_model(AdcModel.ideal(3), cfg.shift, cfg.s_max)
+    short = SparseMVM(w, cfg, exact, torch.Generator().manual_seed(3))
+    slow = SparseMVM(w, cfg, exact, torch.Generator().manual_seed(3), exact_shortcut=False)
+    assert short.exact and not slow.exact
+    assert torch.equal(short(x), slow(x, torch.Generator().manual_seed(0)))
+    assert torch.equal(short(x), x @ w.T)
