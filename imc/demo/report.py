@@ -190,6 +190,9 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # paper-sized text: 10 pt labels, 9 pt legends (outside the data), 150 dpi
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "legend.fontsize": 9,
+                         "xtick.labelsize": 9, "ytick.labelsize": 9})
     plots.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     digital = acc.get("digital")
@@ -210,17 +213,18 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
                 ys.append(100 * rows[0]["accuracy_mean"] if rows else np.nan)
                 es.append(100 * (rows[0]["accuracy_ci95"] or 0) if rows else 0)
             x = np.arange(len(corners)) + (i - 1) * width
-            ax.bar(x, ys, width, yerr=es, capsize=3, color=colors[m], label=labels[m])
+            # points with their 95 % intervals (bars would need a y axis from 0)
+            ax.errorbar(x, ys, yerr=es, fmt="o", ms=6, capsize=4, lw=1.5, color=colors[m],
+                        label=labels[m])
         if digital is not None:
             ax.axhline(100 * digital, color="k", ls="--", lw=1, label="digital")
         _rap_reference(ax, acc, colors["rap"])
         ax.set_xticks(np.arange(len(corners)), [c.upper() for c in corners])
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_xlabel("process corner (1.8 V, 27 °C)")
-        lo = np.nanmin([100 * r["accuracy_mean"] for r in _rows(acc, bits=demo_bits)] or [0])
-        ax.set_ylim(max(0, lo - 10), 100.5)
+        _ylim_spread(ax, _rows(acc, bits=demo_bits), digital)
         ax.set_title(f"Digits ViT on circuit-characterized hardware, {demo_bits}-bit column ADC")
-        ax.legend(loc="lower right", fontsize=8)
+        _legend_outside(ax)
         ax.grid(axis="y", alpha=0.3)
         out["accuracy_vs_corner"] = _save(fig, plots / "accuracy_vs_corner.png")
 
@@ -248,12 +252,13 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
         a1.set_ylabel("top-1 accuracy (%)")
         a1.set_title("accuracy against ADC bits (tt)")
         a1.grid(alpha=0.3)
-        a1.legend(fontsize=8)
+        _legend_below(a1)
         a2.set_xlabel("column ADC resolution (bits)")
         a2.set_ylabel("ADC energy per image (µJ)")
         a2.set_title("ADC energy per inference (characterized J/conversion)")
         a2.grid(alpha=0.3, which="both")
-        a2.legend(fontsize=8)
+        _int_ticks(a1, a2)  # one legend (under the accuracy panel): the colours are shared
+        _plain_log(a2)
         out["accuracy_vs_bits"] = _save(fig, plots / "accuracy_vs_bits.png")
 
     # accuracy vs gamma
@@ -273,7 +278,7 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title("K/V write noise and ClipFormer (tt, 6-bit ADC)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend_outside(ax)
         out["accuracy_vs_gamma"] = _save(fig, plots / "accuracy_vs_gamma.png")
 
     # circuit summary: write-noise k per corner, ENOB and energy against bits
@@ -287,7 +292,7 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
     a1.set_xticks(np.arange(len(cs)), [c.upper() for c in cs])
     a1.set_ylabel("k = gamma·sigma")
     a1.set_title("RRAM write noise (SPICE, 27 °C)")
-    a1.legend(fontsize=8)
+    _legend_below(a1)
     for c in [c for c in CORNER_ORDER if c in ad["enob"]]:
         b = sorted(int(x) for x in ad["enob"][c])
         a2.plot(b, [ad["enob"][c][str(x)] for x in b], marker="o", label=c.upper())
@@ -303,15 +308,65 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
     a2.set_xlabel("bits")
     a2.set_ylabel("ENOB (IEEE 1241 sine fit)")
     a2.set_title("SAR ADC ENOB")
-    a2.legend(fontsize=8)
+    _legend_below(a2)
     a3.set_xlabel("bits")
     a3.set_ylabel("energy per conversion (pJ)")
     a3.set_title("SAR ADC energy")
-    a3.legend(fontsize=8)
+    _legend_below(a3)
     for a in (a1, a2, a3):
         a.grid(alpha=0.3)
+    _int_ticks(a2, a3)
+    _plain_log(a3)
     out["circuit_summary"] = _save(fig, plots / "circuit_summary.png")
     return out
+
+
+def _int_ticks(*axes: Any) -> None:
+    """Integer ticks on the x axis (ADC bits)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _plain_log(ax: Any) -> None:
+    """A log y axis labelled 0.5, 1, 2 (not 10^0); linear when the data span less than a
+    decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 10:
+        ax.set_yscale("linear")
+        return
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: ""))
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, off the data."""
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+
+
+def _legend_below(ax: Any) -> None:
+    """The legend under the axes (for side-by-side panels), off the data."""
+    n = len(ax.get_legend_handles_labels()[0])
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(n, 2), frameon=False)
+
+
+def _ylim_spread(ax: Any, rows: list[dict[str, Any]], digital: float | None) -> None:
+    """A y axis (percent) that spans the points, their 95 % intervals and the digital
+    reference with a margin, so the spread shows and no interval runs off the axis."""
+    vals = [100 * v for r in rows for v in (r["accuracy_mean"], *(r["accuracy_ci95"] or ()))
+            if v is not None]
+    if digital is not None:
+        vals.append(100 * digital)
+    if not vals:
+        return
+    lo, hi = min(vals), max(vals)
+    pad = max(1.0, 0.08 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad) + (0.5 if hi + pad > 100 else 0.0))
 
 
 def _rap_reference(ax: Any, acc: dict[str, Any], color: str) -> None:
@@ -329,7 +384,7 @@ def _save(fig: Any, path: Path) -> Path:
 
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 
