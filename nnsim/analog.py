@@ -417,15 +417,19 @@ def build_array(mapped: Mapped, programmed: torch.Tensor, cfg: AnalogConfig, hw:
     *lead, ns, two, r, c = programmed.shape
     rows = cfg.tile_rows
     t = -(-r // rows)
-    pad = t * rows - r
+    # a matrix shorter than one array (K^T of a small head, V of few tokens) is laid out with
+    # its own rows, not zero-padded to tile_rows: the rows it does not use carry no input, so
+    # the sums are the same; the ADC full scale below still counts the array's tile_rows
+    lay_rows = r if t == 1 else rows
+    pad = t * lay_rows - r
 
     def lay(a: torch.Tensor) -> torch.Tensor:
         if pad:
             a = torch.nn.functional.pad(a, (0, 0, 0, pad))
-        a = a.reshape(*lead, ns, two, t, rows, c)
+        a = a.reshape(*lead, ns, two, t, lay_rows, c)
         nl = len(lead)
         perm = (*range(nl), nl + 2, nl + 3, nl, nl + 1, nl + 4)
-        return a.permute(perm).reshape(*lead, t, rows, ns * two * c)
+        return a.permute(perm).reshape(*lead, t, lay_rows, ns * two * c)
 
     cells_mm = lay(programmed).contiguous()
     i_fs = None

@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--static", choices=("analog", "digital"), default="analog",
                    help="static linear layers on crossbars (default) or digital")
     e.add_argument("--fidelity", choices=("bit", "moment"), default="bit",
-                   help="bit: every column conversion simulated (exact, slow); moment: one "
-                   "matmul per layer, readout errors as a calibrated Gaussian (fast)")
+                   help="bit (the default): every column conversion simulated (exact, slow); "
+                   "moment: one matmul per layer, readout errors as a calibrated Gaussian "
+                   "(fast, approximate)")
     e.add_argument("--kv-range", choices=("matrix", "calibrated"), default="matrix",
                    help="K/V magnitude mapped to G_max: each matrix's max, or a per-layer range "
                    "calibrated on the calib split")

@@ -72,3 +72,31 @@ def test_evaluate_with_a_client_records_timing_and_equals_local(tiny_digits_mode
         t = r.timing
         assert t["digital_s"] > 0 and t["per_chip_s"] > 0 and len(t["chips_s"]) == 2
     assert remote.timing["distributed"] and not local.timing["distributed"]
+
+
+def test_short_matrix_without_padding_reads_as_the_zero_padded_array(hw_tt):
+    """A 17-row V (17 tokens) laid out with its own rows gives the bit-level readout of the
+    same matrix zero-padded to the 64-row array (same ADC full scale, same draws)."""
+    from nnsim.analog import Mapped, build_array, map_matrix, mvm, write_levels
+
+    cfg = AnalogConfig(gamma=3.0)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(17, 24, generator=g)
+    x = torch.rand(2, 5, 17, generator=g)
+    mapped = map_matrix(w, w.abs().amax(), cfg, hw_tt)
+    prog = write_levels(mapped.targets, hw_tt, cfg.write_noise, "single", 3.0, None,
+                        torch.Generator().manual_seed(1), mapped.integer)
+    arr = build_array(mapped, prog, cfg, hw_tt, None)
+    assert arr.cells_mm.shape[-2] == 17                      # no padding rows
+    pad = (0, 0, 0, 64 - 17)
+    mp = Mapped(torch.nn.functional.pad(mapped.targets, pad), mapped.scale, mapped.slice_w,
+                mapped.integer)
+    arr_p = build_array(mp, torch.nn.functional.pad(prog, pad), cfg, hw_tt, None)
+    assert arr_p.cells_mm.shape[-2] == 64
+    torch.testing.assert_close(arr.i_fs_a, arr_p.i_fs_a, rtol=0, atol=0)
+    adc = hw_tt.adc()
+    y = mvm(x, arr, cfg, hw_tt, adc, torch.Generator().manual_seed(2), signed=False)
+    y_p = mvm(torch.nn.functional.pad(x, (0, 64 - 17)), arr_p, cfg, hw_tt, adc,
+              torch.Generator().manual_seed(2), signed=False)
+    assert (y == y_p).float().mean() > 0.99
+    torch.testing.assert_close(y, y_p, rtol=1e-4, atol=1e-4 * float(y_p.abs().max()))
