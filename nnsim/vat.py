@@ -78,7 +78,7 @@ VAT_FORMAT = 1
 # standard training on one CPU thread (bench/vat_cost.py measures it).
 VAT_RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(epochs=8, lr=5e-4, weight_decay=0.05, batch_size=64),
-    "digits-tiny": dict(epochs=2, lr=1e-3, weight_decay=0.05, batch_size=64),
+    "digits-tiny": dict(epochs=1, lr=1e-3, weight_decay=0.05, batch_size=256),  # tests: 5 steps
     "fashion_mnist": dict(epochs=1, lr=3e-4, weight_decay=0.05, batch_size=128),
 }
 
@@ -97,7 +97,9 @@ class VatSettings:
         reprogram_every: Steps between re-programming the chip (new programming noise and
             ADC instances, from the current weights).
         max_steps: Stop after this many steps (the schedule spans them); None: all epochs.
-        moment_calib_images: Calib images of ``calibrate_moment`` (as ``evaluate_chips``).
+        moment_calib_images: Calib images of ``calibrate_moment``, run once per hardware
+            point at its first use (the factors depend on the configuration, hardly on the
+            chip or the weights; the bit-level calibration is the slow part).
         analog: ``AnalogConfig`` fields of the forward, as evaluation builds them (None:
             ``AnalogConfig(fidelity="moment")``); ``gamma`` and ClipFormer are set here.
     """
@@ -114,7 +116,7 @@ class VatSettings:
     batch_size: int | None = None
     reprogram_every: int = 1
     max_steps: int | None = None
-    moment_calib_images: int = 64
+    moment_calib_images: int = 16
     analog: dict[str, Any] | None = None
 
     def config(self) -> AnalogConfig:
@@ -305,10 +307,6 @@ class _HardwareSwitch:
         """Keep the current point's calibration (``calibrate_moment`` replaces the dicts)."""
         self.scales[self.current] = [m.moment_scale for m in self.mods]
 
-    def reset(self) -> None:
-        """Forget every point's calibration (the weights moved on)."""
-        self.scales = [None] * len(self.hws)
-
 
 # -------------------------------------------------------------------------------- training
 
@@ -388,7 +386,6 @@ def finetune(model: nn.Module, lookups: Sequence[str | Path], settings: VatSetti
                 dig.load_state_dict(analog.state_dict(), strict=True)
                 set_kv_ranges(analog, kv_ranges_digital(
                     dig, (x.to(device) for x, _ in make_loader(calib, 256))))
-            switch.reset()
         analog.train()
         perm = torch.randperm(len(train), generator=g)
         for i in range(0, len(train), bs):
@@ -399,7 +396,7 @@ def finetune(model: nn.Module, lookups: Sequence[str | Path], settings: VatSetti
                 need = switch.use(k)
                 used[k] += 1
                 program_chip(analog, int(chip_rng.integers(2 ** 63)))
-                if moment and need:  # once per point and epoch, as evaluation does per chip
+                if moment and need:  # once per point, as evaluation does per setting
                     with torch.no_grad():
                         calibrate_moment(analog, [calib_x], seed=int(seed) + epoch)
                     switch.calibrated()

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .common import add_output_options
 
     add_output_options(t, quiet=False)  # --json [PATH]: the checkpoint's meta
+    _add_vat_train_options(t)
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -109,6 +110,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    v = e.add_argument_group("variation-aware training (Table II: standard and VAT, each "
+                             "without and with ClipFormer, on the same chips)")
+    v.add_argument("--vat", action="store_true",
+                   help="also evaluate the VAT checkpoint of the same model and lookup files "
+                   "(fine-tuned first if it is not cached, as 'train --variation-aware')")
+    v.add_argument("--vat-gamma", type=float, default=None, metavar="G",
+                   help="gamma the VAT checkpoint is trained at (default: the largest --gamma)")
+    v.add_argument("--vat-robust-pvt", action="store_true",
+                   help="the VAT checkpoint trained over the characterized PVT grid")
+    v.add_argument("--vat-fidelity", choices=("bit", "moment"), default="moment",
+                   help="fidelity of the VAT training forward (default moment)")
+    v.add_argument("--vat-epochs", type=int, default=None, help="VAT epochs (preset default)")
+    v.add_argument("--vat-seed", type=int, default=0, help="VAT seed (default 0)")
     e.add_argument("--config", type=Path, default=None, metavar="EXPERIMENT.toml",
                    help="experiment file: model, hardware points, sweep and every "
                    "AnalogConfig field (ablation switches); flags given here win over it "
@@ -124,6 +138,119 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _floats(s: str | None) -> list[float | None]:
+def _add_vat_train_options(t: argparse.ArgumentParser) -> None:
+    v = t.add_argument_group(
+        "variation-aware training (nnsim.vat)",
+        "--variation-aware fine-tunes the trained model with the characterized crossbar and "
+        "ADC non-idealities in the forward pass (the evaluation's forward, straight-through "
+        "gradient) and caches it next to the standard checkpoint, keyed by the lookup "
+        "files' sha256 and the hardware point; 'evaluate --vat' uses it.")
+    v.add_argument("--variation-aware", action="store_true",
+                   help="fine-tune with the hardware in the loop (needs --lookup)")
+    v.add_argument("--lookup", type=Path, nargs="+", action="extend", default=[],
+                   metavar="FILE.h5", help="crossbar and ADC lookup files")
+    v.add_argument("--process", "--corner", dest="process", default="tt",
+                   help="process corner (default tt)")
+    v.add_argument("--vdd-v", "--vdd", dest="vdd_v", type=float, default=None,
+                   help="supply V (default: nominal characterized)")
+    v.add_argument("--temp-c", "--temp", dest="temp_c", type=float, default=None,
+                   help="temperature degC (default: nominal characterized)")
+    v.add_argument("--bits", type=int, default=6, help="ADC bits (default 6)")
+    v.add_argument("--gamma", type=float, default=1.0,
+                   help="K/V write-noise factor during training (default 1)")
+    v.add_argument("--robust-pvt", action="store_true",
+                   help="sample the (process, vdd, temp) point per step over the grid")
+    v.add_argument("--write-noise", choices=("levels", "samples", "fit", "parametric", "none"),
+                   default="levels", help="write-noise model, as evaluate (default levels)")
+    v.add_argument("--write-noise-sigma", type=float, default=None, metavar="S",
+                   help="parametric write-noise sigma, as evaluate")
+    v.add_argument("--protocol", choices=("circuit", "clipformer"), default="circuit",
+                   help="as evaluate")
+    v.add_argument("--static", choices=("analog", "digital"), default="analog",
+                   help="static layers on crossbars (default) or digital, as evaluate")
+    v.add_argument("--fidelity", choices=("bit", "moment"), default="moment",
+                   help="fidelity of the training forward (default moment)")
+    v.add_argument("--kv-range", choices=("matrix", "calibrated"), default="matrix",
+                   help="K/V range, as evaluate (default matrix)")
+    v.add_argument("--tile-rows", type=int, default=64, help="rows per array, as evaluate")
+    v.add_argument("--vat-epochs", type=int, default=None, help="epochs (preset default)")
+    v.add_argument("--vat-lr", type=float, default=None, help="peak lr (preset default)")
+    v.add_argument("--vat-batch-size", type=int, default=None, help="batch (preset default)")
+    v.add_argument("--reprogram-every", type=int, default=1,
+                   help="steps between chip re-programming (default 1)")
+    v.add_argument("--vat-seed", type=int, default=0, help="VAT seed (default 0)")
+
+
+def _analog_base(args: argparse.Namespace) -> Any:
+    """The ``AnalogConfig`` of ``train --variation-aware`` from its flags, built as
+    ``evaluate`` builds its own (so the two find the same checkpoint)."""
+    from nnsim.analog import AnalogConfig
+
+    base = AnalogConfig(write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
+                        static=args.static == "analog", fidelity=args.fidelity,
+                        kv_range=args.kv_range, tile_rows=args.tile_rows)
+    if args.protocol == "clipformer":
+        from nnsim.analog import clipformer_protocol
+
+        base = clipformer_protocol(base)
+    return base
+
+
+def _vat_settings(base: Any, *, process: str, vdd_v: float, temp_c: float, bits: int,
+                  gamma: float, robust_pvt: bool, fidelity: str, epochs: int | None = None,
+                  lr: float | None = None, batch_size: int | None = None,
+                  reprogram_every: int = 1) -> Any:
+    from nnsim.vat import VatSettings
+
+    analog = dataclasses.replace(base, fidelity=fidelity, clipformer=None).to_dict()
+    return VatSettings(process=process, vdd_v=float(vdd_v), temp_c=float(temp_c),
+                       bits=int(bits), gamma=float(gamma), robust_pvt=robust_pvt,
+                       epochs=epochs, lr=lr, batch_size=batch_size,
+                       reprogram_every=reprogram_every, analog=analog)
+
+
+def run_train_vat(args: argparse.Namespace, name: str) -> int:
+    """``train --variation-aware``: fine-tune (or load the cached) VAT checkpoint."""
+    from nnsim.hardware import HardwareModel
+    from nnsim.vat import load_or_finetune
+
+    if not args.lookup:
+        print("spicebridge train --variation-aware: give --lookup CROSSBAR.h5 ADC.h5",
+              file=sys.stderr)
+        return 2
+    try:
+        # the hardware point as evaluate resolves it (nominal vdd/temp when not given)
+        hw = HardwareModel.from_lookup(args.lookup, process=args.process, vdd_v=args.vdd_v,
+                                       temp_c=args.temp_c, adc_bits=args.bits)
+        settings = _vat_settings(_analog_base(args), process=hw.process, vdd_v=hw.vdd_v,
+                                 temp_c=hw.temp_c, bits=args.bits, gamma=args.gamma,
+                                 robust_pvt=args.robust_pvt, fidelity=args.fidelity,
+                                 epochs=args.vat_epochs, lr=args.vat_lr,
+                                 batch_size=args.vat_batch_size,
+                                 reprogram_every=args.reprogram_every)
+        settings.recipe(name)  # a bad --vat-epochs/--vat-lr fails here, before any work
+        _model, meta = load_or_finetune(name, args.lookup, settings, cache_dir=args.cache_dir,
+                                        train_seed=args.seed, seed=args.vat_seed,
+                                        base_epochs=args.epochs, quiet=args.quiet,
+                                        force=args.force)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"spicebridge train --variation-aware: {e}", file=sys.stderr)
+        return 2
+    from .common import emit
+
+    def human() -> None:
+        src = "cached" if meta.get("cached") else (
+            f"fine-tuned in {meta['train_time_s']:.1f} s ({meta['train_cpu_s']:.1f} CPU s; "
+            f"standard training {meta['base'].get('train_time_s') or float('nan'):.1f} s)")
+        print(f"{meta['name']} VAT at {hw.process} {hw.vdd_v:g} V {hw.temp_c:g} C "
+              f"{args.bits}-bit gamma {args.gamma:g}"
+              f"{' (robust PVT)' if args.robust_pvt else ''}: digital test accuracy "
+              f"{100 * meta['test_accuracy']:.2f} % ({src}) -> {meta['path']}")
+
+    emit(args, meta, human)
+    return 0
+
+
     return [None] if s is None else [float(x) for x in str(s).split(",") if x.strip()]
 
 
@@ -137,6 +264,8 @@ def run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     name = args.model or canonical_name(args.dataset)
     path = checkpoint_path(name, args.cache_dir, args.seed, args.epochs)
+    if args.variation_aware:
+        return run_train_vat(args, name)
     if args.force and path.exists():
         path.unlink()
     _model, meta = load_or_train(name, args.cache_dir, args.seed, args.epochs, quiet=args.quiet)
@@ -261,6 +390,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results: list[Any] = []
     rap_results: list[Any] = []
     points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
+    vat_cache: dict[Any, Any] = {}
+    if args.vat and model_meta.get("name") not in _VAT_PRESETS:
+        print(f"spicebridge evaluate --vat: needs a model trained here "
+              f"({', '.join(_VAT_PRESETS)}), not {model_meta.get('name')!r}", file=sys.stderr)
+        return 2
                                     _floats(args.temp_c), [int(b) for b in args.bits.split(",")],
                                     _floats(args.gamma)))
     for process, vdd, temp, bits, gamma in points:
@@ -294,6 +428,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
             if not args.json or args.json != "-":
                 _print_row(r)
         if args.rap:
+        if args.vat and not args.ideal:  # the same point and chips with the VAT weights
+            try:
+                vat_model, vat_meta, vat_kv = _vat_point(
+                    args, model_meta, hw, bits, base, calib, device, vat_cache)
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                print(f"spicebridge evaluate --vat: {e}", file=sys.stderr)
+                return 2
+            for clip in point_clips:
+                cfg = dataclasses.replace(cfg0, clipformer=clip)
+                setting = dict(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c,
+                               bits=bits, gamma=gamma, clipformer=list(clip) if clip else None,
+                               protocol=args.protocol, method="vat",
+                               vat_gamma=vat_meta["settings"]["gamma"],
+                               vat_checkpoint=vat_meta["path"])
+                r = evaluate_chips(vat_model, hw, cfg, test, chips=args.chips, seed=args.seed,
+                                   batch_size=args.batch_size, device=device,
+                                   quiet=args.quiet, calib_ds=calib, client=client,
+                                   kv_ranges=vat_kv, setting=setting)
+                results.append(r)
+                if not args.json or args.json != "-":
+                    _print_row(r)
             rap_results.append(_run_rap(model, calib, test, hw, bits, args))
     if client is not None:
         client.close()
@@ -302,10 +457,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     comparisons = sweep_comparisons(results, seed=args.seed)
     sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
+    if args.vat:
+        comparisons += _vat_clip_vs_standard(results, args.seed)
         model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
         chips=args.chips, seed=args.seed, n_images=len(test),
         lookup=[str(p) for p in args.lookup],
-        command=" ".join(["spicebridge", *sys.argv[1:]]), **_run_metadata(args, base)))
+        command=" ".join(["spicebridge", *sys.argv[1:]]), **_run_metadata(args, base),
+        **({"vat": [m for _, m, _ in vat_cache.values()]} if vat_cache else {})))
     if not args.json or args.json != "-":
         for c in comparisons:
             _print_comparison(c)
@@ -336,11 +494,64 @@ def _pct_ci(ci: list[float | None]) -> str:
 
 
 def _print_row(r: Any) -> None:
+_VAT_PRESETS = ("digits", "digits-tiny", "fashion_mnist")
+
+
+def _vat_point(args: argparse.Namespace, model_meta: dict[str, Any], hw: Any, bits: int,
+               base: Any, calib: Any, device: str, cache: dict[Any, Any]
+               ) -> tuple[Any, dict[str, Any], Any]:
+    """(VAT model, its checkpoint meta, its K/V ranges) for an evaluated hardware point:
+    the checkpoint ``train --variation-aware`` makes for the same model, lookup files,
+    point and settings (fine-tuned now if missing), at ``--vat-gamma`` (default: the
+    largest evaluated gamma)."""
+    from nnsim.vat import load_or_finetune
+
+    gamma = args.vat_gamma if args.vat_gamma is not None else max(
+        g for g in _floats(args.gamma) if g is not None)
+    key = ("robust", bits) if args.vat_robust_pvt else (hw.process, hw.vdd_v, hw.temp_c, bits)
+    if key not in cache:
+        settings = _vat_settings(base, process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c,
+                                 bits=bits, gamma=gamma, robust_pvt=args.vat_robust_pvt,
+                                 fidelity=args.vat_fidelity, epochs=args.vat_epochs)
+        model, meta = load_or_finetune(model_meta["name"], args.lookup, settings,
+                                       cache_dir=args.cache_dir, train_seed=args.train_seed,
+                                       seed=args.vat_seed, quiet=args.quiet, device=device)
+        kv = None
+        if base.kv_range == "calibrated":
+            from nnsim.convert import kv_ranges_digital
+            from nnsim.data import make_loader
+
+            kv = kv_ranges_digital(model.to(device), (x.to(device) for x, _ in
+                                                      make_loader(calib, args.batch_size)))
+        if not args.quiet and (not args.json or args.json != "-"):
+            src = "cached" if meta["cached"] else f"fine-tuned in {meta['train_time_s']:.0f} s"
+            print(f"VAT checkpoint (gamma {gamma:g}, {src}): {meta['path']}", flush=True)
+        cache[key] = (model.to(device).eval(), meta, kv)
+    return cache[key]
+
+
+def _vat_clip_vs_standard(results: list[Any], seed: int) -> list[Any]:
+    """"vat + clipformer vs standard" at each point (the other pairs come from
+    ``sweep_comparisons``: method vat vs analog, clipformer vs none)."""
+    from nnsim.evaluate import compare
+
+    keys = ("process", "vdd_v", "temp_c", "bits", "gamma")
+    std = {tuple(str(r.setting.get(k)) for k in keys): r for r in results
+           if r.setting.get("method") == "analog" and not r.setting.get("clipformer")}
+    out = []
+    for r in results:
+        if r.setting.get("method") == "vat" and r.setting.get("clipformer"):
+            ref = std.get(tuple(str(r.setting.get(k)) for k in keys))
+            if ref is not None and ref.correct is not None and r.correct is not None:
+                out.append(compare(r, ref, "vat + clipformer vs standard", seed=seed))
+    return out
+
+
     s = r.setting
     clip = s.get("clipformer")
     c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
     print(f"{s['process']} {s['vdd_v']:g} V {s['temp_c']:g} C {s['bits']}-bit ADC "
-          f"gamma {s['gamma']:g}{c}: accuracy {100 * r.accuracy_mean:.2f} %"
+          f"gamma {s['gamma']:g}{c}{' [VAT]' if s.get('method') == 'vat' else ''}: accuracy {100 * r.accuracy_mean:.2f} %"
           f"{_pct_ci(r.accuracy_ci95)} (95 % CI over {r.chips} chips x {r.n_images} images; "
           f"digital {100 * r.digital_accuracy:.2f} %)", flush=True)
     for w in r.warnings:
