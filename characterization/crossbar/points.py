@@ -37,10 +37,19 @@ def _engine() -> Any:
     return worker_cache("crossbar-engine", lambda: spicebridge.create_engine("shared"))
 
 
-def _circuit(key: tuple, deck_fn: Any, corner_key: str) -> Any:
-    """The loaded circuit for ``key``; reloaded when another deck replaced it in this process."""
-    from spicebridge.worker import circuit
+def _circuit(key: tuple, deck_fn: Any, corner_key: str, seed: int | None = None) -> Any:
+    """The loaded circuit for ``key``; reloaded when another deck replaced it in this process.
 
+    ``seed``: ngspice's generator is seeded (``setseed``) right before a load, so the random
+    sources' draws at load time (TRRANDOM's first values) do not depend on what this process
+    ran before.
+    """
+    from spicebridge.worker import circuit, engine
+
+    if seed is not None:
+        eng = engine()
+        with eng._ng.lock:  # before the load there is no circuit to send it to
+            eng._ng.command(f"setseed {int(seed)}")
     circ = circuit(("crossbar", key), deck_fn, corner_key=corner_key)
     if _HOLD.get("circ") is not circ:  # (re)loaded: the values set on the old one are gone
         _HOLD.clear()
@@ -326,18 +335,22 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     at = calibration_point(wcfg, corner, vdd_v, temp_c, float(ctx["vdd_nom_v"]))
     cal = worker_cache(("crossbar-write-cal", cjson, at),
                        lambda: calibrate_write(cfg, wcfg, at[1], at[0], at[2]))
-    deck, layout = write_bench_deck(cfg, wcfg, corner, single_widths_s=cal["single_widths_s"],
-                                    n_pulses=cal["n_pulses"], vdd_v=vdd_v, temp_c=temp_c)
-    circ = _circuit(("write", corner, cjson, json.dumps(cal["single_widths_s"]),
-                     cal["n_pulses"]), lambda: deck, _corner_key(point))
     rng = point.rng()
+    c2c_seed = int(np.random.default_rng(point.seed).integers(1, 2**31 - 1))
+    deck, layout = write_bench_deck(cfg, wcfg, corner, single_widths_s=cal["single_widths_s"],
+                                    n_pulses=cal["n_pulses"], vdd_v=vdd_v, temp_c=temp_c,
+                                    seed=c2c_seed)
+    # a fresh load per point, seeded in the deck: ngspice draws the cycle-to-cycle sources'
+    # first values at load time, so a reused circuit would carry the previous point's state
+    # (results then depend on which points a worker ran before: not the same bits)
+    circ = _circuit(("write", corner, cjson, c2c_seed), lambda: deck, _corner_key(point),
+                    seed=c2c_seed)
     n_cells = len(layout["cells"])
     dvt = rng.normal(0.0, cfg.sigma_vt_v, n_cells)
     d_gon = np.exp(rng.normal(0.0, wcfg.sigma_gon, n_cells))
     d_goff = np.exp(rng.normal(0.0, wcfg.sigma_goff, n_cells))
     d_vset = rng.normal(0.0, wcfg.sigma_vset_v, n_cells)
     d_k = np.exp(rng.normal(0.0, wcfg.sigma_k, n_cells))
-    c2c_seed = int(rng.integers(1, 2**31 - 1))
     circ.set_temp(temp_c)
     for j in range(n_cells):
         _set(circ, f"vmm{j}", float(dvt[j]))
