@@ -109,7 +109,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rap-k", type=int, default=None,
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
     v = e.add_argument_group("variation-aware training (Table II: standard and VAT, each "
                              "without and with ClipFormer, on the same chips)")
     v.add_argument("--vat", action="store_true",
@@ -123,6 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fidelity of the VAT training forward (default moment)")
     v.add_argument("--vat-epochs", type=int, default=None, help="VAT epochs (preset default)")
     v.add_argument("--vat-seed", type=int, default=0, help="VAT seed (default 0)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--config", type=Path, default=None, metavar="EXPERIMENT.toml",
                    help="experiment file: model, hardware points, sweep and every "
                    "AnalogConfig field (ablation switches); flags given here win over it "
@@ -137,7 +137,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(eval_defaults={a.dest: a.default for a in e._actions})
 
 
-def _floats(s: str | None) -> list[float | None]:
 def _add_vat_train_options(t: argparse.ArgumentParser) -> None:
     v = t.add_argument_group(
         "variation-aware training (nnsim.vat)",
@@ -251,6 +250,7 @@ def run_train_vat(args: argparse.Namespace, name: str) -> int:
     return 0
 
 
+def _floats(s: str | None) -> list[float | None]:
     return [None] if s is None else [float(x) for x in str(s).split(",") if x.strip()]
 
 
@@ -263,9 +263,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     name = args.model or canonical_name(args.dataset)
-    path = checkpoint_path(name, args.cache_dir, args.seed, args.epochs)
     if args.variation_aware:
         return run_train_vat(args, name)
+    path = checkpoint_path(name, args.cache_dir, args.seed, args.epochs)
     if args.force and path.exists():
         path.unlink()
     _model, meta = load_or_train(name, args.cache_dir, args.seed, args.epochs, quiet=args.quiet)
@@ -389,12 +389,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                               make_loader(calib, args.batch_size)))
     results: list[Any] = []
     rap_results: list[Any] = []
-    points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
     vat_cache: dict[Any, Any] = {}
     if args.vat and model_meta.get("name") not in _VAT_PRESETS:
         print(f"spicebridge evaluate --vat: needs a model trained here "
               f"({', '.join(_VAT_PRESETS)}), not {model_meta.get('name')!r}", file=sys.stderr)
         return 2
+    points = list(itertools.product(args.process.split(","), _floats(args.vdd_v),
                                     _floats(args.temp_c), [int(b) for b in args.bits.split(",")],
                                     _floats(args.gamma)))
     for process, vdd, temp, bits, gamma in points:
@@ -427,7 +427,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             results.append(r)
             if not args.json or args.json != "-":
                 _print_row(r)
-        if args.rap:
         if args.vat and not args.ideal:  # the same point and chips with the VAT weights
             try:
                 vat_model, vat_meta, vat_kv = _vat_point(
@@ -449,6 +448,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 results.append(r)
                 if not args.json or args.json != "-":
                     _print_row(r)
+        if args.rap:
             rap_results.append(_run_rap(model, calib, test, hw, bits, args))
     if client is not None:
         client.close()
@@ -456,9 +456,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from nnsim.results import Sweep, to_json
 
     comparisons = sweep_comparisons(results, seed=args.seed)
-    sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
     if args.vat:
         comparisons += _vat_clip_vs_standard(results, args.seed)
+    sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
         model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
         chips=args.chips, seed=args.seed, n_images=len(test),
         lookup=[str(p) for p in args.lookup],
@@ -493,7 +493,6 @@ def _pct_ci(ci: list[float | None]) -> str:
     return f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
 
 
-def _print_row(r: Any) -> None:
 _VAT_PRESETS = ("digits", "digits-tiny", "fashion_mnist")
 
 
@@ -547,6 +546,7 @@ def _vat_clip_vs_standard(results: list[Any], seed: int) -> list[Any]:
     return out
 
 
+def _print_row(r: Any) -> None:
     s = r.setting
     clip = s.get("clipformer")
     c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
