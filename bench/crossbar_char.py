@@ -92,7 +92,10 @@ def _estimate(preset: str, n: int) -> dict:
                                       + out["write_first_point_cpu_s"])
     total = (len(cs) * out["column_cpu_s_per_point"] + len(ws) * out["write_cpu_s_per_point"]
              + loads)
-    sims = len(cs) * (plan.patterns + 2 * len(NOISE_FRACS) + plan.column.levels + 1) + len(ws)
+    from characterization.crossbar.reduce import XFER_GRID
+
+    sims = len(cs) * (plan.patterns * XFER_GRID.size + 2 * len(NOISE_FRACS)
+                      + plan.column.levels + 2) + len(ws)
     out.update(cpu_s_total=total, est_wall_2cores_s=total / 2, sims=sims,
                est_sims_per_s_2cores=sims / (total / 2))
     return out
