@@ -140,7 +140,7 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                         vin_steps_v=list(vin))
         t0 = time.perf_counter()
         circ = loaded.get(vin.size)
-        if circ is None or not getattr(circ, "_valid", True):
+        if circ is None or not circ.is_valid():
             # one load per staircase length (loading the sky130 models is the slow part)
             circ = shared_engine().load(deck)
             loaded.clear()
