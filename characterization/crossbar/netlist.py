@@ -71,6 +71,11 @@ class ColumnConfig:
             An assumption (filamentary RRAM: F ~ 0.3-1 reported), recorded in provenance.
         tia_en_v_rthz: Opamp input-referred voltage noise density (V/sqrt(Hz)), modelled by the
             thermal noise of a resistor at the non-inverting input. An assumption.
+        rtn_rel: Optional relative read-noise term (random telegraph / 1-f noise of the
+            filaments, which ``.noise`` of the compact model does not hold): sigma
+            ``rtn_rel * I`` added in quadrature to ``crossbar/read_noise``. An assumption,
+            default 0 (off); reported for HfOx cells: 1-10 % of the current in HRS, below 1 %
+            in LRS (Ielmini et al., IEEE TED 2010; Puglisi et al., IEEE TED 2015).
         cell: ``"rram"`` (compact model) or ``"linear"`` (resistor).
         access: ``"sky130"`` or ``"ideal"`` (resistor ``r_switch_ohm``).
         tia: ``"opamp"`` or ``"ideal"`` (0 V clamp).
@@ -105,6 +110,7 @@ class ColumnConfig:
     f_noise_hi_hz: float = 0.0
     shot_fano: float = 1.0
     tia_en_v_rthz: float = 5e-9
+    rtn_rel: float = 0.0
     cell: str = "rram"
     access: str = "sky130"
     tia: str = "opamp"

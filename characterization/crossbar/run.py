@@ -15,6 +15,7 @@ import numpy as np
 
 from characterization.lookup import Table, write_lookup
 from characterization.lookup.names import (
+    CROSSBAR_CELL_READ,
     CROSSBAR_READ_NOISE,
     CROSSBAR_READ_TRANSFER,
     CROSSBAR_SENSING_MARGIN,
@@ -289,7 +290,8 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
             "device_variability": plan.write.assumptions(),
             "a_vt_mv_um": plan.column.a_vt_mv_um,
             "shot_fano": plan.column.shot_fano,
-            "tia_en_v_rthz": plan.column.tia_en_v_rthz},
+            "tia_en_v_rthz": plan.column.tia_en_v_rthz,
+            "rtn_rel": plan.column.rtn_rel},
         "raw_files": [str(res_c.path), str(res_w.path)],
     }
     failures = [*res_c.failures, *res_w.failures]
@@ -379,7 +381,7 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         g_t = np.nanmean(col["cell_g_s"].data, axis=3)  # (p, v, t, level); no mismatch in it
-    t_cell = Table("crossbar/cell_read", g_t, (*lead, "level"),
+    t_cell = Table(CROSSBAR_CELL_READ, g_t, (*lead, "level"),
                    {**coords, "level": np.arange(cfg.levels)}, "S", {**cu, "level": "1"},
                    {**attrs, "level_g_s": g_levels, "description": "read conductance "
                     "|I|/v_read of one cell at each level's state, alone at v_read and the "
@@ -415,6 +417,8 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
         sig = np.nanmean(col["noise_sigma_a"].data, axis=3) if plan.mc > 1 else \
             col["noise_sigma_a"].data[:, :, :, 0]
     i_col = np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
+    if cfg.rtn_rel > 0:  # the optional RTN / 1-f assumption, in quadrature
+        sig = np.sqrt(sig**2 + (cfg.rtn_rel * i_col) ** 2)
     t_noise = Table(CROSSBAR_READ_NOISE, sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},
                     "A", {**cu, "i_col_a": "A"},
                     {**attrs, "description": "sigma of the column current from .noise: "
@@ -427,7 +431,8 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
                      "f_sense_hz": cfg.f_sense_hz, "f_noise_lo_hz": cfg.f_noise_lo_hz,
                      "f_noise_hi_hz": cfg.f_noise_top_hz,
                      "noise_bandwidth_hz": 0.5 * np.pi * cfg.f_sense_hz,
-                     "shot_fano": cfg.shot_fano, "tia_en_v_rthz": cfg.tia_en_v_rthz})
+                     "shot_fano": cfg.shot_fano, "tia_en_v_rthz": cfg.tia_en_v_rthz,
+                     "rtn_rel": cfg.rtn_rel})
 
     g = wr["g_prog_s"].data  # (p, v, t, mc, mode, level, copy)
     g = np.moveaxis(g, 3, -2)  # (p, v, t, mode, level, mc, copy)
