@@ -132,7 +132,6 @@ def fit_write_noise(g_target_s: np.ndarray, g_programmed_s: np.ndarray, *, g_min
     if not (spread2 > 0).any():
         raise ValueError("no sample has a target above g_min_s: k is undefined")
     est = estimate_write_noise(g, gp, g_min_s, g_max_s, center=center)
-    use = np.sqrt(np.clip(spread2, 0, None)) > 1e-6 * (g_max_s - g_min_s)
     n = est["n"]
     k = float(est["k"]) if n >= 2 else float(np.sqrt(np.mean(est["u"] ** 2)))
     k2 = k * k

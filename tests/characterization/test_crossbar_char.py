@@ -9,10 +9,10 @@ from characterization.crossbar.reduce import (
     XFER_GRID,
     estimate_write_noise,
     fit_write_noise_k,
-    write_noise_draw,
     reduce_margin,
     reduce_transfer,
     reduce_write,
+    write_noise_draw,
 )
 from characterization.crossbar.run import characterize_crossbar, make_plan
 from characterization.lookup import read_lookup
