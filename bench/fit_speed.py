@@ -35,7 +35,9 @@ def main() -> None:
                     help="fits per job count; the first with 2 jobs includes the worker start")
     args = ap.parse_args()
     meas = read_measurement_csv(ROOT / "examples/fitting/iv_loop.csv")
-    problem = memristor_problem(meas)
+    # the issue-9 task as it was (the defaults now also fit offsets and rates, from the data)
+    problem = memristor_problem(meas, params=["ron", "roff", "vset", "vreset"], nuisance={},
+                                scale="relative", data_start=False)
     values = [p.start for p in problem.parameters]
     simulate_curves(problem, values)  # parse once, as a worker would
     t0 = time.perf_counter()

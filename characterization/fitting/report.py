@@ -70,8 +70,9 @@ def plot_fit(result: FitResult, path: str | Path, *, title: str = "fit") -> Path
             ax.set_yscale("log")
         ylab = f"|y| ({cv.y_units})" if cv.log_y else f"y ({cv.y_units})"
         ax.set_ylabel(ylab)
-        ax.set_title(f"{cv.name}: rms {c.rms:.3g} {cv.y_units}, rel. rms {c.rms_scaled:.3g}",
-                     fontsize=9)
+        noise_w = result.provenance.get("residual_scale") == "noise" and cv.sigma is not None
+        ax.set_title(f"{cv.name}: rms {c.rms:.3g} {cv.y_units}, "
+                     f"{'rms/noise' if noise_w else 'rel. rms'} {c.rms_scaled:.3g}", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         resid = (c.y_fit - cv.y) / c.sigma
@@ -81,8 +82,8 @@ def plot_fit(result: FitResult, path: str | Path, *, title: str = "fit") -> Path
             axr.legend(fontsize=7)
         axr.axhline(0, color="k", lw=0.6)
         axr.set_xlabel(xlabel)
-        axr.set_ylabel("(fit - meas) / sigma" if result.provenance.get("scale") == "absolute"
-                       else "relative residual")
+        axr.set_ylabel("(fit - meas) / noise" if noise_w else "(fit - meas) / sigma"
+                       if result.provenance.get("scale") == "absolute" else "relative residual")
         axr.grid(alpha=0.3)
     lines = []
     for p in result.parameters:

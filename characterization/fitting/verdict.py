@@ -10,7 +10,8 @@ A fit is **adequate** when all of these hold:
 3. no fitted parameter sits on a bound (within 1e-3 of the bounded range, in the space the
    parameter is fitted in);
 4. the Jacobian at the solution has full rank (every parameter changes the residual in its
-   own way).
+   own way), and no parameter's standard error exceeds ``UNDETERMINED_SE`` in fit space (a
+   log parameter known only within a factor of 7 either way at 95 % is not determined).
 
 Each failure comes with what to try. Information criteria (for ranking model forms) are
 computed on residuals scaled the same way for every model: by the measured data (running
@@ -96,6 +97,21 @@ def _at_bound(result: FitResult) -> dict[str, str]:
     return out
 
 
+UNDETERMINED_SE = 1.0
+"""A parameter whose standard error in fit space exceeds this (log parameters: a factor e per
+sigma, a 95 % interval wider than x/÷ 7; linear ones: their own scale) is not determined."""
+
+
+def _undetermined(result: FitResult) -> dict[str, float]:
+    out = {}
+    for p in result.parameters:
+        v, se = result.values[p.name], result.stderr[p.name]
+        z_se = (se / abs(v) if v else math.inf) if p.is_log else se / p.step_scale
+        if not math.isfinite(z_se) or z_se > UNDETERMINED_SE:
+            out[p.name] = z_se
+    return out
+
+
 def assess(result: FitResult, noise_sigma: Sequence[np.ndarray], *, noise_source: str,
            max_ratio: float = MAX_NOISE_RATIO, free_hint: Sequence[str] = (),
            bound_sources: dict[str, str] | None = None) -> Verdict:
@@ -127,8 +143,8 @@ def assess(result: FitResult, noise_sigma: Sequence[np.ndarray], *, noise_source
                        "raise --max-nfev, or start closer (--start)")
     if ratio > max_ratio:
         hint = f"free {', '.join(free_hint)}, " if free_hint else ""
-        reasons.append(f"residual {ratio:.3g}x the noise (relative rms {res_rms:.3g} against "
-                       f"{noise_rms:.3g} from noise; limit {max_ratio:g}x) -- {hint}"
+        reasons.append(f"residual {ratio:.3g}x the noise (scaled rms {res_rms:.3g} against "
+                       f"{noise_rms:.3g} from noise alone; limit {max_ratio:g}x) -- {hint}"
                        "try another model form (--compare), or check the noise (--noise)")
     at = _at_bound(result)
     for name, side in at.items():
@@ -144,6 +160,14 @@ def assess(result: FitResult, noise_sigma: Sequence[np.ndarray], *, noise_source
         reasons.append(f"the Jacobian has rank {result.rank} of {n_par}: the record does not "
                        f"determine {names} -- fix one of them (--fixed NAME=VALUE), or measure "
                        "a record that exercises it")
+    loose = _undetermined(result)
+    loose = {k: v for k, v in loose.items() if k not in result.unidentified}
+    if loose:
+        what = ", ".join(f"{k} (95 % CI [{result.ci_low[k]:.3g}, {result.ci_high[k]:.3g}])"
+                         for k in loose)
+        reasons.append(f"the Jacobian is nearly rank deficient: the record does not determine "
+                       f"{what} -- fix it (--fixed NAME=VALUE) or measure a record that "
+                       "exercises it")
     return Verdict(adequate=not reasons, reasons=tuple(reasons), noise_ratio=ratio,
                    noise_rms_scaled=noise_rms, residual_rms_scaled=res_rms, max_ratio=max_ratio,
                    at_bound=at, noise_source=noise_source)

@@ -239,7 +239,7 @@ def _compare(results: list, args: argparse.Namespace) -> int:
     write_fitted_model(best["result"], args.out)
     print("\nmodel forms ranked (adequate first, then BIC; residuals scaled by the data, the "
           "same for every form):")
-    print(f"  {'form':<10} {'rel. rms':>9} {'x noise':>8} {'k':>3} {'AIC':>10} {'BIC':>10}  "
+    print(f"  {'form':<10} {'rms/sigma':>9} {'x noise':>8} {'k':>3} {'AIC':>10} {'BIC':>10}  "
           "verdict")
     for r in rows:
         print(f"  {r['form']:<10} {r['rel_rms']:>9.4g} {r['noise_ratio']:>8.3g} {r['k']:>3d} "
@@ -293,6 +293,7 @@ def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str
     """Run the fit with a progress bar and print the summary; ``None`` on a SPICE error.
 
     ``judge`` attaches a verdict (memristor fits); the summary then prints it."""
+    import numpy as np
     from tqdm import tqdm
 
     from characterization.fitting.spice_fit import fit_spice
@@ -323,8 +324,13 @@ def _fit_and_print(problem: SpiceFitProblem, args: argparse.Namespace, prog: str
               f"{result.ci_high[p.name]:.6g}]   start {result.start[p.name]:.6g}")
     for c in result.curves:
         u = c.curve.y_units
+        scaled = ("rms/noise" if result.provenance.get("residual_scale") == "noise"
+                  else "relative rms")
+        rel = float(np.sqrt(np.mean(((c.y_fit - c.curve.y) / np.maximum(
+            np.abs(c.curve.y), 1e-3 * np.max(np.abs(c.curve.y)))) ** 2)))
         print(f"  residual {c.name}: rms {c.rms:.4g} {u}, max {c.max_abs:.4g} {u}, "
-              f"relative rms {c.rms_scaled:.4g}")
+              f"{scaled} {c.rms_scaled:.4g}"
+              + (f", relative rms {rel:.4g}" if scaled == "rms/noise" else ""))
     print(f"  optimizer: {result.message}")
     v = result.verdict
     if v is not None:

@@ -105,6 +105,15 @@ def test_fit_recovers_the_device_through_offsets_and_series_resistance(record, t
     for k in ("ron", "roff", "vset", "vreset"):
         assert res.ci_high[k] - res.ci_low[k] < 0.15 * abs(truth[k])
     assert 0.6 < res.verdict["noise_ratio"] < 2  # near the noise (120 samples: step error)
+    # the same fit with ron known only within x/÷ 20 is not adequate, and says which
+    import dataclasses
+
+    from characterization.fitting.verdict import assess
+
+    wide = dataclasses.replace(res, stderr=res.stderr | {"ron": 1.5 * res.values["ron"]})
+    v = assess(wide, [c.sigma for c in res.curves], noise_source="test")
+    assert not v.adequate and "does not determine ron" in v.reasons[-1]
+    assert assess(res, [c.sigma for c in res.curves], noise_source="test").adequate
     # the measurement is not the device: offsets stay out of the model's defaults
     out = write_fitted_model(res, tmp_path / "v.lib")
     head = read_subckt_params(out, "vteam")
