@@ -18,7 +18,9 @@ from typing import Any
 #: Keys of a point's ``setting`` that --x and --hue may name (and "method", "run").
 KEYS = ("process", "vdd_v", "temp_c", "bits", "gamma", "clipformer", "protocol", "method",
         "run")
-_UNITS = {"vdd_v": "V", "temp_c": "°C", "bits": "bit"}
+_UNITS = {"vdd_v": "V", "temp_c": "°C"}
+_AXIS = {"bits": "column ADC resolution (bits)", "gamma": "gamma (K/V write noise x k)",
+         "vdd_v": "supply vdd (V)", "temp_c": "temperature (°C)", "process": "process corner"}
 
 
 class CompareError(ValueError):
@@ -161,14 +163,14 @@ def plot(rows: list[dict[str, Any]], x: str, hue: str, out: Path) -> Path:
         err = np.vstack([np.where(np.isnan(lo), 0, y - lo), np.where(np.isnan(hi), 0, hi - y)])
         label = f"{hue}={_label(h)}" + (f", {m}" if m else "")
         color = colors[hues.index(h) % 10]
-        ax.errorbar(px, y, yerr=err, fmt=markers[methods.index(m) % len(markers)] + "-",
+        ax.errorbar(px, y, yerr=err, fmt=markers[methods.index(m) % len(markers)],
                     color=color, ms=5, lw=1.3, capsize=3,
                     ls="-" if methods.index(m) == 0 else "--", label=label)
         lo_all += list(np.where(np.isnan(lo), y, lo))
         hi_all += list(np.where(np.isnan(hi), y, hi))
         if has_energy:
             e = np.array([r["energy_j"] if r["energy_j"] is not None else np.nan for r in rs])
-            axes[0][1].plot(px, e, markers[methods.index(m) % len(markers)] + "-",
+            axes[0][1].plot(px, e, markers[methods.index(m) % len(markers)],
                             color=color, ms=5, lw=1.3,
                             ls="-" if methods.index(m) == 0 else "--")
     digital = sorted({round(100 * r["digital"], 6) for r in rows if r["digital"] is not None})
@@ -179,7 +181,7 @@ def plot(rows: list[dict[str, Any]], x: str, hue: str, out: Path) -> Path:
     span = max(hi_all) - min(lo_all)
     pad = max(0.5, 0.08 * span)
     ax.set_ylim(max(0.0, min(lo_all) - pad), min(100.0, max(hi_all) + pad))
-    xl = f"{x} ({_UNITS[x]})" if x in _UNITS else x
+    xl = _AXIS.get(x, f"{x} ({_UNITS[x]})" if x in _UNITS else x)
     for a in axes[0]:
         a.set_xlabel(xl)
         a.grid(alpha=0.3)
@@ -197,7 +199,10 @@ def plot(rows: list[dict[str, Any]], x: str, hue: str, out: Path) -> Path:
         ea = axes[0][1]
         ev = np.array([r["energy_j"] for r in rows if r["energy_j"] is not None], float)
         f, u = si_scale(ev, "J")
-        ea.set_yscale("log") if ev.size and ev.max() / max(ev.min(), 1e-300) > 30 else None
+        if ev.size and ev.max() / max(ev.min(), 1e-300) > 8:
+            ea.set_yscale("log")
+            ea.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ea.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ea.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _p: f"{v * f:g}"))
         ea.set_ylabel(f"ADC energy per inference ({u})")
