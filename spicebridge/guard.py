@@ -34,7 +34,7 @@ _EXEC_CARD_RE = re.compile(r"^\s*\.(control|endc|exec|pre_\w*|func_exec)\b", re.
 # command words that run a program or load code (an element may not be named so in data)
 _EXEC_WORDS = frozenset({"shell", "exec", "source", "codemodel", "pre_codemodel", "osdi",
                          "pre_osdi", "system", "bg_run", "pre_shell"})
-_ELEMENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:#\[\]<>-]{0,127}")
+_ELEMENT_RE = re.compile(r"@?[A-Za-z][A-Za-z0-9_.:#\[\]<>-]{0,127}")
 _PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ANALYSIS_RE = re.compile(r"(op|tran|ac|dc|noise|tf|sens|pz|disto)"
                           r"([ \t]+[A-Za-z0-9_.+\-()#,:]+)*", re.IGNORECASE)
@@ -46,7 +46,7 @@ _SCAN_CACHE: dict[tuple[str, int, int], tuple[str | None, list[tuple[str, int]]]
 def check_element_name(name: object, what: str = "element") -> str:
     """``name`` if it is one SPICE element name (``Vdd``, ``x1.m3``), else ``UnsafeDeckError``."""
     if not isinstance(name, str) or not _ELEMENT_RE.fullmatch(name):
-        raise UnsafeDeckError(f"{what} {name!r} is not an element name (a letter, then "
+        raise UnsafeDeckError(f"{what} {name!r} is not an element name (a letter (or @), then "
                               "letters, digits, _ . : # [ ] < > -; one word, at most 128)")
     return name
 

@@ -121,8 +121,8 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
     A segfault inside libngspice kills the process that loaded it: the command line would
     exit -11 without a word. Here the command runs in a child (a fork: no new interpreter, no
     re-import); when the child dies from a signal, the parent prints what happened and the
-    remedy and returns 1. Where there is no ``fork`` or stdout is not a real file (a test's
-    captured output), ``fn`` runs in this process.
+    remedy and returns 1. Where there is no ``fork``, stdout is not a real file (a test's
+    captured output) or libngspice is loaded in this process already, ``fn`` runs here.
 
     Args:
         fn: The command; returns its exit status.
@@ -141,7 +141,13 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
         real_out = sys.stdout.fileno() >= 0 and sys.stderr.fileno() >= 0
     except (AttributeError, OSError, ValueError):
         real_out = False
-    if not hasattr(os, "fork") or not real_out or os.environ.get("SPICEBRIDGE_NO_FORK"):
+    from .engines import shared
+
+    loaded = shared._INSTANCE is not None and shared._INSTANCE.pid == os.getpid()
+    if (loaded or not hasattr(os, "fork") or not real_out
+            or os.environ.get("SPICEBRIDGE_NO_FORK")):
+        # libngspice already in this process (a program calling the CLI twice): its threads
+        # and locks do not survive a fork, so run here
         return fn()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -157,6 +163,9 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
             code = e.code if isinstance(e.code, int) else 1
         except KeyboardInterrupt:
             code = 130
+        except BrokenPipeError:  # `spicebridge simulate deck | head`: not an error to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = 1
         except BaseException as e:
             try:
                 code = on_error(e) if on_error is not None else None
@@ -171,6 +180,8 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()
+            except OSError:
+                pass
             finally:
                 os._exit(code)
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child too

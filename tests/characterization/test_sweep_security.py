@@ -196,3 +196,19 @@ def test_dask_killed_worker_is_a_failure_record_not_a_hang(tmp_path):
     assert "KilledWorker" in res.failures[0].message
     y = res.tables["y"].data.ravel()
     np.testing.assert_array_equal(np.delete(y, 2), [0.0, 1.0, 3.0])
+
+
+@pytest.mark.ngspice
+def test_characterize_crossbar_model_with_control_is_refused_exit_2(tmp_path, capsys):
+    from imc.cli import main
+    from spicebridge.netlist import netlist_dir
+
+    marker = tmp_path / "PWNED"
+    lib = tmp_path / "fitted.lib"
+    lib.write_text((netlist_dir() / "rram" / "rram.lib").read_text()
+                   + f".control\nshell touch {marker}\n.endc\n")
+    code = main(["characterize", "crossbar", "--model", str(lib), "--out",
+                 str(tmp_path / "x.h5"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "fitted.lib" in err and "allow-control" in err
+    assert not marker.exists() and not (tmp_path / "x.h5").exists()

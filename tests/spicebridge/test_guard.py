@@ -161,17 +161,21 @@ def test_worker_circuit_is_cached_and_reloaded_when_replaced():
     assert worker.health()["runs"] >= 1
 
 
-def test_crash_guard_reports_a_segfault_with_the_remedy(capfd):
-    import ctypes
+def test_crash_guard_reports_a_segfault_with_the_remedy():
+    import subprocess
+    import sys
 
-    from spicebridge.worker import crash_guarded
-
-    code = crash_guarded(lambda: ctypes.string_at(0) and 0, what="simulate x.cir",
-                         remedy="use --engine batch")
-    err = capfd.readouterr().err
-    assert code == 1
-    assert "SIGSEGV" in err and "simulate x.cir" in err and "--engine batch" in err
-    assert crash_guarded(lambda: 3, what="w", remedy="r") == 3
+    # a fresh process, as the command line is: nothing loaded before the guard forks
+    code = ("import ctypes, sys\n"
+            "from spicebridge.worker import crash_guarded\n"
+            "assert crash_guarded(lambda: 3, what='w', remedy='r') == 3\n"
+            "sys.exit(crash_guarded(lambda: ctypes.string_at(0) and 0, what='simulate x.cir', "
+            "remedy='use --engine batch'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 1, r.stderr
+    assert "SIGSEGV" in r.stderr and "simulate x.cir" in r.stderr
+    assert "--engine batch" in r.stderr and "Fatal Python error" not in r.stderr
 
 
 def test_cli_simulate_refuses_included_control_exit_2(tmp_path, capsys):
