@@ -32,7 +32,8 @@ def test_sampling_energy_matches_charge_balance():
 def test_sar_logic_counts_events_per_conversion():
     # (bits + 2) cycles x (bits + 2 ring + bits register) flip-flops; toggles 2(N+2) + 2N
     assert sar_logic_events(6) == (8 * 14, 16 + 12)
-    assert sar_logic_energy_j(6, 40e-15, 30e-15) == pytest.approx(112 * 40e-15 + 28 * 30e-15)
+    assert sar_logic_energy_j(6, 40e-15, 30e-15) == pytest.approx(
+        112 * 40e-15 + 28 * 30e-15, rel=1e-12, abs=0)
 
 
 @pytest.mark.ngspice
@@ -50,8 +51,9 @@ def test_flip_flop_toggle_energy_grows_by_half_cv2_of_added_load():
         e_clk, e_tog, toggles = read_dff_energy(plot, vdd, 4e-9)
         assert toggles == 4
         e.append((e_clk, e_tog))
-    assert e[1][1] - e[0][1] == pytest.approx(0.5 * 20e-15 * vdd**2, rel=0.15)
-    assert e[1][0] == pytest.approx(e[0][0], rel=0.05)  # a clock event does not see q's load
+    # (abs=0: pytest's default absolute tolerance, 1e-12, would swallow femtojoules)
+    assert e[1][1] - e[0][1] == pytest.approx(0.5 * 20e-15 * vdd**2, rel=0.15, abs=0)
+    assert e[1][0] == pytest.approx(e[0][0], rel=0.05, abs=0)  # clock events: q's load unseen
     assert 5e-15 < e[0][0] < 200e-15  # tens of fF of clocked gates x vdd^2
 
 
@@ -68,18 +70,21 @@ def test_energy_per_inference_is_the_sum_of_named_parts():
     adc = AdcModel(6, np.arange(1, 64, dtype=float)[None], 0.1, energy_j=sum(parts.values()),
                    energy_parts_j=parts, energy_sources=dict(ENERGY_SOURCES))
     b = energy_per_inference(1000.0, adc)
-    assert b["total_j"] == pytest.approx(1000.0 * adc.energy_j, rel=1e-12)
-    assert sum(p["j"] for p in b["parts"].values()) == pytest.approx(b["total_j"], rel=1e-12)
-    assert b["parts"]["adc_comparator"]["j"] == pytest.approx(3e-10)
+    assert b["total_j"] == pytest.approx(1000.0 * adc.energy_j, rel=1e-12, abs=0)
+    assert sum(p["j"] for p in b["parts"].values()) == pytest.approx(b["total_j"], rel=1e-12,
+                                                                    abs=0)
+    assert b["parts"]["adc_comparator"]["j"] == pytest.approx(3e-10, rel=1e-9, abs=0)
     assert all(p["source"] for p in b["parts"].values())
     assert b["not_included"] == [CROSSBAR_READ_MISSING]
     # doubling one part moves the total by exactly that part (no hidden term)
     adc2 = AdcModel(6, adc.thresholds_lsb, 0.1, energy_j=adc.energy_j + 3e-13,
                     energy_parts_j={**parts, "comparator": 6e-13})
-    assert energy_per_inference(1000.0, adc2)["total_j"] - b["total_j"] == pytest.approx(3e-10)
+    assert energy_per_inference(1000.0, adc2)["total_j"] - b["total_j"] == pytest.approx(
+        3e-10, rel=1e-9, abs=0)
     # crossbar parts, when characterized, are added and named
     b3 = energy_per_inference(10.0, adc, crossbar_parts_j={"read": (2e-12, "SPICE: test")})
-    assert b3["parts"]["crossbar_read"]["j"] == pytest.approx(2e-11) and not b3["not_included"]
+    assert b3["parts"]["crossbar_read"]["j"] == pytest.approx(2e-11, rel=1e-9, abs=0)
+    assert not b3["not_included"]
     # a file without the breakdown: one part, labelled as not broken down; ideal ADC: None
     old = AdcModel(6, adc.thresholds_lsb, 0.1, energy_j=1e-12)
     bo = energy_per_inference(2.0, old)
@@ -87,3 +92,36 @@ def test_energy_per_inference_is_the_sum_of_named_parts():
         bo["parts"]["adc_total"]["source"]
     assert energy_per_inference(2.0, None) is None
     assert energy_per_inference(2.0, AdcModel.ideal(4)) is None
+
+
+def test_evaluate_json_reports_energy_per_inference_by_named_part(
+        tiny_digits_model, synthetic_lookups, tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from characterization.lookup import Table, read_lookup, write_lookup
+    from imc.cli import main
+
+    # the synthetic ADC file + an energy breakdown table in the real format (the writer API)
+    lf = read_lookup(synthetic_lookups[1])
+    e = lf["adc/energy_j"]
+    frac = np.array([0.4, 0.3, 0.2, 0.1])
+    eb = Table("adc/energy_breakdown_j", e.data[..., None] * frac, (*e.dims, "part"),
+               {**e.coords, "part": np.asarray(ENERGY_PARTS)}, "J",
+               {**e.coord_units, "part": "1"},
+               {**e.attrs, **{f"source_{p}": ENERGY_SOURCES[p] for p in ENERGY_PARTS}})
+    adc = write_lookup(tmp_path / "adc.h5", [*lf.tables.values(), eb], lf.provenance)
+    _, meta = tiny_digits_model
+    assert main(["evaluate", "--model", "digits-tiny", "--cache-dir",
+                 str(Path(meta["path"]).parent), "--lookup", str(synthetic_lookups[0]),
+                 "--lookup", str(adc), "--process", "tt", "--vdd-v", "1.8", "--temp-c", "27",
+                 "--bits", "6", "--chips", "1", "--limit", "20", "--quiet", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    ep = r["energy_per_inference"]
+    assert set(ep["parts"]) == {f"adc_{p}" for p in ENERGY_PARTS}
+    assert ep["total_j"] == pytest.approx(r["adc_energy_j_per_inference"], rel=1e-9, abs=0)
+    assert sum(p["j"] for p in ep["parts"].values()) == pytest.approx(ep["total_j"], rel=1e-12,
+                                                                     abs=0)
+    assert ep["parts"]["adc_comparator"]["j"] == pytest.approx(0.4 * ep["total_j"], rel=1e-9, abs=0)
+    assert all(p["source"] == ENERGY_SOURCES[k[4:]] for k, p in ep["parts"].items())
+    assert ep["not_included"] == [CROSSBAR_READ_MISSING]
