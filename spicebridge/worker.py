@@ -12,6 +12,7 @@ run and ~5 MB per crash reload, and gives nothing back).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -184,7 +185,13 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
                 pass
             finally:
                 os._exit(code)
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child too
+    def forward(signum: int, _frame: object) -> None:  # `kill PARENT` stops the child too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}  # Ctrl-C reaches both
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        old[sig] = signal.signal(sig, forward)
     try:
         while True:
             try:
@@ -193,13 +200,17 @@ def crash_guarded(fn: Callable[[], int], *, what: str, remedy: str,
             except InterruptedError:
                 continue
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
+        if sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGKILL):
+            print(f"spicebridge: {what}: stopped by {name}", file=sys.stderr)
+            return 128 + sig
         print(f"spicebridge: {what}: the process crashed ({name}; ngspice's shared library "
               f"most likely: it runs inside this process). Nothing after the crash was "
               f"written. Remedy: {remedy}", file=sys.stderr)
