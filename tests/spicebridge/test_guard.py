@@ -218,3 +218,16 @@ def test_crash_reloads_are_capped_then_refused():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     assert out == ["2", "3"]  # reloaded once, then refused (and refused again)
+
+
+def test_both_engines_implement_the_whole_loaded_circuit_protocol(engine):
+    from spicebridge.engines import LoadedCircuit
+
+    names = {"alter", "alterparam", "alterparams", "reset", "set_temp", "command", "run",
+             "is_valid"}
+    assert names <= set(dir(LoadedCircuit))
+    circ = engine.load(DIVIDER)
+    assert isinstance(circ, LoadedCircuit) and circ.is_valid()
+    circ.alterparams({})
+    circ.command("option temp=27")
+    assert circ.run()["op"]["v(out)"][0] == pytest.approx(0.75)
