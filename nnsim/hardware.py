@@ -205,6 +205,7 @@ class HardwareModel:
     read_i_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 1.0]))
     read_sigma_a: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0]))
     write_k: dict[str, float] = field(default_factory=lambda: {"single": 0.0, "verify": 0.0})
+    write_k_zero_mean: dict[str, float] = field(default_factory=dict)
     write_samples_s: dict[str, np.ndarray] = field(default_factory=dict)
     adcs: dict[int, AdcModel] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
@@ -300,6 +301,9 @@ class HardwareModel:
                                          f"finite and increasing over the levels: {cell_g_t}")
         fit = at(need(CROSSBAR_WRITE_NOISE_FIT))
         write_k = {str(m): float(fit.sel(mode=m, stat="k").data) for m in fit.coords["mode"]}
+        write_k0 = ({str(m): float(fit.sel(mode=m, stat="k_zero_mean").data)
+                     for m in fit.coords["mode"]}
+                    if "k_zero_mean" in [str(x) for x in fit.coords["stat"]] else {})
         samples: dict[str, np.ndarray] = {}
         if CROSSBAR_WRITE_NOISE_SAMPLES in tables:
             t = tables[CROSSBAR_WRITE_NOISE_SAMPLES]
@@ -319,7 +323,7 @@ class HardwareModel:
                  levels=int(attrs.get("levels", 4)), v_read_v=float(attrs.get("v_read_v", 0.2)),
                  rows=int(attrs.get("rows", 64)), transfer_i_rel=i_rel, transfer_mean=mean,
                  transfer_std=std, cell_g_t_s=cell_g_t, read_i_a=read_i,
-                 read_sigma_a=read_sigma, write_k=write_k,
+                 read_sigma_a=read_sigma, write_k=write_k, write_k_zero_mean=write_k0,
                  write_samples_s=samples, sources=tuple(str(p) for p in paths))
         if adc_bits is not None:
             th_t = need(ADC_THRESHOLDS)
@@ -359,11 +363,23 @@ class HardwareModel:
                                      f"{sorted(self.adcs)}")
         return self.adcs[b]
 
-    def write_noise_k(self, mode: str = "single") -> float:
-        """Fitted ``k`` of ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N(0,1)`` for a write mode."""
+    def write_noise_k(self, mode: str = "single", *, zero_mean: bool = False) -> float:
+        """Fitted ``k`` of ``G' = G + k sqrt((G-Gmin)(Gmax-Gmin)) N(0,1)`` for a write mode.
+
+        ``zero_mean=False``: about the target (the ClipFormer/TxSim k; a programming bias is in
+        its second moment). ``zero_mean=True``: about each level's mean
+        (``write_noise_fit`` stat ``k_zero_mean``), the k to use when the per-level bias is
+        added separately; files without it (before issue 13) raise.
+        """
         if mode not in self.write_k:
             raise HardwareModelError(f"write mode {mode!r} not characterized; available: "
                                      f"{sorted(self.write_k)}")
+        if zero_mean:
+            if mode not in self.write_k_zero_mean:
+                raise HardwareModelError(
+                    f"{', '.join(self.sources) or 'the model'}: crossbar/write_noise_fit has no "
+                    "k_zero_mean (a file from before issue 13); use the target-centred k")
+            return self.write_k_zero_mean[mode]
         return self.write_k[mode]
 
     @property

@@ -135,6 +135,14 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
     assert np.isfinite(lv.sel(stat="k").data[..., 1:]).all()
     vf = lf["crossbar/write_verify_failure"].data
     assert ((vf >= 0) & (vf <= 1)).all() and (vf[..., 0] == 0).all()
+    from nnsim.hardware import HardwareModel
+
+    hw = HardwareModel.from_lookup(summary["path"], "ss", 1.8, 27.0, adc_bits=None)
+    fit_ss = lf["crossbar/write_noise_fit"].sel(process="ss", vdd_v=1.8, temp_c=27.0)
+    for m in ("single", "verify"):
+        k0 = hw.write_noise_k(m, zero_mean=True)
+        assert k0 == pytest.approx(float(fit_ss.sel(mode=m, stat="k_zero_mean").data))
+        assert k0 <= hw.write_noise_k(m) + 1e-12     # the bias is out of the zero-mean k
     assumed = lf.provenance["assumptions"]["device_variability"]
     assert assumed["sigma_c2c"] == plan.write.sigma_c2c
     xfer = lf["crossbar/read_transfer"]

@@ -16,6 +16,8 @@ def test_reads_the_contract_tables(hw_tt, synthetic_lookups):
     assert (hw.g_min_s, hw.g_max_s, hw.levels, hw.rows) == (1e-7, 1e-5, 4, 64)
     assert hw.write_noise_k("single") == pytest.approx(0.02)
     assert hw.write_noise_k("verify") == pytest.approx(0.005)
+    with pytest.raises(HardwareModelError, match="no k_zero_mean"):
+        hw.write_noise_k("verify", zero_mean=True)  # a file from before issue 13
     adc = hw.adc()
     assert adc.bits == 6 and adc.thresholds_lsb.shape == (8, 63)
     assert adc.thresholds_lsb.dtype == np.float64
