@@ -55,6 +55,8 @@ STATUS_MEANINGS = "valid padding missing"
 #: Largest table (or coordinate) a reader allocates, in bytes; ``IMC_LOOKUP_MAX_BYTES``
 #: overrides it. A file declaring more is refused before anything is read.
 MAX_TABLE_BYTES = 2 * 1024**3
+#: Largest sum over all datasets of one file; ``IMC_LOOKUP_MAX_TOTAL_BYTES`` overrides it.
+MAX_TOTAL_BYTES = 8 * 1024**3
 #: Deepest JSON nesting accepted in provenance, failures and attributes.
 MAX_JSON_DEPTH = 64
 
@@ -71,12 +73,12 @@ _CF_RESERVED = frozenset({
 _RAGGED = ((DIM_CODE, DIM_BITS),)
 
 
-def _max_bytes() -> int:
-    env = os.environ.get("IMC_LOOKUP_MAX_BYTES")
+def _max_bytes(var: str = "IMC_LOOKUP_MAX_BYTES", default: int = MAX_TABLE_BYTES) -> int:
+    env = os.environ.get(var)
     if env:
         with contextlib.suppress(ValueError):
             return int(env)
-    return MAX_TABLE_BYTES
+    return default
 
 
 @dataclass(frozen=True, eq=False)
@@ -634,6 +636,8 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.limit = _max_bytes()
+        self.total_limit = _max_bytes("IMC_LOOKUP_MAX_TOTAL_BYTES", MAX_TOTAL_BYTES)
+        self.total = 0
 
     def load(self, ds: h5py.Dataset, what: str, shape: tuple[int, ...] | None = None) \
             -> np.ndarray:
@@ -650,6 +654,11 @@ class _Reader:
                 f"{self.path}: {what} declares shape {tuple(ds.shape)} ({n / 2**30:.1f} GiB), "
                 f"over the reader's limit of {self.limit / 2**30:.1f} GiB "
                 "(IMC_LOOKUP_MAX_BYTES); refusing to read it")
+        self.total += n
+        if self.total > self.total_limit:
+            raise LookupFormatError(
+                f"{self.path}: its datasets declare more than {self.total_limit / 2**30:.1f} "
+                f"GiB in all (at {what}; IMC_LOOKUP_MAX_TOTAL_BYTES); refusing to read on")
         v = ds[()]
         if isinstance(v, np.ndarray) and v.dtype.kind in "OS":
             v = np.asarray([x.decode() if isinstance(x, bytes) else str(x)

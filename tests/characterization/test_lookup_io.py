@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -259,8 +260,6 @@ def test_padding_and_missing_are_explicit_not_nan_counts(tmp_path):
 
 
 def test_archived_v1_file_is_migrated_on_read():
-    from pathlib import Path
-
     from characterization.errors import LegacyLookupWarning
 
     path = Path(__file__).parents[1] / "data" / "lookup_v1.h5"
@@ -300,6 +299,16 @@ def test_declared_size_over_the_limit_is_refused_before_reading(tmp_path):
     assert p.stat().st_size < 64 * 1024
     with pytest.raises(LookupFormatError, match=r"huge.*100000, 100000.*74\.5 GiB.*limit"):
         read_lookup(p)
+
+
+def test_total_size_over_the_limit_is_refused(tmp_path, monkeypatch):
+    tables = [Table(f"t{i}", np.zeros((64, 64)), ("a", "b"), {}, "1") for i in range(3)]
+    p = write_lookup(tmp_path / "many.h5", tables, {})
+    monkeypatch.setenv("IMC_LOOKUP_MAX_TOTAL_BYTES", str(2 * 64 * 64 * 8 + 4096))
+    with pytest.raises(LookupFormatError, match=r"in all.*IMC_LOOKUP_MAX_TOTAL_BYTES"):
+        read_lookup(p)
+    monkeypatch.setenv("IMC_LOOKUP_MAX_TOTAL_BYTES", str(4 * 64 * 64 * 8))
+    assert len(read_lookup(p).tables) == 3
 
 
 def test_non_finite_values_in_valid_cells_are_refused_naming_table_and_corner(tmp_path):
@@ -371,7 +380,7 @@ def test_inspect_counts_padding_and_plots_every_corner(synthetic_lookups, tmp_pa
     d = json.loads(out.read_text())
     assert d["datasets"]["adc/thresholds"]["cells"]["padding"] == 8
     assert len(d["plots"]) == 2
-    assert all(open(q, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for q in d["plots"])
+    assert all(Path(q).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for q in d["plots"])
     t = read_lookup(xbar)["crossbar/read_noise"]
     lay = layout(t)
     assert (lay["x"], lay["rows"], lay["cols"], lay["panels"]) == \
