@@ -60,8 +60,10 @@ class _AnalogBase(nn.Module):
             acc = self.moment_acc
             if acc is not None:  # calibrate_moment: sum bit-level error and prediction
                 m_rows = x.shape[-2]
-                idx = torch.linspace(0, m_rows - 1, min(acc["rows"], m_rows),
-                                     device=x.device).round().long()
+                n_sel = min(acc["rows"], m_rows)
+                if x.dim() > 2:  # attention (B, H, N, d): about `rows` rows per head in all
+                    n_sel = min(m_rows, max(1, acc["rows"] // x.shape[0]))
+                idx = torch.linspace(0, m_rows - 1, n_sel, device=x.device).round().long()
                 rows = x.index_select(-2, idx)  # spread over the images of the batch
                 meas, pred = moment_var_terms(rows, arr, cfg, self.hw, self.adc_model,
                                               acc["gen"], signed=signed)

@@ -151,12 +151,17 @@ class RapMvmResult(_Mapping):
     adc_energy_rel_per_inference: float
     array_time_s_per_inference: float | None
     lsb_unit_currents: int
+    adc_bits_exact: int
     adc_range: dict[str, Any]
     adc_source: str
+    crossbar: str
     digital: list[str]
     rows: int
     cell_bits: int
+    warnings: list[str] = field(default_factory=list)
     time_s: float = 0.0
+    energy_per_inference: dict[str, Any] | None = None
+    """As ``EvalPoint.energy_per_inference`` (parts with sources; None for an ideal ADC)."""
     correct: np.ndarray | None = field(default=None, repr=False, metadata={"json": False})
 
 
@@ -179,7 +184,7 @@ class RapResult(_Mapping):
     comparisons: list[Comparison]
     rap_config: dict[str, Any]
     method: str = "rap"
-    digital: list[str] = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -104,8 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the results as JSON to OUT (or stdout without OUT)")
     e.add_argument("--rap", action="store_true", help="also evaluate RAP (nnsim.rap)")
     e.add_argument("--rap-no-dense", action="store_true",
-                   help="RAP: skip its dense all-rows MVM on the same integer path (the analog "
-                   "evaluation is the dense baseline; saves most of RAP's time)")
+                   help="RAP: skip its dense all-rows MVM (same integer path, same cells and "
+                   "ADC, ADC range calibrated on the calib split's column sums); saves most of "
+                   "RAP's time, but then RAP has no fair baseline in the output")
     e.add_argument("--rap-k", type=int, default=None,
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
@@ -445,6 +446,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                    batch_size=args.batch_size, device=device,
                                    quiet=args.quiet, calib_ds=calib, client=client,
                                    kv_ranges=vat_kv, setting=setting)
+                r.method = "vat"  # labels read "... [vat]"
                 results.append(r)
                 if not args.json or args.json != "-":
                     _print_row(r)
@@ -564,7 +566,7 @@ def _print_comparison(c: Any) -> None:
 
 
 def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
-             args: argparse.Namespace) -> dict[str, Any]:
+             args: argparse.Namespace) -> Any:
     try:
         from nnsim.rap import evaluate_rap
     except ImportError as e:
@@ -575,8 +577,16 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
     r = evaluate_rap(model, make_loader(calib, args.batch_size), make_loader(test,
                      args.batch_size), hw, bits, args.rap_k, args.seed, chips=args.chips,
                      quiet=args.quiet, include_dense=not args.rap_no_dense)
-    r = dict(r, method="rap", bits=bits, rap_k=r.get("k", args.rap_k))
     if not args.json or args.json != "-":
-        print(f"RAP k={r['rap_k']} {bits}-bit: "
-              + ", ".join(f"{k}={v}" for k, v in r.items() if isinstance(v, (int, float))))
+        for m in (r.rap, r.dense):
+            if m is None:
+                continue
+            e = m.adc_energy_j_per_inference
+            print(f"RAP {m.mode} k={m.k} {bits}-bit ADC: accuracy {100 * m.accuracy_mean:.2f} %"
+                  f"{_pct_ci(m.accuracy_ci95)}, {m.conversions_per_inference:.3g} conversions"
+                  + (f", {e:.3g} J ADC energy" if e is not None else "") + " per inference; "
+                  f"ADC range: {m.adc_range['method']}", flush=True)
+        for c in r.comparisons:
+            _print_comparison(c)
+        print(f"RAP: {r.rap.crossbar}; digital: {'; '.join(r.rap.digital)}", flush=True)
     return r

@@ -38,6 +38,15 @@ def _f(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _pct_ci(x: float | None, ci: list[float | None] | None) -> str:
+    """``mean [low, high]`` in percent."""
+    if x is None:
+        return "-"
+    if not ci or ci[0] is None or ci[1] is None:
+        return f"{100 * x:.1f}"
+    return f"{100 * x:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 def _pct(x: float | None, ci: float | None = None) -> str:
     if x is None:
         return "-"
@@ -125,59 +134,82 @@ def _prov(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect_accuracy(evals: Path) -> dict[str, Any]:
-    """Every evaluated setting of the demo's ``eval/*.json`` files, keyed by setting."""
+    """Every evaluated setting of the demo's ``eval/*.json`` files (``evaluate --json``:
+    ``points``, ``rap``, ``comparisons``, ``meta``; ``nnsim.results``), keyed by setting."""
     acc: dict[str, Any] = {}
     digital = None
+    comparisons: list[dict[str, Any]] = []
     for path in sorted(evals.glob("*.json")):
         d = json.loads(path.read_text(encoding="utf-8"))
-        if digital is None and "rap" not in path.stem:
-            digital = _f(d.get("digital_accuracy"))
-        for r in d.get("results", []):
-            if r.get("method") == "rap":
-                _add_rap(acc, r, path.stem)
-            elif "rap" not in path.stem:  # RAP runs score fewer images: their analog rows
-                _add_analog(acc, r, path.stem)  # duplicate the full analog runs
-    return {"digital": digital, **dict(sorted(acc.items()))}
+        rap_run = "rap" in path.stem  # RAP runs score fewer images: their analog rows
+        if digital is None and not rap_run:  # duplicate the full analog runs
+            digital = _f(d["meta"]["digital_accuracy"])
+        for r in d["rap"]:
+            _add_rap(acc, r, path.stem)
+            comparisons.extend(dict(c, source=path.stem) for c in r["comparisons"])
+        if not rap_run:
+            for p in d["points"]:
+                _add_analog(acc, p, path.stem)
+            comparisons.extend(dict(c, source=path.stem) for c in d["comparisons"])
+    return {"digital": digital, "comparisons": comparisons, **dict(sorted(acc.items()))}
 
 
 def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
-    method = "analog+clipformer" if r.get("clipformer") else "analog"
-    key = setting_key(method, float(r["gamma"]), str(r["process"]), int(r["bits"]))
+    s = r["setting"]
+    method = "analog+clipformer" if s["clipformer"] else "analog"
+    key = setting_key(method, float(s["gamma"]), str(s["process"]), int(s["bits"]))
     if key in acc:
         return
     acc[key] = {
-        "method": method, "gamma": float(r["gamma"]), "corner": r["process"],
-        "bits": int(r["bits"]), "accuracy_mean": _f(r["accuracy_mean"]),
-        "accuracy_ci95": _f(r.get("accuracy_ci95")), "chips": r.get("chips"),
-        "n_images": r.get("n_images"), "digital_accuracy_same_images": _f(
-            r.get("digital_accuracy")), "clipformer": r.get("clipformer"),
-        "adc_conversions_per_image": _f(r.get("conversions_per_image")),
-        "adc_energy_j_per_image": _f(r.get("adc_energy_j_per_image")), "source": source}
+        "method": method, "gamma": float(s["gamma"]), "corner": s["process"],
+        "bits": int(s["bits"]), "accuracy_mean": _f(r["accuracy_mean"]),
+        "accuracy_ci95": r["accuracy_ci95"], "ci_method": r["ci_method"],
+        "chips": r["chips"], "n_images": r["n_images"],
+        "digital_accuracy_same_images": _f(r["digital_accuracy"]),
+        "clipformer": s["clipformer"], "warnings": r["warnings"], "digital": r["digital"],
+        "conversions_per_inference": _f(r["conversions_per_inference"]),
+        "adc_energy_j_per_inference": _f(r["adc_energy_j_per_inference"]), "source": source}
 
 
 def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
-    corner = (r.get("corner") or {}).get("process", "ideal")
-    rap = r["rap"]
-    # RAP's crossbar cells are ideal (the ADC is the circuit's): no write noise, gamma = 0
-    key = setting_key("rap", 0.0, str(corner), int(r["bits"]))
-    if key in acc:
-        return
-    acc[key] = {
-        "method": "rap", "gamma": 0.0, "corner": corner, "bits": int(r["bits"]),
-        "accuracy_mean": _f(rap["accuracy"]), "accuracy_ci95": _f(rap.get("accuracy_ci95")),
-        "chips": rap.get("chips", 1), "n_images": rap.get("n_images"), "k": r.get("k"),
-        "fp32_accuracy": _f(r["fp32"]["accuracy"]),
-        "digital_accuracy_same_images": _f(r["fp32"]["accuracy"]),
-        "ptq_float_accuracy": _f(r["ptq_float"]["accuracy"]),
-        "rap_integer_accuracy": _f(r["rap_integer"]["accuracy"]),
-        "adc_conversions_per_image": _f(rap.get("conversions_per_inference")),
-        "adc_energy_j_per_image": _f(rap.get("adc_energy_j_per_inference")),
-        "source": source}
+    corner = (r["corner"] or {}).get("process", "ideal")
+    for part, method in (("rap", "rap"), ("dense", "rap-dense")):
+        m = r[part]
+        if m is None:
+            continue
+        # RAP's crossbar cells are ideal (the ADC is the circuit's): no write noise, gamma 0
+        key = setting_key(method, 0.0, str(corner), int(r["bits"]))
+        if key in acc:
+            continue
+        acc[key] = {
+            "method": method, "gamma": 0.0, "corner": corner, "bits": int(r["bits"]),
+            "accuracy_mean": _f(m["accuracy_mean"]), "accuracy_ci95": m["accuracy_ci95"],
+            "ci_method": m["ci_method"], "chips": m["chips"], "n_images": m["n_images"],
+            "k": m["k"], "fp32_accuracy": _f(r["fp32_accuracy"]),
+            "digital_accuracy_same_images": _f(r["fp32_accuracy"]),
+            "ptq_float_accuracy": _f(r["ptq_float_accuracy"]),
+            "rap_integer_accuracy": _f(r["rap_integer_accuracy"]),
+            "adc_range": m["adc_range"]["method"], "crossbar": m["crossbar"],
+            "digital": m["digital"], "warnings": m["warnings"],
+            "conversions_per_inference": _f(m["conversions_per_inference"]),
+            "adc_energy_j_per_inference": _f(m["adc_energy_j_per_inference"]),
+            "source": source}
+
+
+def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
+    """Asymmetric error bars (percent) from each row's ``accuracy_ci95`` = [low, high]."""
+    lo, hi = [], []
+    for r in rows:
+        ci, m = r["accuracy_ci95"], r["accuracy_mean"]
+        ok = ci and ci[0] is not None and ci[1] is not None and m is not None
+        lo.append(100 * (m - ci[0]) if ok else 0.0)
+        hi.append(100 * (ci[1] - m) if ok else 0.0)
+    return [lo, hi]
 
 
 def _rows(acc: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
-    return [v for k, v in acc.items() if k != "digital"
-            and all(v.get(a) == b for a, b in where.items())]
+    return [v for k, v in acc.items() if k not in ("digital", "comparisons")
+            and all(v[a] == b for a, b in where.items())]
 
 
 # ----------------------------------------------------------------------------- plots
@@ -206,12 +238,14 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.26
         for i, m in enumerate(("analog", "analog+clipformer", "rap")):
-            ys, es = [], []
+            ys, es = [], [[], []]
             for c in corners:
                 rows = [r for r in _rows(acc, method=m, corner=c, bits=demo_bits)
                         if m == "rap" or r["gamma"] == gamma_main]
                 ys.append(100 * rows[0]["accuracy_mean"] if rows else np.nan)
-                es.append(100 * (rows[0]["accuracy_ci95"] or 0) if rows else 0)
+                lo_hi = _yerr(rows[:1]) if rows else [[0.0], [0.0]]
+                es[0].extend(lo_hi[0])
+                es[1].extend(lo_hi[1])
             x = np.arange(len(corners)) + (i - 1) * width
             # points with their 95 % intervals (bars would need a y axis from 0)
             ax.errorbar(x, ys, yerr=es, fmt="o", ms=6, capsize=4, lw=1.5, color=colors[m],
@@ -239,9 +273,9 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
                 continue
             b = [r["bits"] for r in rows]
             a1.errorbar(b, [100 * r["accuracy_mean"] for r in rows],
-                        yerr=[100 * (r["accuracy_ci95"] or 0) for r in rows], marker="o",
+                        yerr=_yerr(rows), marker="o",
                         capsize=3, color=colors[m], label=labels[m])
-            e = [r["adc_energy_j_per_image"] for r in rows]
+            e = [r["adc_energy_j_per_inference"] for r in rows]
             if any(v is not None for v in e):
                 a2.semilogy(b, [np.nan if v is None else v * 1e6 for v in e], marker="o",
                             color=colors[m], label=labels[m])
@@ -269,7 +303,7 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
         k = circuits["crossbar"]["write_noise_k"].get("tt", {}).get("single")
         for m, rows in g_rows.items():
             ax.errorbar([r["gamma"] for r in rows], [100 * r["accuracy_mean"] for r in rows],
-                        yerr=[100 * (r["accuracy_ci95"] or 0) for r in rows], marker="o",
+                        yerr=_yerr(rows), marker="o",
                         capsize=3, color=colors[m], label=labels[m])
         if digital is not None:
             ax.axhline(100 * digital, color="k", ls="--", lw=1, label="digital")
@@ -392,6 +426,98 @@ def _save(fig: Any, path: Path) -> Path:
 # ----------------------------------------------------------------------------- report
 
 
+def vat_summary(evals: Path) -> dict[str, Any] | None:
+    """ClipFormer's Table II analogue from ``eval/vat.json`` (``evaluate --vat --clipformer
+    both``): per gamma the four cells (standard / VAT x without / with ClipFormer, same chips
+    and images), their paired gains, and VAT's training cost; None if the file is absent."""
+    import re
+
+    path = evals / "vat.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text(encoding="utf-8"))
+    rows: dict[str, dict[str, Any]] = {}
+    for p in d["points"]:
+        s = p["setting"]
+        cell = ("vat" if s.get("method") == "vat" else "standard") + (
+            "+clipformer" if s.get("clipformer") else "")
+        rows.setdefault(f"{float(s['gamma']):g}", {})[cell] = {
+            "accuracy_mean": _f(p["accuracy_mean"]), "accuracy_ci95": p["accuracy_ci95"],
+            "chips": p["chips"], "n_images": p["n_images"], "clipformer": s.get("clipformer")}
+    for c in d["comparisons"]:
+        m = re.search(r"gamma=([0-9.]+)", c["a"])
+        if m is None:
+            continue
+        a_vat, a_clip = "[vat]" in c["a"], "clip(" in c["a"]
+        name = {("method vat vs analog", False): "vat_gain",
+                ("method vat vs analog", True): "vat_gain_clipformer",
+                ("clipformer vs none", False): "clipformer_gain_standard",
+                ("clipformer vs none", True): "clipformer_gain_vat",
+                ("vat + clipformer vs standard", True): "vat_clipformer_vs_standard",
+                }.get((c["name"], a_vat if c["name"] == "clipformer vs none" else a_clip))
+        if name and f"{float(m.group(1)):g}" in rows:
+            rows[f"{float(m.group(1)):g}"][name] = {
+                "difference_mean": _f(c["difference_mean"]),
+                "difference_ci95": c["difference_ci95"]}
+    ck = (d["meta"].get("vat") or [{}])[0]
+    base = ck.get("base") or {}
+    cost = {"vat_train_s": _f(ck.get("train_time_s")), "vat_cpu_s": _f(ck.get("train_cpu_s")),
+            "standard_train_s": _f(base.get("train_time_s")),
+            "standard_cpu_s": _f(base.get("train_cpu_s")), "steps": ck.get("steps"),
+            "recipe": ck.get("recipe"), "vat_gamma": (ck.get("settings") or {}).get("gamma"),
+            "checkpoint": ck.get("path"), "vat_digital_accuracy": _f(ck.get("test_accuracy"))}
+    for k in ("", "cpu_"):
+        v, s = cost[f"vat_{k or 'train_'}s"], cost[f"standard_{k or 'train_'}s"]
+        cost[f"ratio_{k or 'wall'}".rstrip("_")] = v / s if v and s else None
+    return {"rows": dict(sorted(rows.items(), key=lambda kv: float(kv[0]))), "cost": cost}
+
+
+def _vat_markdown(r: dict[str, Any], w: Any) -> None:
+    v = r.get("vat")
+    if not v:
+        return
+    c = v["cost"]
+    w("\n## Variation-aware training (ClipFormer's Table II)\n")
+    cost = ""
+    if c["vat_train_s"] is not None:
+        cost = (f" Fine-tuning took {c['vat_train_s']:.0f} s"
+                + (f" ({c['vat_cpu_s']:.0f} CPU s)" if c["vat_cpu_s"] else "")
+                + (f", against {c['standard_train_s']:.0f} s for standard training "
+                   f"({c['ratio_wall']:.2f}x; the two ran at different times, "
+                   "bench/vat_cost.py measures them back to back)"
+                   if c["standard_train_s"] else "") + ".")
+    w(f"VAT: the digits ViT fine-tuned ({c['steps']} steps) with the circuit's non-idealities "
+      f"in the forward pass at gamma {c['vat_gamma']} (K/V write noise per step, chip "
+      "re-programmed per step, read noise and ADC with a straight-through gradient; "
+      "docs/nnsim.md)." + cost + " Every cell on the same chips and images; gains are "
+      "paired (95 % bootstrap interval, points).\n")
+    w("| gamma | standard | standard + ClipFormer | VAT | VAT + ClipFormer | VAT gain | "
+      "VAT gain with ClipFormer | ClipFormer gain on VAT | VAT + ClipFormer vs standard |")
+    w("|---|---|---|---|---|---|---|---|---|")
+
+    def cell(row: dict[str, Any], k: str) -> str:
+        x = row.get(k)
+        if x is None or x["accuracy_mean"] is None:
+            return "-"
+        lo, hi = x["accuracy_ci95"] or (None, None)
+        ci = "" if lo is None or hi is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{100 * x['accuracy_mean']:.1f}{ci}"
+
+    def gain(row: dict[str, Any], k: str) -> str:
+        x = row.get(k)
+        if x is None or x["difference_mean"] is None:
+            return "-"
+        lo, hi = x["difference_ci95"]
+        return f"{100 * x['difference_mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+    for g, row in v["rows"].items():
+        w(f"| {g} | {cell(row, 'standard')} | {cell(row, 'standard+clipformer')} | "
+          f"{cell(row, 'vat')} | {cell(row, 'vat+clipformer')} | {gain(row, 'vat_gain')} | "
+          f"{gain(row, 'vat_gain_clipformer')} | {gain(row, 'clipformer_gain_vat')} | "
+          f"{gain(row, 'vat_clipformer_vs_standard')} |")
+    w("")
+
+
 def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: Path,
                  evals: Path, steps: list[dict[str, Any]], settings: dict[str, Any],
                  wall_s: float) -> Path:
@@ -412,6 +538,7 @@ def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: 
         "provenance": circuits["provenance"],
         "fits": _fit_summary(fits, mem),
         "accuracy": acc,
+        "vat": vat_summary(evals),
         "plots": {k: str(v.relative_to(out)) for k, v in figs.items()},
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str) + "\n")
@@ -536,14 +663,27 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
     w("| setting | accuracy (%) | digital on the same images (%) | chips | images | "
       "ADC conversions / image | ADC energy / image (µJ) |\n|---|---|---|---|---|---|---|")
     for k, v in acc.items():
-        if k == "digital":
+        if k in ("digital", "comparisons"):
             continue
-        e = v.get("adc_energy_j_per_image")
-        c = v.get("adc_conversions_per_image")
-        w(f"| `{k}` | {_pct(v['accuracy_mean'], v.get('accuracy_ci95'))} | "
-          f"{_pct(v.get('digital_accuracy_same_images'))} | {v.get('chips')} "
-          f"| {v.get('n_images')} | {'-' if c is None else f'{c:.3g}'} | "
+        e = v["adc_energy_j_per_inference"]
+        c = v["conversions_per_inference"]
+        w(f"| `{k}` | {_pct_ci(v['accuracy_mean'], v['accuracy_ci95'])} | "
+          f"{_pct(v['digital_accuracy_same_images'])} | {v['chips']} "
+          f"| {v['n_images']} | {'-' if c is None else f'{c:.3g}'} | "
           f"{'-' if e is None else f'{1e6 * e:.3g}'} |")
+    comps = r["accuracy"]["comparisons"]
+    if comps:
+        w("\nPaired comparisons (same chips, same images; 95 % interval from a bootstrap over "
+          "chips and images):\n")
+        w("| comparison | difference (points) | chips | images |\n|---|---|---|---|")
+        for c in comps:
+            lo, hi = c["difference_ci95"]
+            w(f"| {c['name']}: {c['a']} - {c['b']} | {100 * c['difference_mean']:+.1f} "
+              f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {c['chips']} | {c['n_images']} |")
+    raps = _rows(r["accuracy"], method="rap")
+    if raps:
+        w(f"\nRAP: {raps[0]['crossbar']}. Digital in RAP: {'; '.join(raps[0]['digital'])}.\n")
+    _vat_markdown(r, w)
     w("\n## Reproduce\n")
     w("`make demo` (or `spicebridge demo --out runs/demo`) re-runs only what is missing; "
       "`spicebridge demo --redo` recomputes the evaluations. Each step's command above runs "

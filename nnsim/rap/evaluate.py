@@ -1,4 +1,5 @@
-"""``evaluate_rap``: FP32 vs float-scale PTQ vs RAP (dense and sparse MVM) on one chip."""
+"""``evaluate_rap``: FP32 vs float-scale PTQ vs RAP's sparse low-ENOB MVM vs the dense MVM with
+a calibrated ADC range, on the same images and chips (paired), with ADC energy per inference."""
 
 from __future__ import annotations
 
@@ -7,27 +8,48 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from characterization.adc.energy import energy_per_inference
+
+from ..results import Comparison, RapMvmResult, RapResult
+from .intops import int_matmul
 from .ptq import float_ptq
-from .sparse_mvm import MVMConfig, adc_bits_needed, k_exact
+from .sparse_mvm import MVMConfig, SparseMVM, adc_bits_needed, k_exact
 from .vit import RapConfig, RapViT, convert_to_rap
+
+RAP_DIGITAL = ["attention products (Q K^T, P V): exact integer matmuls, not on crossbars",
+               "softmax, LayerNorm, GELU, residual adds (integer, division-free)",
+               "patch embedding and classifier head (exact integer products)"]
+"""What RAP computes digitally in this simulator (written into every RAP result)."""
+RAP_CROSSBAR = ("qkv/proj/fc1/fc2 on crossbars with ideal cells (exact programmed "
+                "conductances, no read noise, transfer or spread); column ADC: the "
+                "characterized circuit (thresholds per instance, noise)")
+"""What RAP's analog MVM models (the same for the sparse and the dense mapping)."""
 
 
 @torch.no_grad()
+def correct_of(fn: Callable[[torch.Tensor], torch.Tensor], loader: Iterable,
+               max_batches: int | None = None, desc: str | None = None, quiet: bool = True
+               ) -> np.ndarray:
+    """Per image, whether ``fn``'s top-1 class is right (bool, in loader order)."""
+    out = []
+    for i, (x, y) in enumerate(tqdm(loader, desc=desc, disable=quiet, leave=False)):
+        if max_batches is not None and i >= max_batches:
+            break
+        out.append((fn(x).argmax(-1) == y).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+
 def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], loader: Iterable,
              max_batches: int | None = None, desc: str | None = None, quiet: bool = True
              ) -> tuple[float, int]:
     """Top-1 accuracy of ``fn`` over ``loader``; returns ``(accuracy, n_images)``."""
-    correct = total = 0
-    for i, (x, y) in enumerate(tqdm(loader, desc=desc, disable=quiet, leave=False)):
-        if max_batches is not None and i >= max_batches:
-            break
-        correct += int((fn(x).argmax(-1) == y).sum())
-        total += int(y.numel())
-    return (correct / total if total else float("nan")), total
+    c = correct_of(fn, loader, max_batches, desc, quiet)
+    return (float(c.mean()) if c.size else float("nan")), int(c.size)
 
 
 def hw_corner(hw: Any) -> dict[str, Any] | None:
@@ -41,23 +63,89 @@ def hw_corner(hw: Any) -> dict[str, Any] | None:
     return out
 
 
+@torch.no_grad()
+def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int = 2,
+                max_batches: int | None = None, max_values: int = 1 << 22) -> np.ndarray:
+    """Column sums (unit cell currents) of the dense mapping, all rows driven, over the
+    inputs the analog layers see on ``loader`` (a calibration split): every bit plane, sign
+    phase, tile and physical column. Subsampled to at most ``max_values`` (seeded)."""
+    rap.set_mvm(MVMConfig(mode="digital"))
+    cfg = MVMConfig(mode="digital", rows=rows, cell_bits=cell_bits,
+                    weight_bits=rap.cfg.weight_bits, input_bits=rap.cfg.act_bits)
+    got: list[torch.Tensor] = []
+    hooks = []
+
+    def hook(lin: Any) -> Any:
+        sm = SparseMVM(lin.w_m.cpu(), cfg, None)
+        cells = sm.cells.reshape(sm.n_tiles, rows, sm.cols)
+
+        def fn(_m: Any, args: tuple) -> None:
+            x = args[0].reshape(-1, sm.in_features).cpu().to(torch.int64)
+            pad = sm.n_tiles * rows - sm.in_features
+            xp = torch.nn.functional.pad(x, (0, pad)) if pad else x
+            for sign in (1, -1):
+                mag = (xp * sign).clamp(min=0).reshape(-1, sm.n_tiles, rows)
+                for b in range(cfg.input_bits - 1):
+                    bits = (mag >> b) & 1
+                    for t in range(sm.n_tiles):
+                        got.append(int_matmul(bits[:, t], cells[t]).reshape(-1))
+        return fn
+
+    for lin in rap.analog_layers():
+        hooks.append(lin.register_forward_pre_hook(hook(lin)))
+    try:
+        for i, (x, _y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            rap(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    s = torch.cat(got).numpy()
+    if s.size > max_values:
+        s = np.random.default_rng(0).choice(s, max_values, replace=False)
+    return s
+
+
+def calibrate_adc_range(sums: np.ndarray, bits: int, *, quantile: float = 0.9999
+                        ) -> tuple[int, dict[str, Any]]:
+    """The dense ADC's LSB from calibration column sums: the smallest ``shift`` whose full
+    scale ``(2**bits - 1) * 2**shift`` unit currents covers the ``quantile`` of the sums
+    (larger sums saturate). Returns ``(shift, facts)``."""
+    q = float(np.quantile(sums, quantile)) if sums.size else 0.0
+    top = (1 << bits) - 1
+    shift = 0
+    while top * (1 << shift) < q:
+        shift += 1
+    facts = dict(method=f"calibrated: full scale covers the {100 * quantile:g} % quantile of "
+                 "the calibration column sums", quantile=quantile, quantile_sum=q,
+                 mean_sum=float(sums.mean()) if sums.size else None,
+                 max_sum=int(sums.max()) if sums.size else None,
+                 full_scale_units=top * (1 << shift),
+                 saturated_fraction=float((sums > top * (1 << shift)).mean())
+                 if sums.size else None)
+    return shift, facts
+
+
 def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *,
             max_batches: int | None = None, quiet: bool = True) -> dict[str, Any]:
     """Accuracy and per-inference ADC work of ``rap`` mapped with ``mvm`` on chip ``seed``."""
     rap.set_mvm(mvm, hw, seed)
     rap.reset_counters()
     t0 = time.perf_counter()
-    acc, n = accuracy(rap, loader, max_batches, desc=f"RAP {mvm.mode} {mvm.adc_bits}b",
-                      quiet=quiet)
+    cor = correct_of(rap, loader, max_batches, desc=f"RAP {mvm.mode} {mvm.adc_bits}b",
+                     quiet=quiet)
     wall = time.perf_counter() - t0
+    n = int(cor.size)
     c = rap.counters()
     adc = rap.column_adc
     conv = c.conversions / n
     energy = None if adc is None or adc.energy_j is None else conv * adc.energy_j
     t_conv = None if adc is None or adc.conversion_time_s is None else adc.conversion_time_s
     return {
-        "accuracy": acc, "n_images": n, "mode": mvm.mode, "adc_bits": mvm.adc_bits,
-        "k": mvm.k_active, "rows": mvm.rows, "cell_bits": mvm.cell_bits,
+        "correct": cor, "accuracy": float(cor.mean()), "n_images": n, "mode": mvm.mode,
+        "adc_bits": mvm.adc_bits, "k": mvm.k_active, "rows": mvm.rows,
+        "cell_bits": mvm.cell_bits,
         "adc_bits_exact": adc_bits_needed(mvm.k_active, mvm.cell_bits),
         "lsb_unit_currents": 2 ** mvm.shift,
         "conversions_per_inference": conv, "cycles_per_inference": c.cycles / n,
@@ -72,35 +160,40 @@ def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *
 def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable, hw: Any,
                  bits: int, k: int | None = None, seed: int = 0, *,
                  config: RapConfig | None = None, rows: int = 64, cell_bits: int = 2,
-                 include_dense: bool = True, max_batches: int | None = None,
-                 quiet: bool = True, chips: int = 1) -> dict[str, Any]:
-    """Compare FP32, float-scale W8A8 PTQ and RAP on one chip.
+                 include_dense: bool = True, dense_range: str = "calibrated",
+                 max_batches: int | None = None, quiet: bool = True, chips: int = 1
+                 ) -> RapResult:
+    """Compare FP32, float-scale W8A8 PTQ, RAP's integer path, RAP's sparse low-ENOB MVM and
+    the dense MVM, on the same images and the same chips (paired).
+
+    Both MVM mappings use the same cells and the same characterized ADC (``RAP_CROSSBAR``);
+    what is digital is listed in ``RAP_DIGITAL`` and in every result's ``digital``.
 
     Args:
         model: float timm-style ViT.
-        calib_loader: calibration split (sets RAP's exponents and PTQ's scales).
+        calib_loader: calibration split (sets RAP's exponents, PTQ's scales and the dense
+            ADC's range).
         test_loader: test split, ``(images, labels)`` batches.
         hw: ``nnsim.hardware.HardwareModel`` at the chosen corner (its ``adc(bits)``), or
             ``None`` for an ideal ADC (no energy then).
-        bits: column ADC resolution.
+        bits: column ADC resolution (the same for both mappings).
         k: most active rows per conversion; default: the most that ``bits`` resolves exactly,
             ``floor((2**bits - 1) / (2**cell_bits - 1))`` capped at ``rows``.
-        seed: chip seed (ADC instance per column and conversion noise).
+        seed: root seed of the chips (ADC instance per column and conversion noise).
         config: RAP integer-path settings.
         rows: rows per crossbar array.
         cell_bits: bits per RRAM cell.
         include_dense: also run the dense MVM (all rows active) with the same ADC.
+        dense_range: ``"calibrated"`` (the dense ADC's LSB from the calibration column sums,
+            ``calibrate_adc_range``) or ``"full"`` (LSB covering ``rows (2**cell_bits - 1)``:
+            every possible sum fits, most codes unused).
         max_batches: evaluate only this many test batches.
         quiet: no progress bars.
-        chips: simulated chips; with more than one, ``rap`` and ``dense`` hold the mean
-            ``accuracy`` over chips (seeds spawned from ``seed``), ``accuracy_ci95`` and the
-            per-chip ``accuracies``; the integer path without ADC is chip-independent.
+        chips: simulated chips (seeds spawned from ``seed``, the same for both mappings).
 
     Returns:
-        JSON-able dict: ``fp32``, ``ptq_float``, ``rap_integer`` (exact integer products),
-        ``rap`` (sparse low-ENOB MVM), ``dense`` (when asked), the settings, and ``timing``
-        (``digital_s``: the FP32 forward over the same images; ``per_chip_s``: seconds of
-        the sparse path per simulated chip; ``dense_per_chip_s``).
+        A ``RapResult`` (``nnsim.results``) with ``rap`` and ``dense`` as ``RapMvmResult``
+        and the paired comparison ``rap vs dense``.
     """
     model = model.eval()
     k_default = k_exact(bits, cell_bits, rows)
@@ -112,37 +205,86 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
     rap = convert_to_rap(model, calib_loader, config)
     integer, _ = accuracy(rap, test_loader, max_batches, "RAP int", quiet)
     sparse = MVMConfig(mode="sparse", adc_bits=bits, k=k_used, rows=rows, cell_bits=cell_bits)
-    out: dict[str, Any] = {
-        "n_images": n, "seed": seed, "bits": bits, "k": k_used, "k_default": k_default,
-        "corner": hw_corner(hw),
-        "fp32": {"accuracy": fp32},
-        "ptq_float": {"accuracy": ptq, "weight_bits": 8, "act_bits": 8},
-        "rap_integer": {"accuracy": integer},
-        "rap": _over_chips(rap, test_loader, sparse, hw, seed, chips, max_batches, quiet),
-        "rap_config": {k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
-    }
+    rap_r = _over_chips(rap, test_loader, sparse, hw, seed, chips, max_batches, quiet,
+                        {"method": "exact: at most k rows per conversion, every sum resolved"})
+    dense_r = None
+    comparisons = []
     if include_dense:
-        dense = MVMConfig(mode="dense", adc_bits=bits, rows=rows, cell_bits=cell_bits)
-        out["dense"] = _over_chips(rap, test_loader, dense, hw, seed, chips, max_batches, quiet)
+        if dense_range == "calibrated":
+            shift, facts = calibrate_adc_range(
+                column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits), bits)
+        elif dense_range == "full":
+            shift, facts = None, {"method": "full: every possible sum fits"}
+        else:
+            raise ValueError(f"dense_range={dense_range!r}: expected calibrated or full")
+        dense = MVMConfig(mode="dense", adc_bits=bits, rows=rows, cell_bits=cell_bits,
+                          adc_shift=shift)
+        dense_r = _over_chips(rap, test_loader, dense, hw, seed, chips, max_batches, quiet,
+                              facts)
+        from ..stats import N_BOOT, paired_difference
+
+        d, ci, msgs = paired_difference(rap_r.correct, dense_r.correct, seed=seed, warn=False)
+        comparisons.append(Comparison(
+            name="rap vs dense", a=f"rap sparse k={k_used} {bits}b",
+            b=f"dense {bits}b ({dense_range} range)", difference_mean=d, difference_ci95=ci,
+            ci_method=f"paired bootstrap over chips and images ({N_BOOT} resamples)",
+            chips=rap_r.chips, n_images=rap_r.n_images, chip_seeds=rap_r.chip_seeds,
+            warnings=msgs))
     n_chips = max(1, chips)
-    out["timing"] = {"digital_s": t_fp32, "per_chip_s": out["rap"]["wall_s"] / n_chips,
-                     "dense_per_chip_s": (out["dense"]["wall_s"] / n_chips
-                                          if include_dense else None)}
-    return out
+    return RapResult(
+        n_images=n, seed=seed, bits=bits, k=k_used, k_default=k_default, corner=hw_corner(hw),
+        fp32_accuracy=fp32, ptq_float_accuracy=ptq, rap_integer_accuracy=integer,
+        rap=rap_r, dense=dense_r, comparisons=comparisons,
+        rap_config={k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
+        timing={"digital_s": t_fp32, "per_chip_s": rap_r.time_s / n_chips,
+                "dense_per_chip_s": dense_r.time_s / n_chips if dense_r else None})
 
 
 def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, chips: int,
-                max_batches: int | None, quiet: bool) -> dict[str, Any]:
-    """``run_mvm`` on one chip (seed ``seed``) or averaged over ``chips`` spawned seeds."""
-    if chips <= 1:
-        return run_mvm(rap, loader, mvm, hw, seed, max_batches=max_batches, quiet=quiet)
-    from ..evaluate import chip_seeds, ci95
+                max_batches: int | None, quiet: bool, adc_range: dict[str, Any]
+                ) -> RapMvmResult:
+    """``run_mvm`` on ``chips`` chips (seeds spawned from ``seed``; ``seed`` itself for one)."""
+    from ..evaluate import chip_seeds
+    from ..stats import N_BOOT, bootstrap_ci
 
+    seeds = [seed] if chips <= 1 else chip_seeds(seed, chips)
     runs = [run_mvm(rap, loader, mvm, hw, s, max_batches=max_batches, quiet=quiet)
-            for s in chip_seeds(seed, chips)]
-    accs = [r["accuracy"] for r in runs]
-    out = dict(runs[0])
-    out.update(accuracy=sum(accs) / len(accs), accuracy_ci95=ci95(accs), accuracies=accs,
-               chips=chips, chip_seeds=[r["chip_seed"] for r in runs], chip_seed=None,
-               wall_s=sum(r["wall_s"] for r in runs))
+            for s in seeds]
+    correct = np.stack([r["correct"] for r in runs])
+    mean, ci, msgs = bootstrap_ci(correct, seed=seed, warn=False)
+    r0 = runs[0]
+    return RapMvmResult(
+        mode=mvm.mode, adc_bits=mvm.adc_bits, k=r0["k"], accuracy_mean=mean,
+        accuracy_ci95=ci, ci_method=f"bootstrap over chips and images ({N_BOOT} resamples)",
+        accuracies=[r["accuracy"] for r in runs], chips=len(seeds), chip_seeds=seeds,
+        n_images=r0["n_images"],
+        conversions_per_inference=float(np.mean([r["conversions_per_inference"]
+                                                 for r in runs])),
+        cycles_per_inference=float(np.mean([r["cycles_per_inference"] for r in runs])),
+        active_rows_per_inference=float(np.mean([r["active_rows_per_inference"]
+                                                 for r in runs])),
+        adc_energy_j_per_inference=None if r0["adc_energy_j_per_inference"] is None else
+        float(np.mean([r["adc_energy_j_per_inference"] for r in runs])),
+        adc_energy_rel_per_inference=float(np.mean([r["adc_energy_rel_per_inference"]
+                                                    for r in runs])),
+        array_time_s_per_inference=r0["array_time_s_per_inference"],
+        lsb_unit_currents=r0["lsb_unit_currents"], adc_bits_exact=r0["adc_bits_exact"],
+        adc_range=adc_range, adc_source=r0["adc_source"], crossbar=RAP_CROSSBAR,
+        digital=list(RAP_DIGITAL), rows=mvm.rows, cell_bits=mvm.cell_bits, warnings=msgs,
+        time_s=sum(r["wall_s"] for r in runs),
+        energy_per_inference=None if r0["adc_energy_j_per_inference"] is None else
+        energy_per_inference(float(np.mean([r["conversions_per_inference"] for r in runs])),
+                             getattr(hw, "adcs", {}).get(mvm.adc_bits)),
+        correct=correct)
+
+
+def pareto_front(points: list[dict[str, Any]], x: str = "adc_energy_j_per_inference",
+                 y: str = "accuracy_mean") -> list[bool]:
+    """For each point, whether no other point has lower-or-equal ``x`` and higher-or-equal
+    ``y`` with one strictly better (the accuracy-vs-ADC-energy Pareto front)."""
+    out = []
+    for p in points:
+        dom = any(q is not p and q[x] <= p[x] and q[y] >= p[y] and (q[x] < p[x] or q[y] > p[y])
+                  for q in points)
+        out.append(not dom)
     return out

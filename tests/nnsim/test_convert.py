@@ -334,3 +334,91 @@ def test_tiles_taller_than_the_characterized_column_are_refused(tiny_digits_mode
         warnings.simplefilter("error")
         convert_to_analog(model, hw16, AnalogConfig(fidelity="moment", tile_rows=16), seed=None)
         convert_to_analog(model, hw_tt, AnalogConfig(fidelity="moment"), seed=None)
+
+
+def test_attention_probabilities_on_a_row_power_of_two_scale_match_the_static_linears():
+    """gamma 0, 8-bit bit-sliced weights and bit-serial inputs, exact readout, long rows (257
+    tokens): with the per-row power-of-two scale the attention products add less logit error
+    than the static linears do; the fixed 1/255 grid (most probabilities round to 0) adds
+    several times more. (The scale's exponent off by one, i.e. x2, doubles the
+    attention error: checked.)"""
+    timm = pytest.importorskip("timm")
+    from nnsim.analog import input_scale
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                              patch_size=4, depth=1, embed_dim=48, num_heads=3,
+                              num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    hw = HardwareModel.ideal()
+    base = dataclasses.replace(quantized_ideal(), fidelity="moment")
+    err = {}
+    with torch.no_grad():
+        y = model(x)
+        for lbl, cfg in (("static", dataclasses.replace(base, attention=False)),
+                         ("fixed", dataclasses.replace(base, static=False, prob_scale="fixed")),
+                         ("pow2", dataclasses.replace(base, static=False))):
+            err[lbl] = float((convert_to_analog(model, hw, cfg)(x) - y).norm() / y.norm())
+    assert err["pow2"] < err["static"], err
+    assert err["fixed"] > 3 * err["pow2"], err
+    p = torch.tensor([[0.3, 0.2, 0.5], [0.01, 0.004, 0.0]])
+    torch.testing.assert_close(input_scale(p, 8, False), torch.tensor([[0.5], [1 / 64]]) / 255)
+
+
+def test_clipformer_through_the_real_mapping_and_write_path(tiny_digits_model, hw_tt):
+    """``AnalogAttention._write`` (what every inference does) with ClipFormer (2, 0.25) and the
+    paper's zero-mean TxSim protocol: the top 2-bit slice of K is left at G_min and gets no
+    write noise; every written magnitude equals the clipped conductance mapping's; cells at
+    G_min are programmed exactly. (Mutation checked: beta x2 leaves the top slice in use.)"""
+    from nnsim.analog import clipformer_protocol
+
+    model, _ = tiny_digits_model
+    cfg = clipformer_protocol(AnalogConfig(gamma=5.0, clipformer=(2.0, 0.25), adc=False,
+                                           read_noise=False, nonlinearity=False))
+    analog = convert_to_analog(model, hw_tt, cfg, seed=0)
+    att = next(m for m in analog.modules() if isinstance(m, AnalogAttention))
+    torch.manual_seed(0)
+    k_t = torch.randn(1, att.num_heads, att.head_dim, 65)  # (B, H, rows = head_dim, tokens)
+    arr = att._write(k_t, 1)
+    cells = arr.cells_mm.reshape(*arr.cells_mm.shape[:-1], 4, 2, 65)  # (.., T, rows, S, 2, C)
+    mapped = map_matrix(k_t, k_t.abs().amax((-2, -1), keepdim=True), cfg, hw_tt, (2.0, 0.25))
+    tgt = mapped.targets  # (B, H, S, 2, R, C)
+    assert float(cells[..., 3, :, :].abs().max()) == 0.0  # top slice: G_min, exactly
+    assert float(tgt[..., 3, :, :, :].abs().max()) == 0.0
+    # the written magnitudes are the clipped mapping's, in value space
+    g = hw_tt.g_min_s + (hw_tt.g_max_s - hw_tt.g_min_s) * k_t.abs() / k_t.abs().amax(
+        (-2, -1), keepdim=True)
+    g = torch.clamp(torch.clamp(g - 2.0 * hw_tt.g_min_s, min=hw_tt.g_min_s),
+                    max=0.25 * hw_tt.g_max_s)
+    want = torch.round((g - hw_tt.g_min_s) / (hw_tt.g_max_s - hw_tt.g_min_s) * 255)
+    got = (tgt * (4.0 ** torch.arange(4.0))[:, None, None, None]).sum(-4).sum(-3)
+    torch.testing.assert_close(got, want)
+    # TxSim: no noise where the target is G_min, noise elsewhere
+    prog = cells.permute(0, 1, 4, 5, 2, 3, 6).reshape(tgt.shape)
+    assert torch.equal(prog[tgt == 0], tgt[tgt == 0])
+    assert float((prog - tgt)[tgt > 0].abs().mean()) > 0.05
+
+
+def test_kv_redrawn_every_inference_static_weights_fixed_within_a_chip(tiny_digits_model,
+                                                                       hw_tt):
+    """One chip, the same image twice: the static arrays are the same cells, the outputs
+    differ only through the K/V writes (no read or ADC noise here); the same chip seed
+    reproduces both inferences; gamma 0 makes them equal."""
+    model, _ = tiny_digits_model
+    x = load_dataset("digits", "test").images[:4]
+    cfg = AnalogConfig(gamma=5.0, adc=False, read_noise=False, nonlinearity=False,
+                       static_write_mode="single", fidelity="moment")
+    analog = convert_to_analog(model, hw_tt, cfg, seed=7)
+    fc1 = analog.blocks[0].mlp.fc1
+    with torch.no_grad():
+        cells = fc1.array.cells_mm.clone()
+        y1, y2 = analog(x), analog(x)
+        assert torch.equal(fc1.array.cells_mm, cells)  # static weights: written once
+        assert (y1 - y2).abs().max() > 1e-3  # K and V written again: new write noise
+        program_chip(analog, 7)
+        torch.testing.assert_close(analog(x), y1)  # the chip's seed reproduces it
+        torch.testing.assert_close(analog(x), y2)
+        quiet = convert_to_analog(model, hw_tt, dataclasses.replace(cfg, gamma=0.0), seed=7)
+        torch.testing.assert_close(quiet(x), quiet(x))
+    assert not torch.equal(cells, convert_to_analog(model, hw_tt, cfg, seed=8)
+                           .blocks[0].mlp.fc1.array.cells_mm)  # another chip, other cells
