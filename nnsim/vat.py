@@ -526,11 +526,11 @@ def evaluate_four_way(standard: nn.Module, vat: nn.Module, hw: HardwareModel,
                       config: AnalogConfig, test_ds: Any, *,
                       clipformer: tuple[float, float] | None = None, chips: int = 5,
                       seed: int = 0, calib_ds: Any = None, batch_size: int = 256,
-                      device: str | torch.device = "cpu", quiet: bool = True
-                      ) -> dict[str, Any]:
+                      device: str | torch.device = "cpu", quiet: bool = True,
+                      moment_calib_images: int = 64) -> dict[str, Any]:
     """Standard and VAT weights, each without and with ClipFormer, on the same chips and
     images (the Table II analogue). Each model's K/V ranges (``kv_range="calibrated"``) are
-    its own, from the calib split.
+    its own, from the calib split; ``moment_calib_images`` goes to ``evaluate_chips``.
 
     Returns:
         ``{"cells": {name: EvalPoint}, "gains": four_way(cells)}``.
@@ -549,5 +549,8 @@ def evaluate_four_way(standard: nn.Module, vat: nn.Module, hw: HardwareModel,
                            method="vat" if label == "vat" else "analog")
             cells[label + ("+clipformer" if clip else "")] = evaluate_chips(
                 m, hw, cfg, test_ds, chips=chips, seed=seed, batch_size=batch_size,
-                device=device, quiet=quiet, calib_ds=calib_ds, setting=setting)
+                device=device, quiet=quiet, calib_ds=calib_ds, setting=setting,
+                moment_calib_images=moment_calib_images)
+            if label == "vat":
+                cells[label + ("+clipformer" if clip else "")].method = "vat"
     return dict(cells=cells, gains=four_way(cells, seed=seed))

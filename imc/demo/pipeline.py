@@ -25,6 +25,7 @@ VDD_V, TEMP_C = 1.8, 27.0
 BITS_SWEEP = (3, 4, 5, 6, 8)
 RAP_BITS = (4, 5, 6, 8)  # at 3 bits (K = 2) RAP's per-conversion ADC sampling is ~10x slower
 GAMMAS = (1.0, 3.0, 5.0)
+VAT_GAMMAS, VAT_GAMMA = (1.0, 3.0, 4.0, 5.0), 5.0  # the four-way table; VAT trained at 5
 DEMO_BITS = 6
 # ClipFormer on this small model: alpha = 2 as in the paper; beta = 0.5 with a per-layer K/V
 # range calibrated on the calib split (the paper's beta = 0.25 clips this model's K/V, which
@@ -184,6 +185,14 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
                  ["--process", "tt", "--bits",
                   ",".join(str(b) for b in RAP_BITS if b != DEMO_BITS), "--gamma", "1",
                   *_RAP]),
+    # ClipFormer's Table II: standard and VAT (fine-tuned once, at gamma VAT_GAMMA, then
+    # cached), each without and with ClipFormer, on the same chips, at the circuit's own
+    # noise and at gamma 3/4/5
+    "vat": ("variation-aware training (gamma 5) and the four-way table: standard / VAT x "
+            "without / with ClipFormer, gamma 1/3/4/5 (tt)",
+            ["--process", "tt", "--bits", str(DEMO_BITS), "--gamma",
+             ",".join(f"{g:g}" for g in VAT_GAMMAS), *_CLIP, "--vat", "--vat-gamma",
+             f"{VAT_GAMMA:g}"]),
 }
 
 

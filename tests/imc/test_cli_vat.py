@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from imc.cli import main
 
 
@@ -46,3 +48,23 @@ def test_train_variation_aware_then_evaluate_vat(tiny_digits_model, synthetic_lo
     assert main(["train", "--model", "digits-tiny", "--cache-dir", cache, "--variation-aware",
                  "--lookup", *lk, "--process", "sf"]) == 2
     assert "sf" in capsys.readouterr().err
+    # the demo report's four-way table reads the same JSON
+    from imc.demo.report import _vat_markdown, vat_summary
+
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "vat.json").write_text(out.read_text())
+    v = vat_summary(ev)
+    row = v["rows"]["4"]
+    assert {"standard", "standard+clipformer", "vat", "vat+clipformer", "vat_gain",
+            "vat_gain_clipformer", "clipformer_gain_standard", "clipformer_gain_vat",
+            "vat_clipformer_vs_standard"} <= set(row)
+    pts = r["points"]
+    assert row["vat_gain"]["difference_mean"] == pytest.approx(
+        pts[2]["accuracy_mean"] - pts[0]["accuracy_mean"])
+    assert row["vat_clipformer_vs_standard"]["difference_mean"] == pytest.approx(
+        pts[3]["accuracy_mean"] - pts[0]["accuracy_mean"])
+    assert v["cost"]["steps"] == 5 and v["cost"]["vat_gamma"] == 4.0
+    lines: list[str] = []
+    _vat_markdown({"vat": v}, lines.append)
+    assert any(line.startswith("| 4 |") for line in lines)
