@@ -94,8 +94,9 @@ def dff_tb_deck(process: str, vdd_v: float, temp_c: float, *, tclk_s: float = 4e
 
     ``a`` has ``d = 0`` (clock events only), ``b`` is a toggle flip-flop (``d = not q`` through
     an inverter on its own supply: its q toggles every clock). The clock is buffered by two
-    inverters on ``vddc``, which therefore supplies the flip-flops' clock pins. Supplies
-    ``vdda``, ``vddb``, ``vddc`` carry the currents ``read_dff_energy`` integrates.
+    inverters on ``vddc``, which therefore supplies the flip-flops' clock pins; an identical
+    unloaded buffer on ``vddu`` gives the buffer's own share. Supplies ``vdda``, ``vddb``,
+    ``vddc``, ``vddu`` carry the currents ``read_dff_energy`` integrates.
     """
     tr = tclk_s / 40
     t_end = cycles * tclk_s
@@ -110,12 +111,18 @@ def dff_tb_deck(process: str, vdd_v: float, temp_c: float, *, tclk_s: float = 4e
              f"Xb1p ck1 ck0 vddc vddc sky130_fd_pr__pfet_01v8 W={2 * DFF_WP_UM} L=0.15",
              f"Xb2n clk ck1 0 0 sky130_fd_pr__nfet_01v8 W={4 * DFF_WN_UM} L=0.15",
              f"Xb2p clk ck1 vddc vddc sky130_fd_pr__pfet_01v8 W={4 * DFF_WP_UM} L=0.15",
+             # the same buffer without load: its own energy, subtracted from vddc's
+             "Vddu vddu vdd DC 0",
+             f"Xu1n cu1 ck0 0 0 sky130_fd_pr__nfet_01v8 W={2 * DFF_WN_UM} L=0.15",
+             f"Xu1p cu1 ck0 vddu vddu sky130_fd_pr__pfet_01v8 W={2 * DFF_WP_UM} L=0.15",
+             f"Xu2n cu2 cu1 0 0 sky130_fd_pr__nfet_01v8 W={4 * DFF_WN_UM} L=0.15",
+             f"Xu2p cu2 cu1 vddu vddu sky130_fd_pr__pfet_01v8 W={4 * DFF_WP_UM} L=0.15",
              dff.render(p="a", d="0", clk="clk", q="qa", vdd="vdda", **w),
              dff.render(p="b", d="db", clk="clk", q="qb", vdd="vddb", **w),
              f"Xfn db qb 0 0 sky130_fd_pr__nfet_01v8 W={DFF_WN_UM} L=0.15",
              f"Xfp db qb vddb vddb sky130_fd_pr__pfet_01v8 W={DFF_WP_UM} L=0.15",
              ".ic v(qa)=0 v(qb)=0",
-             ".save v(clk) v(qa) v(qb) i(vdda) i(vddb) i(vddc)",
+             ".save v(clk) v(qa) v(qb) i(vdda) i(vddb) i(vddc) i(vddu)",
              f".tran {tclk_s / 100:.12g} {t_end:.12g} 0 {tclk_s / 50:.12g}",
              ".end"]
     return "\n".join(lines) + "\n"
@@ -126,8 +133,11 @@ def read_dff_energy(plot, vdd_v: float, tclk_s: float, *, skip: int = 2
     """(energy per flip-flop clock event, extra energy per q toggle, toggles seen), J.
 
     Integrated over whole clock cycles after the first ``skip``: clock event = supply of
-    ``a`` + half the clock buffer's; toggle = (supply of ``b`` - supply of ``a``) per toggle
-    of ``qb`` (the toggle flip-flop's inverter included, as the next gate's load).
+    ``a`` + half of what the clock buffer draws for its two loads (``vddc`` minus the same
+    buffer unloaded on ``vddu``: the flip-flop's clock-pin charge, not the buffer's own
+    switching; clock distribution beyond the pin is not counted); toggle = (supply of ``b`` -
+    supply of ``a``) per toggle of ``qb`` (the toggle flip-flop's inverter included, as the
+    next gate's load).
     """
     t = plot["time"]
     t0 = skip * tclk_s
@@ -140,7 +150,7 @@ def read_dff_energy(plot, vdd_v: float, tclk_s: float, *, skip: int = 2
 
     qb = plot.real("v(qb)")[sel] > vdd_v / 2
     toggles = int(np.count_nonzero(qb[1:] != qb[:-1]))
-    e_clk = (e("vdda") + 0.5 * e("vddc")) / n
+    e_clk = (e("vdda") + 0.5 * (e("vddc") - e("vddu"))) / n
     e_tog = (e("vddb") - e("vdda")) / max(toggles, 1)
     return e_clk, e_tog, toggles
 
@@ -293,24 +303,53 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
     return "\n".join(L) + "\n"
 
 
-def vin_pwl_values(steps: list[float], t_end: float, t_conv: float) -> list[float]:
-    """Time/value pairs (flat) of the staircase input of ``sar_deck(vin_steps_v=...)``."""
-    if len(steps) < 1:
+VIN_BLOCK = 8
+"""Conversions per staircase source: the staircase is a series chain of PWL sources
+``Vin``, ``Vin_1``, ... each carrying ``VIN_BLOCK`` conversions (0 V elsewhere), so each
+``alter @vin_j[pwl]`` command line stays short (ngspice drops over-long ones)."""
+
+
+def vin_pwl_values(steps: list[float], t_end: float, t_conv: float) -> list[list[float]]:
+    """Time/value pairs (flat), one list per source, of ``sar_deck(vin_steps_v=...)``'s
+    staircase: conversion k's input is held from (k - 0.5) t_conv to (k + 0.5) t_conv."""
+    n = len(steps)
+    if n < 1:
         raise ValueError("vin_steps_v must hold one input per conversion")
-    pts = [0.0, steps[0]]
-    for k in range(1, len(steps)):
-        t_mid = (k - 0.5) * t_conv
-        pts += [t_mid, steps[k - 1], t_mid + 50e-12, steps[k]]
-    return [*pts, t_end, steps[-1]]
+    out = []
+    for a in range(0, n, VIN_BLOCK):
+        b = min(n, a + VIN_BLOCK)
+        pts = [0.0, steps[0]] if a == 0 else [0.0, 0.0, (a - 0.5) * t_conv, 0.0,
+                                              (a - 0.5) * t_conv + 50e-12, steps[a]]
+        for k in range(a + 1, b):
+            t_mid = (k - 0.5) * t_conv
+            pts += [t_mid, steps[k - 1], t_mid + 50e-12, steps[k]]
+        if b < n:
+            pts += [(b - 0.5) * t_conv, steps[b - 1], (b - 0.5) * t_conv + 50e-12, 0.0, t_end,
+                    0.0]
+        else:
+            pts += [t_end, steps[b - 1]]
+        out.append(pts)
+    return out
+
+
+def vin_source_names(conversions: int) -> list[str]:
+    """The staircase's PWL sources, in series from node ``vin`` to ground."""
+    return ["vin"] + [f"vin_{j}" for j in range(1, -(-conversions // VIN_BLOCK))]
 
 
 def _vin_source(lo: float, hi: float, t_end: float, steps: list[float] | None,
                 t_conv: float) -> str:
     if steps is None:
         return f"Vin vin 0 PWL(0 {lo:.12g} {t_end:.12g} {hi:.12g})"
-    v = vin_pwl_values(steps, t_end, t_conv)
-    pairs = [f"{v[i]:.12g} {v[i + 1]:.12g}" for i in range(0, len(v), 2)]
-    return "Vin vin 0 PWL(\n+ " + "\n+ ".join(pairs) + ")"
+    blocks = vin_pwl_values(steps, t_end, t_conv)
+    names = vin_source_names(len(steps))
+    nodes = ["vin", *[f"vin_n{j}" for j in range(1, len(names))], "0"]
+    lines = []
+    for j, (name, v) in enumerate(zip(names, blocks, strict=True)):
+        pairs = [f"{v[i]:.12g} {v[i + 1]:.12g}" for i in range(0, len(v), 2)]
+        lines.append(f"{name.capitalize()} {nodes[j]} {nodes[j + 1]} PWL(\n+ "
+                     + "\n+ ".join(pairs) + ")")
+    return "\n".join(lines)
 
 
 def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float

