@@ -94,6 +94,8 @@ def layout(table: Table, *, max_lines: int = MAX_LINES) -> dict[str, object]:
     x_dim = max(cand, key=lambda d: coords[d].size) if cand else (numeric[0] if numeric else None)
     if x_dim is None:
         x_dim = next((d for d in dims if coords[d].size > 1 and d not in corner_dims), None)
+    if x_dim is None and DIM_PROCESS in dims and coords[DIM_PROCESS].size > 1:
+        x_dim = DIM_PROCESS  # only corners: the corners on x
     rows_d = DIM_PROCESS if DIM_PROCESS in dims and x_dim != DIM_PROCESS else None
     col_dims = [d for d in (DIM_VDD_V, DIM_TEMP_C) if d in dims and d != x_dim]
     line_dims = [d for d in dims if d not in (x_dim, rows_d, *col_dims)]
