@@ -114,9 +114,10 @@ def data_starts(form: ModelForm, f: LoopFeatures,
     threshold.
     """
     out: dict[str, StartValue] = {}
-    r_lo, r_hi = f.r_on / 10, f.r_off * 10
-    rb = (f"0.1x the ON ({f.r_on:.4g}) to 10x the OFF ({f.r_off:.4g} ohm) resistance of the "
-          "record's low-|V| branches")
+    lo_seen = max(f.r_seen[0] - f.r_series, f.r_on / 10)
+    r_lo, r_hi = min(f.r_on, lo_seen) / 10, max(f.r_off, f.r_seen[1]) * 10
+    rb = (f"0.1x the smallest to 10x the largest resistance the record shows ({r_lo * 10:.4g}"
+          f"..{r_hi / 10:.4g} ohm: its low-|V| branches and |V/I|)")
     if "ron" in defaults:
         out["ron"] = StartValue(f.r_on, r_lo, r_hi, f"{f.notes['r_on']}; bounds {rb}")
     if "roff" in defaults:

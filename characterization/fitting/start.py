@@ -7,9 +7,11 @@
   gives one line; the steepest is the ON branch, the flattest the OFF branch);
 - the instrument offsets, from where those two lines cross (an ideal memristor's loop is
   pinched at the origin; offsets move the pinch point to (V_offset, I_offset));
-- the switching voltages, from where the rising positive sweep leaves the OFF line (SET) and
-  the falling negative sweep leaves the ON line (RESET), on the device's own voltage
-  (offset and series resistance taken out);
+- the switching voltages, from where the branches part: on each excursion the outgoing sweep
+  (OFF before a SET, ON before a RESET) and the returning one are compared at the same
+  voltage; their ratio equals the low-|V| ratio G_on/G_off until the outgoing sweep starts to
+  switch (a read nonlinearity common to both branches, like rram.lib's sinh, cancels); the
+  device voltage there (offset and series drop taken out) is the start threshold;
 - the time the record spends beyond each threshold and the overdrive there (for rate
   constants that switch the state once within that time);
 - the noise of the current, from neighbouring samples: the residual of a 7-point local
@@ -34,7 +36,7 @@ from .measurement import Measurement
 
 LOW_V_FRACTION = 0.25
 """Samples with |V| below this fraction of the record's largest |V| give the branch slopes."""
-DEPART_REL = 0.10
+DEPART_REL = 0.05
 """A branch 'departs' from a line when it differs by this fraction (and 5 noise sigmas)."""
 NOISE_WINDOW = 31
 
@@ -60,6 +62,8 @@ class LoopFeatures:
             conductance).
         noise_a: Per-sample noise sigma of the current (A).
         noise_rms_a: Median noise sigma (A).
+        r_seen: Smallest and largest |V/I| of the record outside pulses (|V| > 5 % of its
+            largest, |I| > 0.1 % of its largest), series resistance included.
         notes: Name -> how it was found.
     """
 
@@ -84,6 +88,7 @@ class LoopFeatures:
     state0: float
     noise_a: np.ndarray
     noise_rms_a: float
+    r_seen: tuple[float, float] = (0.0, 0.0)
     notes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
@@ -125,6 +130,37 @@ def _runs(mask: np.ndarray) -> list[np.ndarray]:
     return np.split(idx, cuts)
 
 
+def _parting(v: np.ndarray, i: np.ndarray, use: np.ndarray, sign: int, thr: float,
+             i_offset: float, sig: np.ndarray, r0: float, after: int) -> int | None:
+    """Index of the first sample of the first excursion of polarity ``sign`` (from sample
+    ``after`` on) where the outgoing and the returning sweep part: the ON current falls below
+    ``r0`` times the OFF current at the same voltage (less ``DEPART_REL`` and 3 sigma).
+
+    SET (sign +1): the outgoing sweep is OFF and switches, the return is ON. RESET (-1): the
+    outgoing sweep is ON and switches, the return is OFF.
+    """
+    sv = sign * v
+    for run in _runs(use & (sv >= thr) & (np.arange(v.size) >= after)):
+        if run.size < 4:
+            continue
+        top = int(run[np.argmax(sv[run])])
+        out = run[run <= top]
+        back = run[run >= top]
+        if out.size < 2 or back.size < 2:
+            continue
+        order = np.argsort(sv[back])
+        xb, ib = sv[back][order], sign * (i[back][order] - i_offset)
+        inside = (sv[out] >= xb[0]) & (sv[out] <= xb[-1])
+        io = sign * (i[out] - i_offset)
+        ir = np.interp(sv[out], xb, ib)
+        on, off = (ir, io) if sign > 0 else (io, ir)
+        noise = 3 * sig[out] * np.sqrt(1 + r0 ** 2)
+        parted = inside & (on < r0 * off * (1 - DEPART_REL) - noise)
+        hit = np.flatnonzero(parted)
+        return int(out[hit[0]]) if hit.size else None
+    return None
+
+
 def loop_features(m: Measurement, *, r_series: float = 0.0,
                   v_offset: float | None = None, i_offset: float | None = None,
                   noise_a: float | None = None) -> LoopFeatures:
@@ -155,6 +191,16 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
             continue
         g, c = np.polyfit(v[run], i[run], 1)
         lines.append((float(g), float(c), run))
+    # resistances the record shows at all (|V| above 5 % of its largest, |I| well above 0)
+    ratio = np.abs(v / np.where(i != 0, i, np.nan))
+    i_use = float(np.max(np.abs(i[use]))) if use.any() else i_max
+    seen = use & (np.abs(v) > 0.05 * vabs) & (np.abs(i) > 1e-3 * i_use) & np.isfinite(ratio)
+    r_seen = (float(np.min(ratio[seen])), float(np.max(ratio[seen]))) if seen.any() else None
+    if not lines and r_seen is not None:  # reads between pulses, say: no sweep through 0
+        notes["r_on"] = notes["r_off"] = (
+            f"no run of >= 5 samples with |V| < {thr:.3g} V spanning {0.3 * thr:.3g} V: the "
+            "smallest / largest |V/I| of the record")
+        lines = [(1.0 / r_seen[0], 0.0, np.array([-1])), (1.0 / r_seen[1], 0.0, np.array([-1]))]
     if not lines:
         raise FitError(f"no run of at least 5 samples with |V| < {thr:.3g} V "
                        f"({LOW_V_FRACTION:.0%} of the largest |V|) spanning {0.3 * thr:.3g} V: "
@@ -166,9 +212,9 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
     on = max(pos, key=lambda x: x[0])
     off = min(pos, key=lambda x: x[0])
     g_on, g_off = on[0], off[0]
-    notes["r_on"] = (f"steepest low-|V| branch (|V| < {thr:.3g} V, {len(lines)} branch(es)): "
-                     f"1/{g_on:.4g} S")
-    notes["r_off"] = f"flattest low-|V| branch: 1/{g_off:.4g} S"
+    notes.setdefault("r_on", f"steepest low-|V| branch (|V| < {thr:.3g} V, {len(lines)} "
+                     f"branch(es)): 1/{g_on:.4g} S")
+    notes.setdefault("r_off", f"flattest low-|V| branch: 1/{g_off:.4g} S")
     if v_offset is None or i_offset is None:
         if g_on > 1.2 * g_off:
             vx = (off[1] - on[1]) / (g_on - g_off)
@@ -206,22 +252,19 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
 
     vd = (v - v_offset) - (i - i_offset) * r_series
     vd_max, vd_min = float(np.max(vd[use])), float(np.min(vd[use]))
-    dv = np.gradient(v)
-    tol = np.maximum(DEPART_REL * np.abs(g_off * (v - v_offset)), 5 * sig)
-    pred_off = g_off * (v - v_offset) + i_offset
-    cand = np.flatnonzero(use & (v >= thr) & (dv > 0) & (i - pred_off > tol))
-    v_set = float(vd[cand[0]]) if cand.size else None
-    notes["v_set"] = ("device voltage where the rising positive sweep leaves the OFF line by "
-                      f"{DEPART_REL:.0%} and 5 noise sigmas" if cand.size else
-                      "no SET seen (the positive sweep never leaves the OFF line)")
-    pred_on = g_on * (v - v_offset) + i_offset
-    tol = np.maximum(DEPART_REL * np.abs(g_on * (v - v_offset)), 5 * sig)
-    after = t >= (t[cand[0]] if cand.size else t[0])
-    cand_r = np.flatnonzero(use & after & (v <= -thr) & (dv < 0) & (i - pred_on > tol))
-    v_reset = float(vd[cand_r[0]]) if cand_r.size else None
-    notes["v_reset"] = ("device voltage where the falling negative sweep leaves the ON line by "
-                        f"{DEPART_REL:.0%} and 5 noise sigmas" if cand_r.size else
-                        "no RESET seen (the negative sweep never leaves the ON line)")
+    r0 = g_on / g_off
+    k_set = _parting(v, i, use, +1, thr, i_offset, sig, r0, after=0)
+    v_set = float(vd[k_set]) if k_set is not None else None
+    how = (f"device voltage where the rising positive sweep parts from the falling one: their "
+           f"ratio leaves the low-|V| ratio {r0:.3g} by {DEPART_REL:.0%} and 3 noise sigmas "
+           "(a read nonlinearity shared by both branches cancels)")
+    notes["v_set"] = how if k_set is not None else "no SET seen (the branches never part)"
+    k_reset = _parting(v, i, use, -1, thr, i_offset, sig, r0,
+                       after=k_set if k_set is not None else 0)
+    v_reset = float(vd[k_reset]) if k_reset is not None else None
+    notes["v_reset"] = (how.replace("rising positive", "falling negative").replace(
+        "the falling one", "the rising one") if k_reset is not None else
+        "no RESET seen (the branches never part)")
 
     dt = np.gradient(t)
     t_set = t_reset = 0.0
@@ -232,7 +275,7 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
         beyond = use & (vd < v_reset)
         t_reset = float(np.sum(dt[beyond])) / max(len(_runs(beyond)), 1)
     vd_trace = np.where(use, vd, np.nan)
-    first = lines[0] if lines[0][2][0] <= 5 else None
+    first = lines[0] if 0 <= lines[0][2][0] <= 5 else None
     if first is not None and g_on > 1.2 * g_off:
         state0 = float(np.clip((first[0] - g_off) / (g_on - g_off), 0.0, 1.0))
         notes["state0"] = "the record's first low-|V| branch, between the OFF and ON slopes"
@@ -248,4 +291,4 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
         r_on=r_on, r_off=r_off, r_series=r_series, v_offset=float(v_offset),
         i_offset=float(i_offset), v_set=v_set, v_reset=v_reset, vd_max=vd_max, vd_min=vd_min,
         t_set_s=t_set, t_reset_s=t_reset, vd_trace=vd_trace, dt_trace=dt, state0=state0,
-        noise_a=sig, noise_rms_a=sig_med, notes=notes)
+        noise_a=sig, noise_rms_a=sig_med, r_seen=r_seen or (r_on, r_off), notes=notes)

@@ -123,7 +123,7 @@ def test_fit_recovers_the_device_through_offsets_and_series_resistance(record, t
 
 @pytest.mark.ngspice
 def test_inadequate_fit_exits_3_and_says_why(tmp_path, capsys):
-    """Thresholds fixed at twice the device's leave too little switching to follow the loop,
+    """Thresholds fixed at 1.5x the device's leave too little switching to follow the loop,
     and a bound above the data pins ron: the verdict says both, the exit status is 3."""
     from imc.cli import main
 
@@ -131,7 +131,7 @@ def test_inadequate_fit_exits_3_and_says_why(tmp_path, capsys):
     rep = tmp_path / "rep"
     rc = main(["fit", "memristor", "--data", str(csv), "--out", str(tmp_path / "f.lib"),
                "--model", "vteam-exp", "--params", "ron,roff", "--fixed",
-               "vset=0.4,vreset=-0.36", "--bounds", "ron=5000:1e6", "--r-series", "1000",
+               "vset=0.3,vreset=-0.27", "--bounds", "ron=5000:1e6", "--r-series", "1000",
                "--max-nfev", "12", "--report", str(rep), "--quiet"])
     out, err = capsys.readouterr()
     assert rc == 3, out + err
