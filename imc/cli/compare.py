@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .common import add_output_options
 
     p = sub.add_parser(
-        "compare", help="compare evaluate runs: a table and a figure of accuracy (95 % CI) "
+        "compare", help="compare evaluate runs: a table and a figure of accuracy (95 %% CI) "
         "and ADC energy",
         description="Read the JSON of evaluate runs (evaluate --json RUN.json), print one row "
         "per evaluated point (analog points and RAP results) and plot accuracy with its 95 % "

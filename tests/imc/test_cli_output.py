@@ -31,6 +31,12 @@ def test_every_command_has_json_and_shows_defaults(argv, capsys):
     assert "%%" not in text and "(default: None)" not in text and "default: False" not in text
 
 
+def test_top_level_help_lists_every_command(capsys):
+    text = _help(capsys, [])
+    for argv in COMMANDS:
+        assert argv[0] in text
+
+
 def test_help_shows_defaults_and_demo_help_is_whole(capsys):
     text = _help(capsys, ["demo"])
     assert "5. OUT/report.md, OUT/report.json and the PNG plots." in text
