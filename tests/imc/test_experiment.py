@@ -83,3 +83,16 @@ def test_bad_experiment_files_name_file_and_key(tmp_path, synthetic_lookups, cap
         assert main(["evaluate", "--config", str(exp), "--quiet"]) == 2, body
         err = capsys.readouterr().err
         assert str(exp) in err and msg in err, (body, err)
+
+
+def test_the_example_experiment_file_loads():
+    from imc.cli import build_parser
+    from imc.cli.experiment import load_experiment
+
+    path = Path(__file__).parents[2] / "examples" / "experiments" / "ablation.toml"
+    args = build_parser().parse_args(["evaluate"])
+    over = load_experiment(path, args, args.eval_defaults)
+    assert over == {"read_noise": False, "adc_noise": False, "nonlinearity": True}
+    assert (args.process, args.bits, args.fidelity, args.kv_range) == \
+        ("tt,ss,ff", "4,6,8", "moment", "calibrated")
+    assert [p.name for p in args.lookup] == ["crossbar.h5", "adc.h5"]
