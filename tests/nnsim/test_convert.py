@@ -340,8 +340,7 @@ def test_attention_probabilities_on_a_row_power_of_two_scale_match_the_static_li
     """gamma 0, 8-bit bit-sliced weights and bit-serial inputs, exact readout, long rows (257
     tokens): with the per-row power-of-two scale the attention products add less logit error
     than the static linears do; the fixed 1/255 grid (most probabilities round to 0) adds
-    several times more. (The scale's exponent off by one, i.e. x2, doubles the
-    attention error: checked.)"""
+    several times more."""
     timm = pytest.importorskip("timm")
     from nnsim.analog import input_scale
 
