@@ -371,9 +371,9 @@ class WriteConfig:
         v_set_v: SET pulse amplitude on the bit line (source line grounded, WL at vdd).
         v_verify_v: Read voltage of the verify reads (the read voltage, so the programmed
             conductances are what a read sees).
-        period_s: Pulse period of the verify train; a verify cell's cycle-to-cycle draw is
-            renewed every period (one draw per pulse), a single-shot cell draws once (its one
-            pulse).
+        period_s: Pulse period of the verify train; a verify cell's cycle-to-cycle factor is
+            renewed every period (one draw per pulse, from the point's generator), a
+            single-shot cell draws once (its one pulse).
         t_step_s: Width of one write-verify pulse.
         t_edge_s: Pulse rise and fall time.
         verify_tol_rel: Verify stops when ``G >= target - tol * (G_max - G_min)``.
@@ -473,9 +473,10 @@ def write_bench_deck(cfg: ColumnConfig, wcfg: WriteConfig, corner: str, *,
     if seed is not None:  # seeds ngspice's random draws at load time, before the first one
         lines.append(f".options seed={int(seed)}")
     cells = []
-    # one cycle-to-cycle draw per pulse: a verify cell renews it every period (one pulse
-    # each), a single-shot cell draws once for the whole run (its one pulse)
-    extra_v = {"w0": 0.0, "sig_c2c": wcfg.sigma_c2c, "t_c2c": per}
+    # the model's own cycle-to-cycle source (TRRANDOM) is off here: write_point draws one
+    # factor per pulse from the point's generator and applies it through the rate source
+    # v.xm<j>.vdk (a PWL for verify cells), so no draw depends on ngspice's time steps
+    extra_v = {"w0": 0.0, "sig_c2c": 0.0, "t_c2c": per}
     extra_s = {**extra_v, "t_c2c": 2 * t_stop}
     j = 0
     for mode in MODES:

@@ -351,14 +351,31 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     d_goff = np.exp(rng.normal(0.0, wcfg.sigma_goff, n_cells))
     d_vset = rng.normal(0.0, wcfg.sigma_vset_v, n_cells)
     d_k = np.exp(rng.normal(0.0, wcfg.sigma_k, n_cells))
+    # cycle-to-cycle: one lognormal (mean 1) rate factor per pulse, drawn here from the
+    # point's generator and applied through the rate source vdk (a PWL stepping at each
+    # period boundary, between pulses); the model's TRRANDOM is off in the bench, so no draw
+    # depends on ngspice's generator or its time steps
+    n_p = int(cal["n_pulses"])
+    sig = wcfg.sigma_c2c
+    c2c = np.exp(sig * rng.standard_normal((n_cells, n_p)) - 0.5 * sig * sig)
+    per = wcfg.period_s
     circ.set_temp(temp_c)
-    for j in range(n_cells):
+    for j, (mode, _level, _copy) in enumerate(layout["cells"]):
         _set(circ, f"vmm{j}", float(dvt[j]))
         _set(circ, f"vwl{j}", vdd_v)
         _set(circ, f"v.xm{j}.vdgon", float(d_gon[j]))
         _set(circ, f"v.xm{j}.vdgoff", float(d_goff[j]))
         _set(circ, f"v.xm{j}.vdvset", float(d_vset[j]))
-        _set(circ, f"v.xm{j}.vdk", float(d_k[j]))
+        if mode == "single":  # one pulse, one draw
+            _set(circ, f"v.xm{j}.vdk", float(d_k[j] * c2c[j, 0]))
+        else:
+            f = d_k[j] * c2c[j]
+            pts = [0.0, f[0]]
+            for k in range(1, n_p):
+                pts += [k * per, f[k - 1], k * per + 1e-12, f[k]]
+            pts += [n_p * per + per, f[-1]]
+            circ.command(f"alter @v.xm{j}.vdk[pwl] = [ "
+                         + " ".join(f"{x:.12g}" for x in pts) + " ]")
     circ.command(f"setseed {c2c_seed}")
     r = circ.run(vectors=[f"{q}({n}{j})" for j in range(n_cells)
                           for q, n in (("i", "vp"), ("v", "p"), ("v", "m"))])

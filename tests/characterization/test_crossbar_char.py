@@ -344,10 +344,10 @@ print(json.dumps(out))
 
 @pytest.mark.ngspice
 def test_same_seed_same_bits_across_processes_and_point_order():
-    """The write bench (cycle-to-cycle TRRANDOM draws) gives bit-identical conductances for a
-    seed in another process and whatever seed the point before it in the worker had (ngspice
-    draws TRRANDOM's first values at load time: seeded before the load); another seed
-    differs."""
+    """The write bench gives bit-identical conductances for a seed in another process, whatever
+    ran before it in the worker (with ngspice's TRRANDOM drawing the cycle-to-cycle factors,
+    a tt point before it left 1e-20 S differences, and --jobs 1 / 2 differed by up to 1.2 %);
+    another seed differs."""
     import json
     import subprocess
     import sys
@@ -357,7 +357,7 @@ def test_same_seed_same_bits_across_processes_and_point_order():
                            capture_output=True, text=True, timeout=600, check=True)
         return [np.asarray(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
 
-    a7, a5 = run([["tt", 7], ["ss", 5]])  # ss after a tt point of another seed
-    b9, b5 = run([["tt", 9], ["ss", 5]])
+    _, a5 = run([["tt", 7], ["ss", 5]])  # ss after a tt point of another seed
+    b5, b6 = run([["ss", 5], ["ss", 6]])  # ss first in its process
     assert np.array_equal(a5, b5)
-    assert np.abs(a7 - b9).max() > 1e-8  # the draws do depend on the seed
+    assert np.abs(b5 - b6).max() > 1e-8  # the draws do depend on the seed
