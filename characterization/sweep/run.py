@@ -393,12 +393,15 @@ def _execute_loky(spec: SweepSpec, tasks: list[np.ndarray], workers: int,
     by fresh workers after ``recycle_points`` points per worker, or when one asks for it."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    from joblib.externals.loky import get_reusable_executor
+    # A private pool, not loky's process-wide reusable executor: joblib's own loky backend
+    # (fits, other callers in this process) shares that singleton and breaks on one that it
+    # did not create.
+    from joblib.externals.loky import ProcessPoolExecutor
 
     pending = deque(tasks)
     suspects: list[tuple[np.ndarray, BaseException]] = []
     while pending:
-        ex = get_reusable_executor(max_workers=workers, reuse=True)
+        ex = ProcessPoolExecutor(max_workers=workers)
         budget, sent, stop = recycle_points * workers, 0, False
         inflight: dict[Any, np.ndarray] = {}
         while True:
@@ -422,8 +425,7 @@ def _execute_loky(spec: SweepSpec, tasks: list[np.ndarray], workers: int,
                 if res.meta.pop("recycle", False):
                     stop = True
                 yield res
-        if stop or sent >= budget:
-            ex.shutdown(wait=True, kill_workers=True)
+        ex.shutdown(wait=True, kill_workers=True)
     for t, e in suspects:
         yield _isolated(spec, t, e)
 
