@@ -122,6 +122,44 @@ def estimate_noise(y: np.ndarray, window: int = NOISE_WINDOW) -> tuple[np.ndarra
     return local, float(np.median(e) * k)
 
 
+def record_noise(v: np.ndarray, i: np.ndarray, use: np.ndarray
+                 ) -> tuple[np.ndarray, float, str]:
+    """Noise of the current outside pulses: :func:`estimate_noise` on each run of at least 9
+    samples; in shorter runs at a constant voltage (reads between pulses), the pooled spread
+    about each run's mean. Samples inside pulses get the median.
+
+    Returns:
+        ``(sigma per sample, median sigma, how it was found)``.
+    """
+    sig = np.full(i.size, np.nan)
+    dev2, dof = 0.0, 0
+    short = []
+    for run in _runs(use):
+        if run.size >= 9:
+            sig[run] = estimate_noise(i[run])[0]
+        elif run.size >= 2 and np.ptp(v[run]) <= 1e-9 * max(np.max(np.abs(v)), 1e-30):
+            dev2 += float(np.sum((i[run] - i[run].mean()) ** 2))
+            dof += run.size - 1
+            short.append(run)
+    hows = []
+    if np.isfinite(sig).any():
+        hows.append("neighbouring samples: residual of a 7-point local quadratic, running "
+                    f"median over {NOISE_WINDOW} samples")
+    if dof:
+        pooled = float(np.sqrt(dev2 / dof))
+        for run in short:
+            sig[run] = pooled
+        hows.append(f"spread of the {len(short)} constant-voltage reads about their means")
+    if not np.isfinite(sig).any():  # nothing to go on but the whole trace
+        s_all, med = estimate_noise(i)
+        return s_all, med, ("whole trace, across pulse edges (unreliable: give --noise): "
+                            "residual of a 7-point local quadratic")
+    med = float(np.nanmedian(sig[use])) if np.isfinite(sig[use]).any() else float(
+        np.nanmedian(sig))
+    sig = np.where(np.isfinite(sig), sig, med)
+    return sig, med, "; ".join(hows)
+
+
 def _runs(mask: np.ndarray) -> list[np.ndarray]:
     idx = np.flatnonzero(mask)
     if idx.size == 0:
@@ -243,9 +281,8 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
         notes["r_off"] += f" minus the series {r_series:g} ohm"
 
     if noise_a is None:
-        sig, sig_med = estimate_noise(i)
-        notes["noise"] = ("neighbouring samples: residual of a 7-point local quadratic, "
-                          f"running median over {NOISE_WINDOW} samples")
+        sig, sig_med, how = record_noise(v, i, use)
+        notes["noise"] = how
     else:
         sig, sig_med = np.full(i.size, float(noise_a)), float(noise_a)
         notes["noise"] = f"given: {noise_a:g} A"
