@@ -254,7 +254,7 @@ def _per_level(table: torch.Tensor, targets: torch.Tensor, integer: bool) -> tor
     """``table[level]`` at each target (linear between levels for real-valued targets)."""
     n_lv = table.numel() - 1
     if integer:
-        return table[targets.long().clamp(0, n_lv)]
+        return table.take(targets.long().clamp_(0, n_lv))
     t = targets.clamp(0, n_lv)
     i0 = t.floor().long().clamp(max=n_lv - 1)
     f = t - i0

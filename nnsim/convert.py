@@ -139,6 +139,8 @@ class AnalogLinear(nn.Linear, _AnalogBase):
         x2 = x.reshape(-1, self.in_features)
         k = self.array.cells_mm.shape[-1] * self.array.cells_mm.shape[-3]
         p = self.config.input_bits or 1
+        if self.config.fidelity == "moment":  # one matmul: only the outputs are held
+            k, p = self.out_features, 1
         step = max(1, self.config.chunk_elems // max(1, k * p))
         outs = [self._mvm(x2[i:i + step], self.array, 0) for i in range(0, x2.shape[0], step)]
         y = torch.cat(outs, 0)

@@ -467,19 +467,25 @@ class HardwareModel:
         """
         tb = self.readout_tables(u_t.device)
 
-        def pwl(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        def segment(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             i = idx.floor().clamp_(max=tb["n"] - 1)
             f = idx - i
             i = i.long()
-            v0 = v.take(i)
-            return v0 + f * (v.take(i + 1) - v0)
+            return i, i + 1, f
 
-        ri = (u_t * tb["rel_per_u"]).clamp_(0.0, float(tb["n"]))
-        g = pwl(tb["mean"], ri) if (gain or read or spread) else None
+        def pwl(v: torch.Tensor, seg: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                ) -> torch.Tensor:
+            i, i1, f = seg
+            v0 = v.take(i)
+            return v0 + f * (v.take(i1) - v0)
+
+        # the transfer mean and its spread share one segment search (same abscissa)
+        seg = segment((u_t * tb["rel_per_u"]).clamp_(0.0, float(tb["n"])))
+        g = pwl(tb["mean"], seg) if (gain or read or spread) else None
         u_s = u_t * g
-        s_read = pwl(tb["sigma"], (u_s * tb["noise_per_u"]).clamp_(0.0, float(tb["n"]))) \
-            if read else None
-        s_spread = pwl(tb["std"], ri) * u_s if spread else None
+        s_read = pwl(tb["sigma"], segment((u_s * tb["noise_per_u"]).clamp_(
+            0.0, float(tb["n"])))) if read else None
+        s_spread = pwl(tb["std"], seg) * u_s if spread else None
         return (g if gain else None), s_read, s_spread
 
     def summary(self) -> dict[str, Any]:

@@ -1,0 +1,326 @@
+"""Speed (issue 17): analog / digital time and peak memory, side by side in one run.
+
+Measures, each variant right after its digital reference on the same inputs (best of
+``--repeat``; ratios are what to read, the machine is shared):
+
+* digits (the ``digits`` preset ViT, ``--images`` test images): the default fidelity
+  (``bit``) and ``moment`` (calibrated on the calib split) vs the digital forward; peak
+  extra resident memory of each; a cProfile of each analog forward (top functions);
+* one DeiT-S block (timm ``deit_small_patch16_224``, random init, offline; batch
+  ``--deit-batch`` x 197 tokens): ``moment`` vs digital, time and peak memory, and the same
+  block with aihwkit-lightning's linears when it imports (``make bench`` installs it);
+* RAP's sparse path at 3 bits with the circuit ADC vs the analog forward (default fidelity)
+  on the same images, for a noisy stand-in ADC (0.2 LSB, most conversions uncertain) and for
+  one with the characterized quick-preset noise level (0.0076 LSB at 3 bits, ss).
+
+Hardware: the real quick-preset lookups when they load (``--lookup``), else the synthetic
+stand-ins of ``nnsim.synthetic`` (the JSON's ``hardware_source`` says which; stand-ins are NOT
+circuit data; for speed only the table shapes matter). Writes ``bench/results/speed.json``.
+
+    .venv/bin/python bench/speed.py [--images 64] [--deit-batch 2] [--repeat 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).parent / "results" / "speed.json"
+TARGETS = {"digits_default_over_digital": 25.0, "digits_moment_over_digital": 3.0,
+           "deit_block_moment_time_over_digital": 2.0,
+           "deit_block_moment_memory_over_digital": 1.5,
+           "rap_sparse_3bit_over_analog": 2.0}
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(fn, repeat: int = 1) -> dict:
+    """Best wall time of ``fn()`` and its peak extra resident memory (VmHWM reset before)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        peak_ok = True
+    except OSError:
+        peak_ok = False
+    base = _rss_kb("VmRSS")
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        with torch.no_grad():
+            fn()
+        best = min(best, time.perf_counter() - t)
+    peak = (_rss_kb("VmHWM") - base) / 1024 if peak_ok else None
+    return {"time_s": best, "peak_extra_mib": peak}
+
+
+def profile(fn, top: int = 10) -> list[dict]:
+    """cProfile of one call of ``fn``: the ``top`` functions by own time."""
+    pr = cProfile.Profile()
+    with torch.no_grad():
+        pr.enable()
+        fn()
+        pr.disable()
+    st = pstats.Stats(pr, stream=io.StringIO())
+    total = sum(v[2] for v in st.stats.values()) or 1.0
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
+             "own_s": round(v[2], 4), "own_share": round(v[2] / total, 3)} for k, v in rows]
+
+
+def hardware(lookups: list[str], bits: int, process: str = "tt"):
+    """(HardwareModel, source): the real files when they load, else synthetic stand-ins."""
+    from nnsim.hardware import HardwareModel
+
+    if lookups:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return (HardwareModel.from_lookup(lookups, process=process, adc_bits=bits),
+                        "lookup: " + ", ".join(lookups))
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        err = "no --lookup"
+    from nnsim.synthetic import write_synthetic_adc, write_synthetic_crossbar
+
+    d = Path(tempfile.mkdtemp(prefix="speed-"))
+    files = (write_synthetic_crossbar(d / "xb.h5", seed=1),
+             write_synthetic_adc(d / "adc.h5", seed=2, bits=(3, 4, 6, 8)))
+    return (HardwareModel.from_lookup(files, process=process, adc_bits=bits),
+            f"synthetic stand-ins (real lookups not used: {err})")
+
+
+def digits_section(a, res: dict) -> None:
+    from nnsim.analog import AnalogConfig
+    from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
+    from nnsim.data import load_dataset
+    from nnsim.models import load_or_train
+
+    model, _ = load_or_train("digits", quiet=True)
+    model.eval()
+    x = load_dataset("digits", "test").images[:a.images]
+    calib = load_dataset("digits", "calib").images[:64]
+    hw, src = hardware(a.lookup, 6)
+    res["hardware_source"] = src
+    bit = convert_to_analog(model, hw, AnalogConfig(), seed=1)
+    mom = convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
+    program_chip(mom, 1)
+    calibrate_moment(mom, [calib], seed=0)
+    with torch.no_grad():
+        model(x[:4]), bit(x[:4]), mom(x[:4])
+    out = {"images": int(x.shape[0])}
+    out["digital"] = measure(lambda: model(x), a.repeat)
+    out["moment"] = measure(lambda: mom(x), a.repeat)
+    out["digital_again"] = measure(lambda: model(x), a.repeat)
+    out["default_bit"] = measure(lambda: bit(x), 1 if a.quick else a.repeat)
+    t_dig = min(out["digital"]["time_s"], out["digital_again"]["time_s"])
+    out["moment_over_digital"] = out["moment"]["time_s"] / t_dig
+    out["default_over_digital"] = out["default_bit"]["time_s"] / t_dig
+    out["profile_default_bit"] = profile(lambda: bit(x[:16]))
+    out["profile_moment"] = profile(lambda: mom(x))
+    res["digits"] = out
+    print(f"digits {x.shape[0]} images: digital {t_dig * 1e3:.1f} ms, moment "
+          f"{out['moment_over_digital']:.1f}x, default (bit) {out['default_over_digital']:.1f}x",
+          flush=True)
+
+
+def _deit_setup(batch: int, lookup: list[str]):
+    import timm
+
+    from nnsim.analog import AnalogConfig
+    from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
+
+    torch.manual_seed(0)
+    deit = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
+    block = copy.deepcopy(deit.blocks[0]).eval()
+    del deit
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 197, 384, generator=g)
+    calib = torch.randn(batch, 197, 384, generator=g)
+    hw, _ = hardware(lookup, 6)
+    mom = convert_to_analog(block, hw, AnalogConfig(fidelity="moment"), seed=None)
+    program_chip(mom, 1)
+    calibrate_moment(mom, [calib], seed=0)
+    return block, mom, x
+
+
+def _mem_child(which: str, a) -> None:
+    """In a fresh process: peak extra resident memory of one forward (``digital`` or
+    ``moment``) of the DeiT-S block, after one warm-up forward of the same kind."""
+    block, mom, x = _deit_setup(a.deit_batch, a.lookup)
+    fn = block if which == "digital" else mom
+    with torch.no_grad():
+        fn(x)
+    import gc
+    gc.collect()
+    print(json.dumps(measure(lambda: fn(x), 1)))
+
+
+def fresh_memory(a) -> dict:
+    """Peak extra memory of the digital and moment block forwards, each in a fresh process."""
+    import subprocess
+    import sys
+
+    out = {}
+    for which in ("digital", "moment"):
+        cmd = [sys.executable, __file__, "--mem-child", which, "--deit-batch",
+               str(a.deit_batch), "--threads", str(a.threads), "--lookup", *a.lookup]
+        # large blocks mmapped (and returned on free), so the peak of the measured forward
+        # is not hidden behind memory the warm-up forward left with the allocator
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        try:
+            out[which] = json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            out[which] = {"error": (r.stderr or r.stdout)[-500:]}
+    try:
+        out["moment_over_digital"] = (out["moment"]["peak_extra_mib"]
+                                      / out["digital"]["peak_extra_mib"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        out["moment_over_digital"] = None
+    return out
+
+
+def deit_section(a, res: dict) -> None:
+    block, mom, x = _deit_setup(a.deit_batch, a.lookup)
+    with torch.no_grad():
+        block(x), mom(x)
+    out = {"batch": a.deit_batch, "tokens": 197}
+    out["digital"] = measure(lambda: block(x), a.repeat)
+    out["moment"] = measure(lambda: mom(x), a.repeat)
+    out["digital_again"] = measure(lambda: block(x), a.repeat)
+    dig_t = min(out["digital"]["time_s"], out["digital_again"]["time_s"])
+    dig_m = max(out["digital"]["peak_extra_mib"] or 0, out["digital_again"]["peak_extra_mib"]
+                or 0)
+    out["moment_time_over_digital"] = out["moment"]["time_s"] / dig_t
+    del dig_m  # in-process peaks hide behind memory the process already holds: fresh ones
+    out["memory_fresh_processes"] = fresh_memory(a)
+    out["moment_memory_over_digital"] = out["memory_fresh_processes"]["moment_over_digital"]
+    try:
+        from aihwkit_lightning.nn.conversion import convert_to_analog as ahl_convert
+
+        sys_path = Path(__file__).parent
+        import sys
+        sys.path.insert(0, str(sys_path))
+        from nnsim_overhead import _ahl_rpu_config
+
+        ahl = ahl_convert(copy.deepcopy(block), _ahl_rpu_config()).eval()
+        with torch.no_grad():
+            ahl(x)
+        out["aihwkit_lightning"] = measure(lambda: ahl(x), a.repeat)
+        out["aihwkit_time_over_digital"] = out["aihwkit_lightning"]["time_s"] / dig_t
+        out["moment_over_aihwkit"] = out["moment"]["time_s"] / out["aihwkit_lightning"][
+            "time_s"]
+    except Exception as exc:
+        out["aihwkit_lightning"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    out["profile_moment"] = profile(lambda: mom(x))
+    res["deit_block"] = out
+    print(f"DeiT-S block x{a.deit_batch}: moment {out['moment_time_over_digital']:.2f}x time, "
+          f"{out['moment_memory_over_digital'] or float('nan'):.2f}x memory; aihwkit-lightning "
+          f"{out.get('aihwkit_time_over_digital', float('nan')):.2f}x", flush=True)
+
+
+def rap_section(a, res: dict) -> None:
+    from nnsim.convert import convert_to_analog
+    from nnsim.data import load_dataset, make_loader
+    from nnsim.hardware import AdcModel, HardwareModel
+    from nnsim.models import load_or_train
+    from nnsim.rap import MVMConfig, convert_to_rap
+
+    model, _ = load_or_train("digits", quiet=True)
+    x = load_dataset("digits", "test").images[:a.rap_images]
+    rap = convert_to_rap(model, make_loader(load_dataset("digits", "calib"), 64))
+    hw6, _ = hardware(a.lookup, 6)
+    analog = convert_to_analog(model, hw6, seed=0)
+    out = {"images": int(x.shape[0])}
+    out["analog_default"] = measure(lambda: analog(x), 1)
+    adcs = {}
+    base = hw6.adcs.get(3) or hardware([], 3)[0].adc(3)
+    for name, noise in (("noisy_0.2lsb", 0.2), ("quick_preset_noise_0.0076lsb", 0.0076)):
+        hw = HardwareModel.ideal(adc_bits=3)
+        hw.adcs[3] = AdcModel(3, base.thresholds_lsb, noise, base.energy_j,
+                              base.conversion_time_s, base.code_offset)
+        adcs[name] = hw
+    for name, hw in adcs.items():
+        rap.set_mvm(MVMConfig(mode="sparse", adc_bits=3), hw, 0)
+        col = rap.column_adc
+        r = measure(lambda: rap(x), 1)
+        r["over_analog"] = r["time_s"] / out["analog_default"]["time_s"]
+        r["adc_source"] = rap.adc_source
+        r["uncertain_fraction"] = getattr(col, "uncertain_fraction", None)
+        out[f"sparse_3bit_{name}"] = r
+        print(f"RAP sparse 3-bit ({name}): {r['over_analog']:.2f}x the analog forward "
+              f"({rap.adc_source})", flush=True)
+    rap.set_mvm(MVMConfig(mode="sparse", adc_bits=3), adcs["noisy_0.2lsb"], 0)
+    out["profile_sparse_3bit_noisy"] = profile(lambda: rap(x[:4]))
+    res["rap"] = out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=64, help="digits test images")
+    ap.add_argument("--rap-images", type=int, default=8)
+    ap.add_argument("--deit-batch", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lookup", nargs="*", default=["/work/lookups/crossbar_quick.h5",
+                                                    "/work/lookups/adc_quick.h5"])
+    ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"])
+    ap.add_argument("--quick", action="store_true", help="one repetition of the bit forward")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true", help="update the sections of --out")
+    ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    a.lookup = [p for p in a.lookup if Path(p).exists()]
+    torch.set_num_threads(a.threads)
+    if a.mem_child:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _mem_child(a.mem_child, a)
+        return
+    res = {"targets": TARGETS, "threads": a.threads, "python": platform.python_version(),
+           "torch": torch.__version__, "machine": platform.machine(),
+           "note": "shared 2-core machine: read the ratios (measured side by side), not the "
+                   "absolute times", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                              time.gmtime())}
+    if a.merge and a.out.exists():
+        res = {**json.loads(a.out.read_text()), **res}
+    sections = {"digits": digits_section, "deit": deit_section, "rap": rap_section}
+    for name in a.only:
+        sections[name](a, res)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
+    met = {}
+    if "digits" in res:
+        met["digits_default_over_digital"] = res["digits"]["default_over_digital"]
+        met["digits_moment_over_digital"] = res["digits"]["moment_over_digital"]
+    if "deit_block" in res:
+        met["deit_block_moment_time_over_digital"] = res["deit_block"]["moment_time_over_digital"]
+        met["deit_block_moment_memory_over_digital"] = res["deit_block"][
+            "moment_memory_over_digital"]
+    if "rap" in res:
+        met["rap_sparse_3bit_over_analog"] = res["rap"]["sparse_3bit_noisy_0.2lsb"]["over_analog"]
+    res["summary"] = {k: {"measured": v, "target": TARGETS[k], "met": v <= TARGETS[k]}
+                      for k, v in met.items()}
+    a.out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
+    print(json.dumps(res["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
