@@ -373,8 +373,8 @@ class FitResult:
         provenance: Data and model hashes, ngspice version, settings.
         rank: Numerical rank of the Jacobian at the solution (columns scaled to unit norm,
             singular values below ``RANK_RTOL`` of the largest count as zero).
-        unidentified: Parameters that dominate the Jacobian's null space (rank deficient) or
-            that the residual does not depend on.
+        unidentified: Parameters the residual does not depend on, and (rank deficient) those
+            that QR with column pivoting puts last: fixing these leaves a full-rank problem.
         verdict: Whether the fit is adequate (``characterization.fitting.verdict``), where
             the caller judged it.
     """
@@ -729,12 +729,14 @@ def _rank(J: np.ndarray, names: list[str]) -> tuple[int, list[str]]:
     if not live.any():
         return 0, list(names)
     Jn = J[:, live] / norms[live]
-    _, s, vt = np.linalg.svd(Jn, full_matrices=False)
+    s = np.linalg.svd(Jn, compute_uv=False)
     r = int(np.sum(s > RANK_RTOL * s[0]))
-    out = list(dead)
     live_names = [n for n, ok in zip(names, live, strict=True) if ok]
-    for k in range(r, len(s)):  # each null direction: the parameters that make it up
-        v = np.abs(vt[k])
-        out += [live_names[j] for j in np.flatnonzero(v > 0.3 * v.max())
-                if live_names[j] not in out]
-    return r, out
+    if r == len(live_names):
+        return r, dead
+    # QR with column pivoting: the last columns pivoted are the ones the others explain;
+    # fixing those leaves a full-rank problem
+    from scipy.linalg import qr
+
+    _, _, piv = qr(Jn, mode="economic", pivoting=True)
+    return r, dead + [live_names[j] for j in piv[r:]]

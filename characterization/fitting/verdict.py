@@ -157,9 +157,10 @@ def assess(result: FitResult, noise_sigma: Sequence[np.ndarray], *, noise_source
     n_par = len(result.parameters)
     if 0 <= result.rank < n_par:
         names = ", ".join(result.unidentified) or "?"
+        them = "it" if len(result.unidentified) < 2 else "them"
         reasons.append(f"the Jacobian has rank {result.rank} of {n_par}: the record does not "
-                       f"determine {names} -- fix one of them (--fixed NAME=VALUE), or measure "
-                       "a record that exercises it")
+                       f"determine {names} given the others -- fix {them} (--fixed "
+                       "NAME=VALUE), or measure a record that exercises them")
     loose = _undetermined(result)
     loose = {k: v for k, v in loose.items() if k not in result.unidentified}
     if loose:

@@ -150,7 +150,7 @@ def test_rank_names_what_the_record_does_not_determine():
     J = np.column_stack([a, b, 3 * a, 1e-12 * b])  # p3 = 3 p1; p4 does nothing
     r, names = _rank(J, ["p1", "p2", "p3", "p4"])
     assert r == 2
-    assert set(names) == {"p1", "p3", "p4"}
+    assert names[0] == "p4" and len(names) == 2 and names[1] in ("p1", "p3")  # fix these two
     assert _rank(np.column_stack([a, b]), ["p1", "p2"]) == (2, [])
 
 
