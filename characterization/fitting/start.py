@@ -56,7 +56,7 @@ class LoopFeatures:
         v_set, v_reset: Device voltages where the branches part (``None``: not seen).
         vd_max, vd_min: Largest and smallest device voltage.
         t_set_s, t_reset_s: Time per excursion spent beyond ``v_set`` / ``v_reset``.
-        vd_trace: Device voltage of every sample (NaN inside pulses).
+        vd_trace: Device voltage of every sample (pulses included: they drive the device).
         dt_trace: Time each sample stands for (s).
         state0: Fraction of the way from OFF to ON of the record's first branch (0..1, in
             conductance).
@@ -288,7 +288,9 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
         notes["noise"] = f"given: {noise_a:g} A"
 
     vd = (v - v_offset) - (i - i_offset) * r_series
-    vd_max, vd_min = float(np.max(vd[use])), float(np.min(vd[use]))
+    # extremes and time beyond the thresholds over every sample: pulses are not fitted, but
+    # they drive the device (a pulse train switches only in its pulses)
+    vd_max, vd_min = float(np.max(vd)), float(np.min(vd))
     r0 = g_on / g_off
     k_set = _parting(v, i, use, +1, thr, i_offset, sig, r0, after=0)
     v_set = float(vd[k_set]) if k_set is not None else None
@@ -306,12 +308,12 @@ def loop_features(m: Measurement, *, r_series: float = 0.0,
     dt = np.gradient(t)
     t_set = t_reset = 0.0
     if v_set is not None and v_set > 0:
-        beyond = use & (vd > v_set)
+        beyond = vd > v_set
         t_set = float(np.sum(dt[beyond])) / max(len(_runs(beyond)), 1)
     if v_reset is not None and v_reset < 0:
-        beyond = use & (vd < v_reset)
+        beyond = vd < v_reset
         t_reset = float(np.sum(dt[beyond])) / max(len(_runs(beyond)), 1)
-    vd_trace = np.where(use, vd, np.nan)
+    vd_trace = vd
     first = lines[0] if 0 <= lines[0][2][0] <= 5 else None
     if first is not None and g_on > 1.2 * g_off:
         state0 = float(np.clip((first[0] - g_off) / (g_on - g_off), 0.0, 1.0))
