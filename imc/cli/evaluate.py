@@ -553,7 +553,8 @@ def _print_row(r: Any) -> None:
     clip = s.get("clipformer")
     c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
     print(f"{s['process']} {s['vdd_v']:g} V {s['temp_c']:g} C {s['bits']}-bit ADC "
-          f"gamma {s['gamma']:g}{c}{' [VAT]' if s.get('method') == 'vat' else ''}: accuracy {100 * r.accuracy_mean:.2f} %"
+          f"gamma {s['gamma']:g}{c}{' [VAT]' if s.get('method') == 'vat' else ''}: "
+          f"accuracy {100 * r.accuracy_mean:.2f} %"
           f"{_pct_ci(r.accuracy_ci95)} (95 % CI over {r.chips} chips x {r.n_images} images; "
           f"digital {100 * r.digital_accuracy:.2f} %)", flush=True)
     for w in r.warnings:

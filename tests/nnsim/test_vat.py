@@ -113,7 +113,7 @@ def test_checkpoint_metadata_and_cache(tiny_digits_model, synthetic_lookups, tmp
     _, base_meta = tiny_digits_model
     cache = Path(base_meta["path"]).parent  # the standard checkpoint is found there, cached
     s = VatSettings(process="ss", temp_c=85.0, gamma=5.0, **FAST)
-    model, meta = load_or_finetune("digits-tiny", synthetic_lookups, s, cache_dir=cache)
+    _model, meta = load_or_finetune("digits-tiny", synthetic_lookups, s, cache_dir=cache)
     assert not meta["cached"] and Path(meta["path"]).parent == cache
     state, on_disk = load_checkpoint(meta["path"])  # weights_only=True: plain data
     assert on_disk["lookups"] == [
