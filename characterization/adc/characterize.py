@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError
 from spicebridge.corners import ProcessCorner
 from spicebridge.netlist import deck_hash
 
@@ -88,21 +89,21 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
         ValueError: Unknown preset, unknown key, or a bad value (the message names the file).
     """
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = {**DEFAULTS, **PRESETS[preset or "quick"]}
     if config_file is not None:
         path = Path(config_file)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"{path}: cannot read ADC config: {e}") from e
+            raise ConfigError(f"{path}: cannot read ADC config: {e}") from e
         data = data.get("adc", data)
         for k, v in data.items():
             if k not in cfg:
-                raise ValueError(f"{path}: unknown key {k!r}; known: {sorted(cfg)}")
+                raise ConfigError(f"{path}: unknown key {k!r}; known: {sorted(cfg)}")
             if isinstance(cfg[k], dict):
                 if not isinstance(v, dict):
-                    raise ValueError(f"{path}: {k!r} must be a table ([adc.{k}]), got {v!r}")
+                    raise ConfigError(f"{path}: {k!r} must be a table ([adc.{k}]), got {v!r}")
                 cfg[k] = {**cfg[k], **v}
             else:
                 cfg[k] = v
@@ -117,10 +118,10 @@ _VALIDATE_KEYS = ("instances", "bits", "thresholds", "probes", "rounds")
 def _num_list(cfg: dict[str, Any], key: str, src: str, lo: float, hi: float) -> list[float]:
     v = cfg[key]
     if not isinstance(v, list) or not v:
-        raise ValueError(f"{src}: {key} must be a non-empty list, got {v!r}")
+        raise ConfigError(f"{src}: {key} must be a non-empty list, got {v!r}")
     for x in v:
         if isinstance(x, bool) or not isinstance(x, int | float) or not lo <= x <= hi:
-            raise ValueError(f"{src}: {key} value {x!r} must be a number in [{lo}, {hi}]")
+            raise ConfigError(f"{src}: {key} value {x!r} must be a number in [{lo}, {hi}]")
     return [float(x) for x in v]
 
 
@@ -129,27 +130,27 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
     procs = cfg["process"]
     known = [c.value for c in ProcessCorner]
     if not isinstance(procs, list) or not procs or any(p not in known for p in procs):
-        raise ValueError(f"{src}: process must be a non-empty list of {known}, got {procs!r}")
+        raise ConfigError(f"{src}: process must be a non-empty list of {known}, got {procs!r}")
     cfg["vdd_v"] = _num_list(cfg, "vdd_v", src, 0.9, 2.2)  # sky130 1.8 V devices
     cfg["temp_c"] = _num_list(cfg, "temp_c", src, -273.15, 200.0)
     bits = cfg["bits"]
     if (not isinstance(bits, list) or not bits
             or any(isinstance(b, bool) or not isinstance(b, int) or not 3 <= b <= 8
                    for b in bits)):
-        raise ValueError(f"{src}: bits must be a non-empty list of integers in 3..8, "
+        raise ConfigError(f"{src}: bits must be a non-empty list of integers in 3..8, "
                          f"got {bits!r}")
     cfg["bits"] = sorted(set(bits))
 
     def integer(key: str, value: Any, lo: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{src}: {key} must be an integer >= {lo}, got {value!r}")
+            raise ConfigError(f"{src}: {key} must be an integer >= {lo}, got {value!r}")
         return value
 
     def positive(key: str, value: Any, *, zero_ok: bool = False) -> float:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and (
             value >= 0 if zero_ok else value > 0)
         if not ok:
-            raise ValueError(f"{src}: {key} must be a number {'>=' if zero_ok else '>'} 0, "
+            raise ConfigError(f"{src}: {key} must be a number {'>=' if zero_ok else '>'} 0, "
                              f"got {value!r}")
         return float(value)
 
@@ -160,37 +161,37 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
     for k in ("cap_sigma_unit_rel", "c_par_rel", "t_logic_s"):
         positive(k, cfg[k], zero_ok=True)
     if cfg["vref_v"] > min(cfg["vdd_v"]):
-        raise ValueError(f"{src}: vref_v = {cfg['vref_v']} exceeds the lowest vdd_v "
+        raise ConfigError(f"{src}: vref_v = {cfg['vref_v']} exceeds the lowest vdd_v "
                          f"{min(cfg['vdd_v'])}")
     n, cyc = integer("sine_samples", cfg["sine_samples"], 64), \
         integer("sine_cycles", cfg["sine_cycles"], 1)
     if np.gcd(n, cyc) != 1 or cyc >= n // 2:
-        raise ValueError(f"{src}: sine_cycles = {cyc} must be coprime with sine_samples = {n} "
+        raise ConfigError(f"{src}: sine_cycles = {cyc} must be coprime with sine_samples = {n} "
                          "and below sine_samples / 2 (coherent sampling)")
     amp = positive("sine_amplitude_rel", cfg["sine_amplitude_rel"])
     if amp > 0.5:
-        raise ValueError(f"{src}: sine_amplitude_rel must be in (0, 0.5], got {amp!r}")
+        raise ConfigError(f"{src}: sine_amplitude_rel must be in (0, 0.5], got {amp!r}")
     sizing = cfg["sizing"]
     bad = sorted(set(sizing) - set(asdict(ComparatorSizing())))
     if bad:
-        raise ValueError(f"{src}: unknown sizing key(s) {bad}; known: "
+        raise ConfigError(f"{src}: unknown sizing key(s) {bad}; known: "
                          f"{sorted(asdict(ComparatorSizing()))}")
     try:
         ComparatorSizing(**sizing)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{src}: sizing: {e}") from e
+        raise ConfigError(f"{src}: sizing: {e}") from e
     val = cfg["validate"]
     bad = sorted(set(val) - set(_VALIDATE_KEYS))
     if bad:
-        raise ValueError(f"{src}: unknown validate key(s) {bad}; known: {list(_VALIDATE_KEYS)}")
+        raise ConfigError(f"{src}: unknown validate key(s) {bad}; known: {list(_VALIDATE_KEYS)}")
     inst = integer("validate.instances", val.get("instances", 0), 0)
     vb = val.get("bits", [6, 8])
     vb = [vb] if isinstance(vb, int) and not isinstance(vb, bool) else vb
     if (not isinstance(vb, list) or not vb
             or any(isinstance(b, bool) or not isinstance(b, int) for b in vb)):
-        raise ValueError(f"{src}: validate.bits must be a list of integers, got {vb!r}")
+        raise ConfigError(f"{src}: validate.bits must be a list of integers, got {vb!r}")
     if inst > 0 and any(b not in cfg["bits"] for b in vb):
-        raise ValueError(f"{src}: validate.bits = {vb} is not among bits {cfg['bits']}")
+        raise ConfigError(f"{src}: validate.bits = {vb} is not among bits {cfg['bits']}")
     val["bits"] = sorted(set(vb))
     val["thresholds"] = integer("validate.thresholds", val.get("thresholds", 12), 1)
     val["probes"] = integer("validate.probes", val.get("probes", 5), 2)

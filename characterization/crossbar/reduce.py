@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError
+
 XFER_GRID = np.round(np.linspace(0.0, 1.0, 11), 10)
 """``i_ideal_rel`` coordinates of ``crossbar/read_transfer``; each collects the patterns within
 half a grid step (0.05) of it."""
@@ -50,7 +52,7 @@ def estimate_write_noise(g_target_s: np.ndarray, g_prog_s: np.ndarray, g_min_s: 
         ``n_level``. ``k`` is NaN with fewer than 2 usable samples.
     """
     if center not in ("target", "mean"):
-        raise ValueError(f"center must be 'target' or 'mean', got {center!r}")
+        raise ConfigError(f"center must be 'target' or 'mean', got {center!r}")
     gp = np.asarray(g_prog_s, dtype=float).ravel()
     g = np.broadcast_to(np.asarray(g_target_s, dtype=float), np.shape(g_prog_s)).ravel()
     fin = np.isfinite(gp) & np.isfinite(g)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError, ModelCheckError
 from characterization.lookup import Table, write_lookup
 from characterization.lookup.names import (
     CROSSBAR_CELL_READ,
@@ -130,12 +131,12 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         over = copy.deepcopy(config)
     name = over.pop("preset", preset) or "quick"
     if name not in PRESETS:
-        raise ValueError(f"{where}: unknown preset {name!r}; presets: {sorted(PRESETS)}")
+        raise ConfigError(f"{where}: unknown preset {name!r}; presets: {sorted(PRESETS)}")
     d = copy.deepcopy(PRESETS[name])
     known = set(d) | {"column", "write"}
     bad = set(over) - known
     if bad:
-        raise ValueError(f"{where}: unknown keys {sorted(bad)}; known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown keys {sorted(bad)}; known: {sorted(known)}")
     for k, v in over.items():
         if k in ("column", "write"):
             d[k] = {**d[k], **v}
@@ -155,7 +156,7 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
                 ron = parse_spice_number(lib_params["ron"])
                 roff = parse_spice_number(lib_params["roff"])
             except ValueError as e:
-                raise ValueError(f"{lib_path}: '.subckt rram' default ron={lib_params['ron']} "
+                raise ConfigError(f"{lib_path}: '.subckt rram' default ron={lib_params['ron']} "
                                  f"/ roff={lib_params['roff']} must be numbers ({e}); or set "
                                  "column.r_on_ohm and column.on_off in the plan") from e
             if "r_on_ohm" not in col_over:
@@ -166,9 +167,9 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         col = ColumnConfig.from_dict(d["column"])
         wr = WriteConfig(**d["write"])
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from e
+        raise ConfigError(f"{where}: {e}") from e
     if not 16 <= col.rows <= 256:
-        raise ValueError(f"{where}: column.rows must be 16..256, got {col.rows}")
+        raise ConfigError(f"{where}: column.rows must be 16..256, got {col.rows}")
     label = name if not over else f"{name}+{Path(where).name if where != 'config' else 'dict'}"
     if model is not None:
         label += f"+{Path(model).name}"
@@ -177,10 +178,10 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
     for key, low in (("mc", 1), ("mc_write", 1), ("patterns", 1), ("seed", 0)):
         v = d[key]
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise ValueError(f"{where}: {key} must be an integer >= {low}, got {v!r}")
+            raise ConfigError(f"{where}: {key} must be an integer >= {low}, got {v!r}")
         counts[key] = int(v)
     if counts["mc"] * counts["patterns"] < MIN_PATTERNS_PER_BIN:
-        raise ValueError(f"{where}: mc * patterns = {counts['mc']} * {counts['patterns']} "
+        raise ConfigError(f"{where}: mc * patterns = {counts['mc']} * {counts['patterns']} "
                          f"read-transfer patterns per bin; need >= {MIN_PATTERNS_PER_BIN}")
     return CrossbarRun(*axes, counts["mc"], counts["mc_write"], counts["patterns"],
                        counts["seed"], col, wr, name=label)
@@ -195,23 +196,23 @@ def _check_axes(d: dict[str, Any], where: str) -> tuple[list[str], list[float], 
     for key in ("process", "vdd_v", "temp_c"):
         v = d[key]
         if not isinstance(v, (list, tuple)) or not v:
-            raise ValueError(f"{where}: {key} must be a non-empty list, got {v!r}")
+            raise ConfigError(f"{where}: {key} must be a non-empty list, got {v!r}")
         if len(set(v)) != len(v):
-            raise ValueError(f"{where}: {key} has repeated values {v!r}")
+            raise ConfigError(f"{where}: {key} has repeated values {v!r}")
         if key == "process":
             bad = [p for p in v if str(p) not in known]
             if bad:
-                raise ValueError(f"{where}: process {bad} unknown; sky130 corners: {known}")
+                raise ConfigError(f"{where}: process {bad} unknown; sky130 corners: {known}")
             out.append([str(p) for p in v])
             continue
         try:
             vals = [float(x) for x in v]
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: {key} must be numbers, got {v!r}") from None
+            raise ConfigError(f"{where}: {key} must be numbers, got {v!r}") from None
         lim = (0.5, 2.5) if key == "vdd_v" else (-60.0, 200.0)
         bad = [x for x in vals if not lim[0] <= x <= lim[1]]
         if bad:
-            raise ValueError(f"{where}: {key} values {bad} outside {lim[0]:g}..{lim[1]:g}")
+            raise ConfigError(f"{where}: {key} values {bad} outside {lim[0]:g}..{lim[1]:g}")
         out.append(vals)
     return out[0], out[1], out[2]
 
@@ -334,12 +335,13 @@ def check_rram_model(cfg: ColumnConfig) -> float:
         line = f"; offending line: {e.offending_line[:200]}" if e.offending_line else ""
         first = (str(e).splitlines() or [""])[0]
         first = first if len(first) <= 240 else first[:240] + " ..."
-        raise ValueError(f"{lib}: the memristor model does not simulate in ngspice "
-                         f"(one cell, .op at {cfg.v_read_v:g} V; deck {e.deck_path}{line}): "
-                         f"{first}") from e
+        raise ModelCheckError(f"{lib}: the memristor model does not simulate in ngspice "
+                              f"(one cell, .op at {cfg.v_read_v:g} V; deck {e.deck_path}"
+                              f"{line}): {first}", library=lib, deck_path=e.deck_path,
+                              offending_line=e.offending_line) from e
     g = abs(float(np.real(r.vector("i(vr)")[0]))) / cfg.v_read_v
     if not (np.isfinite(g) and cfg.g_min_s / 2 <= g <= 2 * cfg.g_max_s):
-        raise ValueError(f"{lib}: one cell at w0=0.5 reads G = {g:.4g} S at {cfg.v_read_v:g} V, "
+        raise ConfigError(f"{lib}: one cell at w0=0.5 reads G = {g:.4g} S at {cfg.v_read_v:g} V, "
                          f"outside [G_min/2, 2 G_max] = [{cfg.g_min_s / 2:.4g}, "
                          f"{2 * cfg.g_max_s:.4g}] S (ron={cfg.r_on_ohm:g}, "
                          f"on_off={cfg.on_off:g})")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from characterization.errors import ConfigError
 from spicebridge.fileio import atomic_write_text
 
 from .errors import MeasurementFormatError
@@ -62,9 +63,9 @@ class Measurement:
         n = len(self.time_s)
         for name in ("v_v", "i_a", "pulse", "curve"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} samples, time_s has {n}")
+                raise ConfigError(f"{name} has {len(getattr(self, name))} samples, time_s has {n}")
         if n < 2:
-            raise ValueError(f"a measurement needs at least 2 samples, got {n}")
+            raise ConfigError(f"a measurement needs at least 2 samples, got {n}")
         if not self.sha256:
             h = hashlib.sha256()
             for a in (self.time_s, self.v_v, self.i_a):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from characterization.errors import ConfigError
 from spicebridge.errors import SimulationError
 from spicebridge.netlist import deck_hash
 
@@ -66,15 +67,15 @@ class FitParameter:
 
     def __post_init__(self) -> None:
         if not self.name.replace("_", "").isalnum():
-            raise ValueError(f"parameter name must be a SPICE identifier, got {self.name!r}")
+            raise ConfigError(f"parameter name must be a SPICE identifier, got {self.name!r}")
         if not (self.lower <= self.start <= self.upper) or self.lower >= self.upper:
-            raise ValueError(f"parameter {self.name!r}: start {self.start!r} must lie within "
+            raise ConfigError(f"parameter {self.name!r}: start {self.start!r} must lie within "
                              f"bounds [{self.lower!r}, {self.upper!r}] (lower < upper)")
         if self.log and not (self.start > 0 and self.lower >= 0):
-            raise ValueError(f"parameter {self.name!r}: log=True needs start > 0 and lower >= 0, "
+            raise ConfigError(f"parameter {self.name!r}: log=True needs start > 0 and lower >= 0, "
                              f"got start={self.start!r} lower={self.lower!r}")
         if self.scale is not None and not self.scale > 0:
-            raise ValueError(f"parameter {self.name!r}: scale must be > 0, got {self.scale!r}")
+            raise ConfigError(f"parameter {self.name!r}: scale must be > 0, got {self.scale!r}")
 
     @property
     def spice_name(self) -> str:
@@ -157,19 +158,19 @@ class Curve:
         if self.sigma is not None:
             sg = np.asarray(self.sigma, float)
             if sg.shape != y.shape or not (np.isfinite(sg).all() and (sg > 0).all()):
-                raise ValueError(f"curve {self.name!r}: sigma must be positive, one per point")
+                raise ConfigError(f"curve {self.name!r}: sigma must be positive, one per point")
             object.__setattr__(self, "sigma", sg)
         if x.shape != y.shape or x.ndim != 1 or x.size < 1:
-            raise ValueError(f"curve {self.name!r}: x and y must be 1-d of equal length, got "
+            raise ConfigError(f"curve {self.name!r}: x and y must be 1-d of equal length, got "
                              f"{x.shape} and {y.shape}")
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise ValueError(f"curve {self.name!r}: x and y must be finite")
+            raise ConfigError(f"curve {self.name!r}: x and y must be finite")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         if self.mask is not None:
             m = np.asarray(self.mask, bool)
             if m.shape != x.shape or not m.any():
-                raise ValueError(f"curve {self.name!r}: mask must match x and select a point")
+                raise ConfigError(f"curve {self.name!r}: mask must match x and select a point")
             object.__setattr__(self, "mask", m)
 
 
@@ -204,19 +205,19 @@ class SpiceFitProblem:
         object.__setattr__(self, "parameters", tuple(self.parameters))
         object.__setattr__(self, "curves", tuple(self.curves))
         if not self.parameters:
-            raise ValueError("a fit needs at least one parameter")
+            raise ConfigError("a fit needs at least one parameter")
         if not self.curves:
-            raise ValueError("a fit needs at least one curve")
+            raise ConfigError("a fit needs at least one curve")
         names = [p.name for p in self.parameters]
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate parameter names in {names}")
+            raise ConfigError(f"duplicate parameter names in {names}")
         if self.scale not in ("relative", "absolute"):
-            raise ValueError(f"scale must be 'relative' or 'absolute', got {self.scale!r}")
+            raise ConfigError(f"scale must be 'relative' or 'absolute', got {self.scale!r}")
         if not self.floor_rel > 0:
-            raise ValueError(f"floor_rel must be > 0, got {self.floor_rel!r}")
+            raise ConfigError(f"floor_rel must be > 0, got {self.floor_rel!r}")
         n_res = sum(int(c.mask.sum()) if c.mask is not None else c.x.size for c in self.curves)
         if n_res <= len(self.parameters):
-            raise ValueError(f"{n_res} residual points cannot determine "
+            raise ConfigError(f"{n_res} residual points cannot determine "
                              f"{len(self.parameters)} parameters")
 
     def sigma(self, curve: Curve) -> np.ndarray:
@@ -535,9 +536,9 @@ def fit_spice(
         FitError: The start point cannot be simulated.
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs!r}")
+        raise ConfigError(f"jobs must be >= 1, got {jobs!r}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
     t0 = time.perf_counter()
     params = problem.parameters
     z0 = np.array([p.to_internal(p.start) for p in params])

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from characterization.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class StatFit:
@@ -77,7 +79,7 @@ class StatFit:
             gain = p["gain_sigma"] * rng.standard_normal((n, 1))
             e = p["residual_sigma_lsb"] * rng.standard_normal((n, ideal.size))
             return ideal[None, :] + off + gain * (ideal[None, :] - mid) + e
-        raise ValueError(f"no sampler for a {self.name!r} fit; known: write_noise, read_noise, "
+        raise ConfigError(f"no sampler for a {self.name!r} fit; known: write_noise, read_noise, "
                          "threshold_spread")
 
 
@@ -119,7 +121,7 @@ def fit_write_noise(g_target_s: np.ndarray, g_programmed_s: np.ndarray, *, g_min
     g = np.broadcast_to(np.asarray(g_target_s, float), np.shape(g_programmed_s)).ravel()
     gp = np.asarray(g_programmed_s, float).ravel()
     if center not in ("target", "mean"):
-        raise ValueError(f"center must be 'target' or 'mean', got {center!r}")
+        raise ConfigError(f"center must be 'target' or 'mean', got {center!r}")
     ok = np.isfinite(g) & np.isfinite(gp)
     g, gp = g[ok], gp[ok]
     levels = np.unique(g)
@@ -130,7 +132,7 @@ def fit_write_noise(g_target_s: np.ndarray, g_programmed_s: np.ndarray, *, g_min
             dev[w] = gp[w] - gp[w].mean()
     spread2 = (g - g_min_s) * (g_max_s - g_min_s)
     if not (spread2 > 0).any():
-        raise ValueError("no sample has a target above g_min_s: k is undefined")
+        raise ConfigError("no sample has a target above g_min_s: k is undefined")
     est = estimate_write_noise(g, gp, g_min_s, g_max_s, center=center)
     n = est["n"]
     k = float(est["k"]) if n >= 2 else float(np.sqrt(np.mean(est["u"] ** 2)))
@@ -163,7 +165,7 @@ def fit_read_noise(i_a: np.ndarray, sigma_a: np.ndarray) -> StatFit:
     ok = np.isfinite(i) & np.isfinite(s) & (s > 0)
     i, s = i[ok], s[ok]
     if i.size < 3:
-        raise ValueError(f"need at least 3 finite (current, sigma) pairs, got {i.size}")
+        raise ConfigError(f"need at least 3 finite (current, sigma) pairs, got {i.size}")
     A = np.stack([np.ones_like(i), i, i ** 2], axis=1) / (s ** 2)[:, None]
     coef, _ = optimize.nnls(A, np.ones_like(i))
     pred = np.sqrt(np.clip(np.stack([np.ones_like(i), i, i ** 2], 1) @ coef, 1e-300, None))
@@ -215,7 +217,7 @@ def fit_threshold_spread(thresholds_lsb: np.ndarray, *, ideal_lsb: np.ndarray | 
     valid = np.isfinite(t).all(axis=0)
     t, ideal_v = t[:, valid], ideal[valid]
     if t.shape[1] < 3 or t.shape[0] < 2:
-        raise ValueError(f"need >= 2 instances and >= 3 codes with finite thresholds, got "
+        raise ConfigError(f"need >= 2 instances and >= 3 codes with finite thresholds, got "
                          f"{t.shape}")
     mid = float(ideal_v.mean())
     x = ideal_v - mid

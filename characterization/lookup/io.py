@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from characterization.errors import ConfigError
+
 from ..errors import (
     ExtrapolationError,
     LegacyLookupWarning,
@@ -112,10 +114,10 @@ class Table:
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "dims", tuple(self.dims))
         if data.ndim != len(self.dims):
-            raise ValueError(f"table {self.name!r}: data has {data.ndim} axes but dims is "
+            raise ConfigError(f"table {self.name!r}: data has {data.ndim} axes but dims is "
                              f"{self.dims!r}")
         if len(set(self.dims)) != len(self.dims):
-            raise ValueError(f"table {self.name!r}: repeated dimension in {self.dims!r}")
+            raise ConfigError(f"table {self.name!r}: repeated dimension in {self.dims!r}")
         coords = {}
         for i, d in enumerate(self.dims):
             c = self.coords.get(d)
@@ -123,20 +125,20 @@ class Table:
             if c.dtype.kind in "OSU":
                 c = np.asarray([x.decode() if isinstance(x, bytes) else str(x) for x in c])
             if c.shape != (data.shape[i],):
-                raise ValueError(f"table {self.name!r}: coordinate {d!r} has shape {c.shape}, "
+                raise ConfigError(f"table {self.name!r}: coordinate {d!r} has shape {c.shape}, "
                                  f"axis {i} has length {data.shape[i]}")
             coords[d] = c
         extra = set(self.coords) - set(self.dims)
         if extra:
-            raise ValueError(f"table {self.name!r}: coordinates {sorted(extra)} name no dimension")
+            raise ConfigError(f"table {self.name!r}: coordinates {sorted(extra)} name no dimension")
         object.__setattr__(self, "coords", coords)
         if self.status is not None:
             st = np.asarray(self.status, dtype=np.int8)
             if st.shape != data.shape:
-                raise ValueError(f"table {self.name!r}: status has shape {st.shape}, data "
+                raise ConfigError(f"table {self.name!r}: status has shape {st.shape}, data "
                                  f"{data.shape}")
             if st.size and (st.min() < VALID or st.max() > MISSING):
-                raise ValueError(f"table {self.name!r}: status values must be 0, 1 or 2")
+                raise ConfigError(f"table {self.name!r}: status values must be 0, 1 or 2")
             object.__setattr__(self, "status", st)
 
     @property
@@ -421,14 +423,14 @@ def write_lookup(
 def _check_name(name: str, earlier: list[str]) -> None:
     parts = name.split("/")
     if not name or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"table name {name!r} is not a path of non-empty names")
+        raise ConfigError(f"table name {name!r} is not a path of non-empty names")
     if parts[0] in (_FAILURES, _COORDS):
-        raise ValueError(f"table name {name!r} is reserved")
+        raise ConfigError(f"table name {name!r} is reserved")
     for e in earlier:
         if e == name:
-            raise ValueError(f"table {name!r} is written twice")
+            raise ConfigError(f"table {name!r} is written twice")
         if e.startswith(name + "/") or name.startswith(e + "/"):
-            raise ValueError(f"table {name!r} and table {e!r} would nest (one group inside "
+            raise ConfigError(f"table {name!r} and table {e!r} would nest (one group inside "
                              "the other); netCDF readers need each table in a leaf group")
 
 
@@ -440,7 +442,7 @@ def _status_for_write(t: Table) -> np.ndarray | None:
     if t.status is not None:
         wrong = bad & (t.status == VALID)
         if wrong.any():
-            raise ValueError(f"table {t.name!r}: non-finite value at "
+            raise ConfigError(f"table {t.name!r}: non-finite value at "
                              f"{_corner(t, np.argwhere(wrong)[0])} is marked valid")
         return t.status
     if not bad.any():
@@ -495,7 +497,7 @@ def _write_table(f: Any, t: Table) -> None:
     if data.dtype.kind in "OU":
         dv = g.create_variable(var, t.dims, dtype=_STR, data=data.astype(object))
     elif data.dtype.kind == "b":
-        raise ValueError(f"table {t.name!r}: boolean data; store it as integers")
+        raise ConfigError(f"table {t.name!r}: boolean data; store it as integers")
     elif data.dtype.kind in "fc":
         dv = g.create_variable(var, t.dims, data=data, fillvalue=np.nan, **big)
     else:
@@ -505,7 +507,7 @@ def _write_table(f: Any, t: Table) -> None:
         if k == "description":
             dv.attrs["long_name"] = str(v)
         elif k in _CF_RESERVED or k.startswith("_"):
-            raise ValueError(f"table {t.name!r}: attribute name {k!r} is reserved")
+            raise ConfigError(f"table {t.name!r}: attribute name {k!r} is reserved")
         else:
             dv.attrs[k] = _attr_value(v)
     st = _status_for_write(t)

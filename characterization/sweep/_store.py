@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError
 from spicebridge.fileio import atomic_write_bytes
 
 from ..errors import SweepError
@@ -107,7 +108,7 @@ class PointStore:
             try:
                 doc = json.loads(mf.read_text(encoding="utf-8"))
                 if not isinstance(doc, dict):
-                    raise ValueError("not a JSON object")
+                    raise ConfigError("not a JSON object")
                 have = doc.get("fingerprint")
             except (OSError, ValueError) as e:
                 raise SweepError(f"{mf} is unreadable ({e}); delete {path} to start over") from e

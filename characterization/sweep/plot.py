@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from characterization.errors import ConfigError
+
 from ..lookup import Table
 from ..lookup.names import DIM_INSTANCE, DIM_MC, DIM_PROCESS, DIM_SAMPLE, DIM_TEMP_C, DIM_VDD_V
 
@@ -117,7 +119,7 @@ def plot_table(table: Table, path: str | Path, *, max_lines: int = MAX_LINES) ->
 
     data = np.asarray(table.data)
     if data.dtype.kind not in "biufc":
-        raise ValueError(f"table {table.name!r} holds no numbers to plot")
+        raise ConfigError(f"table {table.name!r} holds no numbers to plot")
     data = (np.abs(data) if np.iscomplexobj(data) else data).astype(float)
     mean, std, dims, reduced = _reduce_stats(data, list(table.dims))
     coords = {d: np.asarray(table.coords[d]) for d in dims}

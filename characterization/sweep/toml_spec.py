@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from characterization.errors import ConfigError
 from spicebridge.errors import UnsafeDeckError
 from spicebridge.guard import check_analysis, check_element_name, check_included_files
 from spicebridge.netlist import deck_hash, param_names, split_analyses
@@ -79,20 +80,20 @@ def _check_expr(expr: str) -> None:
         if depth < 0:
             break
     if depth != 0:
-        raise ValueError(f"unbalanced parentheses in {expr!r}")
+        raise ConfigError(f"unbalanced parentheses in {expr!r}")
     m = re.fullmatch(r"(\w+)\((.*)\)", e)
     if m and m.group(1).lower() in _REDUCERS:
         fn, arg = m.group(1).lower(), m.group(2)
         if fn == "at":
             if "," not in arg:
-                raise ValueError(f"at() needs a vector and a scale value: {expr!r}")
+                raise ConfigError(f"at() needs a vector and a scale value: {expr!r}")
             vec, x = arg.rsplit(",", 1)
             parse_spice_number(x)
             _check_expr(vec)
         else:
             _check_expr(arg)
     elif not e or not re.fullmatch(r"[\w#().:\[\]+-]+", e):
-        raise ValueError(f"not a vector name or measure: {expr!r}")
+        raise ConfigError(f"not a vector name or measure: {expr!r}")
 
 
 def _elements(deck: str) -> dict[str, str]:
@@ -428,7 +429,7 @@ def resolve_includes(deck: str, net: Path) -> tuple[str, list[Path]]:
         if not path.is_absolute():
             path = net.parent / path
         if not path.is_file():
-            raise ValueError(f"{net}:{lineno}: {card} file {name!r} not found (looked for "
+            raise ConfigError(f"{net}:{lineno}: {card} file {name!r} not found (looked for "
                              f"{path}; relative paths are relative to the netlist's folder)")
         path = path.resolve()
         included.append(path)
@@ -583,11 +584,11 @@ def _measure_vector(res: Any, e: str) -> tuple[Any, Any]:
             inner, x = arg.rsplit(",", 1)
             v, scale = _measure_vector(res, inner.strip())
             if scale is None:
-                raise ValueError(f"at() needs a swept analysis (tran/ac/dc): {e!r}")
+                raise ConfigError(f"at() needs a swept analysis (tran/ac/dc): {e!r}")
             xv = parse_spice_number(x)
             s = np.real(scale)
             if not s[0] <= xv <= s[-1]:
-                raise ValueError(f"{e}: {xv:g} outside the scale [{s[0]:g}, {s[-1]:g}]")
+                raise ConfigError(f"{e}: {xv:g} outside the scale [{s[0]:g}, {s[-1]:g}]")
             v = np.abs(v) if np.iscomplexobj(v) else v
             return np.interp(xv, s, v), None
         v, scale = _measure_vector(res, arg.strip())
