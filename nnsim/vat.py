@@ -79,7 +79,8 @@ VAT_FORMAT = 1
 VAT_RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(epochs=8, lr=5e-4, weight_decay=0.05, batch_size=64),
     "digits-tiny": dict(epochs=1, lr=1e-3, weight_decay=0.05, batch_size=256),  # tests: 5 steps
-    "fashion_mnist": dict(epochs=1, lr=3e-4, weight_decay=0.05, batch_size=128),
+    # 60 steps of 128 (14 % of an epoch): 0.3x the standard training's CPU time
+    "fashion_mnist": dict(epochs=1, lr=3e-4, weight_decay=0.05, batch_size=128, max_steps=60),
 }
 
 
@@ -142,7 +143,7 @@ class VatSettings:
             if getattr(self, k) is not None:
                 r[k] = type(r[k])(getattr(self, k))
         r["reprogram_every"] = int(self.reprogram_every)
-        r["max_steps"] = None if self.max_steps is None else int(self.max_steps)
+        r["max_steps"] = int(self.max_steps) if self.max_steps is not None else r.get("max_steps")
         if r["epochs"] < 1 or r["reprogram_every"] < 1 or r["batch_size"] < 1 or r["lr"] <= 0:
             raise ValueError(f"VAT recipe needs epochs, batch_size, reprogram_every >= 1 and "
                              f"lr > 0; got {r}")
