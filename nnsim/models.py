@@ -363,6 +363,10 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
     os.close(fd)
     try:
         torch.save({"state_dict": state_dict, "meta": meta}, tmp)
+        # mkstemp makes the file 0600; a checkpoint is shared data: honour the umask instead
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -199,3 +199,17 @@ def test_checkpoints_never_unpickle_objects(tmp_path):
     torch.save({"weights": {}}, odd)
     with pytest.raises(ValueError, match=r"odd\.pt is not a"):
         load_checkpoint(odd)
+
+
+def test_checkpoint_file_mode_honours_the_umask(tmp_path):
+    """Checkpoints are shared data: 0644 under umask 022 (mkstemp alone gives 0600)."""
+    import os
+
+    from nnsim.models import save_checkpoint
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "m.pt", {"w": torch.zeros(2)}, {"seed": 0})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
