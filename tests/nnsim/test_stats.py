@@ -35,7 +35,7 @@ def test_interval_covers_chip_and_image_variation():
 
 def test_paired_difference_cancels_what_two_settings_share():
     rng = np.random.default_rng(1)
-    a, chip, img = _crossed(rng, 5, 450, 0.04, 0.3, 0.01)
+    a, _, _ = _crossed(rng, 5, 450, 0.04, 0.3, 0.01)
     b = a - 0.03 + rng.normal(0, 0.01, a.shape)  # the same chips and images, 3 points worse
     d, (lo, hi), _ = paired_difference(a, b, seed=2, warn=False)
     assert d == pytest.approx(0.03, abs=0.002) and lo < 0.03 < hi
