@@ -28,6 +28,7 @@ from characterization.lookup.names import (
     ADC_ENERGY_J,
     ADC_NOISE_LSB,
     ADC_THRESHOLDS,
+    CROSSBAR_CELL_READ,
     CROSSBAR_READ_NOISE,
     CROSSBAR_READ_TRANSFER,
     CROSSBAR_WRITE_NOISE_FIT,
@@ -294,8 +295,8 @@ class HardwareModel:
         read_i = np.asarray(rn.coords["i_col_a"], float)
         read_sigma = _clean(rn.data, 0.0)
         cell_g_t = None
-        if "crossbar/cell_read" in tables:
-            cell_g_t = np.asarray(at(tables["crossbar/cell_read"]).data, float)
+        if CROSSBAR_CELL_READ in tables:
+            cell_g_t = np.asarray(at(tables[CROSSBAR_CELL_READ]).data, float)
             if not (np.isfinite(cell_g_t).all() and np.all(np.diff(cell_g_t) > 0)):
                 raise HardwareModelError(f"{src}: table 'crossbar/cell_read' at {where} is not "
                                          f"finite and increasing over the levels: {cell_g_t}")
