@@ -150,7 +150,7 @@ def test_fused_sampler_draws_only_where_uncertain_and_agrees_with_full_sampling(
 
 
 def test_sparse_mvm_fused_agrees_with_full_sampling_and_certain_adc_is_exact():
-    w, x, g = _operands(6, out=16, inp=100, t=6)
+    w, x, _g = _operands(6, out=16, inp=100, t=6)
     cfg = MVMConfig(mode="sparse", adc_bits=3)
     adc = ColumnADC.from_adc_model(_partly_noisy_adc(), cfg.shift, cfg.s_max)
     fused = SparseMVM(w, cfg, adc, torch.Generator().manual_seed(3))
