@@ -53,9 +53,12 @@ def _pct(x: float | None, ci: float | None = None) -> str:
     return f"{100 * x:.1f} ± {100 * ci:.1f}" if ci is not None else f"{100 * x:.1f}"
 
 
-def setting_key(method: str, gamma: float, corner: str, bits: int) -> str:
-    """The report.json key of one evaluated setting, e.g. ``analog/gamma=1/corner=tt/bits=6``."""
-    return f"{method}/gamma={gamma:g}/corner={corner}/bits={bits}"
+def setting_key(method: str, gamma: float, corner: str, bits: int,
+                temp_c: float | None = None) -> str:
+    """The report.json key of one evaluated setting, e.g. ``analog/gamma=1/corner=tt/bits=6``;
+    a temperature other than the demo's nominal one is appended (``.../temp=85``)."""
+    key = f"{method}/gamma={gamma:g}/corner={corner}/bits={bits}"
+    return key if temp_c is None else f"{key}/temp={temp_c:g}"
 
 
 # ----------------------------------------------------------------------------- circuits
@@ -133,9 +136,10 @@ def _prov(p: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- accuracy
 
 
-def collect_accuracy(evals: Path) -> dict[str, Any]:
+def collect_accuracy(evals: Path, nominal_temp_c: float = 27.0) -> dict[str, Any]:
     """Every evaluated setting of the demo's ``eval/*.json`` files (``evaluate --json``:
-    ``points``, ``rap``, ``comparisons``, ``meta``; ``nnsim.results``), keyed by setting."""
+    ``points``, ``rap``, ``comparisons``, ``meta``; ``nnsim.results``), keyed by setting
+    (the temperature is part of the key where it is not ``nominal_temp_c``)."""
     acc: dict[str, Any] = {}
     digital = None
     comparisons: list[dict[str, Any]] = []
@@ -149,19 +153,23 @@ def collect_accuracy(evals: Path) -> dict[str, Any]:
             comparisons.extend(dict(c, source=path.stem) for c in r["comparisons"])
         if not rap_run:
             for p in d["points"]:
-                _add_analog(acc, p, path.stem)
+                _add_analog(acc, p, path.stem, nominal_temp_c)
             comparisons.extend(dict(c, source=path.stem) for c in d["comparisons"])
     return {"digital": digital, "comparisons": comparisons, **dict(sorted(acc.items()))}
 
 
-def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
+def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str,
+                nominal_temp_c: float = 27.0) -> None:
     s = r["setting"]
     method = "analog+clipformer" if s["clipformer"] else "analog"
-    key = setting_key(method, float(s["gamma"]), str(s["process"]), int(s["bits"]))
+    temp = s.get("temp_c")
+    temp = None if temp is None or float(temp) == nominal_temp_c else float(temp)
+    key = setting_key(method, float(s["gamma"]), str(s["process"]), int(s["bits"]), temp)
     if key in acc:
         return
     acc[key] = {
         "method": method, "gamma": float(s["gamma"]), "corner": s["process"],
+        "temp_c": nominal_temp_c if temp is None else temp,
         "bits": int(s["bits"]), "accuracy_mean": _f(r["accuracy_mean"]),
         "accuracy_ci95": r["accuracy_ci95"], "ci_method": r["ci_method"],
         "chips": r["chips"], "n_images": r["n_images"],
@@ -208,8 +216,11 @@ def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
 
 
 def _rows(acc: dict[str, Any], **where: Any) -> list[dict[str, Any]]:
+    """The settings matching ``where``; at the nominal temperature unless ``temp_c`` is asked
+    for (the corner, bits and gamma plots are at the nominal temperature)."""
     return [v for k, v in acc.items() if k not in ("digital", "comparisons")
-            and all(v[a] == b for a, b in where.items())]
+            and ("temp_c" in where or "/temp=" not in k)
+            and all(v.get(a) == b for a, b in where.items())]
 
 
 # ----------------------------------------------------------------------------- plots
@@ -525,7 +536,7 @@ def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: 
     vdd_v, temp_c = settings["vdd_v"], settings["temp_c"]
     demo_bits = int(settings.get("demo_bits", 6))
     circuits = circuit_summary(xbar, adc, vdd_v, temp_c)
-    acc = collect_accuracy(evals)
+    acc = collect_accuracy(evals, float(temp_c))
     fits = json.loads(fits_path.read_text(encoding="utf-8")) if fits_path.is_file() else {}
     mem_path = fit_dir / "fit_report.json"
     mem = json.loads(mem_path.read_text(encoding="utf-8")) if mem_path.is_file() else None
@@ -680,6 +691,7 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
             lo, hi = c["difference_ci95"]
             w(f"| {c['name']}: {c['a']} - {c['b']} | {100 * c['difference_mean']:+.1f} "
               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {c['chips']} | {c['n_images']} |")
+        _decisions_markdown(comps, w)
     raps = _rows(r["accuracy"], method="rap")
     if raps:
         w(f"\nRAP: {raps[0]['crossbar']}. Digital in RAP: {'; '.join(raps[0]['digital'])}.\n")
@@ -689,6 +701,33 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
       "`spicebridge demo --redo` recomputes the evaluations. Each step's command above runs "
       "it alone. `report.json` holds every number on this page.\n")
     return "\n".join(L) + "\n"
+
+
+# the comparisons that are circuit decisions (corner, supply, temperature, ADC resolution) and
+# the mitigation, as ``nnsim.evaluate.sweep_comparisons`` names them
+_DECISIONS = {"corner": "process corner", "vdd_v": "supply", "temp_c": "temperature",
+              "bits": "ADC resolution", "clipformer": "ClipFormer"}
+
+
+def _decisions_markdown(comps: list[dict[str, Any]], w: Any) -> None:
+    """One table: which circuit decision moved accuracy, by how much (paired, 95 % CI), sorted
+    by the size of the effect; a decision whose interval holds 0 is marked as not resolved."""
+    rows = []
+    for c in comps:
+        axis = c["name"].split(" ", 1)[0]
+        if axis in _DECISIONS and None not in c["difference_ci95"]:
+            rows.append((abs(c["difference_mean"]), axis, c))
+    if not rows:
+        return
+    w("\n### Which circuit decision moved accuracy\n")
+    w("Paired on the same chips and images; sorted by the size of the effect. *resolved*: the "
+      "95 % interval excludes 0.\n")
+    w("| decision | change | baseline | difference (points) | resolved |\n|---|---|---|---|---|")
+    for _, axis, c in sorted(rows, key=lambda t: -t[0]):
+        lo, hi = c["difference_ci95"]
+        change = c["name"].split(" ", 1)[1] if " " in c["name"] else c["name"]
+        w(f"| {_DECISIONS[axis]} | {change} | {c['b']} | {100 * c['difference_mean']:+.1f} "
+          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {'yes' if lo > 0 or hi < 0 else 'no'} |")
 
 
 def _n(x: Any, digits: int = 3) -> str:

@@ -32,6 +32,8 @@ def demo_inputs(tmp_path_factory):
               "--cache-dir", str(d / "models")]
     runs = {"corners": ["--process", "tt,ss", "--bits", "6", "--gamma", "1", "--clipformer",
                         "both", "--alpha", "2", "--beta", "0.5"],
+            "temperature": ["--process", "tt", "--temp-c", "27,85", "--bits", "6",
+                            "--gamma", "1"],
             "rap_bits": ["--process", "tt", "--bits", "4", "--rap", "--rap-no-dense"]}
     for name, extra in runs.items():
         p = subprocess.run([*common, *extra, "--json", str(evals / f"{name}.json")],
@@ -78,3 +80,9 @@ def test_report_has_the_promised_keys_tables_and_plots(demo_inputs):
     for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (d / img).is_file(), img
     assert "analog+clipformer/gamma=1/corner=ss/bits=6" in text
+    # the 85 degC point is its own setting, and the decision table pairs it with 27 degC
+    hot = acc["analog/gamma=1/corner=tt/bits=6/temp=85"]
+    assert hot["temp_c"] == 85.0 and 0 <= hot["accuracy_mean"] <= 1
+    assert acc["analog/gamma=1/corner=tt/bits=6"]["temp_c"] == 27.0
+    table = text.split("### Which circuit decision moved accuracy", 1)[1]
+    assert "| temperature | 85.0 vs 27.0 |" in table and "| process corner |" in table
