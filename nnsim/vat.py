@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from characterization.lookup import sha256_file
+
 from .analog import AnalogConfig, Array
 from .convert import (
     AnalogAttention,
@@ -214,15 +216,6 @@ def make_trainable(analog: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------------ hashes and cache
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lookup_hashes(paths: Sequence[str | Path]) -> list[dict[str, str]]:

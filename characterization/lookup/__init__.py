@@ -18,11 +18,12 @@ from .io import (
     Table,
     read_lookup,
     read_lookups,
+    sha256_file,
     write_lookup,
 )
 
 __all__ = [
     "FORMAT", "MISSING", "PADDING", "SCHEMA_VERSION", "VALID", "ExtrapolationError",
     "Failure", "LegacyLookupWarning", "LookupFile", "LookupFormatError", "LookupVersionError",
-    "Table", "names", "read_lookup", "read_lookups", "write_lookup",
+    "Table", "names", "read_lookup", "read_lookups", "sha256_file", "write_lookup",
 ]

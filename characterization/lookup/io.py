@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import json
 import os
 import posixpath
@@ -812,3 +813,12 @@ def read_lookups(paths: Iterable[str | Path]) -> dict[str, Table]:
                 raise LookupFormatError(f"table {n!r} is in both {origin[n]} and {lf.path}")
             merged[n], origin[n] = t, lf.path
     return merged
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import subprocess
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
+
+from characterization.lookup import sha256_file
 
 #: [section] -> key -> (argparse dest, kind); kind: "str", "int", "float", "bool", "path",
 #: "paths", "list" (a value or a list, joined with commas for the CLI's comma lists),
@@ -184,15 +185,6 @@ def load_experiment(path: Path, args: argparse.Namespace, defaults: dict[str, An
             continue
         out[key] = value
     return out
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_version() -> str:
