@@ -712,10 +712,12 @@ _DECISIONS = {"corner": "process corner", "vdd_v": "supply", "temp_c": "temperat
 def _decisions_markdown(comps: list[dict[str, Any]], w: Any) -> None:
     """One table: which circuit decision moved accuracy, by how much (paired, 95 % CI), sorted
     by the size of the effect; a decision whose interval holds 0 is marked as not resolved."""
-    rows = []
-    for c in comps:
+    rows, seen = [], set()
+    for c in comps:  # the same pair can come from two runs (corners and temperature): once
         axis = c["name"].split(" ", 1)[0]
-        if axis in _DECISIONS and None not in c["difference_ci95"]:
+        if axis in _DECISIONS and None not in c["difference_ci95"] \
+                and (c["name"], c["a"], c["b"]) not in seen:
+            seen.add((c["name"], c["a"], c["b"]))
             rows.append((abs(c["difference_mean"]), axis, c))
     if not rows:
         return
