@@ -569,6 +569,9 @@ def _fit_summary(fits: dict[str, Any], mem: dict[str, Any] | None) -> dict[str, 
     if mem:
         s["memristor"] = {
             "converged": mem.get("converged"),
+            "verdict": (mem.get("verdict") or {}).get("label"),
+            "verdict_reasons": (mem.get("verdict") or {}).get("reasons", []),
+            "noise_ratio": (mem.get("verdict") or {}).get("noise_ratio"),
             "parameters": {p["name"]: {"value": p["value"], "ci_low": p["ci_low"],
                                        "ci_high": p["ci_high"], "units": p.get("units")}
                            for p in mem.get("parameters", [])},
@@ -649,8 +652,12 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
     mem = fs.get("memristor")
     if mem:
         w(f"\nMemristor compact model fitted to `examples/fitting/iv_loop.csv` with ngspice in "
-          f"the loop ({mem['n_sim']} simulations, {_n(mem['wall_s'], 1)} s, converged: "
-          f"{mem['converged']}):\n")
+          f"the loop ({mem['n_sim']} simulations, {_n(mem['wall_s'], 1)} s; verdict: "
+          f"**{mem.get('verdict') or ('converged' if mem['converged'] else 'not converged')}**"
+          + (f", residual {_n(mem['noise_ratio'], 2)}x the record's noise"
+             if mem.get("noise_ratio") is not None else "")
+          + (f"; {'; '.join(map(str, mem['verdict_reasons']))}"
+             if mem.get("verdict_reasons") else "") + "):\n")
         w("| parameter | value | 95 % CI |\n|---|---|---|")
         for n, p in mem["parameters"].items():
             w(f"| {n} | {p['value']:.4g} {p.get('units') or ''} | {p['ci_low']:.4g} .. "
