@@ -144,18 +144,14 @@ def exit_code_for(exc: BaseException) -> int | None:
         return EXIT_FAILED
     if isinstance(exc, SpiceBridgeError):
         return EXIT_BAD_INPUT
-    roots: list[type] = []
-    try:
-        from characterization.errors import CharacterizationError, SweepError
+    from characterization.errors import CharacterizationError, SweepError
 
-        if isinstance(exc, SweepError):
-            return EXIT_FAILED
-        roots.append(CharacterizationError)
-    except ImportError:  # pragma: no cover - a partial install
-        pass
+    if isinstance(exc, SweepError):
+        return EXIT_FAILED
+    roots: list[type] = [CharacterizationError]
     nnsim_errors = sys.modules.get("nnsim.errors")
     if nnsim_errors is not None and hasattr(nnsim_errors, "NnsimError"):
         roots.append(nnsim_errors.NnsimError)
-    if roots and isinstance(exc, tuple(roots)):
+    if isinstance(exc, tuple(roots)):
         return EXIT_BAD_INPUT
     return None

@@ -91,10 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--temp-c", type=float, default=27.0, help="measurement temperature (degC)")
     m.add_argument("--fit-pulses", action="store_true",
                    help="also fit samples marked inside programming pulses")
-    m.add_argument("--quiet", action="store_true", help="no progress bar")
     from .common import add_output_options
 
-    add_output_options(m, quiet=False)  # --json [PATH]: the fit result (as fit_report.json)
+    add_output_options(m)  # --json [PATH]: the fit result (as fit_report.json); --quiet
     m.set_defaults(func=_json_stdout(run_memristor))
 
     g = fsub.add_parser(
@@ -111,8 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="worker processes for the Jacobian columns (default 1)")
     g.add_argument("--max-nfev", type=int, default=60, metavar="N",
                    help="limit on function evaluations (default 60)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_output_options(g, quiet=False)
+    add_output_options(g)
     g.set_defaults(func=_json_stdout(run_netlist))
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .common import dumps
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -161,12 +162,6 @@ def _sweep_human(res: Any) -> None:
         print(f"  ... {len(res.failures) - 5} more (spicebridge inspect {res.path})")
 
 
-def _jsonable(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
-
-
 def _run_one_point(spec: Any, index: int, source: str) -> int:
     """Re-run one point alone (same coordinates and seed as in the sweep) and print it."""
     import time
@@ -181,14 +176,13 @@ def _run_one_point(spec: Any, index: int, source: str) -> int:
     try:
         values = spec.point_fn(pt)
     except Exception as e:  # a failed point is reported, as the sweep would record it
-        print(json.dumps(head, default=_jsonable), file=sys.stderr)
+        print(dumps(head), file=sys.stderr)
         print(f"spicebridge sweep: point {index} failed: {type(e).__name__}: {e}",
               file=sys.stderr)
         return 1
     out = {**head, "measures": {k: values.get(k) for k in spec.measures},
            "units": dict(spec.measures), "wall_s": round(time.perf_counter() - t0, 6)}
-    json.dump(out, sys.stdout, indent=1, default=_jsonable)
-    sys.stdout.write("\n")
+    sys.stdout.write(dumps(out) + "\n")
     return 0
 
 

@@ -204,14 +204,10 @@ def _cmd(argv: list[str]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> int:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
+    from imc.cli.common import dumps
+
+    atomic_write_text(path, dumps(obj) + "\n")
     return 0
-
-
-def _jsonable(x: Any) -> Any:
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        return x.tolist()
-    return str(x)
 
 
 def statistical_fits(xbar: Path, adc: Path) -> dict[str, Any]:
