@@ -32,10 +32,12 @@ CROSSBAR_SENSING_MARGIN = "crossbar/sensing_margin"
 CROSSBAR_CELL_READ = "crossbar/cell_read"
 CROSSBAR_WRITE_NOISE_LEVELS = "crossbar/write_noise_levels"
 CROSSBAR_WRITE_VERIFY_FAILURE = "crossbar/write_verify_failure"
+#: Energy per column read over the read window, split by ``part`` (array / tia / drivers).
+CROSSBAR_READ_ENERGY = "crossbar/read_energy_j"
 CROSSBAR_TABLES = (CROSSBAR_READ_TRANSFER, CROSSBAR_READ_NOISE, CROSSBAR_WRITE_NOISE,
                    CROSSBAR_WRITE_NOISE_SAMPLES, CROSSBAR_WRITE_NOISE_FIT,
                    CROSSBAR_SENSING_MARGIN, CROSSBAR_CELL_READ, CROSSBAR_WRITE_NOISE_LEVELS,
-                   CROSSBAR_WRITE_VERIFY_FAILURE)
+                   CROSSBAR_WRITE_VERIFY_FAILURE, CROSSBAR_READ_ENERGY)
 
 # ---- ADC tables (spicebridge characterize adc) ------------------------------------------------
 ADC_THRESHOLDS = "adc/thresholds"
