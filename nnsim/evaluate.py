@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from characterization.adc.energy import energy_per_inference
-
 from .analog import AnalogConfig
 from .convert import (
     calibrate_moment,
@@ -33,6 +31,7 @@ from .convert import (
     set_kv_ranges,
 )
 from .data import make_loader
+from .energy import energy_per_inference
 from .errors import CalibrationError
 from .hardware import HardwareModel
 from .models import accuracy
@@ -171,7 +170,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         method, msgs = "Student t over chips (images not resampled)", chip_warning(chips)
     adc = hw.adcs.get(hw.adc_bits) if config.adc else None
     energy = n_conv * adc.energy_j if adc is not None and math.isfinite(adc.energy_j) else None
-    breakdown = energy_per_inference(n_conv, adc)
+    # ADC parts x conversions + crossbar read parts x column reads (one per conversion here)
+    breakdown = energy_per_inference(n_conv, adc, hw.read_energy)
     return EvalPoint(
         accuracy_mean=mean, accuracy_ci95=ci, ci_method=method,
         accuracies=[float(a) for a in accs], chips=chips, chip_seeds=seeds, seed=seed,

@@ -29,12 +29,14 @@ from characterization.lookup.names import (
     ADC_NOISE_LSB,
     ADC_THRESHOLDS,
     CROSSBAR_CELL_READ,
+    CROSSBAR_READ_ENERGY,
     CROSSBAR_READ_NOISE,
     CROSSBAR_READ_TRANSFER,
     CROSSBAR_WRITE_NOISE_FIT,
     CROSSBAR_WRITE_NOISE_SAMPLES,
 )
 
+from .energy import CrossbarReadEnergy
 from .errors import HardwareModelError, NotCharacterizedError
 
 _PVT = ("process", "vdd_v", "temp_c")
@@ -187,6 +189,9 @@ class HardwareModel:
         write_samples_s: Per mode, (levels, samples) programmed conductances (sorted), or
             absent when the file has no samples.
         adcs: ADC models per characterized resolution.
+        read_energy: ``crossbar/read_energy_j`` at this point (energy per column read by
+            part: array, TIA, drivers), or None when the crossbar lookup has no such table
+            (``nnsim.energy`` then reports the crossbar read as not characterized).
         sources: The files read.
     """
 
@@ -210,6 +215,7 @@ class HardwareModel:
     write_samples_s: dict[str, np.ndarray] = field(default_factory=dict)
     adcs: dict[int, AdcModel] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
+    read_energy: CrossbarReadEnergy | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -326,6 +332,15 @@ class HardwareModel:
                  transfer_std=std, cell_g_t_s=cell_g_t, read_i_a=read_i,
                  read_sigma_a=read_sigma, write_k=write_k, write_k_zero_mean=write_k0,
                  write_samples_s=samples, sources=tuple(str(p) for p in paths))
+        if CROSSBAR_READ_ENERGY in tables:  # energy per column read (nnsim.energy)
+            re_t = at(tables[CROSSBAR_READ_ENERGY])
+            if "rows" in re_t.dims:
+                re_t = re_t.sel(rows=hw.rows)
+            try:
+                hw.read_energy = CrossbarReadEnergy.from_table(
+                    re_t, f"{process}/{vdd_v:g} V/{temp_c:g} degC", src)
+            except ValueError as e:
+                raise HardwareModelError(str(e), table=CROSSBAR_READ_ENERGY) from None
         if adc_bits is not None:
             th_t = need(ADC_THRESHOLDS)
             check_same_grid(ref, th_t)
@@ -499,7 +514,9 @@ class HardwareModel:
             write_noise_samples=sorted(self.write_samples_s), sources=list(self.sources),
             transfer_mean_ratio_range=[float(np.min(self.transfer_mean)),
                                        float(np.max(self.transfer_mean))],
-            read_noise_sigma_max_a=float(np.max(self.read_sigma_a)))
+            read_noise_sigma_max_a=float(np.max(self.read_sigma_a)),
+            crossbar_read_energy_j=None if self.read_energy is None
+            else dict(self.read_energy.parts_j))
         if self.adc_bits in self.adcs:
             a = self.adcs[self.adc_bits]
             out["adc"] = dict(bits=a.bits, instances=a.instances, noise_lsb=a.noise_lsb,
