@@ -10,10 +10,11 @@ every setting of a sweep uses the same seeds and the same images, so settings ar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,8 +68,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
                    analog: nn.Module | None = None, digital_accuracy: float | None = None,
                    calib_ds: Any = None, digital_s: float | None = None,
                    client: Any = None, kv_ranges: dict[str, list[float]] | None = None,
-                   moment_calib_images: int = 64, setting: dict[str, Any] | None = None
-                   ) -> EvalPoint:
+                   moment_calib_images: int = 64, setting: dict[str, Any] | None = None,
+                   cache: EvalCache | None = None) -> EvalPoint:
     """Accuracy of ``model`` on ``chips`` simulated chips.
 
     Args:
@@ -95,6 +96,11 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
             layer's readout variance (``convert.calibrate_moment``, on the first chip).
         setting: The swept point (process, vdd_v, temp_c, bits, gamma, clipformer, method),
             recorded and used to pair settings in ``sweep_comparisons``.
+        cache: An ``EvalCache`` (default: the one ``shared_evaluations()`` holds open, if
+            any): a setting evaluated before with everything that determines its result equal
+            (model, hardware, configuration, images, chips, seed, batch size, device, K/V
+            ranges) is returned from it, identical, with ``timing["reused"]`` true. Not used
+            with ``analog`` or ``client``.
 
     Returns:
         An ``EvalPoint`` (``nnsim.results``): ``accuracy_mean``, ``accuracy_ci95``
@@ -108,6 +114,14 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         CalibrationError: ``kv_range="calibrated"`` or ``fidelity="moment"`` without
             ``calib_ds``.
     """
+    cache = cache if cache is not None else _ACTIVE_CACHE
+    key = None
+    if cache is not None and analog is None and client is None:
+        key = cache.key("point", model, hw, config, test_ds, calib_ds, chips, seed, batch_size,
+                        str(device), kv_ranges, moment_calib_images)
+        hit = cache.point(key, setting)
+        if hit is not None:
+            return hit
     t0 = time.perf_counter()
     model = model.to(device).eval()
     if digital_accuracy is None or digital_s is None:
@@ -172,7 +186,7 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
     energy = n_conv * adc.energy_j if adc is not None and math.isfinite(adc.energy_j) else None
     # ADC parts x conversions + crossbar read parts x column reads (one per conversion here)
     breakdown = energy_per_inference(n_conv, adc, hw.read_energy)
-    return EvalPoint(
+    point = EvalPoint(
         accuracy_mean=mean, accuracy_ci95=ci, ci_method=method,
         accuracies=[float(a) for a in accs], chips=chips, chip_seeds=seeds, seed=seed,
         n_images=len(test_ds), digital_accuracy=float(digital_accuracy),
@@ -183,6 +197,9 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         timing={"digital_s": digital_s, "per_chip_s": float(np.mean(chip_s)) if chip_s
                 else None, "chips_s": chip_s, "distributed": client is not None},
         energy_per_inference=breakdown, correct=correct)
+    if key is not None:
+        cache.store(key, point)
+    return point
 
 
 def correct_on(model: nn.Module, ds: Any, batch_size: int = 256,
@@ -321,3 +338,143 @@ def calibrate_clipformer(model: nn.Module, hw: HardwareModel, config: AnalogConf
     best = max(grid, key=lambda g: (g["accuracy_mean"], g["beta"], -g["alpha"]))
     return dict(alpha=best["alpha"], beta=best["beta"], accuracy=best["accuracy_mean"],
                 grid=grid, chips=chips, seed=cseed, n_images=len(calib_ds))
+
+
+# ------------------------------------------------------------ results shared within a process
+
+
+class Uncacheable(TypeError):
+    """An argument whose content cannot be digested (e.g. an image-folder dataset)."""
+
+
+def _digest_into(h: Any, obj: Any) -> None:
+    """Feed ``obj``'s content (not its identity) into the hash ``h``."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise Uncacheable("object array")
+        h.update(f"A{obj.dtype.str}{obj.shape};".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, np.generic):
+        _digest_into(h, obj.item())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)};".encode())
+        for k in sorted(obj, key=repr):
+            _digest_into(h, k)
+            _digest_into(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)};".encode())
+        for v in obj:
+            _digest_into(h, v)
+    elif isinstance(obj, nn.Module):
+        h.update(f"M{type(obj).__qualname__};".encode())
+        _digest_into(h, dict(obj.state_dict()))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        h.update(f"C{type(obj).__qualname__};".encode())
+        for f in dataclasses.fields(obj):
+            if not f.name.startswith("_"):  # private fields are lazily built caches
+                _digest_into(h, f.name)
+                _digest_into(h, getattr(obj, f.name))
+    elif hasattr(obj, "images") and hasattr(obj, "labels"):  # data.ArrayDataset
+        h.update(f"S{type(obj).__qualname__}:{getattr(obj, 'name', '')};".encode())
+        _digest_into(h, obj.images)
+        _digest_into(h, obj.labels)
+    else:
+        raise Uncacheable(f"cannot digest a {type(obj).__qualname__}")
+
+
+def fingerprint(*objs: Any) -> str:
+    """sha256 of the objects' content: tensors and arrays by dtype, shape and bytes, modules
+    by their ``state_dict``, dataclasses field by field (private, ``_``-named caches
+    skipped), in-memory datasets by images and labels.
+
+    Raises:
+        Uncacheable: An object of another kind (nothing is guessed from identity).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for o in objs:
+        _digest_into(h, o)
+    return h.hexdigest()
+
+
+class EvalCache:
+    """``evaluate_chips`` results (and other deterministic products, ``memo``) kept in memory
+    for one process, keyed by the content of everything that determines them.
+
+    The demo's evaluation steps share one (``shared_evaluations``): a setting that two steps
+    both evaluate (the tt 6-bit gamma-1 point is in five of them) is simulated once and the
+    second step gets the identical ``EvalPoint`` back (its own ``setting`` label, the first
+    run's timing, ``timing["reused"] = True``). The key holds the model's parameters, the
+    hardware model's tables, the configuration, the test and calibration images, chips, seed,
+    batch size, device, K/V ranges and the moment-calibration image count: with any of them
+    different the setting runs again.
+
+    Attributes:
+        hits, misses: Points returned from the cache / evaluated and stored.
+    """
+
+    def __init__(self) -> None:
+        self._points: dict[str, EvalPoint] = {}
+        self._memo: dict[str, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, kind: str, *objs: Any) -> str | None:
+        """The content key of ``objs``, or None when one cannot be digested (not cached)."""
+        try:
+            return fingerprint(kind, *objs)
+        except Uncacheable:
+            return None
+
+    def point(self, key: str | None, setting: dict[str, Any] | None) -> EvalPoint | None:
+        """A copy of the stored point for ``key`` labelled with ``setting``, or None."""
+        if key is None or key not in self._points:
+            return None
+        self.hits += 1
+        p = self._points[key]
+        return dataclasses.replace(
+            p, setting=dict(setting or {}), accuracies=list(p.accuracies),
+            chip_seeds=list(p.chip_seeds), warnings=list(p.warnings),
+            calibration=dict(p.calibration), timing={**p.timing, "reused": True},
+            correct=None if p.correct is None else p.correct.copy())
+
+    def store(self, key: str | None, point: EvalPoint) -> None:
+        """Keep ``point`` under ``key`` (None: nothing kept)."""
+        if key is not None:
+            self.misses += 1
+            self._points[key] = point
+
+    def memo(self, key: str | None, fn: Any) -> Any:
+        """``fn()``'s value, computed once per ``key`` (None: always computed)."""
+        if key is None:
+            return fn()
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+
+_ACTIVE_CACHE: EvalCache | None = None
+
+
+@contextlib.contextmanager
+def shared_evaluations(cache: EvalCache | None = None) -> Iterator[EvalCache]:
+    """Within the block, every ``evaluate_chips`` call (and ``evaluate``'s K/V range
+    calibration) shares ``cache`` (a new one by default): identical settings run once."""
+    global _ACTIVE_CACHE
+    prev, _ACTIVE_CACHE = _ACTIVE_CACHE, cache if cache is not None else EvalCache()
+    try:
+        yield _ACTIVE_CACHE
+    finally:
+        _ACTIVE_CACHE = prev
+
+
+def active_cache() -> EvalCache | None:
+    """The cache ``shared_evaluations`` holds open, or None."""
+    return _ACTIVE_CACHE

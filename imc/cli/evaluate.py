@@ -384,10 +384,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.kv_range == "calibrated" and not args.ideal:
         from nnsim.convert import kv_ranges_digital
         from nnsim.data import make_loader
+        from nnsim.evaluate import active_cache
 
-        # once, on the digital model: every point of the sweep maps K/V with the same ranges
-        kv_ranges = kv_ranges_digital(model, (x.to(device) for x, _ in
-                                              make_loader(calib, args.batch_size)))
+        def kv() -> Any:  # once, on the digital model: every point maps K/V with these ranges
+            return kv_ranges_digital(model, (x.to(device) for x, _ in
+                                             make_loader(calib, args.batch_size)))
+
+        shared = active_cache()  # the demo's steps share one (same model and calib split)
+        kv_ranges = shared.memo(shared.key("kv_ranges", model, calib, args.batch_size,
+                                           str(device)), kv) if shared is not None else kv()
     results: list[Any] = []
     rap_results: list[Any] = []
     vat_cache: dict[Any, Any] = {}

@@ -146,11 +146,20 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
     common = ["evaluate", "--dataset", "digits", "--lookup", *lookups, "--vdd-v", str(VDD_V),
               "--temp-c", str(TEMP_C), "--chips", str(chips), "--seed", str(seed),
               "--fidelity", "moment", "--kv-range", "calibrated", "--threads", "1", *q]
-    for name, (title, extra) in _EVALS.items():
-        path = evals / f"{name}.json"
-        argv = [*common, *extra, "--json", str(path)]
-        steps.run(title, lambda argv=argv: _cli(argv), done=_valid_json(path) and not redo,
-                  command=_cmd(argv))
+    from nnsim.evaluate import shared_evaluations
+
+    # one cache for all evaluation steps: a setting two steps share (the tt 6-bit gamma-1
+    # point is in five) is simulated once; the model, the images and the K/V ranges are the
+    # same in every step, so the shared point is the identical result (nnsim.evaluate.EvalCache)
+    with shared_evaluations() as cache:
+        for name, (title, extra) in _EVALS.items():
+            path = evals / f"{name}.json"
+            argv = [*common, *extra, "--json", str(path)]
+            hits, misses = cache.hits, cache.misses
+            steps.run(title, lambda argv=argv: _cli(argv), done=_valid_json(path) and not redo,
+                      command=_cmd(argv))
+            steps.log[-1].update(_eval_counts(path, cache.hits - hits, cache.misses - misses,
+                                              ran=steps.log[-1]["status"] == "ran"))
 
     from imc.demo.report import write_report
 
@@ -197,6 +206,28 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
              ",".join(f"{g:g}" for g in VAT_GAMMAS), *_CLIP, "--vat", "--vat-gamma",
              f"{VAT_GAMMA:g}"]),
 }
+
+
+def _eval_counts(path: Path, reused: int, evaluated: int, *, ran: bool) -> dict[str, Any]:
+    """What an evaluation step scored (from its JSON): settings, chips, images, and how many
+    settings it simulated and how many it took from an earlier step (same result)."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        pts = r.get("points", [])
+        out["settings"] = len(pts)
+        out["chips"] = sorted({p.get("chips") for p in pts})
+        out["images"] = sorted({p.get("n_images") for p in pts})
+        rap = r.get("rap") or []
+        if rap:
+            out["rap_settings"] = len(rap)
+            out["rap_chips"] = sorted({m.get("chips") for x in rap for m in
+                                       (x.get("rap"), x.get("dense")) if m})
+            out["rap_images"] = sorted({m.get("n_images") for x in rap for m in
+                                        (x.get("rap"), x.get("dense")) if m})
+    if ran:
+        out.update(settings_simulated=evaluated, settings_reused=reused)
+    return out
 
 
 def _cmd(argv: list[str]) -> str:
