@@ -77,6 +77,14 @@ class ColumnConfig:
             ``rtn_rel * I`` added in quadrature to ``crossbar/read_noise``. An assumption,
             default 0 (off); reported for HfOx cells: 1-10 % of the current in HRS, below 1 %
             in LRS (Ielmini et al., IEEE TED 2010; Puglisi et al., IEEE TED 2015).
+        t_read_s: Read window of one column read (word lines on, TIA settling and the
+            ADC's sample): the time the read energy ``crossbar/read_energy_j`` integrates
+            over. Default 100 ns: 6.3 time constants of the 10 MHz sense pole (settled to
+            0.2 %).
+        t_wl_edge_s: Rise time of the word-line drivers in the read-energy transient.
+        tia_iq_a: Quiescent supply current of the TIA's opamp (from ``vdd``). The opamp is
+            behavioural (no supply pin), so this is an assumption, recorded in provenance;
+            the output current the TIA sinks is SPICE's. Default 20 uA.
         cell: ``"rram"`` (compact model) or ``"linear"`` (resistor).
         access: ``"sky130"`` or ``"ideal"`` (resistor ``r_switch_ohm``).
         tia: ``"opamp"`` or ``"ideal"`` (0 V clamp).
@@ -112,6 +120,9 @@ class ColumnConfig:
     shot_fano: float = 1.0
     tia_en_v_rthz: float = 5e-9
     rtn_rel: float = 0.0
+    t_read_s: float = 100e-9
+    t_wl_edge_s: float = 0.2e-9
+    tia_iq_a: float = 20e-6
     cell: str = "rram"
     access: str = "sky130"
     tia: str = "opamp"

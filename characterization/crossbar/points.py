@@ -28,6 +28,12 @@ from .netlist import (
 NOISE_FRACS = (0.02, 0.1, 0.25, 0.5, 0.75, 1.0)
 """Column currents of the read-noise table, as fractions of the ideal full scale."""
 
+ENERGY_PARTS = ("array", "tia", "drivers")
+"""``part`` coordinates of ``crossbar/read_energy_j``."""
+ENERGY_SEED = 13013
+"""Seed of the read-energy patterns (chip ``m`` reads pattern ``m``; the same patterns at every
+corner, supply and temperature, so the table's PVT dependence is the circuit's)."""
+
 _HOLD: dict[str, Any] = {}
 
 
@@ -121,6 +127,49 @@ class _Column:
         r = self.circ.run("op", vectors=["v(out)"])
         return -float(r["op1"]["v(out)"][0]) / self.cfg.r_f_ohm
 
+    def read_energy(self, g_s: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Energy of one read of a pattern, per ``ENERGY_PARTS``, from a transient.
+
+        The active word lines rise from 0 to ``vdd`` at t0 = 1 ns in ``t_wl_edge_s`` and stay on
+        for ``t_read_s``; each supply's delivered power is integrated over that window
+        (t0 .. t0 + edge + t_read): *array* ``v_read * I(vrd)`` (the bit-line read driver:
+        the cells, wires, access devices); *tia* ``vdd * (tia_iq_a + |I_out|)`` with the
+        current the TIA's output sinks from SPICE and the opamp's quiescent current an
+        assumption (the opamp is behavioural); *drivers* ``vdd * I(vwl)`` summed over the
+        word lines (the gate charge of the access transistors; 0 with an ideal switch). The
+        word-line sources keep the transient waveform afterwards; ``.op`` and ``.noise``
+        still use their DC values.
+        """
+        cfg = self.cfg
+        self.set_pattern(g_s, active)
+        t0, edge, t_rd = 1e-9, cfg.t_wl_edge_s, cfg.t_read_s
+        t_end = t0 + edge + t_rd
+        wl = cfg.access == "sky130"
+        names = ["i(vrd)", "i(vclamp)" if cfg.tia == "ideal" else "i(eout)"]
+        if wl:
+            for i in range(cfg.rows):
+                v = self.vdd_v if active[i] else 0.0
+                self.circ.command(f"alter @vwl{i}[pwl] = [ 0 0 {t0:.12g} 0 {t0 + edge:.12g} "
+                                  f"{v:.12g} {2 * t_end:.12g} {v:.12g} ]")
+            names += [f"i(vwl{i})" for i in range(cfg.rows)]
+        step = min(edge / 2, t_rd / 50)
+        r = self.circ.run(f"tran {step:.6g} {t_end:.12g} 0 {t_rd / 50:.6g}", vectors=names)
+        tr = r["tran1"]
+        t = np.asarray(tr["time"].real, float)
+
+        def integral(y: np.ndarray) -> float:
+            keep = t >= t0 - 1e-15
+            return float(np.trapezoid(np.asarray(y, float)[keep], t[keep]))
+
+        e_arr = cfg.v_read_v * integral(-tr["i(vrd)"].real)  # delivered = -branch current
+        i_out = np.abs(tr[names[1]].real)
+        e_tia = self.vdd_v * integral(cfg.tia_iq_a + i_out)
+        e_drv = 0.0
+        if wl:
+            i_wl = -np.sum([tr[f"i(vwl{i})"].real for i in range(cfg.rows)], axis=0)
+            e_drv = self.vdd_v * integral(i_wl)
+        return np.array([e_arr, e_tia, e_drv])
+
     def noise_sigma(self) -> float:
         """Output noise integrated over the TIA's whole noise bandwidth (``f_noise_lo_hz`` to
         ``f_noise_top_hz``), referred to the column current (``/ Rf``)."""
@@ -128,6 +177,21 @@ class _Column:
         r = self.circ.run(f"noise v(out) vrd dec 10 {cfg.f_noise_lo_hz:.6g} "
                           f"{cfg.f_noise_top_hz:.6g}", vectors=["v(onoise_total)"])
         return float(np.abs(r["noise2"]["v(onoise_total)"][0])) / cfg.r_f_ohm
+
+
+def energy_pattern(cfg: ColumnConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-energy pattern ``index``: a random mixture, each cell at a uniformly drawn level,
+    each row active with probability 1/2 (at least one), from ``ENERGY_SEED``.
+
+    Returns:
+        Cell conductances (S, the levels' tnom values) and word-line activity flags.
+    """
+    rng = np.random.default_rng([ENERGY_SEED, int(index), int(cfg.rows)])
+    lvl = rng.integers(0, cfg.levels, cfg.rows)
+    act = rng.random(cfg.rows) < 0.5
+    if not act.any():
+        act[0] = True
+    return np.asarray(cfg.level_g_s)[lvl], act
 
 
 def transfer_pattern(cfg: ColumnConfig, frac: float, rng: np.random.Generator
@@ -251,8 +315,11 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
     # read noise at one active row hardly depends on its level (TIA and off-row noise
     # dominate): one .noise at the top level stands for all levels
     m_n = np.full(len(levels), col.noise_sigma() if cfg.tia == "opamp" else 0.0)
+    # read energy last: its transient leaves waveforms on the word-line sources (DC unchanged)
+    energy = col.read_energy(*energy_pattern(cfg, point.mc))
     return {"cell_g_s": g_t, "xfer_rel": rel, "xfer_ratio": ratio, "noise_i_a": noise_i,
-            "noise_sigma_a": noise_s, "margin_i_a": m_i, "margin_noise_a": m_n}
+            "noise_sigma_a": noise_s, "margin_i_a": m_i, "margin_noise_a": m_n,
+            "read_energy_j": energy}
 
 
 def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float, corner: str = "tt",

@@ -17,6 +17,7 @@ from characterization.errors import ConfigError, ModelCheckError
 from characterization.lookup import Table, write_lookup
 from characterization.lookup.names import (
     CROSSBAR_CELL_READ,
+    CROSSBAR_READ_ENERGY,
     CROSSBAR_READ_NOISE,
     CROSSBAR_READ_TRANSFER,
     CROSSBAR_SENSING_MARGIN,
@@ -227,14 +228,16 @@ def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
         name="crossbar_column", axes=axes, mc=plan.mc, seed=plan.seed,
         point_fn=points.column_point,
         measures={"cell_g_s": "S", "xfer_rel": "1", "xfer_ratio": "1", "noise_i_a": "A",
-                  "noise_sigma_a": "A", "margin_i_a": "A", "margin_noise_a": "A"},
+                  "noise_sigma_a": "A", "margin_i_a": "A", "margin_noise_a": "A",
+                  "read_energy_j": "J"},
         measure_dims={"cell_g_s": {"level": list(range(nlev))},
                       "xfer_rel": {"pattern": list(range(n_pat))},
                       "xfer_ratio": {"pattern": list(range(n_pat))},
                       "noise_i_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
                       "noise_sigma_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
                       "margin_i_a": {"level": list(range(nlev))},
-                      "margin_noise_a": {"level": list(range(nlev))}},
+                      "margin_noise_a": {"level": list(range(nlev))},
+                      "read_energy_j": {"part": list(points.ENERGY_PARTS)}},
         context=ctx,
         provenance={"column_deck_sha256": deck_hash(column_deck(cfg, "tt"))},
     )
@@ -292,14 +295,15 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
             "a_vt_mv_um": plan.column.a_vt_mv_um,
             "shot_fano": plan.column.shot_fano,
             "tia_en_v_rthz": plan.column.tia_en_v_rthz,
-            "rtn_rel": plan.column.rtn_rel},
+            "rtn_rel": plan.column.rtn_rel,
+            "tia_iq_a": plan.column.tia_iq_a},
         "raw_files": [str(res_c.path), str(res_w.path)],
     }
     failures = [*res_c.failures, *res_w.failures]
     path = write_lookup(out, tables, prov, failures)
     wall = time.perf_counter() - t0
     n_sims_col = len(col_spec) * (plan.patterns * XFER_GRID.size + 2 * len(points.NOISE_FRACS)
-                                  + plan.column.levels + 2)
+                                  + plan.column.levels + 3)
     n_sims = n_sims_col + len(wr_spec)
     made = []
     if plots:
@@ -520,4 +524,43 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
                  "levels: margin_a = min distance of adjacent mean level currents; sigma_a = "
                  "max level spread sqrt(var over chips + read noise^2 + (write-verify G "
                  "sigma * v_read)^2); margin_sigma = ratio"})
-    return [t_cell, t_xfer, t_noise, t_w, t_ws, t_fit, t_lv, t_vf, t_m]
+    return [t_cell, t_xfer, t_noise, t_w, t_ws, t_fit, t_lv, t_vf, t_m,
+            read_energy_table(plan, col["read_energy_j"].data, coords, cu, attrs)]
+
+
+def read_energy_table(plan: CrossbarRun, e: np.ndarray, coords: dict[str, np.ndarray],
+                      cu: dict[str, str], attrs: dict[str, Any]) -> Table:
+    """``crossbar/read_energy_j`` from the column sweep's ``read_energy_j`` (dims ``process,
+    vdd_v, temp_c, mc, part``): the mean over the chips, each of which read its own
+    ``points.energy_pattern`` (the same patterns at every PVT point)."""
+    cfg = plan.column
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(e, axis=3)
+    pats = [points.energy_pattern(cfg, m) for m in range(plan.mc)]
+    i_ideal = [cfg.v_read_v * float(g[a].sum()) for g, a in pats]
+    n_act = [int(a.sum()) for _, a in pats]
+    scaling = {"array": "proportional to the column current: v_read * I_col * t_read",
+               "tia": "vdd * (tia_iq_a + |I_col|) * t_read: the quiescent part is fixed, "
+                      "the output part proportional to the column current",
+               "drivers": "proportional to the active rows: vdd * Q_gate(vdd) per active row "
+                          "and read"}
+    return Table(CROSSBAR_READ_ENERGY, mean, ("process", "vdd_v", "temp_c", "part"),
+                 {**coords, "part": np.asarray(points.ENERGY_PARTS)}, "J", {**cu, "part": "1"},
+                 {**attrs, "t_read_s": cfg.t_read_s, "t_wl_edge_s": cfg.t_wl_edge_s,
+                  "tia_iq_a": cfg.tia_iq_a,
+                  "pattern": f"mean over {plan.mc} random-mixture read patterns (one per "
+                  "chip; each cell at a uniformly drawn level, each row active with "
+                  "probability 1/2; the same patterns at every corner, supply and "
+                  "temperature)",
+                  "pattern_i_ideal_a": float(np.mean(i_ideal)),
+                  "pattern_active_rows": float(np.mean(n_act)),
+                  "scaling": json.dumps(scaling),
+                  "description": "energy of one column read over the read window t_read_s "
+                  "(word lines on for t_read after a t_wl_edge rise), from a SPICE transient "
+                  "of the column: array = read driver's v_read * I; tia = vdd * (tia_iq_a + "
+                  "|I_out|), the output current from SPICE, the opamp's quiescent current "
+                  "tia_iq_a an assumption (behavioural opamp); drivers = word-line drivers' "
+                  "vdd * I (the access transistors' gate charge; word-line wire capacitance "
+                  "not modelled). Per read of the stored pattern (pattern_i_ideal_a, "
+                  "pattern_active_rows); scale per 'scaling'"})

@@ -117,7 +117,7 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
     names = {"crossbar/cell_read", "crossbar/read_transfer", "crossbar/read_noise",
              "crossbar/write_noise", "crossbar/write_verify_failure",
              "crossbar/write_noise_samples", "crossbar/write_noise_fit",
-             "crossbar/sensing_margin"}
+             "crossbar/sensing_margin", "crossbar/read_energy_j"}
     assert names <= set(lf.tables)
     for n in names:
         t = lf[n]
@@ -324,6 +324,43 @@ def test_read_noise_is_above_the_shot_noise_floor(tiny_lookup):
             assert np.all(sig >= np.sqrt(2 * q * i_col * b_hz)), (corner, temp)
             d_var = sig[1:] ** 2 - sig[0] ** 2
             assert np.all(d_var >= 2 * q * (i_col[1:] - i_col[0]) * b_hz), (corner, temp)
+
+
+@pytest.mark.ngspice
+def test_read_energy_equals_independent_references(tiny_lookup, shared_engine):
+    """crossbar/read_energy_j against references computed apart from the energy transient:
+    array = v_read * I_col * t_read with I_col from a fresh deck's .op of the same pattern;
+    tia = vdd * (tia_iq_a + I_col) * t_read; drivers = active rows * vdd * the gate charge
+    of one access transistor (a separate one-device transient). Within 10 % (2x fails;
+    ``abs=0``: pytest.approx's default absolute tolerance of 1e-12 would swallow picojoules)."""
+    from characterization.crossbar.netlist import NFET, _models, column_deck
+    from characterization.crossbar.points import ENERGY_PARTS, energy_pattern
+
+    plan, summary, _ = tiny_lookup
+    cfg = plan.column
+    t = read_lookup(summary["path"])["crossbar/read_energy_j"]
+    assert t.dims == ("process", "vdd_v", "temp_c", "part") and t.units == "J"
+    assert list(t.coords["part"]) == list(ENERGY_PARTS) == ["array", "tia", "drivers"]
+    assert t.attrs["t_read_s"] == cfg.t_read_s and t.attrs["rows"] == cfg.rows
+    g, act = energy_pattern(cfg, 0)  # mc = 1: the table holds chip 0's pattern
+    assert t.attrs["pattern_active_rows"] == act.sum()
+    vdd, t_rd = 1.8, cfg.t_read_s
+    for corner, temp in (("ss", 27.0), ("ff", 85.0)):
+        e = t.sel(process=corner, vdd_v=vdd, temp_c=temp).data
+        deck = column_deck(cfg, corner, vdd_v=vdd, temp_c=temp, g_s=list(g), active=list(act))
+        i_col = -float(shared_engine.simulate(deck).vector("v(out)")[0]) / cfg.r_f_ohm
+        assert e[0] == pytest.approx(cfg.v_read_v * i_col * t_rd, rel=0.10, abs=0), (corner, temp)
+        assert e[1] == pytest.approx(vdd * (cfg.tia_iq_a + i_col) * t_rd, rel=0.10, abs=0)
+        t_end = 2e-9 + t_rd
+        gate = "\n".join([
+            "* gate charge of one access transistor", *_models(cfg, corner), f".temp {temp}",
+            f"Vg g 0 PWL(0 0 1n 0 {1e-9 + cfg.t_wl_edge_s:.6g} {vdd} {t_end:.6g} {vdd})",
+            f"Xa 0 g 0 0 {NFET} W={cfg.w_um} L={cfg.l_um}",
+            f".tran 0.05n {t_end:.6g} 0 1n", ".end"]) + "\n"
+        r = shared_engine.simulate(gate)["tran1"]
+        q = -float(np.trapezoid(r["i(vg)"].real, r["time"].real))
+        assert 0.2e-15 * vdd < q < 5e-15 * vdd  # ~ Cox W L + overlaps: about a femtofarad
+        assert e[2] == pytest.approx(act.sum() * vdd * q, rel=0.10, abs=0), (corner, temp)
 
 
 _WRITE_POINT = """
