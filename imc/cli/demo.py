@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder "
                    "(default runs/demo)")
     p.add_argument("--jobs", type=int, default=2, help="SPICE worker processes (default 2)")
-    p.add_argument("--chips", type=int, default=3,
-                   help="simulated chips per evaluated setting (default 3)")
+    p.add_argument("--chips", type=int, default=5,
+                   help="simulated chips per evaluated setting (default 5; RAP: 2)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the evaluations")
     p.add_argument("--redo", action="store_true",
                    help="recompute the evaluations and the report (characterizations still "

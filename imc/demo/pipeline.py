@@ -95,7 +95,7 @@ class _Steps:
         return res
 
 
-def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: bool = False,
+def run_demo(out: Path, *, jobs: int = 2, chips: int = 5, seed: int = 0, redo: bool = False,
              quiet: bool = False) -> Path:
     """Run the whole demo into ``out``; returns the path of ``report.md``.
 
@@ -156,7 +156,9 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 3, seed: int = 0, redo: b
             path = evals / f"{name}.json"
             argv = [*common, *extra, "--json", str(path)]
             hits, misses = cache.hits, cache.misses
-            steps.run(title, lambda argv=argv: _cli(argv), done=_valid_json(path) and not redo,
+            want = RAP_CHIPS if "--rap" in extra else chips  # an older run's chips: redo
+            steps.run(title, lambda argv=argv: _cli(argv),
+                      done=_eval_done(path, chips=want, seed=seed) and not redo,
                       command=_cmd(argv))
             steps.log[-1].update(_eval_counts(path, cache.hits - hits, cache.misses - misses,
                                               ran=steps.log[-1]["status"] == "ran"))
@@ -206,6 +208,16 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
              ",".join(f"{g:g}" for g in VAT_GAMMAS), *_CLIP, "--vat", "--vat-gamma",
              f"{VAT_GAMMA:g}"]),
 }
+
+
+def _eval_done(path: Path, *, chips: int, seed: int) -> bool:
+    """An evaluation step's JSON is there and was made with these chips and this seed."""
+    try:
+        r = json.loads(path.read_text(encoding="utf-8"))
+        return (r["meta"].get("chips") == chips and r["meta"].get("seed") == seed
+                and all(p.get("chips") == chips for p in r.get("points", [])))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
 
 
 def _eval_counts(path: Path, reused: int, evaluated: int, *, ran: bool) -> dict[str, Any]:

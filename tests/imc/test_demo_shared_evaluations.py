@@ -77,3 +77,17 @@ def test_the_key_follows_the_content(tiny_digits_model, hw_tt):
     assert c.key("point", object()) is None
     assert c.memo(None, lambda: 7) == 7
     assert fingerprint(torch.zeros(3)) != fingerprint(torch.zeros(3, dtype=torch.float64))
+
+
+def test_a_step_made_with_other_chips_is_redone(tmp_path):
+    from imc.demo.pipeline import _eval_counts, _eval_done
+
+    p = tmp_path / "corners.json"
+    p.write_text(json.dumps({"meta": {"chips": 3, "seed": 0},
+                             "points": [{"chips": 3, "n_images": 450}] * 2, "rap": []}))
+    assert _eval_done(p, chips=3, seed=0)
+    assert not _eval_done(p, chips=5, seed=0) and not _eval_done(p, chips=3, seed=1)
+    assert not _eval_done(tmp_path / "missing.json", chips=3, seed=0)
+    c = _eval_counts(p, 1, 1, ran=True)
+    assert c == {"settings": 2, "chips": [3], "images": [450], "settings_simulated": 1,
+                 "settings_reused": 1}
