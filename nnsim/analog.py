@@ -504,9 +504,34 @@ def readout(s_lv: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogC
     return u.sub_(g0 * n_active)
 
 
+def _readout_var(u_bar: torch.Tensor, lsb: torch.Tensor | None, cfg: AnalogConfig,
+                 hw: HardwareModel, adc: AdcModel | None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Transfer gain (None when off) and the variance of one conversion, in level units, at
+    the expected column currents ``u_bar``: read noise, transfer spread (as a variance: the
+    moment mode's approximation), and for the ADC its LSB^2/12, input noise and mean INL."""
+    v = torch.zeros_like(u_bar)
+    gain = None
+    if cfg.nonlinearity or cfg.read_noise:
+        gain, s_read, s_spread = hw.readout_terms(
+            u_bar, gain=cfg.nonlinearity, read=cfg.read_noise, spread=cfg.nonlinearity)
+        for sd in (s_read, s_spread):
+            if sd is not None:
+                v = v + sd ** 2
+    if lsb is not None and cfg.adc and adc is not None:
+        th = torch.as_tensor(adc.thresholds_lsb, dtype=u_bar.dtype)
+        ideal = torch.arange(1, adc.max_code + 1, dtype=u_bar.dtype) - 0.5 + adc.code_offset
+        inl2 = float(((th - ideal) ** 2).mean())
+        an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
+        v = v + lsb ** 2 * (1.0 / 12.0 + an + inl2)
+    return gain, v
+
+
 def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcModel | None,
                   plane_w2: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Effective matrix (..., R, C) and output variance (..., 1, C) of the moment mode."""
+    if isinstance(arr, MomentWrite):
+        return arr.w_eff, arr.var
     key = f"moment{plane_w2}"
     if arr.cache is not None and key in arr.cache:
         return arr.cache[key]
@@ -525,20 +550,10 @@ def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcMode
         if (ca, cb) != (1.0, g0):  # the cells' G(T): level l reads a l + (b - g0) above G_min
             cells = ca * cells + (cb - g0)
         u_bar = 0.5 * (cells.sum(-4) + g0 * rows)  # (..., T, S, 2, C) expected current
-        v = torch.zeros_like(u_bar)
-        if cfg.nonlinearity or cfg.read_noise:
-            gain, s_read, s_spread = hw.readout_terms(
-                u_bar, gain=cfg.nonlinearity, read=cfg.read_noise, spread=cfg.nonlinearity)
-            for sd in (s_read, s_spread):  # the spread as variance: moment mode's approximation
-                if sd is not None:
-                    v = v + sd ** 2
+        lsb = None
         if cfg.adc and adc is not None:
             lsb = (arr.i_fs_a / (hw.unit_a * adc.max_code)).reshape(*lead, t, ns, 2, c)
-            th = torch.as_tensor(adc.thresholds_lsb, dtype=cells.dtype)
-            ideal = torch.arange(1, adc.max_code + 1, dtype=cells.dtype) - 0.5 + adc.code_offset
-            inl2 = float(((th - ideal) ** 2).mean())
-            an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
-            v = v + lsb ** 2 * (1.0 / 12.0 + an + inl2)
+        gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
         # one conversion per plane: the plane weights add their squares
         var = (plane_w2 * coef[:, :, None] ** 2 * v).sum((-4, -3, -2))[..., None, :]
     w = cells if gain is None else cells * gain[..., None, :, :, :]
@@ -548,6 +563,220 @@ def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcMode
     if arr.cache is not None:
         arr.cache[key] = out
     return out
+
+
+def _censored_normal(mu: torch.Tensor, sd: torch.Tensor, floor: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``max(X, floor)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point)."""
+    pos = sd > 0
+    s = torch.where(pos, sd, torch.ones_like(sd))
+    a = (mu - floor) / s
+    nd = torch.distributions.Normal(torch.zeros_like(a), torch.ones_like(a))
+    big_phi, small_phi = nd.cdf(a), nd.log_prob(a).exp()
+    m1 = mu * big_phi + s * small_phi + floor * (1 - big_phi)
+    m2 = (mu ** 2 + s ** 2) * big_phi + s * (mu + floor) * small_phi + floor ** 2 * (1 - big_phi)
+    mean = torch.where(pos, m1, mu.clamp(min=floor))
+    var = torch.where(pos, (m2 - m1 ** 2).clamp(min=0), torch.zeros_like(mu))
+    return mean, var
+
+
+def write_moments(hw: HardwareModel, source: str, mode: str, gamma: float,
+                  sigma: float | None, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact mean and variance (level units, float64, per target level) of one cell written
+    by ``write_levels`` with the same arguments (integer targets): the bias, gamma-scaled
+    zero-mean part and the floor at 0 S (a censored Gaussian for the Gaussian forms; the
+    characterized residuals themselves for ``samples``)."""
+    key = ("write_moments", source, mode, float(gamma), sigma, bool(bias))
+    if key in hw._cache:
+        return hw._cache[key]
+    n_lv = hw.levels - 1
+    lv = torch.arange(hw.levels, dtype=torch.float64)
+    floor = -n_lv * hw.g_min_s / (hw.g_max_s - hw.g_min_s)
+    zero = torch.zeros_like(lv)
+    if source == "none":
+        out = (lv, zero)
+    else:
+        mu = lv
+        biased = bias and source in ("levels", "samples", "fit") and (
+            source != "fit" or mode in hw.write_samples_s)
+        if biased:
+            b, _ = level_moments(hw, mode)
+            mu = lv + b.double()
+        if gamma == 0.0:
+            out = (mu.clamp(min=floor) if biased else mu, zero)
+        elif source == "samples":
+            level_moments(hw, mode)  # raises, naming the table, if there are none
+            lv_s = (torch.as_tensor(hw.write_samples_s[mode], dtype=torch.float64)
+                    - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv
+            y = (mu[:, None] + gamma * (lv_s - lv_s.mean(1, keepdim=True))).clamp(min=floor)
+            out = (y.mean(1), y.var(1, unbiased=False))  # uniform draws over the samples
+        elif source == "levels":
+            _, s = level_moments(hw, mode)
+            out = _censored_normal(mu, gamma * s.double(), floor)
+        else:
+            if source == "parametric":
+                if sigma is None:
+                    raise ValueError("write_noise='parametric' needs write_noise_sigma")
+                k = gamma * sigma
+            else:
+                k = gamma * hw.write_noise_k(mode)
+            out = (mu, zero) if k == 0.0 else _censored_normal(
+                mu, k * torch.sqrt(n_lv * lv), floor)
+    hw._cache[key] = out
+    return out
+
+
+@dataclass
+class MomentWrite:
+    """A matrix written per inference, in the moment mode's form: the effective matrix with
+    its write noise drawn (one Gaussian per element, the slices' summed variance) and the
+    readout variance per output column (before ``var_scale``).
+
+    Attributes:
+        w_eff: (..., R, C); var: (..., 1, C) or None; scale: (..., 1, C) output scale;
+        tiles, conv_cols: conversions per input row and plane are ``tiles x conv_cols``;
+        cache: what a caller keeps with the written matrix (as ``Array.cache``).
+    """
+
+    w_eff: torch.Tensor
+    var: torch.Tensor | None
+    scale: torch.Tensor
+    tiles: int
+    conv_cols: int
+    cache: dict[str, Any] | None = None
+
+
+def _kv_digit_tables(hw: HardwareModel, cfg: AnalogConfig, m_l: torch.Tensor,
+                     v_l: torch.Tensor, device: torch.device, dtype: torch.dtype
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group of two slices and group code ``h`` (the group's two digits): for each slice
+    of the group, the cell's mean level above a level-0 cell's, its target digit and its
+    variance above a level-0 cell's: ``(G, E, 2, 3)``; and the slices' digital weights
+    ``(G, 2)`` (0 for a padding slice)."""
+    key = ("kv_digits", cfg.weight_bits, cfg.cell_bits, tuple(m_l.tolist()),
+           tuple(v_l.tolist()), str(device), str(dtype))
+    if key not in hw._cache:
+        base = 2 ** cfg.cell_bits
+        ns = cfg.weight_bits // cfg.cell_bits
+        n_g = -(-ns // 2)
+        h = torch.arange(base * base)
+        dig = torch.stack([h % base, h // base], -1)  # (E, 2): low and high slice digit
+        tab = torch.stack([(m_l - m_l[0])[dig], dig.double(), (v_l - v_l[0])[dig]], -1)
+        tab = tab[None].expand(n_g, -1, -1, -1).clone()
+        sw = torch.tensor([[float(base) ** (2 * g + i) if 2 * g + i < ns else 0.0
+                            for i in range(2)] for g in range(n_g)], dtype=torch.float64)
+        hw._cache[key] = (tab.to(device=device, dtype=dtype), sw.to(device=device, dtype=dtype))
+    return hw._cache[key]
+
+
+def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
+                 hw: HardwareModel, adc: AdcModel | None, generator: torch.Generator | None,
+                 *, clip: tuple[float, float] | None = None, source: str | None = None,
+                 mode: str | None = None, gamma: float | None = None, noise: bool = True
+                 ) -> MomentWrite:
+    """Write ``w_rc`` (rows = inputs) as ``map_matrix`` + ``write_levels`` + ``build_array``
+    would, in the moment mode's form, without slicing it into per-cell tensors.
+
+    Each cell's programmed level has the exact mean and variance of ``write_moments`` (bias,
+    gamma, the floor at 0 S); an element's effective value is the slice-weighted sum of its
+    cells times each column's transfer gain at its expected current, and its write noise
+    one Gaussian with the cells' summed variance (exact in mean and variance: the cells are
+    independent). Per column, tile and sign, two slices at a time: a table of the 16 values
+    of a pair of digits (gain folded in) is read at each element's code, and the column sums
+    of the cells (expected currents, ADC full scale) come from the counts of the codes. The
+    transfer gain and the readout variance use each column's expected current from the mean
+    cells (``_moment_terms`` uses the programmed ones: they differ by the write noise's
+    column sum). Needs integer slices (``weight_bits``).
+    """
+    source = cfg.write_noise if source is None else source
+    mode = cfg.dynamic_write_mode if mode is None else mode
+    gamma = cfg.gamma if gamma is None else gamma
+    n_lv = hw.levels - 1
+    dt, dev = w_rc.dtype, w_rc.device
+    scale_max = torch.clamp(scale_max, min=torch.finfo(dt).tiny)
+    wt = w_rc.transpose(-2, -1)  # (..., C, R): per column, its rows
+    mag = wt.abs() / scale_max.transpose(-2, -1)
+    if clip is not None:
+        dg = hw.g_max_s - hw.g_min_s
+        g = clipformer_conductance(hw.g_min_s + dg * mag, hw.g_min_s, hw.g_max_s, clip[0],
+                                   clip[1])
+        mag = (g - hw.g_min_s) / dg
+    qmax = 2 ** cfg.weight_bits - 1
+    q = torch.round(mag * qmax).to(torch.int64)
+    mean_l, var_l = write_moments(hw, source, mode, gamma, cfg.write_noise_sigma,
+                                  cfg.write_bias)
+    ca, cb, g0 = 1.0, 0.0, 0.0
+    if cfg.nonideal_readout:
+        g0 = hw.g_min_s * n_lv / (hw.g_max_s - hw.g_min_s)
+        ca, cb = hw.cell_map()
+        m_l = ca * mean_l + (cb - g0)
+    else:
+        m_l = mean_l
+    v_l = ca ** 2 * var_l
+    m0, v0 = float(m_l[0]), float(v_l[0])
+    dtab, sw = _kv_digit_tables(hw, cfg, m_l, v_l, dev, dt)  # (G, E, 2, 3), (G, 2)
+    n_g, e = dtab.shape[:2]
+    *lead, c, r = wt.shape
+    rows = cfg.tile_rows
+    t = -(-r // rows)
+    # bin of (tile, group, sign, code) per element and group; same layout as the tables
+    tile = torch.arange(r, device=dev) // rows
+    base_idx = (tile * (n_g * 2 * e)) + (wt < 0).to(torch.int64) * e
+    idx = [base_idx + g * 2 * e + ((q >> (2 * cfg.cell_bits * g)) & (e - 1))
+           for g in range(n_g)]
+    nb = t * n_g * 2 * e
+    gain = None
+    var = None
+    if cfg.nonideal_readout:
+        counts = torch.zeros(*lead, c, nb, device=dev, dtype=dt)
+        one = torch.ones((), device=dev, dtype=dt).expand(idx[0].shape)
+        for ig in idx:
+            counts.scatter_add_(-1, ig, one)
+        counts = counts.reshape(*lead, c, t, n_g, 2, e)
+        # column sums per (tile, group, sign, slice of group) of mean level and target digit
+        sums = torch.einsum("...tgpe,geik->...tgpik", counts, dtab[..., :2])
+        n_r = torch.bincount(tile, minlength=t).to(dt)[:, None, None, None]
+        u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
+        lsb = None
+        if cfg.adc and adc is not None:
+            if cfg.adc_full_scale == "tile":
+                grp = sums[..., 1].amax(-5, keepdim=True).clamp(min=1.0)
+                i_fs = hw.v_read_v * (hw.g_min_s * rows + (hw.g_max_s - hw.g_min_s) / n_lv
+                                      * grp)
+            else:
+                i_fs = torch.full_like(u_bar[..., :1, :, :, :, :], float(cfg.adc_full_scale)
+                                       * rows * hw.g_max_s * hw.v_read_v)
+            lsb = i_fs / (hw.unit_a * adc.max_code)
+        gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
+        coef2 = (sw[:, None, :] ** 2)  # (G, 2 signs, 2 slices)
+        b = cfg.input_bits
+        plane_w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
+        var = (plane_w2 * (coef2 * v).sum((-4, -3, -2, -1)))[..., None, :]
+    sign = torch.tensor([1.0, -1.0], device=dev, dtype=dt)
+    coef = sw[:, None, :] * sign[None, :, None]  # (G, 2 signs, 2 slices)
+    gc = coef.expand(t, n_g, 2, 2) if gain is None else coef * gain  # (..., C,) T, G, 2, 2
+
+    def table(col: torch.Tensor, which: int, cell0: float) -> torch.Tensor:
+        """Per (column,) tile, group, sign, code: the summed cell values (level-0 cells of
+        all slices and signs in group 0's entries), flattened to the bins of ``idx``."""
+        tb = torch.einsum("...gpi,gei->...gpe", col, dtab[..., which])
+        tb[..., 0, :, :] += cell0 * col.sum((-3, -2, -1))[..., None, None]
+        tb = tb.reshape(*tb.shape[:-4], -1)
+        return tb if gain is not None else tb.expand(*lead, c, -1)
+
+    tab_m = table(gc, 0, m0)
+    w_t = tab_m.gather(-1, idx[0])
+    for ig in idx[1:]:
+        w_t += tab_m.gather(-1, ig)
+    if noise and float(var_l.max()) > 0:
+        tab_v = table(gc ** 2, 2, v0)
+        wv = tab_v.gather(-1, idx[0])
+        for ig in idx[1:]:
+            wv += tab_v.gather(-1, ig)
+        w_t += wv.clamp_(min=0).sqrt_().mul_(torch.randn(
+            w_t.shape, generator=generator, device=dev, dtype=dt))
+    ns = cfg.weight_bits // cfg.cell_bits
+    return MomentWrite(w_t.transpose(-2, -1), var, scale_max / qmax, t, ns * 2 * c)
 
 
 def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
@@ -574,7 +803,10 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
     w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
     y = torch.matmul(xq, w_eff)
     if counter is not None:
-        t, _, k = arr.cells_mm.shape[-3:]
+        if isinstance(arr, MomentWrite):
+            t, k = arr.tiles, arr.conv_cols
+        else:
+            t, _, k = arr.cells_mm.shape[-3:]
         counter[0] += int(xq[..., 0].numel() * t * k * (cfg.input_bits or 1))
     if var is not None and noise:
         y = y + (var * var_scale).sqrt() * torch.randn(

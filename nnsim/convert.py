@@ -25,9 +25,11 @@ from torch import nn
 from .analog import (
     AnalogConfig,
     Array,
+    MomentWrite,
     build_array,
     map_matrix,
     moment_var_terms,
+    moment_write,
     mvm,
     mvm_moment,
     write_levels,
@@ -198,7 +200,14 @@ class AnalogAttention(_AnalogBase):
         self._inst_cache: dict[Any, torch.Tensor | None] = {}
         self.generator = self._gen(self.qkv.weight.device, s_inf)
 
-    def _write(self, w_rc: torch.Tensor, salt: int) -> Array:
+    def _moment_fast(self) -> bool:
+        """K/V written in the moment mode's form (``moment_write``: no per-cell tensors);
+        the calibration (``calibrate_moment``) needs the programmed cells for the bit path."""
+        cfg = self.config
+        return (cfg.fidelity == "moment" and cfg.weight_bits is not None
+                and self.moment_acc is None)
+
+    def _write(self, w_rc: torch.Tensor, salt: int) -> Array | MomentWrite:
         cfg, hw = self.config, self.hw
         scale_max = w_rc.abs().amax((-2, -1), keepdim=True)
         if self.recording:
@@ -209,6 +218,9 @@ class AnalogAttention(_AnalogBase):
                                        "loader) or set_kv_ranges first")
             scale_max = torch.full_like(scale_max, self.kv_max[salt])
             w_rc = w_rc.clamp(-self.kv_max[salt], self.kv_max[salt])
+        if self._moment_fast():
+            return moment_write(w_rc, scale_max, cfg, hw, self.adc_model, self.generator,
+                                clip=cfg.clipformer)
         mapped = map_matrix(w_rc, scale_max, cfg, hw, cfg.clipformer)
         prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.dynamic_write_mode,
                             cfg.gamma, cfg.write_noise_sigma, self.generator, mapped.integer,
@@ -239,7 +251,11 @@ class AnalogAttention(_AnalogBase):
             attn = (q @ k.transpose(-2, -1)).softmax(-1)
             out = attn @ v
         else:
-            step = max(1, cfg.chunk_elems // max(1, self.num_heads * n * n * 8 * 8 * 8))
+            if self._moment_fast():  # moment_write: codes, bins, table reads per element
+                per = self.num_heads * n * max(n, self.head_dim) * 8
+            else:  # bit: planes x slices x cells partial sums per score
+                per = self.num_heads * n * n * 8 * 8 * 8
+            step = max(1, cfg.chunk_elems // max(1, per))
             outs = []
             for i in range(0, b, step):
                 qi, ki, vi = q[i:i + step], k[i:i + step], v[i:i + step]
