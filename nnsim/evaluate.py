@@ -142,10 +142,21 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
             set_kv_ranges(analog, kv_ranges)
         calibration["kv_ranges"] = kv_ranges
     if config.fidelity == "moment" and config.nonideal_readout:
-        program_chip(analog, seeds[0])
-        calibration["moment_var_scale"] = calibrate_moment(
-            analog, _images(calib_ds, batch_size, device, "fidelity='moment'",
-                            limit=moment_calib_images), seed=seed)
+        def calibrate() -> dict[str, dict[str, float]]:
+            program_chip(analog, seeds[0])
+            return calibrate_moment(
+                analog, _images(calib_ds, batch_size, device, "fidelity='moment'",
+                                limit=moment_calib_images), seed=seed)
+
+        # the factors depend on the model, hardware, config, calibration images, K/V ranges
+        # and the root seed (first chip, draws), not on the chip count or the test images:
+        # a setting evaluated on other chips or images reuses them (identical values)
+        mkey = cache.key("moment", model, hw, config, calib_ds, seed, batch_size, str(device),
+                         calibration.get("kv_ranges"), moment_calib_images) \
+            if cache is not None and key is not None else None
+        scales = cache.memo(mkey, calibrate) if mkey is not None else calibrate()
+        _set_moment_scales(analog, scales)
+        calibration["moment_var_scale"] = scales
     it = seeds
     if not quiet:
         from tqdm import tqdm
@@ -275,6 +286,13 @@ def _digital_parts(config: AnalogConfig) -> list[str]:
     if not config.convert_head:
         parts.append("classifier head")
     return parts
+
+
+def _set_moment_scales(analog: nn.Module, scales: dict[str, dict[str, float]]) -> None:
+    """Give each analog layer the variance factors ``calibrate_moment`` returned."""
+    for n, m in analog.named_modules():
+        if n in scales and hasattr(m, "moment_scale"):
+            m.moment_scale = {int(k): float(v) for k, v in scales[n].items()}
 
 
 def _has_kv_ranges(analog: nn.Module) -> bool:
@@ -418,6 +436,7 @@ class EvalCache:
 
     Attributes:
         hits, misses: Points returned from the cache / evaluated and stored.
+        memo_hits: Other products (moment calibration, K/V ranges) taken from the cache.
     """
 
     def __init__(self) -> None:
@@ -425,6 +444,7 @@ class EvalCache:
         self._memo: dict[str, Any] = {}
         self.hits = 0
         self.misses = 0
+        self.memo_hits = 0
 
     def key(self, kind: str, *objs: Any) -> str | None:
         """The content key of ``objs``, or None when one cannot be digested (not cached)."""
@@ -455,7 +475,9 @@ class EvalCache:
         """``fn()``'s value, computed once per ``key`` (None: always computed)."""
         if key is None:
             return fn()
-        if key not in self._memo:
+        if key in self._memo:
+            self.memo_hits += 1
+        else:
             self._memo[key] = fn()
         return self._memo[key]
 

@@ -16,12 +16,13 @@ from imc.cli import main
 from nnsim.evaluate import EvalCache, fingerprint, shared_evaluations
 
 
-def _args(meta, lookups, out: Path, gamma: str, clip: bool = False) -> list[str]:
+def _args(meta, lookups, out: Path, gamma: str, clip: bool = False, limit: int = 24
+          ) -> list[str]:
     # as the demo runs its steps (moment fidelity, calibrated K/V range), small
     return ["evaluate", "--model", "digits-tiny", "--cache-dir", str(Path(meta["path"]).parent),
             "--lookup", *map(str, lookups), "--process", "tt", "--vdd-v", "1.8", "--temp-c",
             "27", "--bits", "6", "--gamma", gamma, "--chips", "2", "--seed", "3", "--limit",
-            "24", "--fidelity", "moment", "--kv-range", "calibrated", "--quiet",
+            str(limit), "--fidelity", "moment", "--kv-range", "calibrated", "--quiet",
             *(["--clipformer", "both", "--alpha", "2", "--beta", "0.5"] if clip else []),
             "--json", str(out)]
 
@@ -37,13 +38,18 @@ def test_shared_steps_give_the_identical_results(tiny_digits_model, synthetic_lo
     # reference: each step alone, no cache
     assert main(_args(meta, synthetic_lookups, tmp_path / "a0.json", "1,3")) == 0
     assert main(_args(meta, synthetic_lookups, tmp_path / "b0.json", "1", clip=True)) == 0
+    assert main(_args(meta, synthetic_lookups, tmp_path / "c0.json", "3", limit=12)) == 0
     with shared_evaluations() as cache:
         assert main(_args(meta, synthetic_lookups, tmp_path / "a1.json", "1,3")) == 0
         assert (cache.hits, cache.misses) == (0, 2)
         # the second step shares gamma 1 without ClipFormer; gamma 1 with ClipFormer is new
         assert main(_args(meta, synthetic_lookups, tmp_path / "b1.json", "1", clip=True)) == 0
         assert (cache.hits, cache.misses) == (1, 3)
-    for ref, got in (("a0", "a1"), ("b0", "b1")):
+        # other test images: a new point, but the moment calibration is the same one
+        memo = cache.memo_hits
+        assert main(_args(meta, synthetic_lookups, tmp_path / "c1.json", "3", limit=12)) == 0
+        assert (cache.hits, cache.misses, cache.memo_hits - memo) == (1, 4, 2)  # + K/V ranges
+    for ref, got in (("a0", "a1"), ("b0", "b1"), ("c0", "c1")):
         p0, p1 = _points(tmp_path / f"{ref}.json"), _points(tmp_path / f"{got}.json")
         assert p0.keys() == p1.keys()
         for k in p0:
