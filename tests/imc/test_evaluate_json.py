@@ -1,0 +1,121 @@
+"""``spicebridge evaluate`` through the real CLI (``imc.cli.main``), issue 15: an ImageNet
+folder without a calibration split is refused (exit 2, the split named, no traceback) by
+everything that calibrates, and a swept evaluate's JSON is a list of points with paired
+comparisons and no top-level accuracy. (Mutation checked once, then restored: with the
+calibration falling back to the test images the refusal test fails.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imc.cli import main
+
+
+def _cache(meta) -> str:
+    return str(Path(meta["path"]).parent)
+
+
+@pytest.fixture
+def imagenet_without_calib(tmp_path):
+    """DIR/val/<class>/*.png, two classes, no DIR/calib."""
+    from PIL import Image
+
+    for c in ("n01", "n02"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (40 * i, 80, 120)).save(tmp_path / "val" / c / f"{i}.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize("trigger", [["--fidelity", "moment"], ["--kv-range", "calibrated"],
+                                     ["--calibrate-clipformer"], ["--rap"]],
+                         ids=["moment", "kv-range", "clipformer-search", "rap"])
+def test_imagenet_without_calib_split_exits_2_naming_it(imagenet_without_calib,
+                                                        tiny_digits_model, synthetic_lookups,
+                                                        capsys, trigger):
+    root = imagenet_without_calib
+    args = ["evaluate", "--dataset", "imagenet", "--model", "digits-tiny", "--data",
+            str(root), "--lookup", *map(str, synthetic_lookups), "--chips", "1", "--quiet",
+            "--cache-dir", _cache(tiny_digits_model[1]), *trigger]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'calib' split is missing" in err and str(root / "calib") in err, err
+    assert "--calib-data" in err and "Traceback" not in err
+
+
+def test_missing_calib_data_folder_exits_2_naming_it(imagenet_without_calib,
+                                                     tiny_digits_model, synthetic_lookups,
+                                                     capsys):
+    missing = imagenet_without_calib / "held_out"
+    args = ["evaluate", "--dataset", "imagenet", "--model", "digits-tiny", "--data",
+            str(imagenet_without_calib), "--calib-data", str(missing), "--lookup",
+            *map(str, synthetic_lookups), "--kv-range", "calibrated", "--quiet",
+            "--cache-dir", _cache(tiny_digits_model[1])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err, err
+
+
+def test_swept_json_is_points_with_paired_comparisons(tiny_digits_model, synthetic_lookups,
+                                                      tmp_path):
+    """--gamma 3,5 x --clipformer both, 3 chips, 8 images, JSON to a file: four points, each
+    with its accuracy mean (the mean of its per-chip accuracies, each a count over the
+    images), a 95 % interval holding it, the chips and their seeds (the same spawned seeds
+    in every point: paired), the root seed; the comparisons are the paired differences of
+    those points (clipformer vs none at each gamma, gamma 5 vs 3 with and without), and
+    nothing at the top level reads as one accuracy."""
+    from nnsim.evaluate import chip_seeds
+
+    out = tmp_path / "sweep.json"
+    args = ["evaluate", "--model", "digits-tiny", "--cache-dir", _cache(tiny_digits_model[1]),
+            "--lookup", *map(str, synthetic_lookups), "--bits", "6", "--gamma", "3,5",
+            "--clipformer", "both", "--alpha", "2", "--beta", "0.5", "--chips", "3",
+            "--seed", "4", "--limit", "8", "--static", "digital", "--quiet", "--json",
+            str(out)]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    for key in ("accuracy_mean", "accuracy_ci95", "accuracies", "chips", "chip_seeds"):
+        assert key not in r, key
+    assert r["meta"]["seed"] == 4 and r["meta"]["chips"] == 3 and r["meta"]["n_images"] == 8
+    pts = r["points"]
+    assert isinstance(pts, list) and len(pts) == 4
+    assert sorted((p["setting"]["gamma"], p["setting"]["clipformer"] is not None)
+                  for p in pts) == [(3.0, False), (3.0, True), (5.0, False), (5.0, True)]
+    seeds = chip_seeds(4, 3)
+    by_label = {}
+    for p in pts:
+        assert p["chips"] == 3 and p["seed"] == 4 and p["n_images"] == 8
+        assert p["chip_seeds"] == seeds
+        acc = np.asarray(p["accuracies"])
+        assert acc.shape == (3,)
+        np.testing.assert_allclose(acc * 8, np.round(acc * 8), atol=1e-9)  # counts of 8
+        assert p["accuracy_mean"] == pytest.approx(acc.mean(), abs=1e-12)
+        lo, hi = p["accuracy_ci95"]
+        assert 0.0 <= lo <= p["accuracy_mean"] <= hi <= 1.0
+        by_label[_label(p)] = p
+    names = sorted(c["name"] for c in r["comparisons"])
+    assert names.count("clipformer vs none") == 2
+    assert sum(n.startswith("gamma 5.0 vs 3.0") for n in names) == 2
+    for c in r["comparisons"]:
+        a, b = by_label[c["a"]], by_label[c["b"]]
+        assert c["difference_mean"] == pytest.approx(a["accuracy_mean"] - b["accuracy_mean"],
+                                                     abs=1e-12), c["name"]
+        assert c["chips"] == 3 and c["n_images"] == 8 and c["chip_seeds"] == seeds
+        lo, hi = c["difference_ci95"]
+        assert lo <= c["difference_mean"] <= hi
+        if c["name"] == "clipformer vs none":
+            assert a["setting"]["clipformer"] and not b["setting"]["clipformer"]
+            assert a["setting"]["gamma"] == b["setting"]["gamma"]
+
+
+def _label(p) -> str:
+    """The label ``nnsim.results.EvalPoint.label`` gives a point (comparisons name theirs)."""
+    from nnsim.results import EvalPoint
+
+    fields = {f: p.get(f) for f in EvalPoint.__dataclass_fields__ if f in p}
+    return EvalPoint(**fields).label
