@@ -16,14 +16,17 @@ analog path in ``nnsim.evaluate`` and RAP in ``nnsim.rap``)::
   read under ``not_characterized`` and adds nothing: never a silent 0, and ``complete`` is
   False, so the total reads as "ADC only".
 
-Scaling of the array part (the choice, documented in docs/nnsim.md "Energy per inference"):
-the array energy is drawn from the read-voltage sources, ``V_read x I_col x t_read``, so it
-follows the column current, while the TIA (bias) and the drivers (line charging) cost about the
-same per read. The table is characterized on one pattern (attribute ``pattern``). The array
-part is scaled by ``I_mean / I_ref`` only when the table says it may be (attribute
-``array_scaling = "column_current"`` with the pattern's column current ``i_col_a``) *and* the
-caller passes the simulated mean column current; otherwise every part is taken per read, at
-the characterized pattern's current, and the part's ``scaling`` field says so.
+Scaling to the simulated read (the choice, documented in docs/nnsim.md "Energy per inference"):
+the table is measured on fixed read patterns (attributes ``pattern``, ``pattern_i_ideal_a``:
+their mean ideal column current, ``pattern_active_rows``: their mean active rows) and its
+``scaling`` attribute says how each part moves with the read: array ``v_read I_col t_read``
+(proportional to the column current), TIA ``vdd (tia_iq_a + |I_col|) t_read`` (a fixed
+quiescent part plus a part proportional to the current), drivers proportional to the active
+rows. A part is scaled only where the table states its rule and carries the reference it needs
+*and* the caller passes the simulated quantity (``mean_column_current_a``,
+``mean_active_rows``); otherwise it is taken per read at the characterized pattern, and the
+part's ``scaling`` field says which was done. The dense analog path does not record its column
+currents yet, so there every part is per read at the pattern.
 
 For the dense analog path one column read is one conversion (every column read of a bit plane
 is converted), so ``column_reads_per_inference`` defaults to the conversion count.
@@ -51,7 +54,6 @@ CROSSBAR_NOT_CHARACTERIZED = (f"crossbar read (array + TIA + drivers): not chara
 ADC_NOT_CHARACTERIZED = (f"ADC: not characterized (no {ADC_ENERGY_J} / {ADC_ENERGY_BREAKDOWN_J} "
                          "at this resolution, or an ideal ADC)")
 SCALE_PER_READ = "per_read"
-SCALE_CURRENT = "column_current"
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class CrossbarReadEnergy:
         sources: Part -> where it comes from (table, corner, file, the table's source note).
         t_read_s: The read window the supply currents were integrated over (attribute).
         rows: Rows of the characterized column (attribute).
-        pattern: The cell pattern it was characterized on (attribute), e.g. ``random``.
-        array_scaling: ``"column_current"`` if the table says its array part scales with the
-            column current (with ``i_ref_a``), else ``"per_read"``.
-        i_ref_a: Column current of the characterized pattern (attribute ``i_col_a``) or None.
-        notes: The table's scaling notes (attribute ``scaling``), verbatim.
+        pattern: The cell patterns it was characterized on (attribute), verbatim.
+        scaling: Part -> the table's note on how it scales (attribute ``scaling``).
+        i_ref_a: Mean ideal column current of the patterns (``pattern_i_ideal_a``), or None.
+        active_rows_ref: Mean active rows of the patterns (``pattern_active_rows``), or None.
+        tia_iq_a: The TIA's quiescent current (``tia_iq_a``, an assumption of the
+            characterization), or None.
+        vdd_v: The supply of the point (for the TIA's fixed part ``vdd tia_iq_a t_read``).
     """
 
     parts_j: dict[str, float]
@@ -75,28 +79,73 @@ class CrossbarReadEnergy:
     t_read_s: float | None = None
     rows: int | None = None
     pattern: str = ""
-    array_scaling: str = SCALE_PER_READ
+    scaling: dict[str, str] = field(default_factory=dict)
     i_ref_a: float | None = None
-    notes: str = ""
-    attrs: dict[str, Any] = field(default_factory=dict, repr=False)
+    active_rows_ref: float | None = None
+    tia_iq_a: float | None = None
+    vdd_v: float | None = None
 
     @property
     def total_j(self) -> float:
         """J per column read, all parts."""
         return float(sum(self.parts_j.values()))
 
+    def rule(self, part: str) -> str:
+        """How ``part`` may be scaled to the simulated read: ``"current"`` (array),
+        ``"quiescent+current"`` (tia), ``"rows"`` (drivers), or ``"per_read"`` where the table
+        does not state it or lacks the reference."""
+        note = self.scaling.get(part, "").lower()
+        if part == "array" and "current" in note and self.i_ref_a:
+            return "current"
+        if part == "tia" and "current" in note and self.i_ref_a and None not in (
+                self.tia_iq_a, self.vdd_v, self.t_read_s):
+            return "quiescent+current"
+        if part == "drivers" and "rows" in note and self.active_rows_ref:
+            return "rows"
+        return SCALE_PER_READ
+
+    def at_read(self, part: str, i_col_a: float | None, active_rows: float | None
+                ) -> tuple[float, str]:
+        """``(J, how)`` of ``part`` for one read with mean ideal current ``i_col_a`` and
+        ``active_rows`` (None: not known; then per read at the pattern)."""
+        e = self.parts_j[part]
+        rule = self.rule(part)
+        at_pattern = (f"per read at the characterized pattern (mean "
+                      f"{_fmt(self.i_ref_a, 'A')}, {_fmt(self.active_rows_ref, 'active rows')}"
+                      f"{f', {self.rows}-row column' if self.rows else ''})")
+        if rule == "current" and _ok(i_col_a):
+            return e * i_col_a / self.i_ref_a, (f"x simulated mean column current "
+                                                f"{i_col_a:.4g} A / the pattern's "
+                                                f"{self.i_ref_a:.4g} A")
+        if rule == "quiescent+current" and _ok(i_col_a):
+            fixed = min(e, float(self.vdd_v) * float(self.tia_iq_a) * float(self.t_read_s))
+            return fixed + (e - fixed) * i_col_a / self.i_ref_a, (
+                f"quiescent {fixed * 1e12:.4g} pJ + the rest x simulated mean column current "
+                f"{i_col_a:.4g} A / the pattern's {self.i_ref_a:.4g} A")
+        if rule == "rows" and _ok(active_rows):
+            return e * active_rows / self.active_rows_ref, (
+                f"x simulated mean active rows {active_rows:.4g} / the pattern's "
+                f"{self.active_rows_ref:.4g}")
+        if rule != SCALE_PER_READ:
+            at_pattern += f"; the table allows scaling ({rule}), the simulator gave no value"
+        return e, at_pattern
+
     @classmethod
-    def from_table(cls, t: Any, where: str, src: str) -> CrossbarReadEnergy:
+    def from_table(cls, t: Any, where: str, src: str, vdd_v: float | None = None
+                   ) -> CrossbarReadEnergy:
         """From the table selected at one point (dims ``(part,)``).
 
         Args:
             t: ``crossbar/read_energy_j`` after selecting the PVT point (a ``Table``).
             where: The point, for the sources (e.g. ``tt/1.8 V/27 degC``).
             src: The file(s), for the sources.
+            vdd_v: The point's supply (the TIA's fixed part).
 
         Raises:
             ValueError: A part value is not finite and >= 0, or the table has no ``part`` axis.
         """
+        import json
+
         import numpy as np
 
         if "part" not in t.dims:
@@ -113,20 +162,39 @@ class CrossbarReadEnergy:
                 raise ValueError(f"{src}: table {t.name!r} at {where}, part={p}: {e} J is "
                                  "not a finite energy >= 0")
             parts[p] = float(e)
-            note = a.get(f"source_{p}", "crossbar characterization's SPICE supply currents")
-            sources[p] = f"{t.name} [part={p}] at {where} ({src}): {note}"
-        t_read = a.get("t_read_s")
-        i_ref = a.get("i_col_a")
-        scaling = str(a.get("array_scaling", SCALE_PER_READ))
-        ok_ref = i_ref is not None and math.isfinite(float(i_ref)) and float(i_ref) > 0
-        return cls(parts, sources,
-                   t_read_s=None if t_read is None else float(t_read),
+            note = a.get(f"source_{p}", "SPICE: supply current of the crossbar "
+                                        "characterization's column transient")
+            sources[p] = f"{t.name} [part={p}] at {where}: {note} ({src})"
+        sc = a.get("scaling", {})
+        if isinstance(sc, str):
+            try:
+                sc = json.loads(sc)
+            except ValueError:
+                sc = {}
+        sc = {str(k): str(v) for k, v in sc.items()} if isinstance(sc, dict) else {}
+        return cls(parts, sources, t_read_s=_num_attr(a, "t_read_s"),
                    rows=None if a.get("rows") is None else int(a["rows"]),
-                   pattern=str(a.get("pattern", "")),
-                   array_scaling=SCALE_CURRENT if scaling == SCALE_CURRENT and ok_ref
-                   else SCALE_PER_READ,
-                   i_ref_a=float(i_ref) if ok_ref else None,
-                   notes=str(a.get("scaling", "")), attrs=a)
+                   pattern=str(a.get("pattern", "")), scaling=sc,
+                   i_ref_a=_num_attr(a, "pattern_i_ideal_a"),
+                   active_rows_ref=_num_attr(a, "pattern_active_rows"),
+                   tia_iq_a=_num_attr(a, "tia_iq_a"),
+                   vdd_v=None if vdd_v is None else float(vdd_v))
+
+
+def _ok(x: float | None) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def _num_attr(a: dict[str, Any], key: str) -> float | None:
+    try:
+        v = float(a[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _fmt(x: float | None, unit: str) -> str:
+    return "? " + unit if x is None else f"{x:.4g} {unit}"
 
 
 def _adc_parts(adc: Any) -> tuple[dict[str, float], dict[str, str]] | None:
@@ -152,6 +220,7 @@ def energy_per_inference(conversions_per_inference: float, adc: Any,
                          crossbar: CrossbarReadEnergy | None = None, *,
                          column_reads_per_inference: float | None = None,
                          mean_column_current_a: float | None = None,
+                         mean_active_rows: float | None = None,
                          ) -> dict[str, Any] | None:
     """Energy per inference by part, each with its source.
 
@@ -164,8 +233,9 @@ def energy_per_inference(conversions_per_inference: float, adc: Any,
             ``crossbar/read_energy_j`` (listed under ``not_characterized``).
         column_reads_per_inference: Column reads per image; default the conversion count
             (dense analog: one conversion per column read).
-        mean_column_current_a: The simulated mean column current per read, A; used only
-            where the table allows scaling the array part with it (module docstring).
+        mean_column_current_a: The simulated mean ideal column current per read, A (scales
+            the array and TIA parts where the table allows it; module docstring).
+        mean_active_rows: The simulated mean active rows per read (scales the drivers).
 
     Returns:
         None when neither the ADC nor the crossbar has a characterized energy; else
@@ -186,24 +256,15 @@ def energy_per_inference(conversions_per_inference: float, adc: Any,
         for name, e in adc_p[0].items():
             parts.append({"part": name, "j_per_inference": n_conv * e, "j_per_event": e,
                           "events_per_inference": n_conv, "event": "conversion",
-                          "scaling": SCALE_PER_READ, "source": adc_p[1][name]})
+                          "scaling": "per conversion at the evaluated corner and resolution",
+                          "source": adc_p[1][name]})
     if crossbar is None:
         missing.append(CROSSBAR_NOT_CHARACTERIZED)
     else:
-        for name, e in crossbar.parts_j.items():
-            scale, how = 1.0, (f"per column read at the characterized pattern "
-                               f"({crossbar.pattern or 'pattern not stated'}"
-                               f"{f', {crossbar.rows} rows' if crossbar.rows else ''})")
-            if name == "array" and crossbar.array_scaling == SCALE_CURRENT:
-                if mean_column_current_a is not None and math.isfinite(mean_column_current_a):
-                    scale = float(mean_column_current_a) / float(crossbar.i_ref_a)
-                    how = (f"scaled by the simulated mean column current "
-                           f"{mean_column_current_a:.4g} A / the pattern's {crossbar.i_ref_a:.4g}"
-                           " A")
-                else:
-                    how += "; the table allows current scaling but no simulated current was given"
-            parts.append({"part": f"crossbar/{name}", "j_per_inference": n_read * e * scale,
-                          "j_per_event": e * scale, "events_per_inference": n_read,
+        for name in crossbar.parts_j:
+            e, how = crossbar.at_read(name, mean_column_current_a, mean_active_rows)
+            parts.append({"part": f"crossbar/{name}", "j_per_inference": n_read * e,
+                          "j_per_event": e, "events_per_inference": n_read,
                           "event": "column read", "scaling": how,
                           "source": crossbar.sources.get(name, CROSSBAR_READ_ENERGY)})
     if adc_p is None and crossbar is None:
@@ -214,21 +275,43 @@ def energy_per_inference(conversions_per_inference: float, adc: Any,
             "not_characterized": missing}
 
 
-def format_breakdown(b: dict[str, Any] | None, unit: str = "nJ") -> list[str]:
-    """Text lines of a breakdown (the CLI's and the report's wording): the total, then each
-    part with its share, then what is not characterized."""
+def short_source(source: str) -> str:
+    """``table [part=p]: KIND`` of a part's source (KIND: the note's first word where it is one
+    of SPICE / formula / estimate, as the characterization writes them), for one-line output."""
+    head, _, note = source.partition(": ")
+    kind = note.split(":", 1)[0].strip()
+    return f"{head}: {kind}" if kind in ("SPICE", "formula", "estimate") else head
+
+
+def format_breakdown(b: dict[str, Any] | None, unit: str = "nJ", *,
+                     full_sources: bool = False) -> list[str]:
+    """Text lines of a breakdown (the CLI's wording): the total, then each part with its
+    share and source (``short_source`` unless ``full_sources``), then what is not
+    characterized."""
     if not b:
         return ["energy per inference: not characterized"]
     f = {"pJ": 1e12, "nJ": 1e9, "uJ": 1e6}[unit]
     tot = b["total_j"]
-    head = (f"energy per inference: {f * tot:.4g} {unit}"
-            + ("" if b.get("complete", True) else " (incomplete: see below)"))
-    out = [head]
+    out = [f"energy per inference: {f * tot:.4g} {unit}"
+           + ("" if b.get("complete", True) else " (incomplete: see 'not characterized')")]
     for p in b["parts"]:
         share = p["j_per_inference"] / tot if tot > 0 else float("nan")
-        out.append(f"  {p['part']:<22} {f * p['j_per_inference']:>10.4g} {unit} "
+        src = p["source"] if full_sources else short_source(p["source"])
+        out.append(f"  {p['part']:<20} {f * p['j_per_inference']:>9.4g} {unit} "
                    f"({100 * share:4.1f} %; {p['j_per_event'] * 1e12:.4g} pJ x "
-                   f"{p['events_per_inference']:.4g} {p['event']}s) - {p['source']}")
+                   f"{p['events_per_inference']:.4g} {p['event']}s) - {src}")
     for m in b.get("not_characterized", []):
         out.append(f"  not characterized: {m}")
     return out
+
+
+def format_breakdown_line(b: dict[str, Any] | None, unit: str = "nJ") -> str:
+    """One line: the total and each part (for a sweep's per-point output); the sources are in
+    the JSON (``parts[].source``) and in ``format_breakdown``."""
+    if not b:
+        return "energy per inference: not characterized"
+    f = {"pJ": 1e12, "nJ": 1e9, "uJ": 1e6}[unit]
+    parts = " + ".join(f"{p['part']} {f * p['j_per_inference']:.3g}" for p in b["parts"])
+    miss = "".join(f"; {m.split(':')[0]}: not characterized"
+                   for m in b.get("not_characterized", []))
+    return f"energy per inference {f * b['total_j']:.4g} {unit} = {parts} ({unit}){miss}"

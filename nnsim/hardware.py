@@ -338,7 +338,7 @@ class HardwareModel:
                 re_t = re_t.sel(rows=hw.rows)
             try:
                 hw.read_energy = CrossbarReadEnergy.from_table(
-                    re_t, f"{process}/{vdd_v:g} V/{temp_c:g} degC", src)
+                    re_t, f"{process}/{vdd_v:g} V/{temp_c:g} degC", src, vdd_v=vdd_v)
             except ValueError as e:
                 raise HardwareModelError(str(e), table=CROSSBAR_READ_ENERGY) from None
         if adc_bits is not None:

@@ -9,8 +9,10 @@ Vocabulary (the same key means the same thing everywhere):
   sweep, so settings are paired); ``n_images``: images scored per chip;
 * ``conversions_per_inference``: ADC conversions per image; ``adc_energy_j_per_inference``:
   those times the characterized energy per conversion (None where not characterized);
-  ``energy_per_inference``: the same energy as a sum of parts (comparator, DAC reference, SAR
-  logic, sampling drive; crossbar read where characterized), each with its source;
+  ``energy_per_inference``: the whole read as a sum of parts (``nnsim.energy``: ADC
+  comparator, DAC reference, SAR logic, sampling drive per conversion; crossbar array, TIA,
+  drivers per column read), each with its source; what is not characterized is listed under
+  ``not_characterized`` (``complete`` false), never counted as 0;
 * ``digital``: which parts of the computation were not on crossbars (e.g. RAP's attention
   products), so no output reads as "all analog" when it is not.
 
@@ -97,7 +99,7 @@ class EvalPoint(_Mapping):
     timing: dict[str, Any] = field(default_factory=dict)
     energy_per_inference: dict[str, Any] | None = None
     """Energy per image as a sum of parts, each naming its source
-    (``characterization.adc.energy.energy_per_inference``); None where not characterized."""
+    (``nnsim.energy.energy_per_inference``); None where nothing is characterized."""
     correct: np.ndarray | None = field(default=None, repr=False, metadata={"json": False})
     """(chips, images) bool: image i right on chip c (for paired statistics; not written)."""
 

@@ -562,6 +562,10 @@ def _print_row(r: Any) -> None:
           f"accuracy {100 * r.accuracy_mean:.2f} %"
           f"{_pct_ci(r.accuracy_ci95)} (95 % CI over {r.chips} chips x {r.n_images} images; "
           f"digital {100 * r.digital_accuracy:.2f} %)", flush=True)
+    if r.energy_per_inference is not None:  # total and parts; sources in the JSON
+        from nnsim.energy import format_breakdown_line
+
+        print(f"  {format_breakdown_line(r.energy_per_inference)}", flush=True)
     for w in r.warnings:
         print(f"  warning: {w}", flush=True)
 

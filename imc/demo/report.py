@@ -16,14 +16,21 @@ import numpy as np
 
 from characterization.lookup.names import (
     ADC_CONVERSION_TIME_S,
+    ADC_ENERGY_BREAKDOWN_J,
     ADC_ENERGY_J,
     ADC_ENOB,
     ADC_NOISE_LSB,
     ADC_OFFSET_LSB,
     ADC_SINAD_DB,
+    ADC_VALIDATION_FLOOR_LSB,
+    ADC_VALIDATION_MAX_LSB,
+    ADC_VALIDATION_RMS_LSB,
+    CROSSBAR_READ_ENERGY,
     CROSSBAR_READ_TRANSFER,
     CROSSBAR_SENSING_MARGIN,
     CROSSBAR_WRITE_NOISE_FIT,
+    CROSSBAR_WRITE_NOISE_LEVELS,
+    CROSSBAR_WRITE_VERIFY_FAILURE,
 )
 from spicebridge.fileio import atomic_path, atomic_write_text
 
@@ -114,8 +121,102 @@ def circuit_summary(xbar: Path, adc: Path, vdd_v: float, temp_c: float) -> dict[
     val = ad.provenance.get("adc", {}).get("validation")
     if val:
         adcd["validation"] = {k: v for k, v in val.items() if not isinstance(v, (list, dict))}
+    if ADC_VALIDATION_RMS_LSB in ad:
+        adcd["validation_table"] = validation_table(ad, vdd_v)
+    if ADC_ENERGY_BREAKDOWN_J in ad:
+        eb = ad[ADC_ENERGY_BREAKDOWN_J]
+        adcd["energy_breakdown_j"] = {
+            str(c): {str(b): {str(p): _f(eb.sel(process=str(c), vdd_v=vdd_v, temp_c=temp_c,
+                                                bits=b, part=str(p)).data)
+                              for p in eb.coords["part"]} for b in bits}
+            for c in eb.coords["process"]}
+    cross.update(write_tables(xb, vdd_v))
+    if CROSSBAR_READ_ENERGY in xb:
+        re_t = xb[CROSSBAR_READ_ENERGY]
+        cross["read_energy_j"] = {
+            str(c): {str(p): _f(re_t.sel(process=str(c), vdd_v=vdd_v, temp_c=temp_c,
+                                         part=str(p)).data) for p in re_t.coords["part"]}
+            for c in re_t.coords["process"]} if "rows" not in re_t.dims else {}
     return {"crossbar": cross, "adc": adcd,
             "provenance": {"crossbar": _prov(xb.provenance), "adc": _prov(ad.provenance)}}
+
+
+def validation_table(ad: Any, vdd_v: float) -> dict[str, Any]:
+    """``adc/validation_rms_lsb`` (with its floor and max) per corner, temperature and
+    resolution at ``vdd_v``, each row marked ``above_target`` where the RMS error exceeds the
+    table's ``target_rms_lsb`` (issue 14: an error above target is said in the report)."""
+    rms = ad[ADC_VALIDATION_RMS_LSB]
+    target = _f(rms.attrs.get("target_rms_lsb"))
+    rows = []
+    for c in rms.coords["process"]:
+        for t in rms.coords["temp_c"]:
+            for b in rms.coords["bits"]:
+                at = dict(process=str(c), vdd_v=vdd_v, temp_c=float(t), bits=int(b))
+                row = {"corner": str(c), "temp_c": float(t), "bits": int(b),
+                       "rms_lsb": _f(rms.sel(**at).data)}
+                for key, name in (("floor_lsb", ADC_VALIDATION_FLOOR_LSB),
+                                  ("max_lsb", ADC_VALIDATION_MAX_LSB)):
+                    row[key] = _f(ad[name].sel(**at).data) if name in ad else None
+                row["above_target"] = (None if target is None or row["rms_lsb"] is None
+                                       else row["rms_lsb"] > target)
+                rows.append(row)
+    return {"target_rms_lsb": target, "rows": rows,
+            "above_target": [r for r in rows if r["above_target"]]}
+
+
+def write_tables(xb: Any, vdd_v: float) -> dict[str, Any]:
+    """The crossbar's per-level programming bias (``crossbar/write_noise_levels``: mean
+    programmed - target, its spread and sample count) and the write-verify failure fraction
+    (``crossbar/write_verify_failure``) per corner and temperature at ``vdd_v``; empty for
+    files without them."""
+    out: dict[str, Any] = {}
+    if CROSSBAR_WRITE_NOISE_LEVELS in xb:
+        t = xb[CROSSBAR_WRITE_NOISE_LEVELS]
+        stats = [str(s) for s in t.coords["stat"]]
+        bias: dict[str, Any] = {}
+        for c in t.coords["process"]:
+            for tc in t.coords["temp_c"]:
+                for m in t.coords["mode"]:
+                    for lv in t.coords["level"]:
+                        at = t.sel(process=str(c), vdd_v=vdd_v, temp_c=float(tc), mode=str(m),
+                                   level=lv)
+                        bias.setdefault(str(c), {}).setdefault(f"{float(tc):g}", {}).setdefault(
+                            str(m), {})[str(int(lv))] = {
+                                s: _f(at.sel(stat=s).data) for s in stats}
+        out["write_bias"] = {"calibrate": str(t.attrs.get("calibrate", "")),
+                             "level_g_s": [float(g) for g in t.attrs.get("level_g_s", [])],
+                             "by_corner": bias}
+    if CROSSBAR_WRITE_VERIFY_FAILURE in xb:
+        t = xb[CROSSBAR_WRITE_VERIFY_FAILURE]
+        fail: dict[str, Any] = {}
+        for c in t.coords["process"]:
+            for tc in t.coords["temp_c"]:
+                at = t.sel(process=str(c), vdd_v=vdd_v, temp_c=float(tc))
+                fail.setdefault(str(c), {})[f"{float(tc):g}"] = {
+                    str(int(lv)): _f(at.sel(level=lv).data) for lv in t.coords["level"]}
+        out["verify_failure"] = {"by_corner": fail,
+                                 "pulse_budget": t.attrs.get("pulse_budget")}
+    return out
+
+
+def energy_parts(b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An evaluation's ``energy_per_inference`` in ``nnsim.energy``'s shape (``parts`` a list
+    of ``{part, j_per_inference, j_per_event, events_per_inference, source}``,
+    ``not_characterized``); runs made before it (``parts`` keyed ``adc_<part>``,
+    ``not_included``) are read too."""
+    if not b:
+        return None
+    parts = b.get("parts")
+    if isinstance(parts, dict):  # before nnsim.energy: ADC parts only
+        n = _f(b.get("conversions_per_inference"))
+        lst = [{"part": k.replace("adc_", "adc/", 1).replace("crossbar_", "crossbar/", 1),
+                "j_per_inference": _f(v.get("j")), "j_per_event": _f(v.get("j_per_conversion")),
+                "events_per_inference": n, "event": "conversion", "source": v.get("source")}
+               for k, v in parts.items()]
+        missing = list(b.get("not_included", []))
+        return {"total_j": _f(b.get("total_j")), "complete": not missing,
+                "conversions_per_inference": n, "parts": lst, "not_characterized": missing}
+    return dict(b)
 
 
 def _prov(p: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +277,8 @@ def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str,
         "digital_accuracy_same_images": _f(r["digital_accuracy"]),
         "clipformer": s["clipformer"], "warnings": r["warnings"], "digital": r["digital"],
         "conversions_per_inference": _f(r["conversions_per_inference"]),
-        "adc_energy_j_per_inference": _f(r["adc_energy_j_per_inference"]), "source": source}
+        "adc_energy_j_per_inference": _f(r["adc_energy_j_per_inference"]),
+        "energy_per_inference": energy_parts(r.get("energy_per_inference")), "source": source}
 
 
 def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
@@ -201,6 +303,7 @@ def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
             "digital": m["digital"], "warnings": m["warnings"],
             "conversions_per_inference": _f(m["conversions_per_inference"]),
             "adc_energy_j_per_inference": _f(m["adc_energy_j_per_inference"]),
+            "energy_per_inference": energy_parts(m.get("energy_per_inference")),
             "source": source}
 
 
@@ -625,12 +728,19 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
         w(f"| ENOB {c} | " + " | ".join(_n(ad["enob"][c].get(str(b)), 2) for b in bits) + " |")
     w(f"| energy {ad['energy_j_corner']} (pJ) | "
       + " | ".join(_n(1e12 * ad["energy_j"][str(b)], 2) for b in bits) + " |")
-    if "validation" in ad:
+    eb = ad.get("energy_breakdown_j", {}).get(ad["energy_j_corner"], {})
+    for part in (list(next(iter(eb.values()))) if eb else []):
+        w(f"| - {part} (pJ) | " + " | ".join(
+            _n(1e12 * (eb.get(str(b), {}).get(part) or math.nan), 2) for b in bits) + " |")
+    if "validation_table" in ad:
+        _validation_markdown(ad["validation_table"], w)
+    elif "validation" in ad:
         v = ad["validation"]
         w(f"\nThe behavioural SAR model (driven by SPICE-extracted comparator and DAC "
           f"parameters) was checked against transistor-level SPICE conversions: "
           f"{_n(v.get('rms_lsb'), 3)} LSB RMS threshold error "
           f"(max {_n(v.get('max_lsb'), 3)} LSB; target 0.1 LSB RMS).")
+    _write_tables_markdown(cb, w)
     for name, title in (("crossbar_write_noise.png", "write noise"),
                         ("crossbar_read_transfer.png", "read transfer"),
                         ("adc_transfer_dnl_inl.png", "ADC DNL/INL"),
@@ -702,12 +812,156 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
     raps = _rows(r["accuracy"], method="rap")
     if raps:
         w(f"\nRAP: {raps[0]['crossbar']}. Digital in RAP: {'; '.join(raps[0]['digital'])}.\n")
+    _energy_markdown(r, w)
     _vat_markdown(r, w)
     w("\n## Reproduce\n")
     w("`make demo` (or `spicebridge demo --out runs/demo`) re-runs only what is missing; "
       "`spicebridge demo --redo` recomputes the evaluations. Each step's command above runs "
       "it alone. `report.json` holds every number on this page.\n")
     return "\n".join(L) + "\n"
+
+
+def _validation_markdown(v: dict[str, Any], w: Any) -> None:
+    """The ADC validation per corner, temperature and resolution, above-target rows marked."""
+    t = v["target_rms_lsb"]
+    w("\nBehavioural SAR thresholds against the transistor-level SPICE SAR's code transitions "
+      "on the same die (`adc/validation_rms_lsb`, `adc/validation_max_lsb`), next to the "
+      "floor of the measurement method itself (`adc/validation_floor_lsb`)"
+      + (f"; target {_n(t, 2)} LSB RMS" if t is not None else "") + ":\n")
+    w("| corner | temperature (°C) | bits | RMS error (LSB) | max error (LSB) | method floor "
+      "(LSB) | against target |\n|---|---|---|---|---|---|---|")
+    for row in v["rows"]:
+        mark = {True: "**above target**", False: "within", None: "-"}[row["above_target"]]
+        w(f"| {row['corner']} | {row['temp_c']:g} | {row['bits']} | {_n(row['rms_lsb'], 3)} | "
+          f"{_n(row['max_lsb'], 3)} | {_n(row['floor_lsb'], 4)} | {mark} |")
+    above = v["above_target"]
+    if above:
+        pts = ", ".join(f"{a['corner']}/{a['temp_c']:g} °C/{a['bits']} bits" for a in above)
+        w(f"\n**The validation error is above target at {len(above)} of {len(v['rows'])} "
+          f"points** ({pts}): the behavioural model does not reproduce the SPICE SAR's "
+          "thresholds to the target there.")
+    elif t is not None:
+        w(f"\nWithin target at every characterized point ({len(v['rows'])}).")
+
+
+def _write_tables_markdown(cb: dict[str, Any], w: Any) -> None:
+    """Per-level programming bias and write-verify failure, per corner and temperature."""
+    wb = cb.get("write_bias")
+    if wb:
+        levels = sorted({lv for temps in wb["by_corner"].values() for modes in temps.values()
+                         for lvs in modes.values() for lv in lvs}, key=int)
+        w(f"\nWrite programming bias per level (`crossbar/write_noise_levels`: mean programmed "
+          f"conductance - target, ± its spread, µS; pulses calibrated "
+          f"{wb['calibrate'] or 'as the file says'}; the simulator adds the bias once, unscaled):"
+          "\n")
+        w("| corner | temperature (°C) | mode | " + " | ".join(f"level {lv}" for lv in levels)
+          + " | samples per level |\n|---|---|---|" + "---|" * (len(levels) + 1))
+        for c in [c for c in CORNER_ORDER if c in wb["by_corner"]]:
+            for tc, modes in wb["by_corner"][c].items():
+                for m, lvs in modes.items():
+                    cells = []
+                    for lv in levels:
+                        x = lvs.get(lv, {})
+                        b, sd = _f(x.get("bias_s")), _f(x.get("std_s"))
+                        cells.append("-" if b is None else f"{1e6 * b:+.2f}"
+                                     + ("" if sd is None else f" ± {1e6 * sd:.2f}"))
+                    n = {_f(x.get("n")) for x in lvs.values()} - {None}
+                    w(f"| {c} | {tc} | {m} | " + " | ".join(cells) + " | "
+                      + ("/".join(f"{x:g}" for x in sorted(n)) or "-") + " |")
+    vf = cb.get("verify_failure")
+    if vf:
+        levels = sorted({lv for temps in vf["by_corner"].values() for lvs in temps.values()
+                         for lv in lvs}, key=int)
+        w("\nWrite-verify failure (`crossbar/write_verify_failure`: fraction of write-verify "
+          "cells that never reached their level within the pulse budget):\n")
+        w("| corner | temperature (°C) | " + " | ".join(f"level {lv}" for lv in levels)
+          + " |\n|---|---|" + "---|" * len(levels))
+        cells = (wb or {}).get("by_corner", {})
+        for c in [c for c in CORNER_ORDER if c in vf["by_corner"]]:
+            for tc, lvs in vf["by_corner"][c].items():
+                row = []
+                for lv in levels:
+                    x = _f(lvs.get(lv))
+                    n = _f(cells.get(c, {}).get(tc, {}).get("verify", {}).get(lv, {}).get("n"))
+                    row.append("-" if x is None else f"{100 * x:.1f} %"
+                               + ("" if n is None else f" ({round(x * n):d}/{n:g})"))
+                w(f"| {c} | {tc} | " + " | ".join(row) + " |")
+
+
+def _energy_markdown(r: dict[str, Any], w: Any) -> None:
+    """Energy per inference by part: the nominal dense point in full (with sources), then every
+    evaluated setting's parts (dense analog once per corner, temperature and resolution; RAP
+    sparse and dense)."""
+    from nnsim.energy import short_source
+
+    acc, st = r["accuracy"], r["settings"]
+    rows = [(k, v) for k, v in acc.items() if k not in ("digital", "comparisons")
+            and v.get("energy_per_inference")]
+    if not rows:
+        return
+    w("\n## Energy per inference\n")
+    w("Energy per image = each ADC part's energy per conversion (`adc/energy_breakdown_j` at "
+      "the evaluated corner and resolution) x the conversions the simulator counted, + each "
+      "crossbar read part's energy per column read (`crossbar/read_energy_j`: array, TIA, "
+      "drivers) x the column reads (`nnsim.energy`). Energy does not depend on the write noise "
+      "(gamma) or ClipFormer, so the dense analog path is listed once per corner, temperature "
+      "and resolution.\n")
+    bits = int(st.get("demo_bits", 6))
+    nominal = next((v for k, v in rows if k == setting_key("analog", 1.0, "tt", bits)),
+                   rows[0][1])
+    e = nominal["energy_per_inference"]
+    tot = e["total_j"] or 0.0
+    w(f"At `{next(k for k, v in rows if v is nominal)}` ({_count(e['conversions_per_inference'])}"
+      f" conversions per image): **{1e6 * tot:.3g} µJ per image**"
+      + ("" if e.get("complete", True) else " (incomplete: see below)") + ".\n")
+    w("| part | per event (pJ) | events per image | per image (µJ) | share | source |\n"
+      "|---|---|---|---|---|---|")
+    for p in e["parts"]:
+        j = p["j_per_inference"] or 0.0
+        w(f"| {p['part']} | {_n(1e12 * (p['j_per_event'] or 0.0), 3)} | "
+          f"{_count(p['events_per_inference'])} {p.get('event', 'conversion')}s | "
+          f"{1e6 * j:.3g} | {100 * j / tot if tot else float('nan'):.1f} % | "
+          f"{short_source(p['source'] or '')} |")
+    for m in e.get("not_characterized", []):
+        w(f"| **{m.split(':')[0]}** | - | - | **not characterized** | - | {m} |")
+    names: list[str] = []
+    for _, v in rows:
+        for p in v["energy_per_inference"]["parts"]:
+            if p["part"] not in names:
+                names.append(p["part"])
+    missing = sorted({m.split(":")[0] for _, v in rows
+                      for m in v["energy_per_inference"].get("not_characterized", [])})
+    w("\nEvery evaluated setting (µJ per image):\n")
+    w("| setting | conversions per image | " + " | ".join(names)
+      + "".join(f" | {m}" for m in missing) + " | total |\n|---|---|"
+      + "---|" * (len(names) + len(missing) + 1))
+    seen = set()
+    order = {c: i for i, c in enumerate(CORNER_ORDER)}
+    rows.sort(key=lambda kv: (kv[1]["method"] not in ("analog", "analog+clipformer"),
+                              kv[1]["method"], order.get(kv[1]["corner"], 99),
+                              kv[1].get("temp_c") or 0.0, kv[1]["bits"]))
+    for _k, v in rows:
+        if v["method"] in ("analog", "analog+clipformer"):
+            ident = ("analog", v["corner"], v.get("temp_c"), v["bits"])
+            if ident in seen:
+                continue
+            seen.add(ident)
+            label = f"dense analog, {v['corner']}, {v.get('temp_c', st['temp_c']):g} °C, " \
+                    f"{v['bits']} bits"
+        else:
+            label = f"{'RAP sparse' if v['method'] == 'rap' else 'RAP dense'}, {v['corner']}, " \
+                    f"{v['bits']} bits"
+        ev = v["energy_per_inference"]
+        by = {p["part"]: p["j_per_inference"] for p in ev["parts"]}
+        miss = {m.split(":")[0] for m in ev.get("not_characterized", [])}
+        w(f"| {label} | {_count(ev['conversions_per_inference'])} | "
+          + " | ".join("-" if by.get(n) is None else f"{1e6 * by[n]:.3g}" for n in names)
+          + "".join(" | not characterized" if m in miss else " | -" for m in missing)
+          + f" | {1e6 * (ev['total_j'] or 0.0):.3g}"
+          + ("" if ev.get("complete", True) else " (incomplete)") + " |")
+    if missing:
+        w(f"\n**Not characterized: {'; '.join(missing)}.** The totals above leave "
+          "it out (they are not the whole read).")
 
 
 # the comparisons that are circuit decisions (corner, supply, temperature, ADC resolution) and
@@ -737,6 +991,11 @@ def _decisions_markdown(comps: list[dict[str, Any]], w: Any) -> None:
         change = c["name"].split(" ", 1)[1] if " " in c["name"] else c["name"]
         w(f"| {_DECISIONS[axis]} | {change} | {c['b']} | {100 * c['difference_mean']:+.1f} "
           f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {'yes' if lo > 0 or hi < 0 else 'no'} |")
+
+
+def _count(x: Any) -> str:
+    v = _f(x)
+    return "-" if v is None else f"{v:,.0f}"
 
 
 def _n(x: Any, digits: int = 3) -> str:

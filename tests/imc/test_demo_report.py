@@ -86,3 +86,144 @@ def test_report_has_the_promised_keys_tables_and_plots(demo_inputs):
     assert acc["analog/gamma=1/corner=tt/bits=6"]["temp_c"] == 27.0
     table = text.split("### Which circuit decision moved accuracy", 1)[1]
     assert "| temperature | 85.0 vs 27.0 |" in table and "| process corner |" in table
+
+
+# ---- issue 13/14 report tables: ADC validation per corner, write bias, verify failure, energy
+
+XB_PARTS = ("array", "tia", "drivers")
+
+
+@pytest.fixture(scope="module")
+def report_lookups(tmp_path_factory):
+    """Synthetic files plus the issue-13/14 tables in their real format, with planted values:
+    the ADC validation error is above its 0.1 LSB target only at ss/85 degC/8 bits; level 2
+    single-shot writes at ff/85 degC are biased +1.23 uS; 3 of 8 verify cells fail level 3 at
+    tt/-40 degC; the read energy is 1.5 / 0.4 / 0.1 pJ per column read (array / TIA / drivers)
+    x a per-corner factor."""
+    import numpy as np
+
+    from characterization.adc.characterize import ENERGY_PARTS, ENERGY_SOURCES
+    from characterization.lookup import Table, read_lookup, write_lookup
+    from nnsim.synthetic import write_synthetic_adc, write_synthetic_crossbar
+
+    d = tmp_path_factory.mktemp("report_tables")
+    xf = read_lookup(write_synthetic_crossbar(d / "xb0.h5", seed=1))
+    af = read_lookup(write_synthetic_adc(d / "adc0.h5", seed=2, bits=(4, 6)))
+    ref = xf["crossbar/read_transfer"]
+    pvt = ref.dims[:3]
+    base = {k: ref.coords[k] for k in pvt}
+    cu = {k: ref.coord_units[k] for k in pvt}
+    shape = tuple(len(base[k]) for k in pvt)
+    procs = [str(p) for p in base["process"]]
+    temps = [float(t) for t in base["temp_c"]]
+    p, v, t = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    f = 1.0 + 0.1 * p + 0.05 * v + 0.02 * t
+    energy = Table("crossbar/read_energy_j", f[..., None] * np.array([1.5e-12, 0.4e-12, 0.1e-12]),
+                   (*pvt, "part"), {**base, "part": np.asarray(XB_PARTS)}, "J",
+                   {**cu, "part": "1"}, {"t_read_s": 10e-9, "rows": 64, "pattern": "random"})
+    lv = np.arange(4)
+    stats = np.zeros((*shape, 2, 4, 4))  # stat: bias_s, k, std_s, n
+    stats[..., 2] = 0.2e-6
+    stats[..., 3] = 8
+    stats[procs.index("ff"), :, temps.index(85.0), 0, 2, 0] = 1.23e-6
+    levels = Table("crossbar/write_noise_levels", stats, (*pvt, "mode", "level", "stat"),
+                   {**base, "mode": np.asarray(["single", "verify"]), "level": lv,
+                    "stat": np.asarray(["bias_s", "k", "std_s", "n"])}, "S", cu,
+                   {"calibrate": "per_corner"})
+    fail = np.zeros((*shape, 4))
+    fail[procs.index("tt"), :, temps.index(-40.0), 3] = 3 / 8
+    verify = Table("crossbar/write_verify_failure", fail, (*pvt, "level"), {**base, "level": lv},
+                   "1", cu)
+    xbar = write_lookup(d / "crossbar.h5", [*xf.tables.values(), energy, levels, verify],
+                        xf.provenance)
+    e = af["adc/energy_j"]
+    frac = np.array([0.4, 0.3, 0.2, 0.1])
+    eb = Table("adc/energy_breakdown_j", e.data[..., None] * frac, (*e.dims, "part"),
+               {**e.coords, "part": np.asarray(ENERGY_PARTS)}, "J", {**e.coord_units, "part": "1"},
+               {**e.attrs, **{f"source_{q}": ENERGY_SOURCES[q] for q in ENERGY_PARTS}})
+    rms = np.full((*shape, 2), 0.05)
+    rms[procs.index("ss"), :, temps.index(85.0), 1] = 0.15
+    val = [Table(name, data, (*pvt, "bits"), {**base, "bits": np.array([6, 8])}, "LSB",
+                 {**cu, "bits": "1"}, {"target_rms_lsb": 0.1})
+           for name, data in (("adc/validation_rms_lsb", rms),
+                              ("adc/validation_floor_lsb", np.full((*shape, 2), 0.004)),
+                              ("adc/validation_max_lsb", rms * 1.3))]
+    adc = write_lookup(d / "adc.h5", [*af.tables.values(), eb, *val], af.provenance)
+    return d, xbar, adc
+
+
+def test_report_marks_validation_above_target_and_shows_write_and_energy_tables(
+        report_lookups, tiny_digits_model, capsys):
+    from pathlib import Path
+
+    import numpy as np
+
+    from characterization.lookup import read_lookup
+    from imc.cli import main
+    from imc.demo.report import write_report
+
+    d, xbar, adc = report_lookups
+    _, meta = tiny_digits_model
+    evals = d / "eval"
+    evals.mkdir(exist_ok=True)
+    assert main(["evaluate", "--model", "digits-tiny", "--cache-dir",
+                 str(Path(meta["path"]).parent), "--lookup", str(xbar), "--lookup", str(adc),
+                 "--process", "tt", "--vdd-v", "1.8", "--temp-c", "27", "--bits", "6",
+                 "--chips", "1", "--limit", "10", "--quiet",
+                 "--json", str(evals / "corners.json")]) == 0
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if "energy per inference" in ln]
+    md = write_report(d, xbar=xbar, adc=adc, fits_path=d / "none.json", fit_dir=d / "none",
+                      evals=evals, steps=[], wall_s=1.0,
+                      settings=dict(jobs=1, chips=1, seed=0, vdd_v=1.8, temp_c=27.0,
+                                    clip_alpha=2.0, clip_beta=0.5, demo_bits=6,
+                                    machine="test"))
+    r = json.loads((d / "report.json").read_text())
+    text = md.read_text()
+    # ADC validation: every (corner, temperature, bits) row; only the planted one above target
+    vt = r["adc"]["validation_table"]
+    assert len(vt["rows"]) == 3 * 3 * 2
+    assert [(a["corner"], a["temp_c"], a["bits"]) for a in vt["above_target"]] == \
+        [("ss", 85.0, 8)]
+    assert text.count("**above target**") == 1
+    assert "| ss | 85 | 8 | 0.150 | 0.195 | 0.0040 | **above target** |" in text
+    assert "above target at 1 of 18 points" in text
+    # write bias (uS) and verify failure (fraction, with the count of cells)
+    assert "| ff | 85 | single | +0.00 ± 0.20 | +0.00 ± 0.20 | +1.23 ± 0.20 |" in text
+    assert "| tt | -40 | 0.0 % (0/8) | 0.0 % (0/8) | 0.0 % (0/8) | 37.5 % (3/8) |" in text
+    # energy per inference: the evaluated point's parts, crossbar read included, and its total
+    # is the simulator's count x the raw tables at tt/1.8 V/27 degC (index arithmetic)
+    pt = r["accuracy"]["analog/gamma=1/corner=tt/bits=6"]
+    ep = pt["energy_per_inference"]
+    xe = read_lookup(xbar)["crossbar/read_energy_j"]
+    ae = read_lookup(adc)["adc/energy_j"]
+
+    def ix(t, **at):
+        return tuple([list(map(lambda c: c.item() if hasattr(c, "item") else c,
+                               t.coords[k])).index(at[k]) if k in at else slice(None)
+                      for k in t.dims])
+
+    e_read = float(xe.data[ix(xe, process="tt", vdd_v=1.8, temp_c=27.0)].sum())
+    e_conv = float(np.nanmean(ae.data[ix(ae, process="tt", vdd_v=1.8, temp_c=27.0, bits=6)]))
+    n = pt["conversions_per_inference"]
+    assert ep["total_j"] == pytest.approx(n * (e_read + e_conv), rel=1e-9, abs=0)
+    assert ep["complete"] and [p["part"] for p in ep["parts"]][-3:] == \
+        [f"crossbar/{q}" for q in XB_PARTS]
+    sec = text.split("## Energy per inference", 1)[1]
+    assert "crossbar/array" in sec and "not characterized" not in sec
+    assert f"**{1e6 * ep['total_j']:.3g} µJ per image**" in sec
+    # the CLI's text output: the total and every part on one line per point
+    assert len(printed) == 1 and f"{1e9 * ep['total_j']:.4g} nJ" in printed[0]
+    assert all(p["part"] in printed[0] for p in ep["parts"])
+
+
+def test_report_reads_the_energy_breakdown_of_older_runs():
+    from imc.demo.report import energy_parts
+
+    old = {"total_j": 3e-6, "conversions_per_inference": 1e6,
+           "parts": {"adc_comparator": {"j": 1e-6, "j_per_conversion": 1e-12, "source": "SPICE"},
+                     "adc_sar_logic": {"j": 2e-6, "j_per_conversion": 2e-12, "source": "x"}},
+           "not_included": ["crossbar read (array + TIA + drivers): no table"]}
+    e = energy_parts(old)
+    assert [p["part"] for p in e["parts"]] == ["adc/comparator", "adc/sar_logic"]
+    assert e["parts"][1]["j_per_inference"] == 2e-6 and not e["complete"]
+    assert e["not_characterized"] == old["not_included"]

@@ -25,6 +25,11 @@ from nnsim.energy import (
 from nnsim.hardware import AdcModel, HardwareModel
 
 XBAR_PARTS = ("array", "tia", "drivers")
+#: The crossbar writer's ``scaling`` attribute (characterization.crossbar.run).
+SCALING = {"array": "proportional to the column current: v_read * I_col * t_read",
+           "tia": "vdd * (tia_iq_a + |I_col|) * t_read: the quiescent part is fixed, the output "
+                  "part proportional to the column current",
+           "drivers": "proportional to the active rows: vdd * Q_gate(vdd) per active row"}
 ADC_FRAC = np.array([0.4, 0.3, 0.2, 0.1])
 
 
@@ -49,8 +54,9 @@ def energy_lookups(synthetic_lookups, tmp_path_factory):
     xe = Table(CROSSBAR_READ_ENERGY, _xbar_energy(shape), (*pvt, "part"),
                {**{k: ref.coords[k] for k in pvt}, "part": np.asarray(XBAR_PARTS)}, "J",
                {**{k: ref.coord_units[k] for k in pvt}, "part": "1"},
-               {"t_read_s": 10e-9, "rows": 64, "pattern": "random (test)",
-                "scaling": "test table", "source_array": "test: array supply"})
+               {"t_read_s": 100e-9, "rows": 64, "pattern": "random (test)",
+                "pattern_i_ideal_a": 20e-6, "pattern_active_rows": 32.0, "tia_iq_a": 2e-6,
+                "scaling": SCALING, "source_array": "test: array supply"})
     xbar = write_lookup(d / "crossbar.h5", [*xf.tables.values(), xe], xf.provenance)
     af = read_lookup(synthetic_lookups[1])
     e = af["adc/energy_j"]
@@ -81,7 +87,8 @@ def test_total_is_the_sum_of_named_parts_and_each_names_its_source():
                                    "sar_logic": 2e-13, "sampling_drive": 1e-13},
                    energy_sources=dict(ENERGY_SOURCES))
     xb = CrossbarReadEnergy({"array": 1.5e-12, "tia": 4e-13, "drivers": 1e-13},
-                            {"array": "a", "tia": "t", "drivers": "d"}, pattern="random")
+                            {"array": "a", "tia": "t", "drivers": "d"}, pattern="random",
+                            scaling=SCALING)
     b = energy_per_inference(1000.0, adc, xb)
     assert b["complete"] and not b["not_characterized"]
     assert [p["part"] for p in b["parts"]] == [
@@ -109,17 +116,23 @@ def test_total_is_the_sum_of_named_parts_and_each_names_its_source():
     assert b4["total_j"] == pytest.approx(2.0e-11, rel=1e-12, abs=0) and not b4["complete"]
 
 
-def test_array_part_scales_with_column_current_only_where_the_table_allows_it():
-    xb = CrossbarReadEnergy({"array": 2e-12, "tia": 1e-12}, {}, array_scaling="column_current",
-                            i_ref_a=10e-6)
-    b = energy_per_inference(1.0, None, xb, mean_column_current_a=2.5e-6)
-    arr = next(p for p in b["parts"] if p["part"] == "crossbar/array")
-    tia = next(p for p in b["parts"] if p["part"] == "crossbar/tia")
-    assert arr["j_per_inference"] == pytest.approx(0.5e-12, rel=1e-12, abs=0)  # 2 pJ x 1/4
-    assert tia["j_per_inference"] == pytest.approx(1e-12, rel=1e-12, abs=0)  # per read
-    assert "scaled" in arr["scaling"]
-    # a per-read table ignores the current
-    per_read = CrossbarReadEnergy({"array": 2e-12}, {})
+def test_parts_scale_to_the_simulated_read_only_where_the_table_says_how():
+    # tia: fixed vdd * iq * t_read = 1.8 V * 2 uA * 100 ns = 0.36 pJ, the rest ~ current
+    xb = CrossbarReadEnergy({"array": 2e-12, "tia": 1e-12, "drivers": 0.4e-12}, {},
+                            t_read_s=100e-9, scaling=SCALING, i_ref_a=10e-6,
+                            active_rows_ref=32.0, tia_iq_a=2e-6, vdd_v=1.8)
+    b = energy_per_inference(1.0, None, xb, mean_column_current_a=2.5e-6, mean_active_rows=8.0)
+    got = {p["part"]: p["j_per_inference"] for p in b["parts"]}
+    assert got["crossbar/array"] == pytest.approx(0.5e-12, rel=1e-12, abs=0)  # 2 pJ x 1/4
+    assert got["crossbar/tia"] == pytest.approx(0.36e-12 + 0.64e-12 / 4, rel=1e-12, abs=0)
+    assert got["crossbar/drivers"] == pytest.approx(0.1e-12, rel=1e-12, abs=0)  # x 8/32
+    assert all("simulated" in p["scaling"] for p in b["parts"])
+    # no simulated current / rows: per read at the pattern, and said so
+    b0 = energy_per_inference(1.0, None, xb)
+    assert b0["total_j"] == pytest.approx(3.4e-12, rel=1e-12, abs=0)
+    assert all("per read at the characterized pattern" in p["scaling"] for p in b0["parts"])
+    # a table that does not say how (no scaling attribute): per read even with a current
+    per_read = CrossbarReadEnergy({"array": 2e-12}, {}, i_ref_a=10e-6)
     b2 = energy_per_inference(1.0, None, per_read, mean_column_current_a=2.5e-6)
     assert b2["parts"][0]["j_per_inference"] == pytest.approx(2e-12, rel=1e-12, abs=0)
 
@@ -133,7 +146,10 @@ def test_from_lookup_reads_the_read_energy_at_the_evaluated_corner(energy_lookup
         assert hw.read_energy is not None
         for i, p in enumerate(XBAR_PARTS):
             assert hw.read_energy.parts_j[p] == pytest.approx(raw[i], rel=1e-12, abs=0)
-        assert hw.read_energy.t_read_s == pytest.approx(10e-9) and hw.read_energy.rows == 64
+        assert hw.read_energy.t_read_s == pytest.approx(100e-9) and hw.read_energy.rows == 64
+        assert hw.read_energy.i_ref_a == pytest.approx(20e-6)
+        assert hw.read_energy.vdd_v == pytest.approx(corner[1])
+        assert hw.read_energy.rule("tia") == "quiescent+current"
         assert "test: array supply" in hw.read_energy.sources["array"]
         assert corner[0] in hw.read_energy.sources["tia"]
     # a file without the table: None (reported as not characterized downstream)
