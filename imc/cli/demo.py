@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``demo`` to the command line."""
     p = sub.add_parser(
         "demo", help="run everything on built-in defaults: characterize, fit, train, evaluate, "
-        "report (about 10 minutes on 2 cores; resumable)",
+        "report (about half an hour on 2 cores; each step's time in OUT/report.json; resumable)",
         description="Run every step in this process, each resumable, so a second run reuses "
         "what is done:\n\n"
         "1. characterize crossbar and adc (--preset quick, three process corners) into "
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loop;\n\n"
         "3. train --dataset digits (or the cached checkpoint);\n\n"
         "4. evaluate: digital, analog, analog + ClipFormer and RAP across gamma, corner and "
-        "ADC bits;\n\n"
+        "ADC bits, every analog setting on all test images and --chips chips (RAP: 90 images "
+        "on 2 chips); a setting two steps share is simulated once;\n\n"
         "5. OUT/report.md, OUT/report.json and the PNG plots.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder "
                    "(default runs/demo)")
