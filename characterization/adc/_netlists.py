@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -239,12 +240,16 @@ def comparator_noise_deck(process: str, vdd_v: float, temp_c: float, sizing: Com
 def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing, *,
              caps_f: list[float], c_dummy_f: float, c_par_f: float, vref_v: float,
              conversions: int, vin_lo_v: float, vin_hi_v: float, tclk_s: float = 4e-9,
-             vcm_rel: float = 0.6, vin_steps_v: list[float] | None = None) -> str:
+             vcm_rel: float = 0.6, vin_steps_v: list[float] | None = None,
+             switches: SwitchSizing | None = None) -> str:
     """Full transistor-level SAR conversion of a 2-point input ramp.
 
-    CDAC with top-plate sampling to ``vcm`` (B-source switch conductance), bottom plates
-    driven to ``vin`` while sampling and to ``q_i * vref`` after; the bottom plates move
-    300 ps after the top plate opens (``d_buffer``), as ngspice.md bug 1 requires. The
+    CDAC with top-plate sampling to ``vcm``, bottom plates on ``vin`` while sampling and on
+    ``q_i * vref`` after; the bottom plates move 300 ps after the top plate opens
+    (``d_buffer``: bottom-plate sampling, and ngspice.md bug 1). The switches are sky130
+    transistors (``frontend_lines``: top-plate transmission gate, per bottom plate a
+    transmission gate to vin, an NMOS to ground and a PMOS to a ``Vref`` source), or, with
+    ``switches=None``, ideal B-sources (the earlier deck: what the switches add). The
     StrongARM (sky130) compares ``top`` against ``vcm``; its decision is held by a
     ``d_dlatch`` during reset. SAR logic: XSPICE one-hot ring counter of N+2 ``d_dff``
     (P0 sample, P1..PN bit trials MSB first, P(N+1) code valid).
@@ -282,12 +287,21 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
               f"aq{i} [b{i}] [q{i}] d2a"]
     L += ["as [p0] [sa] d2a", "asd p0 p0d dbuf", "asb [p0d] [sab] d2a",
           f"adn [p{n + 1}] [done] d2a"]
-    for i, c in enumerate(caps_f):
-        L += [f"Bbot{i} bot{i} 0 V = v(sab)*v(vin) + (1-v(sab))*v(q{i})*{vref_v:.12g}",
-              f"C{i} top bot{i} {c:.12g}"]
-    L += ["Bbotd botd 0 V = v(sab)*v(vin)", f"Cd top botd {c_dummy_f:.12g}",
-          f"Cpar top 0 {c_par_f:.12g}",
-          "Btop top 0 I = (v(top)-v(vcm))*(v(sa)*1e-2 + 1e-12)",
+    if switches is None:
+        for i, c in enumerate(caps_f):
+            L += [f"Bbot{i} bot{i} 0 V = v(sab)*v(vin) + (1-v(sab))*v(q{i})*{vref_v:.12g}",
+                  f"C{i} top bot{i} {c:.12g}"]
+        L += ["Bbotd botd 0 V = v(sab)*v(vin)", f"Cd top botd {c_dummy_f:.12g}",
+              f"Cpar top 0 {c_par_f:.12g}",
+              "Btop top 0 I = (v(top)-v(vcm))*(v(sa)*1e-2 + 1e-12)"]
+        saves = ""
+    else:
+        L += [f"Vref vref 0 DC {vref_v:.12g}",
+              *frontend_lines(list(caps_f), c_dummy_f, c_par_f, switches, vdd_v,
+                              vref_v=vref_v)]
+        saves = " i(vref) i(vin) " + " ".join(f"i({g}) v({g[2:]})"
+                                               for g in frontend_gate_sources(n))
+    L += [
           # comparator: evaluates while the digital clock is low
           "ainvck dclk ckdig dinv", "ack [ckdig] [ckd] d2a", "Bck ck 0 V = v(vdd)*v(ckd)",
           strongarm_lines("c", "top", "vcm", "ck", "vdd", sizing),
@@ -298,7 +312,7 @@ def sar_deck(process: str, vdd_v: float, temp_c: float, sizing: ComparatorSizing
           ".model dlat d_dlatch(data_delay=20p enable_delay=20p set_delay=20p reset_delay=20p "
           "ic=0 rise_delay=20p fall_delay=20p)",
           ".save v(done) v(sa) v(sab) v(vin) v(top) i(vdd) "
-          + " ".join(f"v(q{i}) v(bot{i})" for i in range(n)),
+          + " ".join(f"v(q{i}) v(bot{i})" for i in range(n)) + saves,
           f".tran {tclk_s / 20:.12g} {t_end:.12g} 0 {tclk_s / 4:.12g}",
           ".end"]
     return "\n".join(L) + "\n"
@@ -374,17 +388,55 @@ def read_sar_codes(plot, bits: int, conversions: int, tclk_s: float
     return code[:m], vin[:m]
 
 
+def gate_swing_v(gate_source: str, vdd_v: float, vref_v: float) -> float:
+    """Supply of a gate driver of ``frontend_lines``: ``vdd + vref`` for the boosted vref
+    switches (``vsgr...``; an ideal boosted supply: assumption), ``vdd`` for the others."""
+    return vdd_v + vref_v if gate_source.startswith("vsgr") else vdd_v
+
+
+def read_sar_drive_energy(plot, vdd_v: float, bits: int, conversions: int,
+                          vref_v: float = 1.0) -> float:
+    """Switch drive energy per conversion of a ``sar_deck(switches=...)`` run, J: ``vdd`` x
+    the charge the input source sources + each gate's charge while it rises x its driver's
+    supply (``gate_swing_v``), the quantity ``sampling.SamplingResult.e_drive_j`` estimates
+    from the sampler."""
+    t = plot["time"]
+    # input charge: net per sampling window (bottom plates on vin), sourced part only
+    on = plot.real("v(sab)") > 0.5
+    edges = np.flatnonzero(np.diff(on.astype(int))) + 1
+    bounds = np.concatenate([[0], edges, [t.size]])
+    i_in = -plot.real("i(vin)")
+    q_in = 0.0
+    for a, b in pairwise(bounds):
+        if on[a]:
+            hi = min(b + 20, t.size)  # include the switch-off edge
+            q_in += max(float(np.trapezoid(i_in[a:hi], t[a:hi])), 0.0)
+    e_g = sum(gate_swing_v(g, vdd_v, vref_v)
+              * rising_charge(t, plot.real(f"i({g})"), plot.real(f"v({g[2:]})"))
+              for g in frontend_gate_sources(bits))
+    return (vdd_v * q_in + e_g) / conversions
+
+
 def read_sar_energy(plot, caps_f: list[float], vref_v: float, vdd_v: float, conversions: int,
                     *, t_edge_s: float = 100e-12) -> tuple[float, float]:
     """Energy per conversion of a ``sar_deck`` run: (from ``vref``, from ``vdd``), J.
 
-    Reference: the charge into each bottom plate, ``C_i d(v(bot_i) - v(top))/dt``, integrated
-    while that plate is (or is being) tied to ``vref`` (bit state ``q_i`` high and sampling
-    off, read ``t_edge_s`` later so a rising edge counts and a falling one does not), times
-    ``vref``. Supply: ``vdd * integral(-i(vdd))``, the StrongARM, which is clocked every cycle
-    (``bits + 2`` decisions per conversion in this testbench).
+    Reference with transistor switches: ``vref * integral of the Vref source's current``.
+    Reference with ideal switches: the charge into each bottom plate,
+    ``C_i d(v(bot_i) - v(top))/dt``, integrated while that plate is (or is being) tied to
+    ``vref`` (bit state ``q_i`` high and sampling off, read ``t_edge_s`` later so a rising
+    edge counts and a falling one does not), times ``vref``. Supply:
+    ``vdd * integral(-i(vdd))``, the StrongARM, which is clocked every cycle (``bits + 2``
+    decisions per conversion in this testbench).
     """
     t = plot["time"]
+    e_vdd = float(-np.trapezoid(plot.real("i(vdd)"), t) * vdd_v)
+    try:  # transistor switches: the Vref source's own current
+        i_ref = plot.real("i(vref)")
+    except KeyError:
+        i_ref = None
+    if i_ref is not None:
+        return vref_v * float(-np.trapezoid(i_ref, t)) / conversions, e_vdd / conversions
     top = plot.real("v(top)")
     later = np.minimum(t + t_edge_s, t[-1])
     on_ref = 1.0 - np.interp(later, t, plot.real("v(sab)")) > 0.5
@@ -394,5 +446,233 @@ def read_sar_energy(plot, caps_f: list[float], vref_v: float, vdd_v: float, conv
         tied = on_ref & (np.interp(later, t, plot.real(f"v(q{i})")) > 0.5)
         dv = np.diff(bot - top)
         q_ref += float(c * np.sum(dv * tied[1:]))
-    e_vdd = float(-np.trapezoid(plot.real("i(vdd)"), t) * vdd_v)
     return q_ref * vref_v / conversions, e_vdd / conversions
+
+
+# ---- transistor-level sampling switch and bottom-plate switches ------------------------------
+
+W_MIN_UM = 0.42
+"""Smallest switch width used (a sky130 nfet/pfet_01v8 bin edge), um."""
+
+
+@dataclass(frozen=True)
+class SwitchSizing:
+    """Widths of the SAR's sky130 switches, um per fF of the capacitance they serve (L = 0.15).
+
+    Every switch width scales with its capacitor (at least ``W_MIN_UM``), so each RC time
+    constant is the same at every bit and resolution. The top-plate switch (transmission gate
+    to vcm) serves the whole sampling capacitance C_s; each bottom-plate switch set (a
+    transmission gate to vin for sampling, an NMOS to ground and an NMOS to vref after)
+    serves its own bit capacitor. The switch to vref is an NMOS with a boosted gate
+    (``vdd + vref`` when on, an ideal bootstrap: V_gs = vdd): vref = 1 V sits where sky130
+    1.8 V devices are weakest. A PMOS there (|V_th| about 1 V) left the DAC at 93 % of its
+    step 1.5 ns after the trial; an NMOS with a vdd gate (body effect, V_th about 0.75 V)
+    let a plate pushed above vref by the next trial's step settle back in ~1 ns (0.5-4 LSB
+    errors on the following transitions in the SPICE SAR).
+
+    Attributes:
+        top_n: Top-plate TG NMOS, um/fF.
+        top_p: Top-plate TG PMOS, um/fF.
+        bot_n: Bottom-plate sampling TG NMOS and the NMOS to ground, um/fF.
+        bot_p: Bottom-plate sampling TG PMOS, um/fF.
+        ref_n: Bottom-plate NMOS to vref (boosted gate), um/fF.
+    """
+
+    top_n: float = 0.02
+    top_p: float = 0.08
+    bot_n: float = 0.02
+    bot_p: float = 0.02
+    ref_n: float = 0.05
+
+    def __post_init__(self) -> None:
+        for k, v in asdict(self).items():
+            if not v > 0:
+                raise ConfigError(f"SwitchSizing.{k} must be > 0, got {v!r}")
+
+    @staticmethod
+    def width(um_per_ff: float, c_f: float) -> float:
+        """Width serving ``c_f``, um (rounded to 10 nm, at least ``W_MIN_UM``)."""
+        return max(W_MIN_UM, round(um_per_ff * c_f * 1e15, 2))
+
+
+W_FINGER_MAX_UM = 50.0
+"""Widest single device; wider switches are ``m`` parallel devices (ngspice's subcircuit
+multiplier) of equal width."""
+
+
+def _fet(name: str, kind: str, d: str, g: str, s: str, b: str, w: float) -> str:
+    m = int(np.ceil(w / W_FINGER_MAX_UM))
+    mult = f" m={m}" if m > 1 else ""
+    return (f"X{name} {d} {g} {s} {b} sky130_fd_pr__{kind}fet_01v8 W={w / m:.6g} L=0.15"
+            f"{mult}")
+
+
+def fe_node(name: str, sfx: str, i: int | str = "") -> str:
+    """Node of ``frontend_lines(sfx=...)``: ``fe_node("bot", "", 3)`` is ``bot3``."""
+    return f"{name}{sfx}{i}"
+
+
+def frontend_lines(caps_f: list[float], c_dummy_f: float, c_par_f: float,
+                   sw: SwitchSizing, vdd_v: float, sfx: str = "", *, vref_v: float = 1.0
+                   ) -> list[str]:
+    """CDAC with sky130 switches and their gate drivers, controlled by 0..1 V nodes.
+
+    Control nodes (0/1): ``sa`` (top plate sampling), ``sab`` (bottom plates on vin; it falls
+    after ``sa``: bottom-plate sampling), ``q<sfx><i>`` (bit i's plate on vref after
+    sampling). Per bit: a transmission gate to vin, an NMOS to ground (gate ``gn``) and an
+    NMOS to vref (gate ``gr``, boosted to ``vdd + vref``). Nodes: ``top<sfx>``, ``vcm``,
+    ``vin<sfx>``, ``vref<sfx>``, ``bot<sfx><i>``, ``botd<sfx>`` (dummy: vin, then ground).
+    Gate drivers are ideal B-sources, each through a 0 V sense source ``vs<gate>`` whose
+    current is the gate charge a CMOS driver would deliver (``rising_charge``). ``sfx`` lets
+    several
+    front ends share one deck.
+    """
+    n = len(caps_f)
+    vd = f"{vdd_v:.12g}"
+    top = fe_node("top", sfx)
+    vin, vref = fe_node("vin", sfx), fe_node("vref", sfx)
+    gates = {f"gtn{sfx}": f"{vd}*v(sa)", f"gtp{sfx}": f"{vd}*(1-v(sa))",
+             f"gbn{sfx}": f"{vd}*v(sab)", f"gbp{sfx}": f"{vd}*(1-v(sab))",
+             f"gdd{sfx}": f"{vd}*(1-v(sab))"}
+    for i in range(n):
+        q = fe_node("q", sfx, i)
+        gates[f"gn{sfx}{i}"] = f"{vd}*(1-v(sab))*(1-v({q}))"
+        gates[f"gr{sfx}{i}"] = f"{vdd_v + vref_v:.12g}*(1-v(sab))*v({q})"  # boosted
+    L = []
+    for g, expr in gates.items():
+        L += [f"B{g} {g}_s 0 V = {expr}", f"Vs{g} {g}_s {g} DC 0"]
+    c_s = float(sum(caps_f) + c_dummy_f)
+    L += [_fet(f"swtn{sfx}", "n", top, f"gtn{sfx}", "vcm", "0", sw.width(sw.top_n, c_s)),
+          _fet(f"swtp{sfx}", "p", top, f"gtp{sfx}", "vcm", "vdd", sw.width(sw.top_p, c_s))]
+    for i, c in enumerate(caps_f):
+        wn, wp = sw.width(sw.bot_n, c), sw.width(sw.bot_p, c)
+        b = fe_node("bot", sfx, i)
+        L += [_fet(f"swin{sfx}{i}", "n", b, f"gbn{sfx}", vin, "0", wn),
+              _fet(f"swip{sfx}{i}", "p", b, f"gbp{sfx}", vin, "vdd", wp),
+              _fet(f"swgn{sfx}{i}", "n", b, f"gn{sfx}{i}", "0", "0", wn),
+              _fet(f"swrn{sfx}{i}", "n", b, f"gr{sfx}{i}", vref, "0",
+                   sw.width(sw.ref_n, c)),
+              f"C{sfx}{i} {top} {b} {c:.12g}"]
+    wn, wp = sw.width(sw.bot_n, c_dummy_f), sw.width(sw.bot_p, c_dummy_f)
+    bd = fe_node("botd", sfx)
+    L += [_fet(f"swind{sfx}", "n", bd, f"gbn{sfx}", vin, "0", wn),
+          _fet(f"swipd{sfx}", "p", bd, f"gbp{sfx}", vin, "vdd", wp),
+          _fet(f"swgnd{sfx}", "n", bd, f"gdd{sfx}", "0", "0", wn),
+          f"Cd{sfx} {top} {bd} {c_dummy_f:.12g}", f"Cpar{sfx} {top} 0 {c_par_f:.12g}"]
+    return L
+
+
+SAMPLING_GATES = ("gtn", "gtp", "gbn", "gbp")
+"""Gates of the sampling switches (top TG, bottom-plate TGs to vin)."""
+
+
+def frontend_gate_sources(bits: int, sfx: str = "") -> list[str]:
+    """The gate-drive sense sources of ``frontend_lines`` (lower case)."""
+    return ([f"vs{g}{sfx}" for g in (*SAMPLING_GATES, "gdd")]
+            + [f"vsg{k}{sfx}{i}" for i in range(bits) for k in ("n", "r")])
+
+
+def rising_charge(t: np.ndarray, i: np.ndarray, v: np.ndarray) -> float:
+    """Charge a gate driver delivers while its output ``v`` rises, C: the sum of ``i dt`` over
+    the time steps where ``v`` increases (the integrator's ringing while the gate is static
+    nets to zero and is left out)."""
+    dq = 0.5 * (i[1:] + i[:-1]) * np.diff(t)
+    return float(np.sum(dq[np.diff(v) > 1e-9]))
+
+
+def window_charge(t: np.ndarray, i: np.ndarray, t0: float, t1: float) -> float:
+    """Net charge of a current between ``t0`` and ``t1``, C."""
+    s = (t >= t0) & (t <= t1)
+    return float(np.trapezoid(i[s], t[s]))
+
+
+TSTEP_SAMPLER_S = 20e-12
+"""Largest time step of the sampler transient (resolves the ~50-200 ps switch RC)."""
+
+SAMPLER_INPUTS_REL = (0.15, 0.75, 0.35, 0.95, 0.05, 0.55)
+"""Inputs of the sampler testbench, fractions of vref (consecutive samples far apart)."""
+
+
+def sampler_schedule(bits: int, vref_v: float) -> tuple[list[float], list[int]]:
+    """Inputs and held codes of ``sampler_deck``: the inputs of ``SAMPLER_INPUTS_REL``, each
+    held at its ideal final code (as after a SAR conversion: each sample starts from the
+    previous input's final state), then the same inputs again held at code 0 (so the fit
+    can tell the input gain from the DAC gain)."""
+    f = np.asarray(SAMPLER_INPUTS_REL)
+    final = [int(min(2**bits - 1, np.floor(x * 2**bits))) for x in f]
+    return [float(x * vref_v) for x in (*f, *f)], final + [0] * f.size
+
+
+def sampler_sfx(bits: int) -> str:
+    """Node suffix of the ``bits``-bit front end in ``sampler_deck``."""
+    return f"r{bits}_"
+
+
+def sampler_deck(process: str, vdd_v: float, temp_c: float, sw: SwitchSizing, *,
+                 fronts: dict[int, tuple[list[float], float, float]], vref_v: float,
+                 tclk_s: float = 4e-9, hold_cycles: int = 1, vcm_rel: float = 0.6,
+                 noise_vin_v: float = 0.5) -> str:
+    """Sampling front ends alone (``frontend_lines``, no comparator), one per resolution
+    ``fronts[bits] = (caps, dummy, c_par)``, all on one input and one timing: a sequence of
+    sample-and-holds with the SAR's timing (``sampler_schedule``).
+
+    Each slot lasts ``1 + hold_cycles`` clocks: the top plates sample for the first clock
+    (``sa`` high, as in ``sar_deck``), ``sab`` falls 300 ps after ``sa`` falls, and the bottom
+    plates then hold that slot's code (bit i on vref) for the rest of the slot; ``v(top)`` at
+    the end of the slot is the held residue. The input steps in the middle of the previous
+    slot's hold. For ``.noise`` (output ``v(nq<sfx>)``: the top-plate charge over C_T
+    relative to vcm, what the top switch freezes) the operating point is the sampling phase
+    with the input at ``noise_vin_v`` (run ``noise v(nq<sfx>) vin ...``).
+    """
+    any_bits = next(iter(fronts))
+    vins, _ = sampler_schedule(any_bits, vref_v)
+    slot = (1 + hold_cycles) * tclk_s
+    m = len(vins)
+    t_end = m * slot
+    tr = 100e-12
+
+    def pwl(points: list[tuple[float, float]]) -> str:
+        return "PWL(" + " ".join(f"{t:.12g} {v:.12g}" for t, v in points) + ")"
+
+    sa, sab = [(0.0, 1.0)], [(0.0, 1.0)]
+    for k in range(m):
+        t0 = k * slot
+        if k:
+            sa += [(t0, 0.0), (t0 + tr, 1.0)]
+            sab += [(t0, 0.0), (t0 + tr, 1.0)]
+        sa += [(t0 + tclk_s, 1.0), (t0 + tclk_s + tr, 0.0)]
+        sab += [(t0 + tclk_s + 300e-12, 1.0), (t0 + tclk_s + 300e-12 + tr, 0.0)]
+    vin = [(0.0, vins[0])]
+    for k in range(1, m):
+        tm = (k - 0.5) * slot + 0.5 * tclk_s
+        vin += [(tm, vins[k - 1]), (tm + 50e-12, vins[k])]
+    vin.append((t_end, vins[-1]))
+    L = [*_header(f"SAR sampling front ends (sky130 switches) at {sorted(fronts)} bits, "
+                  f"{m} samples", process, vdd_v, temp_c),
+         f"Vcm vcm 0 DC {vcm_rel * vdd_v:.12g}", f"Vref vref 0 DC {vref_v:.12g}",
+         f"Vin vin 0 DC {noise_vin_v:.12g} AC 1 {pwl(vin)}",
+         f"Vsa sa 0 {pwl(sa)}", f"Vsab sab 0 {pwl(sab)}"]
+    for bits, (caps, dummy, c_par) in fronts.items():
+        sfx = sampler_sfx(bits)
+        _, codes = sampler_schedule(bits, vref_v)
+        for i in range(bits):
+            pts = [(0.0, float(codes[0] >> i & 1))]
+            for k in range(1, m):
+                t0 = k * slot
+                pts += [(t0, float(codes[k - 1] >> i & 1)), (t0 + tr, float(codes[k] >> i & 1))]
+            L.append(f"Vq{sfx}{i} {fe_node('q', sfx, i)} 0 {pwl(pts)}")
+        # 0 V sense sources: this front end's input and reference currents
+        L += [f"Vsin{sfx} vin {fe_node('vin', sfx)} DC 0",
+              f"Vsref{sfx} vref {fe_node('vref', sfx)} DC 0",
+              *frontend_lines(list(caps), dummy, c_par, sw, vdd_v, sfx, vref_v=vref_v)]
+        c_t = float(sum(caps) + dummy + c_par)
+        top = fe_node("top", sfx)
+        q_expr = " + ".join([f"{c:.12g}*(v({top})-v({fe_node('bot', sfx, i)}))"
+                             for i, c in enumerate(caps)]
+                            + [f"{dummy:.12g}*(v({top})-v({fe_node('botd', sfx)}))",
+                               f"{c_par:.12g}*v({top})"])
+        # linear, noiseless B-source: the frozen charge's voltage equivalent
+        L.append(f"Bnq{sfx} nq{sfx} 0 V = ({q_expr})/{c_t:.12g} - v(vcm)")
+    # no .save: ngspice's noise analysis needs its own vectors (read with run(vectors=...))
+    L += [f".tran {TSTEP_SAMPLER_S:.12g} {t_end:.12g} 0 {TSTEP_SAMPLER_S:.12g}", ".end"]
+    return "\n".join(L) + "\n"

@@ -33,6 +33,16 @@ class SarInstance:
         offset_v: Comparator threshold at its input, ``v(vcm) - v(top)`` at which the
             decision flips, V (SPICE Monte Carlo).
         noise_v: Input-referred comparator noise sigma, V (SPICE ``.noise``).
+        pedestal_v: Top-plate residue offset of the sampling switches (charge injection and
+            clock feed-through), V (SPICE sampler testbench, ``sampling.py``).
+        k_in: Gain of the sampled input in the held residue (ideal 1; SPICE).
+        k_dac: Gain of the DAC charge in the held residue (ideal 1; SPICE).
+        sample_noise_v: Sampled (kT/C) noise sigma referred to the input, V, drawn once
+            per conversion (SPICE ``.noise`` of the sampling phase).
+
+    With the sampling front end, ``v(top) - vcm = pedestal + k_dac Q vref / C_T -
+    k_in vin C_s / C_T``, so trial code ``t`` is kept when
+    ``vin > (k_dac Q vref + (offset + pedestal) C_T) / (k_in C_s)``.
     """
 
     bits: int
@@ -42,6 +52,10 @@ class SarInstance:
     vref_v: float
     offset_v: float = 0.0
     noise_v: float = 0.0
+    pedestal_v: float = 0.0
+    k_in: float = 1.0
+    k_dac: float = 1.0
+    sample_noise_v: float = 0.0
 
     @property
     def c_s(self) -> float:
@@ -63,19 +77,22 @@ class SarInstance:
         t = np.asarray(trial_codes, dtype=np.int64)
         bitsv = (t[..., None] >> np.arange(self.bits)) & 1
         q = bitsv @ np.asarray(self.caps_f)
-        return (q * self.vref_v + self.offset_v * self.c_t) / self.c_s
+        return ((self.k_dac * q * self.vref_v + (self.offset_v + self.pedestal_v) * self.c_t)
+                / (self.k_in * self.c_s))
 
     def convert(self, vin_v: np.ndarray, rng: np.random.Generator | None = None
                 ) -> np.ndarray:
         """Output codes for inputs ``vin_v`` (noise drawn from ``rng`` when given)."""
         vin = np.asarray(vin_v, dtype=float)
+        if rng is not None and self.sample_noise_v > 0:
+            vin = vin + rng.normal(0.0, self.sample_noise_v, vin.shape)
         code = np.zeros(vin.shape, dtype=np.int64)
         for b in range(self.bits - 1, -1, -1):
             trial = code | (1 << b)
             margin = vin - self.levels_v(trial)
             if rng is not None and self.noise_v > 0:
-                margin = margin + rng.normal(0.0, self.noise_v * self.c_t / self.c_s,
-                                             vin.shape)
+                margin = margin + rng.normal(
+                    0.0, self.noise_v * self.c_t / (self.k_in * self.c_s), vin.shape)
             code = np.where(margin > 0, trial, code)
         return code
 
@@ -87,7 +104,9 @@ class SarInstance:
         neighbouring transitions).
         """
         levels = 2**self.bits
-        margin = 4 + abs(self.offset_v) * self.c_t / self.c_s / self.lsb_v
+        margin = (4 + abs(self.offset_v + self.pedestal_v) * self.c_t
+                  / (self.k_in * self.c_s) / self.lsb_v
+                  + abs(self.k_dac / self.k_in - 1) * 2**self.bits)
         lo, hi = -margin * self.lsb_v, (levels + margin) * self.lsb_v
         npts = int((hi - lo) / self.lsb_v * points_per_lsb)
         step = (hi - lo) / npts
@@ -111,7 +130,7 @@ class SarInstance:
         for b in range(self.bits - 1, -1, -1):
             trial = code | (1 << b)
             m = vin - self.levels_v(trial)
-            out.append(m * self.c_s / self.c_t)
+            out.append(m * self.k_in * self.c_s / self.c_t)
             code = np.where(m > 0, trial, code)
         return np.stack(out, axis=-1)
 

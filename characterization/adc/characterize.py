@@ -30,6 +30,7 @@ from spicebridge.netlist import deck_hash
 from ._netlists import (
     MISMATCH_DEVICES,
     ComparatorSizing,
+    SwitchSizing,
     mismatch_source,
     read_sar_codes,
     read_sar_energy,
@@ -46,6 +47,7 @@ from .comparator import (
 from .convention import IDEAL_THRESHOLD_K_MINUS, THRESHOLD_CONVENTION
 from .logic import dff_energy, sar_logic_energy_j
 from .metrics import coherent_sine_input, dnl_inl_from_thresholds, sine_fit_enob
+from .sampling import measure_sampling
 from .validation import TARGET_RMS_LSB, validate_refined
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "c_unit_f": 10e-15,
     "cap_sigma_unit_rel": 0.003,   # A_C = 0.95 %*sqrt(fF) MOM unit of 10 fF (assumption)
     "c_par_rel": 0.1,              # top-plate parasitic / DAC capacitance
-    "r_switch_ohm": 100.0,         # sampling and bottom-plate switch resistance (behavioural)
+    "switches": asdict(SwitchSizing()),  # sky130 sampling / bottom-plate switch widths
     "t_logic_s": 2e-10,            # SAR register + DAC driver delay per bit (XSPICE delays)
     "tclk_cmp_s": 4e-9,            # comparator testbench clock (= the SAR's: 2 ns evaluation)
     "sine_samples": 2048,
@@ -156,7 +158,7 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
 
     integer("mc", cfg["mc"], 1)
     integer("seed", cfg["seed"], 0)
-    for k in ("vref_v", "c_unit_f", "r_switch_ohm", "tclk_cmp_s"):
+    for k in ("vref_v", "c_unit_f", "tclk_cmp_s"):
         positive(k, cfg[k])
     for k in ("cap_sigma_unit_rel", "c_par_rel", "t_logic_s"):
         positive(k, cfg[k], zero_ok=True)
@@ -180,6 +182,17 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
         ComparatorSizing(**sizing)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{src}: sizing: {e}") from e
+    sws = cfg["switches"]
+    if not isinstance(sws, dict):
+        raise ConfigError(f"{src}: switches must be a table ([adc.switches]), got {sws!r}")
+    bad = sorted(set(sws) - set(asdict(SwitchSizing())))
+    if bad:
+        raise ConfigError(f"{src}: unknown switches key(s) {bad}; known: "
+                         f"{sorted(asdict(SwitchSizing()))}")
+    try:
+        SwitchSizing(**sws)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{src}: switches: {e}") from e
     val = cfg["validate"]
     bad = sorted(set(val) - set(_VALIDATE_KEYS))
     if bad:
@@ -263,6 +276,7 @@ def measure_point(point: Any) -> dict[str, Any]:
     rng_cmp, rng_caps = (np.random.default_rng(s) for s in ss_die.spawn(2))
     rng_noise = point.rng()
     dvt = draw_mismatch(sizing, rng_cmp)
+    t_stage = time.perf_counter()
     # kickback onto the floating top plate: measured with the smallest DAC in series
     c_kick = (1 + ctx["c_par_rel"]) * 2 ** min(bits_list) * ctx["c_unit_f"]
     cmp = measure_comparator(process, vdd_v, temp_c, sizing, dvt, tclk_s=ctx["tclk_cmp_s"],
@@ -270,6 +284,16 @@ def measure_point(point: Any) -> dict[str, Any]:
     f, dens = noise_spectrum(process, vdd_v, temp_c, sizing)
     noise_v = noise_sigma_v(f, dens, cmp.t_int_s)
     e_dff = dff_energy(process, vdd_v, temp_c, tclk_s=ctx["tclk_cmp_s"])
+    switches = SwitchSizing(**ctx["switches"])
+    t_cmp = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
+    # sampling front end (sky130 switches, nominal capacitors): one deck per process/supply
+    samp = measure_sampling(process, vdd_v, temp_c, bits_list, c_unit_f=ctx["c_unit_f"],
+                            c_par_rel=ctx["c_par_rel"], vref_v=float(ctx["vref_v"]),
+                            sw=switches, tclk_s=ctx["tclk_cmp_s"],
+                            simulate_bits=list(ctx.get("validate", {}).get("bits", [])))
+    t_samp = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     nb = len(bits_list)
     out: dict[str, Any] = {
         "thresholds_lsb": np.full((nb, max_codes - 1), np.nan),
@@ -281,6 +305,7 @@ def measure_point(point: Any) -> dict[str, Any]:
         "cmp_offset_v": cmp.offset_v, "cmp_noise_v": noise_v, "cmp_delay_s": cmp.delay_s,
         "cmp_energy_j": cmp.energy_j, "cmp_t_int_s": cmp.t_int_s, "cmp_kick_q_c": cmp.kick_q_c,
         "energy_breakdown_j": np.full((nb, len(ENERGY_PARTS)), np.nan),
+        **{m: np.zeros(nb) for m in _SAMPLING_MEASURES},
         **{m: np.full(len(ctx.get("validate", {}).get("bits", [])), np.nan)
            for m in _VALIDATION_MEASURES},
     }
@@ -293,19 +318,31 @@ def measure_point(point: Any) -> dict[str, Any]:
         # its testbench flip level is in v(inp) - v(inn) = v(top) - v(vcm)
         c_par = ctx["c_par_rel"] * float(caps.sum() + dummy)
         c_t = float(caps.sum() + dummy) + c_par
+        sr = samp[bits]
         inst = SarInstance(bits, caps, dummy, c_par, vref, offset_v=-cmp.offset_at_v(c_t),
-                           noise_v=noise_v)
+                           noise_v=noise_v, pedestal_v=sr.pedestal_v, k_in=sr.k_in,
+                           k_dac=sr.k_dac, sample_noise_v=sr.noise_in_v)
         insts[bits] = inst
         lsb = inst.lsb_v
+        out["sampling_pedestal_lsb"][j] = (sr.pedestal_v * inst.c_t
+                                           / (sr.k_in * inst.c_s) / lsb)
+        out["sampling_gain_error"][j] = sr.gain_error
+        out["sampling_noise_lsb"][j] = sr.noise_in_v / lsb
+        out["sampling_ktc_ratio"][j] = sr.noise_top_v / sr.ktc_v
+        out["sampling_tau_track_s"][j] = sr.tau_track_s
+        out["sampling_tau_dac_s"][j] = sr.tau_dac_s
+        out["sampling_fit_rms_lsb"][j] = sr.fit_rms_v * inst.c_t / (sr.k_in * inst.c_s) / lsb
         t = inst.thresholds_v() / lsb
         dnl, inl = dnl_inl_from_thresholds(t)
         out["thresholds_lsb"][j, : levels - 1] = t
         out["dnl_lsb"][j, : levels - 2] = dnl
         out["inl_lsb"][j, : levels - 1] = inl
         out["decision_error"][j, :levels] = inst.decision_error()
-        gain = inst.c_t / inst.c_s
-        out["offset_lsb"][j] = inst.offset_v * gain / lsb
-        out["noise_lsb"][j] = noise_v * gain / lsb
+        gain = inst.c_t / (inst.k_in * inst.c_s)
+        out["offset_lsb"][j] = (inst.offset_v + inst.pedestal_v) * gain / lsb
+        # comparator noise (per decision, referred to the input) and the sampled kT/C noise
+        # (once per conversion), in quadrature: the simulator draws one input-referred sigma
+        out["noise_lsb"][j] = float(np.hypot(noise_v * gain, sr.noise_in_v)) / lsb
         vin = coherent_sine_input(ctx["sine_samples"], ctx["sine_cycles"],
                                   ctx["sine_amplitude_rel"] * vref, vref / 2)
         fit = sine_fit_enob(inst.convert(vin, rng_noise), bits,
@@ -317,13 +354,18 @@ def measure_point(point: Any) -> dict[str, Any]:
             "comparator": bits * cmp.energy_j,
             "dac_reference": float(inst.reference_energy_j(u).mean()),
             "sar_logic": sar_logic_energy_j(bits, *e_dff),
-            "sampling_drive": float(inst.sampling_energy_j(u, u[::-1], vdd_v).mean()),
+            "sampling_drive": sr.e_drive_j,
         }
         out["energy_breakdown_j"][j] = [e_parts[p] for p in ENERGY_PARTS]
         out["energy_j"][j] = float(sum(e_parts.values()))
-        tau = ctx["r_switch_ohm"] * inst.c_t
-        settle = np.log(2.0 ** (bits + 1)) * tau  # to half an LSB
-        out["conversion_time_s"][j] = settle + bits * (cmp.delay_s + settle + ctx["t_logic_s"])
+        # settling to half an LSB with the SPICE time constants (tracking, DAC drivers)
+        n_tau = np.log(2.0 ** (bits + 1))
+        out["conversion_time_s"][j] = (n_tau * sr.tau_track_s + bits * (
+            cmp.delay_s + n_tau * sr.tau_dac_s + ctx["t_logic_s"]))
+    out["stage_comparator_s"] = t_cmp
+    out["stage_sampling_s"] = t_samp
+    out["stage_behavioural_s"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     val = ctx.get("validate", {})
     if point.mc < int(val.get("instances", 0)):
         for jv, vb in enumerate(val.get("bits", [])):
@@ -332,15 +374,18 @@ def measure_point(point: Any) -> dict[str, Any]:
             v = validate_refined(coords, sizing, dvt, insts[vb],
                                  thresholds=int(val["thresholds"]), probes=int(val["probes"]),
                                  rounds=int(val["rounds"]),
-                                 seed=int(ctx["mismatch_seed"]) + int(point.mc))
+                                 seed=int(ctx["mismatch_seed"]) + int(point.mc),
+                                 switches=switches)
             for key, src in (("validation_rms_lsb", "rms_lsb"),
                              ("validation_max_lsb", "max_lsb"),
                              ("validation_floor_lsb", "floor_rms_lsb"),
                              ("validation_bracket_lsb", "bracket_rms_lsb"),
                              ("validation_ref_energy_j", "ref_energy_j"),
                              ("validation_ref_energy_beh_j", "ref_energy_beh_j"),
-                             ("validation_vdd_energy_j", "vdd_energy_j")):
+                             ("validation_vdd_energy_j", "vdd_energy_j"),
+                             ("validation_drive_energy_j", "drive_energy_j")):
                 out[key][jv] = v[src]
+    out["stage_validation_s"] = time.perf_counter() - t_stage
     return out
 
 
@@ -360,21 +405,43 @@ ENERGY_SOURCES = {
                  "((bits+2)(2 bits+2) clock events, 4 bits+4 toggles: an estimate of the "
                  "activity); combinational gates not included (the SPICE SAR's logic is "
                  "XSPICE digital, which draws no supply current)",
-    "sampling_drive": "formula: charge sourced by a vdd-supplied input driver when the bottom "
-                      "plates are tied to vin (behavioural.SarInstance.sampling_energy_j, "
-                      "previous conversion's final state; driver sources only: assumption; "
-                      "switch gate drive not included)",
+    "sampling_drive": "SPICE: sampler testbench (characterization/adc/sampling.py, "
+                      "_netlists.sampler_deck: sky130 top-plate transmission gate and "
+                      "bottom-plate switches of _netlists.frontend_lines, nominal capacitors) "
+                      "per sample: input-driver charge x vdd (a driver on vdd that only "
+                      "sources: assumption) + gate charge of the sampling switches x vdd + "
+                      "bottom-plate driver gate charge per switching event x vdd x the SAR's "
+                      "events per conversion (sampling.DAC_GATE_EVENTS: an estimate of the "
+                      "activity); gate drivers themselves ideal (their own energy not included)",
 }
 """Where each energy part comes from (stored on the table as ``source_<part>``)."""
 
 
 _SCALAR_MEASURES = {"cmp_offset_v": "V", "cmp_noise_v": "V", "cmp_delay_s": "s",
                     "cmp_energy_j": "J", "cmp_t_int_s": "s", "cmp_kick_q_c": "C",
-}
+                    # wall time of each stage of the point (profiling; 0 when cached)
+                    "stage_comparator_s": "s", "stage_sampling_s": "s",
+                    "stage_behavioural_s": "s", "stage_validation_s": "s"}
 _VALIDATION_MEASURES = {"validation_rms_lsb": "LSB", "validation_max_lsb": "LSB",
                         "validation_floor_lsb": "LSB", "validation_bracket_lsb": "LSB",
                         "validation_ref_energy_j": "J", "validation_ref_energy_beh_j": "J",
-                        "validation_vdd_energy_j": "J"}
+                        "validation_vdd_energy_j": "J", "validation_drive_energy_j": "J"}
+_SAMPLING_MEASURES = {
+    "sampling_pedestal_lsb": ("LSB", "sampling-switch charge injection and feed-through: the "
+                              "held residue's offset referred to the input"),
+    "sampling_gain_error": ("1", "input gain / DAC gain - 1 of the held residue"),
+    "sampling_noise_lsb": ("LSB", "sampled (kT/C) noise sigma referred to the input (.noise "
+                           "of the sampling phase, frozen top-plate charge)"),
+    "sampling_ktc_ratio": ("1", "sampled noise / sqrt(kT/C_T) of the nominal capacitors "
+                           "(the physical floor of an RC sampler; BSIM4 channel noise)"),
+    "sampling_tau_track_s": ("s", "tracking time constant while sampling (top-plate charge)"),
+    "sampling_tau_dac_s": ("s", "bottom-plate driver time constant (held residue)"),
+    "sampling_fit_rms_lsb": ("LSB", "RMS residual of the linear residue fit (nonlinearity and "
+                             "memory of the front end), referred to the input"),
+}
+"""Sampling front-end figures per resolution (``sampling.py``), stored as
+``adc/sampling/<name without 'sampling_'>``."""
+
 _BITS_MEASURES = {"offset_lsb": "LSB", "noise_lsb": "LSB", "enob": "bits", "sinad_db": "dB",
                   "energy_j": "J", "conversion_time_s": "s"}
 _CODE_MEASURES = {"thresholds_lsb": "LSB", "dnl_lsb": "LSB", "inl_lsb": "LSB"}
@@ -390,9 +457,10 @@ def make_spec(cfg: dict[str, Any]):
     md["decision_error"] = {"bits": bits, "code": list(range(2 ** max(bits)))}
     md["energy_breakdown_j"] = {"bits": bits, "part": list(ENERGY_PARTS)}
     md |= {m: {"bits": list(cfg["validate"]["bits"])} for m in _VALIDATION_MEASURES}
-    md |= {m: {"bits": bits} for m in _BITS_MEASURES}
+    md |= {m: {"bits": bits} for m in (*_BITS_MEASURES, *_SAMPLING_MEASURES)}
     measures = {**_CODE_MEASURES, "decision_error": "1", "energy_breakdown_j": "J",
-                **_BITS_MEASURES, **_SCALAR_MEASURES, **_VALIDATION_MEASURES}
+                **_BITS_MEASURES, **{m: u for m, (u, _) in _SAMPLING_MEASURES.items()},
+                **_SCALAR_MEASURES, **_VALIDATION_MEASURES}
     ctx = {k: v for k, v in cfg.items() if k not in ("process", "vdd_v", "temp_c", "mc", "seed")}
     ctx["mismatch_seed"] = int(cfg["seed"])
     return SweepSpec(
@@ -445,11 +513,13 @@ def contract_tables(sweep_tables: dict[str, Any], cfg: dict[str, Any]) -> list[A
             {"instance": inst, "code": t.coords["code"]}, desc)
     off = sweep_tables["offset_lsb"]
     tab("adc/offset_lsb", np.moveaxis(off.data, 3, 4), ("instance",), "LSB",
-        {"instance": inst}, "comparator offset referred to the ADC input, per instance "
-        "(SPICE Monte Carlo)")
+        {"instance": inst}, "offset referred to the ADC input, per instance: comparator "
+        "(SPICE Monte Carlo, with kickback) + sampling-switch pedestal "
+        "(adc/sampling/pedestal_lsb)")
     for src, name, units, desc in (
-            ("noise_lsb", "adc/noise_lsb", "LSB", "input-referred comparator noise sigma "
-             "(.noise at the integration phase, integrate-and-dump weighted)"),
+            ("noise_lsb", "adc/noise_lsb", "LSB", "input-referred noise sigma: comparator "
+             "(.noise at the integration phase, integrate-and-dump weighted) and sampled "
+             "kT/C noise (adc/sampling/noise_lsb) in quadrature"),
             ("enob", "adc/enob", "bits", "mean over instances of the sine-fit ENOB "
              "(IEEE 1241 four-parameter fit, low-resolution bias removed)"),
             ("sinad_db", "adc/sinad_db", "dB", "mean over instances of the sine-fit SINAD"),
@@ -459,6 +529,15 @@ def contract_tables(sweep_tables: dict[str, Any], cfg: dict[str, Any]) -> list[A
             ("conversion_time_s", "adc/conversion_time_s", "s", "sampling settling + bits x "
              "(comparator delay at 1 mV, SPICE + DAC settling to 0.5 LSB + logic)")):
         tab(name, _nanmean(sweep_tables[src].data, axis=3), (), units, {}, desc)
+    for src, (units, desc) in _SAMPLING_MEASURES.items():
+        tab(f"adc/sampling/{src.removeprefix('sampling_')}",
+            _nanmean(sweep_tables[src].data, axis=3), (), units, {},
+            f"{desc}; SPICE sampler testbench (characterization/adc/sampling.py, nominal "
+            f"capacitors); resolutions not simulated are interpolated (attribute "
+            f"simulated_bits)")
+        out[-1].attrs["simulated_bits"] = np.asarray(
+            sorted({min(cfg["bits"]), max(cfg["bits"]),
+                    *(b for b in cfg["validate"]["bits"] if b in cfg["bits"])}))
     eb = sweep_tables["energy_breakdown_j"]
     cu["part"] = "1"
     tab("adc/energy_breakdown_j", _nanmean(eb.data, axis=3), ("part",), "J",

@@ -35,8 +35,10 @@ from spicebridge.netlist import deck_hash
 from ._netlists import (
     MISMATCH_DEVICES,
     ComparatorSizing,
+    SwitchSizing,
     mismatch_source,
     read_sar_codes,
+    read_sar_drive_energy,
     read_sar_energy,
     sar_deck,
     vin_pwl_values,
@@ -115,7 +117,8 @@ def _rms(a: np.ndarray) -> float:
 
 
 def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[str, float],
-                    inst: SarInstance, *, tclk_s: float = 4e-9, record: dict | None = None
+                    inst: SarInstance, *, tclk_s: float = 4e-9, record: dict | None = None,
+                    switches: SwitchSizing | None = None
                     ) -> Callable[[np.ndarray], np.ndarray]:
     """``convert(x_lsb) -> codes`` by the full transistor-level SAR of this die (one ngspice
     transient per call: a staircase input, one step per conversion; the deck is loaded once
@@ -123,7 +126,8 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
     @vin[pwl]`` per source of the
     staircase; the read-back of every conversion's sampled input checks that the new
     staircase took effect). ``record`` collects the deck hashes (the deck each call would
-    load), SPICE wall time and the integrated energies of every run."""
+    load), SPICE wall time and the integrated energies of every run. ``switches``: the sky130
+    switch sizing of the deck's front end (``None``: ideal B-source switches)."""
     from .comparator import shared_engine
 
     rec = record if record is not None else {}
@@ -139,7 +143,7 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                         float(coords["temp_c"]), sizing, caps_f=list(inst.caps_f),
                         c_dummy_f=inst.c_dummy_f, c_par_f=inst.c_par_f, vref_v=inst.vref_v,
                         conversions=vin.size, vin_lo_v=0.0, vin_hi_v=0.0, tclk_s=tclk_s,
-                        vin_steps_v=list(vin))
+                        vin_steps_v=list(vin), switches=switches)
         t0 = time.perf_counter()
         circ = loaded.get(vin.size)
         fresh = circ is None or not circ.is_valid()
@@ -178,6 +182,10 @@ def spice_converter(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict[
                                f"{codes.size} of {vin.size} conversions")
         rec["energy"].append(read_sar_energy(plot, list(inst.caps_f), inst.vref_v,
                                              float(coords["vdd_v"]), vin.size))
+        if switches is not None:
+            rec.setdefault("drive_energy", []).append(
+                read_sar_drive_energy(plot, float(coords["vdd_v"]), inst.bits, vin.size,
+                                      inst.vref_v))
         rec.setdefault("vin_v", []).append(vin)
         return codes
 
@@ -195,8 +203,8 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
                      inst: SarInstance, *, thresholds: int, probes: int, rounds: int,
                      seed: int, width_lsb: float = 2.0, tclk_s: float = 4e-9,
                      beh_shift_lsb: float = 0.0, record: dict | None = None,
-                     converter: Callable[[np.ndarray], np.ndarray] | None = None
-                     ) -> dict[str, Any]:
+                     converter: Callable[[np.ndarray], np.ndarray] | None = None,
+                     switches: SwitchSizing | None = None) -> dict[str, Any]:
     """Transistor-level SAR vs behavioural thresholds of the same die at ``inst.bits``.
 
     ``beh_shift_lsb`` shifts the behavioural thresholds (tests: a wrong model must fail).
@@ -218,7 +226,8 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
     centers = beh_exact + rng.uniform(-0.5, 0.5, codes.size) * step
     rec: dict[str, Any] = {} if record is None else record
     n_runs = len(rec.get("energy", []))
-    spice = converter or spice_converter(coords, sizing, dvt, inst, tclk_s=tclk_s, record=rec)
+    spice = converter or spice_converter(coords, sizing, dvt, inst, tclk_s=tclk_s, record=rec,
+                                         switches=switches)
     est, width, used = refine_thresholds(spice, codes, centers, probes=probes, rounds=rounds,
                                          width_lsb=width_lsb)
 
@@ -231,6 +240,7 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
     e_ref = float(np.mean([e[0] for e in rec["energy"][n_runs:]]))
     e_vdd = float(np.mean([e[1] for e in rec["energy"][n_runs:]]))
     vin_all = np.concatenate(rec["vin_v"][n_runs:])
+    drive = rec.get("drive_energy", [])[n_runs:]
     return {
         "bits": inst.bits, "codes": codes.tolist(), "spice_lsb": est.tolist(),
         "beh_lsb": beh_exact.tolist(), "rms_lsb": _rms(err),
@@ -242,4 +252,5 @@ def validate_refined(coords: dict[str, Any], sizing: ComparatorSizing, dvt: dict
         "ref_energy_j": e_ref, "vdd_energy_j": e_vdd,
         "ref_energy_beh_j": float(inst.reference_energy_j(vin_all).mean()),
         "decisions_per_conversion": inst.bits + 2,
+        "drive_energy_j": float(np.mean(drive)) if drive else float("nan"),
     }

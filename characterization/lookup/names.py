@@ -56,13 +56,24 @@ ADC_ENERGY_BREAKDOWN_J = "adc/energy_breakdown_j"
 ADC_VALIDATION_RMS_LSB = "adc/validation_rms_lsb"
 ADC_VALIDATION_FLOOR_LSB = "adc/validation_floor_lsb"
 ADC_VALIDATION_MAX_LSB = "adc/validation_max_lsb"
+#: Sampling front end (sky130 switches, characterization/adc/sampling.py), per resolution.
+ADC_SAMPLING_PEDESTAL_LSB = "adc/sampling/pedestal_lsb"
+ADC_SAMPLING_GAIN_ERROR = "adc/sampling/gain_error"
+ADC_SAMPLING_NOISE_LSB = "adc/sampling/noise_lsb"
+ADC_SAMPLING_KTC_RATIO = "adc/sampling/ktc_ratio"
+ADC_SAMPLING_TAU_TRACK_S = "adc/sampling/tau_track_s"
+ADC_SAMPLING_TAU_DAC_S = "adc/sampling/tau_dac_s"
+ADC_SAMPLING_FIT_RMS_LSB = "adc/sampling/fit_rms_lsb"
+ADC_SAMPLING_TABLES = (ADC_SAMPLING_PEDESTAL_LSB, ADC_SAMPLING_GAIN_ERROR,
+                       ADC_SAMPLING_NOISE_LSB, ADC_SAMPLING_KTC_RATIO, ADC_SAMPLING_TAU_TRACK_S,
+                       ADC_SAMPLING_TAU_DAC_S, ADC_SAMPLING_FIT_RMS_LSB)
 DIM_PART = "part"
 #: Prefix of the per-instance comparator records (``adc/records/cmp_offset_v`` ...).
 ADC_RECORDS = "adc/records"
 ADC_TABLES = (ADC_THRESHOLDS, ADC_OFFSET_LSB, ADC_NOISE_LSB, ADC_DNL, ADC_INL, ADC_ENOB,
               ADC_SINAD_DB, ADC_ENERGY_J, ADC_CONVERSION_TIME_S, ADC_DECISION_ERROR,
               ADC_ENERGY_BREAKDOWN_J, ADC_VALIDATION_RMS_LSB, ADC_VALIDATION_FLOOR_LSB,
-              ADC_VALIDATION_MAX_LSB)
+              ADC_VALIDATION_MAX_LSB, *ADC_SAMPLING_TABLES)
 
 # ---- table attributes -------------------------------------------------------------------------
 ATTR_DESCRIPTION = "description"  # stored as the CF attribute long_name
