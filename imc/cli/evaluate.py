@@ -84,6 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bit (the default): every column conversion simulated (exact, slow); "
                    "moment: one matmul per layer, readout errors as a calibrated Gaussian "
                    "(fast, approximate)")
+    e.add_argument("--sampling", choices=("threshold", "full"), default="threshold",
+                   help="bit fidelity's per-conversion noise: threshold (the default) draws it "
+                   "only where a column's noiseless input lies within 6 sigma of an ADC "
+                   "threshold (elsewhere the code is certain; same code distribution); full: "
+                   "one draw per conversion")
     e.add_argument("--kv-range", choices=("matrix", "calibrated"), default="matrix",
                    help="K/V magnitude mapped to G_max: each matrix's max, or a per-layer range "
                    "calibrated on the calib split")
@@ -373,6 +378,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     base = ideal() if args.ideal else AnalogConfig(
         write_noise=args.write_noise, write_noise_sigma=args.write_noise_sigma,
         static=args.static == "analog", fidelity=args.fidelity, kv_range=args.kv_range,
+        sampling=args.sampling,
         tile_rows=args.tile_rows)
     if analog_config and not args.ideal:  # the experiment file's [analog] fields
         base = dataclasses.replace(base, **analog_config)
