@@ -28,7 +28,7 @@ from .analog import (
     MomentWrite,
     build_array,
     map_matrix,
-    moment_var_terms,
+    moment_fit_terms,
     moment_write,
     mvm,
     mvm_moment,
@@ -36,6 +36,11 @@ from .analog import (
 )
 from .errors import CalibrationError, ModuleConversionError
 from .hardware import AdcModel, HardwareModel
+
+MOMENT_GAIN_KEY = 100
+"""``moment_scale[MOMENT_GAIN_KEY + k]`` is the moment mode's calibrated mean gain of product
+``k`` (0 linear, 1 Q K^T, 2 S V) beside its variance factor ``moment_scale[k]``: one dict of
+numbers per layer, carried as before by the evaluation, Dask and VAT code."""
 
 
 def _seeds(n: int, seq: np.random.SeedSequence) -> list[int]:
@@ -67,19 +72,21 @@ class _AnalogBase(nn.Module):
                     n_sel = min(m_rows, max(1, acc["rows"] // x.shape[0]))
                 idx = torch.linspace(0, m_rows - 1, n_sel, device=x.device).round().long()
                 rows = x.index_select(-2, idx)  # spread over the images of the batch
-                meas, pred = moment_var_terms(rows, arr, cfg, self.hw, self.adc_model,
-                                              acc["gen"], signed=signed)
-                m0, p0 = acc["sums"].get(key, (0.0, 0.0))
-                acc["sums"][key] = (m0 + meas, p0 + pred)
-                scale = 1.0
+                terms = moment_fit_terms(rows, arr, cfg, self.hw, self.adc_model, acc["gen"],
+                                         signed=signed)
+                old = acc["sums"].get(key, {})
+                acc["sums"][key] = {k: old.get(k, 0.0) + v for k, v in terms.items()}
+                scale, gain = 1.0, 1.0
             elif key in self.moment_scale:
                 scale = self.moment_scale[key]
+                gain = self.moment_scale.get(MOMENT_GAIN_KEY + key, 1.0)
             else:
                 raise CalibrationError(
                     "fidelity='moment' needs calibrate_moment(model, calibration batches) "
                     "first (per layer, on a held-out split; set_config resets it)")
             return mvm_moment(x, arr, cfg, self.hw, self.adc_model, self.generator,
-                              signed=signed, counter=self.conversions, var_scale=scale)
+                              signed=signed, counter=self.conversions, var_scale=scale,
+                              mean_gain=gain)
         return mvm(x, arr, cfg, self.hw, self.adc_model, self.generator, signed=signed,
                    counter=self.conversions)
 
@@ -364,17 +371,20 @@ def calibrate_kv_range(model: nn.Module, batches: Any) -> dict[str, list[float]]
 @torch.no_grad()
 def calibrate_moment(model: nn.Module, batches: Any, *, rows: int = 64, seed: int = 0
                      ) -> dict[str, dict[str, float]]:
-    """Calibrate the ``moment`` mode's readout variance per layer on a held-out split.
+    """Calibrate the ``moment`` mode's readout per layer on a held-out split.
 
     For every analog layer (and, in attention, each of Q K^T and S V), the bit-level readout
-    of the calibration inputs (the first ``rows`` rows of each input, all images of
-    ``batches``) is compared with the moment mode's noiseless mean; the layer's variance
-    factor is ``sum (y_bit - y_mean)^2 / sum predicted variance``. It corrects the
-    LSB^2/12 and mean-INL assumptions of the prediction. Call it after ``set_config`` and on
-    a programmed chip; the factors depend on the configuration, hardly on the chip.
+    ``y_bit`` of the calibration inputs (the first ``rows`` rows of each input, all images of
+    ``batches``) is compared with the moment mode's noiseless mean ``y0`` on the same
+    written array: the mean gain ``a = sum y_bit y0 / sum y0^2`` (least squares; below 1
+    where the ADC loses small column sums, e.g. S V at 3 bits) and the variance factor
+    ``sum (y_bit - a y0)^2 / sum predicted variance``, which corrects the LSB^2/12 and
+    mean-INL assumptions of the prediction. Call it after ``set_config`` and on a programmed
+    chip; the factors depend on the configuration, hardly on the chip.
 
     Returns:
-        ``{module path: {"0" | "1" | "2": factor}}`` (0: a linear layer; 1: Q K^T; 2: S V).
+        ``{module path: {"0" | "1" | "2": variance factor, "100" | "101" | "102": mean
+        gain}}`` (0: a linear layer; 1: Q K^T; 2: S V; ``MOMENT_GAIN_KEY`` + k: the gains).
     """
     mods = {n: m for n, m in model.named_modules() if isinstance(m, (AnalogLinear,
                                                                      AnalogAttention))}
@@ -391,8 +401,12 @@ def calibrate_moment(model: nn.Module, batches: Any, *, rows: int = 64, seed: in
         for n, m in mods.items():
             sums = m.moment_acc["sums"] if m.moment_acc else {}
             m.moment_acc = None
-            m.moment_scale = {k: (meas / pred if pred > 0 else 1.0)
-                              for k, (meas, pred) in sums.items()}
+            m.moment_scale = {}
+            for k, t in sums.items():
+                a = t["xy"] / t["yy"] if t["yy"] > 0 else 1.0
+                resid = max(t["bb"] - 2 * a * t["xy"] + a * a * t["yy"], 0.0)
+                m.moment_scale[k] = resid / t["pred"] if t["pred"] > 0 else 1.0
+                m.moment_scale[MOMENT_GAIN_KEY + k] = a
             out[n] = {str(k): v for k, v in m.moment_scale.items()}
     return out
 

@@ -286,7 +286,7 @@ def test_moment_variance_calibrated_on_held_out_inputs_matches_bit_level(synthet
         with pytest.raises(CalibrationError):
             mom(x_test)
         scales = calibrate_moment(nn.Sequential(mom), [x_cal], rows=96)
-        assert set(scales["0"]) == {"0"}  # one factor for this layer
+        assert set(scales["0"]) == {"0", "100"}  # variance factor and mean gain
         y0 = mvm_moment(x_test, mom.array, mom.config, hw, mom.adc_model, None,
                         noise=False) + lin.bias
         v_bit = float(((bit(x_test) - y0) ** 2).mean())
