@@ -162,8 +162,7 @@ class CrossbarReadEnergy:
                 raise ValueError(f"{src}: table {t.name!r} at {where}, part={p}: {e} J is "
                                  "not a finite energy >= 0")
             parts[p] = float(e)
-            note = a.get(f"source_{p}", "SPICE: supply current of the crossbar "
-                                        "characterization's column transient")
+            note = a.get(f"source_{p}") or _default_source(p, a)
             sources[p] = f"{t.name} [part={p}] at {where}: {note} ({src})"
         sc = a.get("scaling", {})
         if isinstance(sc, str):
@@ -179,6 +178,24 @@ class CrossbarReadEnergy:
                    active_rows_ref=_num_attr(a, "pattern_active_rows"),
                    tia_iq_a=_num_attr(a, "tia_iq_a"),
                    vdd_v=None if vdd_v is None else float(vdd_v))
+
+
+def _default_source(part: str, a: dict[str, Any]) -> str:
+    """A part's source where the table has no ``source_<part>`` attribute (the crossbar
+    writer's description: each part a supply's delivered energy in the column transient)."""
+    if part == "array":
+        return ("SPICE: the bit-line read driver's v_read * I over t_read in the column "
+                "transient (cells, wires, access devices)")
+    if part == "tia":
+        iq = a.get("tia_iq_a")
+        return ("SPICE + assumption: vdd * |I_out| from the column transient plus vdd * "
+                f"tia_iq_a, the behavioural op-amp's quiescent current "
+                f"{'' if iq is None else f'{float(iq):.3g} A '}(an assumption, not a circuit "
+                "result), over t_read")
+    if part == "drivers":
+        return ("SPICE: the word-line drivers' vdd * I in the column transient (the access "
+                "transistors' gate charge; word-line wire capacitance not modelled)")
+    return "SPICE: crossbar characterization (crossbar/read_energy_j; no source attribute)"
 
 
 def _ok(x: float | None) -> bool:
@@ -280,18 +297,31 @@ def short_source(source: str) -> str:
     of SPICE / formula / estimate, as the characterization writes them), for one-line output."""
     head, _, note = source.partition(": ")
     kind = note.split(":", 1)[0].strip()
-    return f"{head}: {kind}" if kind in ("SPICE", "formula", "estimate") else head
+    return f"{head}: {kind}" if kind in ("SPICE", "formula", "estimate",
+                                          "SPICE + assumption") else head
 
 
-def format_breakdown(b: dict[str, Any] | None, unit: str = "nJ", *,
+_UNITS = {"pJ": 1e12, "nJ": 1e9, "uJ": 1e6, "mJ": 1e3}
+
+
+def auto_unit(total_j: float) -> str:
+    """The unit that puts ``total_j`` between 1 and 1000 (pJ .. mJ)."""
+    for u, lim in (("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9)):
+        if abs(total_j) >= lim:
+            return u
+    return "pJ"
+
+
+def format_breakdown(b: dict[str, Any] | None, unit: str | None = None, *,
                      full_sources: bool = False) -> list[str]:
     """Text lines of a breakdown (the CLI's wording): the total, then each part with its
     share and source (``short_source`` unless ``full_sources``), then what is not
     characterized."""
     if not b:
         return ["energy per inference: not characterized"]
-    f = {"pJ": 1e12, "nJ": 1e9, "uJ": 1e6}[unit]
     tot = b["total_j"]
+    unit = unit or auto_unit(tot)
+    f = _UNITS[unit]
     out = [f"energy per inference: {f * tot:.4g} {unit}"
            + ("" if b.get("complete", True) else " (incomplete: see 'not characterized')")]
     for p in b["parts"]:
@@ -305,13 +335,14 @@ def format_breakdown(b: dict[str, Any] | None, unit: str = "nJ", *,
     return out
 
 
-def format_breakdown_line(b: dict[str, Any] | None, unit: str = "nJ") -> str:
+def format_breakdown_line(b: dict[str, Any] | None, unit: str | None = None) -> str:
     """One line: the total and each part (for a sweep's per-point output); the sources are in
     the JSON (``parts[].source``) and in ``format_breakdown``."""
     if not b:
         return "energy per inference: not characterized"
-    f = {"pJ": 1e12, "nJ": 1e9, "uJ": 1e6}[unit]
-    parts = " + ".join(f"{p['part']} {f * p['j_per_inference']:.3g}" for p in b["parts"])
+    unit = unit or auto_unit(b["total_j"])
+    f = _UNITS[unit]
+    parts = " + ".join(f"{p['part']} {f * p['j_per_inference']:.4g}" for p in b["parts"])
     miss = "".join(f"; {m.split(':')[0]}: not characterized"
                    for m in b.get("not_characterized", []))
     return f"energy per inference {f * b['total_j']:.4g} {unit} = {parts} ({unit}){miss}"

@@ -845,7 +845,19 @@ def _validation_markdown(v: dict[str, Any], w: Any) -> None:
 
 
 def _write_tables_markdown(cb: dict[str, Any], w: Any) -> None:
-    """Per-level programming bias and write-verify failure, per corner and temperature."""
+    """Per-level programming bias and write-verify failure, per corner and temperature; the
+    read energy per column read by part."""
+    re_j = cb.get("read_energy_j")
+    if re_j:
+        parts = list(next(iter(re_j.values())))
+        w(f"\nCrossbar read energy per column read (`crossbar/read_energy_j`, pJ, "
+          f"{cb['vdd_v']:g} V, {cb['temp_c']:g} °C; the TIA's quiescent current is an "
+          "assumption of the characterization):\n")
+        w("| corner | " + " | ".join(parts) + " | total |\n|---|" + "---|" * (len(parts) + 1))
+        for c in [c for c in CORNER_ORDER if c in re_j]:
+            vals = [re_j[c].get(p) for p in parts]
+            w(f"| {c} | " + " | ".join(_n(None if v is None else 1e12 * v, 3) for v in vals)
+              + f" | {_n(1e12 * sum(v for v in vals if v is not None), 3)} |")
     wb = cb.get("write_bias")
     if wb:
         levels = sorted({lv for temps in wb["by_corner"].values() for modes in temps.values()
@@ -924,6 +936,15 @@ def _energy_markdown(r: dict[str, Any], w: Any) -> None:
           f"{short_source(p['source'] or '')} |")
     for m in e.get("not_characterized", []):
         w(f"| **{m.split(':')[0]}** | - | - | **not characterized** | - | {m} |")
+    notes = [p.get("scaling") or "" for p in e["parts"] if p["part"].startswith("crossbar/")]
+    how = sorted({n.split("; the table allows")[0] for n in notes if n})
+    if how:
+        w(f"\nCrossbar read parts: {'; '.join(how)}"
+          + ("; the table says how each part scales with the column current and the active "
+             "rows, but the simulator does not record them yet, so a workload whose column "
+             "currents are lower than the pattern's reads less array and TIA-output energy "
+             "than this" if any("the table allows" in n for n in notes) else "")
+          + " (docs/nnsim.md, Energy per inference).")
     names: list[str] = []
     for _, v in rows:
         for p in v["energy_per_inference"]["parts"]:

@@ -151,6 +151,8 @@ def test_from_lookup_reads_the_read_energy_at_the_evaluated_corner(energy_lookup
         assert hw.read_energy.vdd_v == pytest.approx(corner[1])
         assert hw.read_energy.rule("tia") == "quiescent+current"
         assert "test: array supply" in hw.read_energy.sources["array"]
+        # no source attribute: the TIA's quiescent current is named as an assumption
+        assert "assumption" in hw.read_energy.sources["tia"]
         assert corner[0] in hw.read_energy.sources["tia"]
     # a file without the table: None (reported as not characterized downstream)
     # (the plain synthetic crossbar file has no crossbar/read_energy_j)
