@@ -294,8 +294,14 @@ def column_point(point: SweepPoint) -> dict[str, Any]:
         ideal = cfg.v_read_v * float(g_t[np.searchsorted(levels, g)][act].sum())
         col.set_pattern(g, act)
         rel[p], ratio[p] = ideal / fs_t, col.current() / ideal
-    noise_i, noise_s = np.empty(len(NOISE_FRACS)), np.empty(len(NOISE_FRACS))
-    for q, f in enumerate(NOISE_FRACS):
+    # the read-noise currents: NOISE_FRACS of this column's full scale, or (a plan with a rows
+    # axis) the ideal currents shared by all its columns, NaN above this column's full scale
+    fracs = [float(i) / cfg.i_full_scale_a for i in ctx["noise_i_a"]] \
+        if ctx.get("noise_i_a") else list(NOISE_FRACS)
+    noise_i, noise_s = np.full(len(fracs), np.nan), np.full(len(fracs), np.nan)
+    for q, f in enumerate(fracs):
+        if f > 1.0 + 1e-9:
+            continue
         k = max(1, math.ceil(f * cfg.rows - 1e-9))
         g = np.full(cfg.rows, cfg.g_min_s)
         g[:k] = max(f * cfg.rows * cfg.g_max_s / k, cfg.g_min_s)

@@ -7,7 +7,7 @@ import json
 import time
 import tomllib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +56,25 @@ PRESETS: dict[str, dict[str, Any]] = {
               "mc": 3, "mc_write": 4, "patterns": 4, "seed": 20240,
               "column": {"rows": 64}, "write": {"cells_per_level": 2}},
     "default": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
-                "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 4, "mc_write": 16, "patterns": 4,
-                "seed": 20240, "column": {"rows": 64}, "write": {"cells_per_level": 2}},
+                "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 4, "mc_write": 100, "patterns": 4,
+                "seed": 20240, "column": {"rows": 64}, "rows": [16, 64, 128, 256],
+                "write": {"cells_per_level": 2}},
     "full": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
-             "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 16, "mc_write": 64, "patterns": 4,
-             "seed": 20240, "column": {"rows": 128}, "write": {"cells_per_level": 2}},
+             "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 16, "mc_write": 128, "patterns": 4,
+             "seed": 20240, "column": {"rows": 128}, "rows": [16, 64, 128, 256],
+             "write": {"cells_per_level": 2}},
 }
 """Named run sizes; one PVT grid per preset, the same as the ADC preset of that name
 (``characterization.adc``). ``mc``: column chips per corner; ``patterns``: read-transfer
 patterns per ``XFER_GRID`` bin and chip (so ``mc * patterns`` >= 10 per bin); ``mc_write``:
-write benches per corner (each programs ``cells_per_level`` cells per mode and level)."""
+write benches per corner (each programs ``cells_per_level`` cells per mode and level, so
+``mc_write * cells_per_level`` samples per level: 200 in the default preset); ``rows``: the
+column heights of a ``rows`` axis (the column tables get a ``rows`` dimension; the write
+bench does not depend on it), absent: one column of ``column.rows``."""
+
+ROWS_TABLES = (CROSSBAR_READ_TRANSFER, CROSSBAR_READ_NOISE, CROSSBAR_SENSING_MARGIN,
+               CROSSBAR_READ_ENERGY)
+"""The tables that get a ``rows`` dimension (after the PVT dims) in a plan with a rows axis."""
 
 MIN_PATTERNS_PER_BIN = 10
 """Fewest read-transfer patterns (over chips) in any bin of a characterization's table."""
@@ -86,6 +95,17 @@ class CrossbarRun:
     write: WriteConfig
     name: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)
+    """The ``rows`` axis (column heights), empty: one column of ``column.rows`` rows."""
+
+    @property
+    def rows_values(self) -> list[int]:
+        """The column heights characterized: the rows axis, or ``[column.rows]``."""
+        return list(self.rows) if self.rows else [self.column.rows]
+
+    def for_rows(self, rows: int) -> CrossbarRun:
+        """This plan with a column of ``rows`` rows (no rows axis)."""
+        return replace(self, column=replace(self.column, rows=int(rows)), rows=[])
 
     @property
     def vdd_nom_v(self) -> float:
@@ -98,7 +118,8 @@ class CrossbarRun:
         return {"name": self.name, "process": self.process, "vdd_v": self.vdd_v,
                 "temp_c": self.temp_c, "mc": self.mc, "mc_write": self.mc_write,
                 "patterns": self.patterns, "seed": self.seed,
-                "column": self.column.to_dict(), "write": self.write.to_dict()}
+                "column": self.column.to_dict(), "write": self.write.to_dict(),
+                **({"rows": list(self.rows)} if self.rows else {})}
 
 
 def make_plan(preset: str | None = "quick", config: str | Path | dict | None = None,
@@ -134,7 +155,7 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
     if name not in PRESETS:
         raise ConfigError(f"{where}: unknown preset {name!r}; presets: {sorted(PRESETS)}")
     d = copy.deepcopy(PRESETS[name])
-    known = set(d) | {"column", "write"}
+    known = set(d) | {"column", "write", "rows"}
     bad = set(over) - known
     if bad:
         raise ConfigError(f"{where}: unknown keys {sorted(bad)}; known: {sorted(known)}")
@@ -171,6 +192,16 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         raise ConfigError(f"{where}: {e}") from e
     if not 16 <= col.rows <= 256:
         raise ConfigError(f"{where}: column.rows must be 16..256, got {col.rows}")
+    rows_axis = d.get("rows") or []
+    if not isinstance(rows_axis, (list, tuple)) or any(
+            isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 16 <= r <= 256
+            for r in rows_axis) or len(set(rows_axis)) != len(rows_axis):
+        raise ConfigError(f"{where}: rows must be a list of distinct integers 16..256, got "
+                         f"{rows_axis!r}")
+    rows_axis = sorted(int(r) for r in rows_axis)
+    if rows_axis and col.rows not in rows_axis:
+        raise ConfigError(f"{where}: column.rows = {col.rows} must be one of rows "
+                         f"{rows_axis} (the rows axis holds the simulator's default tile)")
     label = name if not over else f"{name}+{Path(where).name if where != 'config' else 'dict'}"
     if model is not None:
         label += f"+{Path(model).name}"
@@ -185,7 +216,7 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         raise ConfigError(f"{where}: mc * patterns = {counts['mc']} * {counts['patterns']} "
                          f"read-transfer patterns per bin; need >= {MIN_PATTERNS_PER_BIN}")
     return CrossbarRun(*axes, counts["mc"], counts["mc_write"], counts["patterns"],
-                       counts["seed"], col, wr, name=label)
+                       counts["seed"], col, wr, name=label, rows=rows_axis)
 
 
 def _check_axes(d: dict[str, Any], where: str) -> tuple[list[str], list[float], list[float]]:
@@ -218,14 +249,35 @@ def _check_axes(d: dict[str, Any], where: str) -> tuple[list[str], list[float], 
     return out[0], out[1], out[2]
 
 
-def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
+def noise_currents(plan: CrossbarRun) -> list[float] | None:
+    """Ideal currents of ``crossbar/read_noise``: ``None`` (``points.NOISE_FRACS`` of the
+    column's full scale) without a rows axis; with one, the union over its columns (each
+    column measures those up to its own full scale)."""
+    if not plan.rows:
+        return None
+    i = {round(f * plan.for_rows(r).column.i_full_scale_a, 15)
+         for r in plan.rows for f in points.NOISE_FRACS}
+    return sorted(i)
+
+
+def column_seed(plan: CrossbarRun, rows: int) -> int:
+    """Root seed of the column sweep of ``rows`` rows: the plan's seed for ``column.rows``
+    (files without a rows axis keep their bits), offset for the other heights."""
+    return plan.seed if rows == plan.column.rows else plan.seed + 7919 * int(rows)
+
+
+def _specs(plan: CrossbarRun, rows: int | None = None,
+           noise_i: list[float] | None = None) -> tuple[SweepSpec, SweepSpec]:
     axes = {"process": plan.process, "vdd_v": plan.vdd_v, "temp_c": plan.temp_c}
-    cfg, wcfg = plan.column, plan.write
+    rows = plan.column.rows if rows is None else int(rows)
+    cfg, wcfg = plan.for_rows(rows).column, plan.write
     nlev = cfg.levels
-    ctx = {"column": cfg.to_dict(), "patterns": plan.patterns}
+    ctx = {"column": cfg.to_dict(), "patterns": plan.patterns,
+           **({"noise_i_a": noise_i} if noise_i else {})}
     n_pat = plan.patterns * XFER_GRID.size
+    n_noise = len(noise_i) if noise_i else len(points.NOISE_FRACS)
     col = SweepSpec(
-        name="crossbar_column", axes=axes, mc=plan.mc, seed=plan.seed,
+        name="crossbar_column", axes=axes, mc=plan.mc, seed=column_seed(plan, rows),
         point_fn=points.column_point,
         measures={"cell_g_s": "S", "xfer_rel": "1", "xfer_ratio": "1", "noise_i_a": "A",
                   "noise_sigma_a": "A", "margin_i_a": "A", "margin_noise_a": "A",
@@ -233,15 +285,16 @@ def _specs(plan: CrossbarRun) -> tuple[SweepSpec, SweepSpec]:
         measure_dims={"cell_g_s": {"level": list(range(nlev))},
                       "xfer_rel": {"pattern": list(range(n_pat))},
                       "xfer_ratio": {"pattern": list(range(n_pat))},
-                      "noise_i_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
-                      "noise_sigma_a": {"noise_point": list(range(len(points.NOISE_FRACS)))},
+                      "noise_i_a": {"noise_point": list(range(n_noise))},
+                      "noise_sigma_a": {"noise_point": list(range(n_noise))},
                       "margin_i_a": {"level": list(range(nlev))},
                       "margin_noise_a": {"level": list(range(nlev))},
                       "read_energy_j": {"part": list(points.ENERGY_PARTS)}},
         context=ctx,
         provenance={"column_deck_sha256": deck_hash(column_deck(cfg, "tt"))},
     )
-    wctx = {"column": cfg.to_dict(), "write": wcfg.to_dict(), "vdd_nom_v": plan.vdd_nom_v}
+    wctx = {"column": plan.column.to_dict(), "write": wcfg.to_dict(),
+            "vdd_nom_v": plan.vdd_nom_v}
     wdims = {"mode": list(MODES), "level": list(range(nlev)),
              "copy": list(range(wcfg.cells_per_level))}
     wr = SweepSpec(
@@ -278,14 +331,23 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
     raw = out.with_name(out.name + ".raw")
     raw.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    col_spec, wr_spec = _specs(plan)
-    res_c = run_sweep(col_spec, raw / "column.h5", jobs=jobs, dask=dask, quiet=quiet)
+    noise_i = noise_currents(plan)
+    col_specs, res_cs = {}, {}
+    for r in plan.rows_values:  # one column sweep per height (the write bench: one)
+        col_specs[r], wr_spec = _specs(plan, r, noise_i)
+        name = f"column_r{r}.h5" if plan.rows else "column.h5"
+        res_cs[r] = run_sweep(col_specs[r], raw / name, jobs=jobs, dask=dask, quiet=quiet)
     res_w = run_sweep(wr_spec, raw / "write.h5", jobs=jobs, dask=dask, quiet=quiet)
-    tables = build_tables(plan, res_c.tables, res_w.tables)
+    res_c = res_cs[plan.column.rows]
+    per_rows = {r: build_tables(plan.for_rows(r), res_cs[r].tables, res_w.tables, noise_i)
+                for r in plan.rows_values}
+    tables = stack_rows(plan, per_rows) if plan.rows else per_rows[plan.column.rows]
     prov = {
         "characterization": "crossbar", "plan": plan.to_dict(),
         **rram_provenance(plan.column),
-        "sweeps": {"column": res_c.provenance, "write": res_w.provenance},
+        "sweeps": {"column": res_c.provenance, "write": res_w.provenance,
+                   **({f"column_r{r}": res_cs[r].provenance for r in plan.rows}
+                      if plan.rows else {})},
         "mismatch": "access nfet: per-instance gate-series source dVt ~ N(0, A_vt/sqrt(W L)), "
                     f"A_vt={plan.column.a_vt_mv_um} mV um (sky130 mc switches off)",
         "assumptions": {
@@ -297,20 +359,21 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
             "tia_en_v_rthz": plan.column.tia_en_v_rthz,
             "rtn_rel": plan.column.rtn_rel,
             "tia_iq_a": plan.column.tia_iq_a},
-        "raw_files": [str(res_c.path), str(res_w.path)],
+        "raw_files": [*(str(res_cs[r].path) for r in plan.rows_values), str(res_w.path)],
     }
-    failures = [*res_c.failures, *res_w.failures]
+    failures = [*(f for r in plan.rows_values for f in res_cs[r].failures), *res_w.failures]
     path = write_lookup(out, tables, prov, failures)
     wall = time.perf_counter() - t0
-    n_sims_col = len(col_spec) * (plan.patterns * XFER_GRID.size + 2 * len(points.NOISE_FRACS)
-                                  + plan.column.levels + 3)
+    n_col = sum(len(c) for c in col_specs.values())
+    n_sims_col = n_col * (plan.patterns * XFER_GRID.size + 2 * len(points.NOISE_FRACS)
+                          + plan.column.levels + 3)
     n_sims = n_sims_col + len(wr_spec)
     made = []
-    if plots:
+    if plots:  # of the default tile's column
         from .plots import make_plots
 
-        made = make_plots(tables, Path(plots), plan, raw=res_c.tables)
-    return {"path": str(path), "wall_s": wall, "n_points": len(col_spec) + len(wr_spec),
+        made = make_plots(per_rows[plan.column.rows], Path(plots), plan, raw=res_c.tables)
+    return {"path": str(path), "wall_s": wall, "n_points": n_col + len(wr_spec),
             "n_failed": len(failures), "sims": n_sims, "sims_per_s": n_sims / wall,
             "column": res_c.summary, "write": res_w.summary, "plots": [str(p) for p in made]}
 
@@ -370,10 +433,45 @@ def rram_provenance(cfg: ColumnConfig) -> dict[str, Any]:
             "rram_fit": read_fit_provenance(lib)}
 
 
-def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
-                 ) -> list[Table]:
+def stack_rows(plan: CrossbarRun, per_rows: dict[int, list[Table]]) -> list[Table]:
+    """One list of tables from the per-height lists: the ``ROWS_TABLES`` stacked along a
+    ``rows`` dimension after the PVT dims (attr ``rows`` becomes the list), the others (the
+    cell's G(T), the write tables) from the ``column.rows`` list."""
+    base = per_rows[plan.column.rows]
+    out = []
+    for t in base:
+        if t.name not in ROWS_TABLES:
+            out.append(t)
+            continue
+        parts = [next(x for x in per_rows[r] if x.name == t.name) for r in plan.rows]
+        data = np.stack([np.asarray(p.data, float) for p in parts], axis=3)
+        dims = (*t.dims[:3], "rows", *t.dims[3:])
+        # attributes that differ per height: JSON lists along rows, named in per_rows_attrs
+        # (a reader that selects one height puts that height's values back as scalars)
+        per = [a for a in ("rows", "i_full_scale_a", "patterns_per_bin_min",
+                           "bins_interpolated", "patterns_per_bin", "pattern_i_ideal_a",
+                           "pattern_active_rows") if a in t.attrs]
+        attrs = {**t.attrs, "default_rows": plan.column.rows,
+                 "per_rows_attrs": json.dumps(per)}
+        for a in per:
+            attrs[a] = json.dumps([_plain_attr(p.attrs[a]) for p in parts])
+        if "patterns_per_bin_min" in t.attrs:
+            attrs["patterns_per_bin_min_all"] = int(min(p.attrs["patterns_per_bin_min"]
+                                                        for p in parts))
+        out.append(Table(t.name, data, dims, {**t.coords, "rows": np.asarray(plan.rows)},
+                         t.units, {**t.coord_units, "rows": "1"}, attrs))
+    return out
+
+
+def _plain_attr(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table],
+                 noise_i: list[float] | None = None) -> list[Table]:
     """Reduce the sweeps' raw tables (dims ``process, vdd_v, temp_c, mc, ...``) to the
-    contract tables."""
+    contract tables (one column of ``plan.column.rows``; ``noise_i``: the read-noise
+    currents of a rows axis, ``noise_currents``)."""
     cfg = plan.column
     lead = ("process", "vdd_v", "temp_c")
     coords = {"process": np.asarray(plan.process), "vdd_v": np.asarray(plan.vdd_v),
@@ -422,7 +520,8 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table]
     with np.errstate(all="ignore"):
         sig = np.nanmean(col["noise_sigma_a"].data, axis=3) if plan.mc > 1 else \
             col["noise_sigma_a"].data[:, :, :, 0]
-    i_col = np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
+    i_col = np.asarray(noise_i, float) if noise_i else \
+        np.asarray(points.NOISE_FRACS) * cfg.i_full_scale_a
     if cfg.rtn_rel > 0:  # the optional RTN / 1-f assumption, in quadrature
         sig = np.sqrt(sig**2 + (cfg.rtn_rel * i_col) ** 2)
     t_noise = Table(CROSSBAR_READ_NOISE, sig, (*lead, "i_col_a"), {**coords, "i_col_a": i_col},

@@ -363,6 +363,50 @@ def test_read_energy_equals_independent_references(tiny_lookup, shared_engine):
         assert e[2] == pytest.approx(act.sum() * vdd * q, rel=0.10, abs=0), (corner, temp)
 
 
+@pytest.mark.ngspice
+def test_rows_axis_tables_are_each_columns_spice(tmp_path, shared_engine):
+    """A plan with a rows axis (16 and 32 rows, one corner, through real ngspice): the column
+    tables get a rows dimension; nnsim reads exactly the tile's column, and the all-LRS
+    current it computes equals SPICE's for a column of that height within 1 % (reading the
+    other height's slice misses by more); other tile heights are refused naming both."""
+    from characterization.crossbar.netlist import column_deck
+    from nnsim.errors import HardwareModelError
+    from nnsim.hardware import HardwareModel
+
+    plan = make_plan(config={"process": ["tt"], "vdd_v": [1.8], "temp_c": [27.0], "mc": 1,
+                             "mc_write": 1, "patterns": 10, "rows": [16, 32],
+                             "column": {"rows": 16}, "write": {"cells_per_level": 1}})
+    s = characterize_crossbar(plan, tmp_path / "xbar.h5", jobs=1, quiet=True)
+    lf = read_lookup(s["path"])
+    assert s["n_failed"] == 0
+    for name in ("crossbar/read_transfer", "crossbar/read_noise", "crossbar/sensing_margin",
+                 "crossbar/read_energy_j"):
+        assert lf[name].dims[:4] == ("process", "vdd_v", "temp_c", "rows"), name
+        assert [int(r) for r in lf[name].coords["rows"]] == [16, 32]
+    assert "rows" not in lf["crossbar/write_noise_fit"].dims
+    i_spice, i_sim = {}, {}
+    hws = {r: HardwareModel.from_lookup(s["path"], "tt", 1.8, 27.0, adc_bits=None, rows=r)
+           for r in (16, 32)}
+    for r, hw in hws.items():
+        assert hw.rows == r and hw.rows_axis == (16, 32)
+        hw.check_tile_rows(r)
+        cfg = plan.for_rows(r).column
+        assert hw.read_i_a.max() <= cfg.i_full_scale_a * (1 + 1e-9)
+        deck = column_deck(cfg, "tt", vdd_v=1.8, temp_c=27.0, g_s=[cfg.g_max_s] * r,
+                           active=[True] * r)
+        i_spice[r] = -float(shared_engine.simulate(deck).vector("v(out)")[0]) / cfg.r_f_ohm
+        lv, act = np.full(r, 3.0), np.ones(r, bool)
+        i_sim[r] = _nnsim_column_current(hw, lv, act)
+        assert i_sim[r] == pytest.approx(i_spice[r], rel=0.01), (r, i_spice[r], i_sim[r])
+    # the 32-row column loses more to IR drop than the 16-row one: the slices differ
+    ratio = {r: i_spice[r] / (r * hws[r].cell_g_t_s[-1] * hws[r].v_read_v) for r in (16, 32)}
+    assert ratio[32] < ratio[16] - 0.02
+    with pytest.raises(HardwareModelError, match=r"tile_rows=32 .* 16-row column .*rows=32"):
+        hws[16].check_tile_rows(32)
+    with pytest.raises(HardwareModelError, match=r"tile rows 64 not characterized.*\[16, 32\]"):
+        HardwareModel.from_lookup(s["path"], "tt", 1.8, 27.0, adc_bits=None, rows=64)
+
+
 _WRITE_POINT = """
 import json, sys
 import numpy as np
