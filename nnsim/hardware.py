@@ -115,30 +115,177 @@ class AdcModel:
         return self._cache[key], self.max_code + 4.0
 
     LUT_STEPS = 32
-    """Grid steps per LSB of ``quantize_lut`` (thresholds resolved to 1/32 LSB)."""
+    """Grid steps per LSB of the per-instance code tables (``quantize_lut``, ``quantize_fast``,
+    ``quantize_near``); refined (doubled) where two distinct thresholds of an instance would
+    share a cell."""
+
+    def _steps(self) -> int:
+        key = "steps"
+        if key not in self._cache:
+            r = self.LUT_STEPS
+            gaps = np.diff(self.thresholds_lsb, axis=1)
+            gaps = gaps[gaps > 0]
+            while gaps.size and r < 1 << 16 and 1.0 / r >= gaps.min():
+                r *= 2
+            self._cache[key] = r
+        return self._cache[key]
 
     def _lut(self, device: torch.device) -> torch.Tensor:
         key = ("lut", str(device))
         if key not in self._cache:
-            r = self.LUT_STEPS
+            r = self._steps()
             grid = -2.0 + (np.arange((self.max_code + 4) * r) + 0.5) / r
             lut = np.stack([np.searchsorted(t, grid, side="right") for t in self.thresholds_lsb])
             self._cache[key] = torch.as_tensor(lut.reshape(-1), dtype=torch.float32,
                                                device=device)
         return self._cache[key]
 
-    def quantize_lut(self, x_lsb: torch.Tensor, instance: torch.Tensor | int) -> torch.Tensor:
-        """Noiseless ``quantize`` through a per-instance table on a 1/32-LSB grid (one gather
-        per conversion instead of a binary search; thresholds resolved to 1/32 LSB)."""
-        lut = self._lut(x_lsb.device)
-        r = self.LUT_STEPS
+    NEAR_CAP = 0.99
+    """Largest distance the ``quantize_near`` table stores (LSB): a conversion whose
+    ``SIGMAS`` x sigma reaches it is drawn."""
+
+    def _tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per instance and cell ``[lo, lo + 1/r)`` of the 1/r-LSB grid (float32, flat):
+
+        * ``low``: the code at ``lo``; ``th``: the threshold inside the cell (+inf if none;
+          ``_steps`` makes it at most one distinct value) and ``jump``: how many thresholds
+          share it, so the exact code of ``x`` in the cell is ``low + jump (x >= th)``;
+        * ``near``: ``low + d``, ``d`` the smallest distance (LSB, capped at ``NEAR_CAP``)
+          from the cell to a threshold, 0 for a cell that holds one.
+        """
+        key = ("tables", str(device))
+        if key not in self._cache:
+            r = self._steps()
+            lo = -2.0 + np.arange((self.max_code + 4) * r) / r
+            hi = lo + 1.0 / r
+            out: dict[str, list[np.ndarray]] = {"low": [], "th": [], "jump": [], "near": []}
+            for t in self.thresholds_lsb:
+                low = np.searchsorted(t, lo, side="right")  # thresholds <= lo
+                nxt = t[np.minimum(low, t.size - 1)]
+                inside = (low < t.size) & (nxt < hi)
+                jump = np.searchsorted(t, hi, side="left") - low  # thresholds in (lo, hi)
+                below = np.where(low > 0, lo - t[np.maximum(low - 1, 0)], np.inf)
+                above = np.where(low < t.size, nxt - hi, np.inf)
+                d = np.where(inside, 0.0, np.minimum(below, above))
+                out["low"].append(low)
+                # float32 rounded up: x32 >= th32 exactly when x32 >= th (float64)
+                th32 = nxt.astype(np.float32)
+                th32 = np.where(th32 < nxt, np.nextafter(th32, np.float32(np.inf)), th32)
+                out["th"].append(np.where(inside, th32, np.inf))
+                out["jump"].append(np.where(inside, jump, 0))
+                out["near"].append(low + np.clip(d, 0.0, self.NEAR_CAP))
+            tb: dict[str, Any] = {k: torch.as_tensor(np.concatenate(v), dtype=torch.float32,
+                                                     device=device) for k, v in out.items()}
+            tb["th_low"] = torch.stack([tb["th"], tb["low"]], 1).contiguous()
+            tb["unit_jumps"] = bool(np.all(np.concatenate(out["jump"]) <= 1))
+            self._cache[key] = tb
+        return self._cache[key]
+
+    def _lut_index(self, x_lsb: torch.Tensor, instance: torch.Tensor | int,
+                   inplace: bool = False) -> torch.Tensor:
+        """Flat int32 index of each input's cell in the per-instance tables (``inplace``:
+        ``x_lsb`` is clamped to the tables' range in place; the clamp keeps every code)."""
+        r = self._steps()
         g = (self.max_code + 4) * r
-        off = 2.0 * r + (instance * g if isinstance(instance, torch.Tensor) else
-                         float(int(instance) * g))
-        x = x_lsb.clamp(-2.0, self.max_code + 2.0 - 0.5 / r).mul_(r)
-        idx = (x.add_(off) if not isinstance(off, torch.Tensor) or off.shape == x.shape
-               else x + off).to(torch.int64)
-        return lut.take(idx)
+        lo, hi = -2.0, self.max_code + 2.0 - 0.5 / r
+        x = x_lsb.clamp_(lo, hi) if inplace else x_lsb.clamp(lo, hi)
+        if isinstance(instance, torch.Tensor):
+            off = instance.to(x.dtype) * float(g) + float(2 * r)
+            idx = torch.add(off, x, alpha=float(r))
+            if idx.shape != x.shape:
+                idx = idx.expand(x.shape)
+        else:
+            idx = x.mul(float(r)).add_(float(2 * r + int(instance) * g))
+        return idx.to(torch.int32).reshape(-1)
+
+    def quantize_lut(self, x_lsb: torch.Tensor, instance: torch.Tensor | int) -> torch.Tensor:
+        """Noiseless codes through the cell-centre table alone (thresholds resolved to
+        1/``LUT_STEPS`` LSB); ``quantize_fast`` is exact at the same cost plus one gather."""
+        idx = self._lut_index(x_lsb, instance)
+        return self._lut(x_lsb.device).index_select(0, idx).view(x_lsb.shape)
+
+    def quantize_fast(self, x_lsb: torch.Tensor, instance: torch.Tensor | int, *,
+                      inplace: bool = False) -> torch.Tensor:
+        """Noiseless codes, exact (as ``quantize(noise=False)``), without a search: the cell's
+        code plus one comparison with the threshold inside the cell (``_tables``).
+
+        Args:
+            inplace: ``x_lsb`` may be overwritten.
+
+        Returns:
+            Codes (float32, the shape of ``x_lsb``).
+        """
+        tb = self._tables(x_lsb.device)
+        if not inplace:
+            x_lsb = x_lsb.clone()
+        idx = self._lut_index(x_lsb, instance, inplace=True)  # clamped: same codes
+        tl = tb["th_low"].index_select(0, idx).view(*x_lsb.shape, 2)
+        up = torch.ge(x_lsb, tl[..., 0]).to(torch.float32)
+        if not tb["unit_jumps"]:
+            up = up.mul_(tb["jump"].index_select(0, idx).view(x_lsb.shape))
+        return up.add_(tl[..., 1])
+
+    SIGMAS = 6.0
+    """``quantize_near``'s cutoff: a conversion whose noiseless input lies farther than
+    ``SIGMAS`` sigma from every threshold gets its noiseless code; the noise would have changed
+    it with probability below Phi(-6) = 9.9e-10 per conversion (one side)."""
+
+    DENSE_AT = 0.5
+    """``quantize_near`` draws every conversion (no selection) when the noise floor alone puts
+    the ``SIGMAS`` band over this fraction of each LSB (``2 SIGMAS sigma_floor >= 0.5``)."""
+
+    def quantize_near(self, x_lsb: torch.Tensor, var_lsb: torch.Tensor | float,
+                      instance: torch.Tensor | int, generator: torch.Generator | None, *,
+                      var_floor: float = 0.0) -> torch.Tensor:
+        """``quantize(x + sqrt(var) N(0,1))`` drawing the Gaussian only where it can matter.
+
+        Args:
+            x_lsb: Noiseless inputs (LSB of the ideal ADC), any shape; not modified.
+            var_lsb: Noise variance per input (LSB^2), broadcastable to ``x_lsb``, or a number.
+            instance: As ``quantize``.
+            generator: For the draws.
+            var_floor: A lower bound of ``var_lsb`` (the ADC's own input noise).
+
+        Returns:
+            Codes (float32, the shape of ``x_lsb``). Where ``x`` lies within ``SIGMAS`` sigma of
+            a threshold of its instance (or in a table cell holding one) a Gaussian is drawn and
+            the code is that of ``x + sigma z``; elsewhere the code is the noiseless one. When
+            more than a third of the inputs are that close, or the noise floor says most will
+            be (``DENSE_AT``), one Gaussian is drawn per input, so the cost never exceeds full
+            sampling by much.
+        """
+        dev = x_lsb.device
+        tensor_var = isinstance(var_lsb, torch.Tensor)
+        sd = var_lsb.sqrt() if tensor_var else float(var_lsb) ** 0.5
+
+        def dense() -> torch.Tensor:
+            z = torch.randn(x_lsb.shape, generator=generator, device=dev, dtype=x_lsb.dtype)
+            return self.quantize_fast(z.mul_(sd).add_(x_lsb), instance, inplace=True)
+
+        if 2.0 * self.SIGMAS * var_floor ** 0.5 >= self.DENSE_AT:
+            self.last_near_fraction = 1.0
+            return dense()
+        idx = self._lut_index(x_lsb, instance)
+        v = self._tables(dev)["near"].index_select(0, idx).view(x_lsb.shape)
+        code = v.floor()
+        thr = var_lsb * self.SIGMAS ** 2
+        unc = v.sub_(code).square_() <= thr  # d = 0 (a cell holding a threshold): always
+        n_unc = int(unc.sum())
+        self.last_near_fraction = n_unc / max(1, unc.numel())
+        if n_unc == 0:
+            return code
+        if 3 * n_unc > unc.numel():
+            return torch.where(unc, dense(), code)
+        flat = unc.reshape(-1).nonzero().squeeze(1)
+        xs = x_lsb.reshape(-1).index_select(0, flat)
+        z = torch.randn(xs.shape, generator=generator, device=dev, dtype=x_lsb.dtype)
+        z = z.mul_(sd.expand(x_lsb.shape).reshape(-1).index_select(0, flat)) if tensor_var \
+            else z.mul_(sd)
+        g = (self.max_code + 4) * self._steps()
+        inst = (torch.div(idx.index_select(0, flat), g, rounding_mode="floor")
+                if isinstance(instance, torch.Tensor) else instance)
+        code.view(-1).index_copy_(0, flat, self.quantize_fast(xs.add_(z), inst, inplace=True))
+        return code
 
     def quantize(self, x_lsb: torch.Tensor, instance: int | torch.Tensor,
                  generator: torch.Generator | None = None, *, noise: bool = True
@@ -541,6 +688,75 @@ class HardwareModel:
             0.0, float(tb["n"])))) if read else None
         s_spread = pwl(tb["std"], seg) * u_s if spread else None
         return (g if gain else None), s_read, s_spread
+
+    FUSED_STEPS = 8192
+    """Uniform grid steps of ``fused_readout`` over the column currents its tables reach."""
+
+    def fused_readout(self, device: torch.device | str, *, gain: bool = True,
+                      read: bool = True, spread: bool = True) -> dict[str, Any]:
+        """The read transfer as one table per term on a fine uniform grid of the ideal
+        current at T (level units), for ``fused_terms`` (cached per device and flags).
+
+        Per grid current ``u`` (float64, then float32): the sensed mean ``u g(u)`` (``g`` the
+        piecewise-linear ``crossbar/read_transfer`` mean ratio, 1 with ``gain=False``), the
+        spread sigma ``std_ratio(u) u g(u)`` and the read-noise sigma at the sensed current
+        ``u g(u)`` (piecewise linear in ``crossbar/read_noise``), the same functions
+        ``readout_terms`` evaluates, resampled; each is stored as intercept and slope per grid
+        cell (``value = a[i] + idx b[i]``, ``idx = u / step``), so a lookup is one multiply, one
+        truncation and two gathers per term, no segment search. The grid ends where every term
+        is linear in ``u`` (the tables clamp beyond their last knot), so the last cell
+        extrapolates exactly; with uniformly spaced transfer knots (the presets' tables) every
+        knot is a grid point, so the transfer comes back exactly there.
+        """
+        key = ("fused", str(device), bool(gain), bool(read), bool(spread))
+        if key in self._cache:
+            return self._cache[key]
+        n = self.FUSED_STEPS
+        u_full_t = self.i_full_t_a / self.unit_a
+        tr_x = np.asarray(self.transfer_i_rel, float)
+        g_min = float(np.min(self.transfer_mean))  # the read noise sees u g(u) always
+        u_hi = max(float(tr_x[-1]) * u_full_t, float(np.max(self.read_i_a)) / self.unit_a
+                   / max(g_min, 1e-3), self.i_full_a / self.unit_a, 1.0) * 1.01
+        d_tr = np.diff(tr_x) * u_full_t
+        if tr_x.size > 2 and abs(tr_x[0]) < 1e-12 and np.allclose(d_tr, d_tr[0], rtol=1e-9):
+            # uniform knots from 0 (the quick/full presets): put every knot on the grid
+            k = int(np.ceil(u_hi / d_tr[0] - 1e-9))
+            u_hi = k * float(d_tr[0])
+            n = k * max(1, int(np.ceil(n / k)))
+        u = np.linspace(0.0, u_hi, n + 1)
+        rel = u / u_full_t
+        g_all = np.interp(rel, tr_x, self.transfer_mean)
+        g = g_all if gain else np.ones_like(u)
+        u_s = u * g_all  # read noise at the sensed current (the transfer's mean), as before
+        terms = {"mean": u * g}
+        if spread:
+            terms["spread"] = np.interp(rel, tr_x, self.transfer_std) * u * g_all
+        if read:
+            terms["read"] = np.interp(u_s * self.unit_a, self.read_i_a,
+                                      self.read_sigma_a) / self.unit_a
+        out: dict[str, Any] = {"n": n, "per_u": n / u_hi, "u_hi": u_hi,
+                               "names": tuple(terms)}
+        i = np.arange(n + 1, dtype=float)
+        a_cols, b_cols = [], []
+        for v in terms.values():
+            b = np.append(np.diff(v), v[-1] - v[-2])
+            a_cols.append((v - i * b)[:n])
+            b_cols.append(b[:n])
+        out["a"] = [torch.as_tensor(c.astype(np.float32), device=device) for c in a_cols]
+        out["b"] = [torch.as_tensor(c.astype(np.float32), device=device) for c in b_cols]
+        self._cache[key] = out
+        return out
+
+    @staticmethod
+    def fused_terms(u_t: torch.Tensor, tb: dict[str, Any]) -> list[torch.Tensor]:
+        """The ``fused_readout`` terms at ideal currents ``u_t`` (level units at T), in the
+        order of ``tb["names"]``: ``a[i] + idx b[i]`` with ``idx = u_t / step``, ``i`` its
+        cell (one truncation; two 1-D gathers per term)."""
+        idx = (u_t * tb["per_u"]).clamp_(min=0.0)
+        i = idx.to(torch.int32).clamp_(max=tb["n"] - 1).reshape(-1)
+        return [torch.addcmul(a.index_select(0, i).view(idx.shape), idx,
+                              b.index_select(0, i).view(idx.shape))
+                for a, b in zip(tb["a"], tb["b"], strict=True)]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description of the point and the derived numbers."""
