@@ -34,6 +34,7 @@ from .errors import HardwareModelError
 from .hardware import AdcModel, HardwareModel
 
 WRITE_NOISE_MODELS = ("levels", "samples", "fit", "parametric", "none")
+SAMPLING_MODES = ("threshold", "full")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,13 @@ class AnalogConfig:
             ADC quantization (LSB^2/12), ADC noise, threshold INL, read noise and spread added
             as one Gaussian per output with the summed variance of all its conversions.
             Much faster, approximate (no ADC clipping, no code-dependent DNL).
+        sampling: How ``bit`` draws the per-conversion noise (read noise + ADC input noise,
+            one Gaussian): ``"threshold"`` (the default) draws it only for conversions whose
+            noiseless input lies within ``AdcModel.SIGMAS`` (6) sigma of an ADC threshold of
+            their instance; elsewhere the code is the noiseless one (the draw would change it
+            with probability < 1e-9); where most conversions are that close (or the ADC noise
+            alone spans half an LSB) it draws every one, as ``"full"``, which draws one per
+            conversion. Same distribution of codes; both reproducible from the seed.
         chunk_elems: Bound on the partial-sum tensor's size (memory), elements.
     """
 
@@ -112,6 +120,7 @@ class AnalogConfig:
     kv_range: str = "matrix"
     prob_scale: str = "row_pow2"
     fidelity: str = "bit"
+    sampling: str = "threshold"
     chunk_elems: int = 1 << 22
 
     def __post_init__(self) -> None:
@@ -121,6 +130,8 @@ class AnalogConfig:
             raise ValueError(f"prob_scale={self.prob_scale!r}; use row_pow2 or fixed")
         if self.fidelity not in ("bit", "moment"):
             raise ValueError(f"fidelity={self.fidelity!r}; use bit or moment")
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling={self.sampling!r}; use {' or '.join(SAMPLING_MODES)}")
         if self.write_noise not in WRITE_NOISE_MODELS:
             raise ValueError(f"write_noise={self.write_noise!r}; use "
                              f"{', '.join(WRITE_NOISE_MODELS)}")
@@ -464,44 +475,103 @@ def spread_z(arr: Array, generator: torch.Generator | None) -> torch.Tensor:
 
 
 def readout(s_lv: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogConfig,
-            hw: HardwareModel, adc: AdcModel | None, generator: torch.Generator | None
-            ) -> torch.Tensor:
+            hw: HardwareModel, adc: AdcModel | None, generator: torch.Generator | None, *,
+            inplace: bool = False, level_offset: bool = True) -> torch.Tensor:
     """Column sums (level units) -> currents -> transfer, noise, ADC -> level units again.
 
     Currents are carried in level units ``u = I / (V_read dG / 3)``. The cells' G(T)
     (``crossbar/cell_read``) gives the ideal current at T, ``u = a S + b n``
     (``HardwareModel.cell_map``; ``a = 1, b = G_min/(dG/3)`` for older files); the transfer
-    ratio, its spread and the read noise are the tables' piecewise-linear interpolants
-    (``HardwareModel.readout_terms``). The transfer spread is drawn once per programmed array
-    (``spread_z``); the read noise and the ADC input noise per conversion, as one Gaussian.
+    ratio, its spread and the read noise are the tables' piecewise-linear interpolants, read
+    from one fused table per term (``HardwareModel.fused_readout``: sensed mean, spread sigma
+    and read-noise sigma on a fine uniform grid, no segment search). The transfer spread is
+    drawn once per programmed array (``spread_z``); the read noise and the ADC input noise are
+    one Gaussian per conversion, drawn as ``cfg.sampling`` says (``AdcModel.quantize_near``:
+    only near a threshold; or every conversion).
+
+    Args:
+        inplace: ``s_lv`` may be overwritten (``mvm``'s partial sums).
+        level_offset: Subtract the G_min current of the active rows (``g0 n``) to return the
+            level sum; ``mvm`` skips it (the two cells of a pair carry the same, and their
+            results are subtracted).
     """
     n_lv = hw.levels - 1
     g0 = hw.g_min_s * n_lv / (hw.g_max_s - hw.g_min_s)
+    z = spread_z(arr, generator) if cfg.nonlinearity else None
+    lsb = _lsb(arr, hw, adc) if cfg.adc and adc is not None else None
+    m = s_lv.shape[-2]
+    step = max(1, READOUT_BLOCK // max(1, s_lv[..., :1, :].numel()))
+    if not inplace or step >= m:
+        u = _readout_block(s_lv if inplace else s_lv.clone(), n_active, z, lsb, cfg, hw, adc,
+                           arr.inst, generator)
+        return u.sub_(g0 * n_active) if level_offset else u
+    # blocks of rows small enough for the cache: the temporaries are reused, not faulted in
+    for r0 in range(0, m, step):
+        blk = s_lv[..., r0:r0 + step, :]
+        nb = n_active[..., r0:r0 + step, :]
+        u = _readout_block(blk.contiguous(), nb, z, lsb, cfg, hw, adc, arr.inst, generator)
+        blk.copy_(u.sub_(g0 * nb) if level_offset else u)
+    return s_lv
+
+
+READOUT_BLOCK = 1 << 18
+"""Conversions per block of ``readout`` (``mvm``'s partial sums are read out in blocks of
+rows of about this many elements)."""
+
+
+def _readout_block(s: torch.Tensor, n_active: torch.Tensor, z: torch.Tensor | None,
+                   lsb: tuple[torch.Tensor, torch.Tensor] | None, cfg: AnalogConfig,
+                   hw: HardwareModel, adc: AdcModel | None, inst: torch.Tensor | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """``readout`` of one block, overwriting ``s``; returns currents incl. the G_min part."""
     ca, cb = hw.cell_map()
-    u = s_lv + g0 * n_active if (ca, cb) == (1.0, g0) else ca * s_lv + cb * n_active
+    nb = n_active * cb
+    u = s.add_(nb) if ca == 1.0 else s.mul_(ca).add_(nb)
     sigma = None
     if cfg.nonlinearity or cfg.read_noise:
-        gain, sigma, spread = hw.readout_terms(u, gain=cfg.nonlinearity, read=cfg.read_noise,
-                                               spread=cfg.nonlinearity)
+        tb = hw.fused_readout(u.device, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+        vals = hw.fused_terms(u, tb)  # mean, spread, read (those asked)
         if cfg.nonlinearity:
-            u = u * gain + spread * spread_z(arr, generator)
-    use_adc = cfg.adc and adc is not None
-    if use_adc:
-        lsb = arr.i_fs_a / (hw.unit_a * adc.max_code)  # in u units
-        x = u / lsb
-        if sigma is not None or (cfg.adc_noise and adc.noise_lsb > 0):
-            var = (sigma / lsb) ** 2 if sigma is not None else torch.zeros_like(x)
-            if cfg.adc_noise and adc.noise_lsb > 0:
-                var = var.add_(adc.noise_lsb ** 2)
-            x = x.add_(var.sqrt_().mul_(torch.randn(x.shape, generator=generator,
-                                                    device=x.device, dtype=x.dtype)))
-        inst = arr.inst if arr.inst is not None else 0
-        codes = adc.quantize_lut(x, inst)
-        u = codes.add_(adc.code_offset).mul_(lsb)
+            u = vals[0].addcmul_(vals[1], z)
+        if cfg.read_noise:
+            sigma = vals[-1]
+    if lsb is not None:
+        inv, lsb_u = lsb
+        x = u.mul_(inv)
+        an2 = adc.noise_lsb ** 2 if cfg.adc_noise and adc.noise_lsb > 0 else 0.0
+        var: torch.Tensor | float = an2
+        if sigma is not None:
+            var = sigma.mul_(inv).square_()
+            if an2:
+                var = var.add_(an2)
+        ins = inst if inst is not None else 0
+        if isinstance(var, float) and var == 0.0:
+            codes = adc.quantize_fast(x, ins, inplace=True)
+        elif cfg.sampling == "full":
+            zz = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x.addcmul_(var.sqrt_(), zz) if isinstance(var, torch.Tensor) else \
+                x.add_(zz.mul_(var ** 0.5))
+            codes = adc.quantize_fast(x, ins, inplace=True)
+        else:
+            codes = adc.quantize_near(x, var, ins, generator, var_floor=an2)
+        u = codes.add_(adc.code_offset).mul_(lsb_u)
     elif sigma is not None:
-        u = u + sigma * torch.randn(u.shape, generator=generator, device=u.device,
-                                    dtype=u.dtype)
-    return u.sub_(g0 * n_active)
+        u = u.addcmul_(sigma, torch.randn(u.shape, generator=generator, device=u.device,
+                                          dtype=u.dtype))
+    return u
+
+
+def _lsb(arr: Array, hw: HardwareModel, adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of ``arr``: 1 / LSB and the LSB of its ADC, in level units (cached)."""
+    key = ("lsb", adc.max_code)
+    hit = arr.cache.get(key) if arr.cache is not None else None
+    if hit is None:
+        lsb = arr.i_fs_a / (hw.unit_a * adc.max_code)
+        hit = (1.0 / lsb, lsb)
+        if arr.cache is not None:
+            arr.cache[key] = hit
+    return hit
 
 
 def _readout_var(u_bar: torch.Tensor, lsb: torch.Tensor | None, cfg: AnalogConfig,
@@ -900,7 +970,7 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
         counter[0] += s.numel()
     if cfg.nonideal_readout:
         n_active = planes.sum(-1, keepdim=True)
-        s = readout(s, n_active, arr, cfg, hw, adc, generator)
+        s = readout(s, n_active, arr, cfg, hw, adc, generator, inplace=True, level_offset=False)
     sign = torch.tensor([1.0, -1.0], device=x.device, dtype=x.dtype)
     coef = (plane_w[:, None, None] * arr.slice_w[None, :, None] * sign[None, None, :])
     s = s.reshape(*lead, t, p, m, ns * 2, c)
