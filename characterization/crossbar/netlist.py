@@ -401,6 +401,13 @@ class WriteConfig:
             with fixed pulses: its programming error away from nominal is a real bias).
         verify_budget: Verify pulse budget as a multiple of the pulses the nominal device needs
             to reach the top level at the calibration point (at least 4 pulses).
+        wl_frac: Word-line (access-transistor gate) voltage while writing, as a fraction of
+            ``vdd`` (a WL driver fed from ``vdd`` through a fixed divider); 1: the WL at
+            ``vdd`` (the transistor hardly limits the SET current). Below about 0.6 the
+            transistor's saturation current is the SET compliance, so ``vdd`` and the corner
+            change the programmed levels. With ``calibrate = "nominal"`` the pulses are tuned
+            at the nominal point only, so the shift is the chip's; levels the nominal cell
+            cannot reach at the calibration point are an error naming them.
 
     The device-to-device and cycle-to-cycle sigmas are inputs of the device model
     (assumptions, recorded as such in the lookup's provenance); ``fit`` sets them from
@@ -421,6 +428,7 @@ class WriteConfig:
     cells_per_level: int = 2
     calibrate: str = "per_corner"
     verify_budget: float = 2.0
+    wl_frac: float = 1.0
 
     def __post_init__(self) -> None:
         if self.calibrate not in CALIBRATE:
@@ -428,6 +436,8 @@ class WriteConfig:
                              f"got {self.calibrate!r}")
         if not self.verify_budget >= 1.0:
             raise ConfigError(f"WriteConfig.verify_budget must be >= 1, got {self.verify_budget}")
+        if not 0.2 <= self.wl_frac <= 1.0:
+            raise ConfigError(f"WriteConfig.wl_frac must be 0.2..1, got {self.wl_frac}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able copy."""
@@ -511,7 +521,7 @@ def write_bench_deck(cfg: ColumnConfig, wcfg: WriteConfig, corner: str, *,
                 lines += [f"Vp{j} p{j} 0 {_pwl(segs, wcfg.t_edge_s, t_stop)}",
                           f"Xm{j} p{j} m{j} rram params: "
                           f"{_rram_params(cfg, extra_s if mode == 'single' else extra_v)}",
-                          f"Vwl{j} wl{j} 0 DC {vdd_v:.12g}",
+                          f"Vwl{j} wl{j} 0 DC {wcfg.wl_frac * vdd_v:.12g}",
                           f"Vmm{j} wl{j} g{j} DC 0",
                           f"Xa{j} m{j} g{j} 0 0 {NFET} W={cfg.w_um:.12g} L={cfg.l_um:.12g}"]
                 cells.append((mode, level, copy))
@@ -531,7 +541,7 @@ def calibration_deck(cfg: ColumnConfig, wcfg: WriteConfig, *, vdd_v: float,
         *_models(cfg, corner), f".temp {temp_c:.12g}", ".options seed=1",
         f"Vp0 p0 0 {_pwl(seg, wcfg.t_edge_s, t_pulse_s * 1.2)}",
         f"Xm0 p0 m0 rram params: {_rram_params(cfg, {'w0': 0.0})}",
-        f"Vwl0 wl0 0 DC {vdd_v:.12g}",
+        f"Vwl0 wl0 0 DC {wcfg.wl_frac * vdd_v:.12g}",
         f"Xa0 m0 wl0 0 0 {NFET} W={cfg.w_um:.12g} L={cfg.l_um:.12g}",
         f".tran {wcfg.t_edge_s / 2:.12g} {t_pulse_s * 1.2:.12g} 0 {t_pulse_s / 400:.12g}",
         ".end"]) + "\n"

@@ -361,7 +361,10 @@ def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float, corner: 
             raise RuntimeError(f"write calibration ({corner}, vdd {vdd_v:g} V, {temp_c:g} C, "
                                f"{cfg.rram_lib_file}): the nominal cell never reached level "
                                f"{lvl} (w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
-                               f"{wcfg.v_set_v} V SET pulse; raise write.v_set_v")
+                               f"{wcfg.v_set_v} V SET pulse with the word line at "
+                               f"{wcfg.wl_frac:g} x vdd "
+                               "(the access transistor's compliance); raise write.v_set_v or "
+                               "write.wl_frac")
         widths.append(float(np.interp(target, w[: hit[0] + 1], t[: hit[0] + 1]))
                       - wcfg.t_edge_s / 2)
     n_pulses = max(4, math.ceil(wcfg.verify_budget * widths[-1] / wcfg.t_step_s))
@@ -435,7 +438,7 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     circ.set_temp(temp_c)
     for j, (mode, _level, _copy) in enumerate(layout["cells"]):
         _set(circ, f"vmm{j}", float(dvt[j]))
-        _set(circ, f"vwl{j}", vdd_v)
+        _set(circ, f"vwl{j}", wcfg.wl_frac * vdd_v)  # the write word line (compliance)
         _set(circ, f"v.xm{j}.vdgon", float(d_gon[j]))
         _set(circ, f"v.xm{j}.vdgoff", float(d_goff[j]))
         _set(circ, f"v.xm{j}.vdvset", float(d_vset[j]))

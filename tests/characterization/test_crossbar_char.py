@@ -407,6 +407,30 @@ def test_rows_axis_tables_are_each_columns_spice(tmp_path, shared_engine):
         HardwareModel.from_lookup(s["path"], "tt", 1.8, 27.0, adc_bits=None, rows=64)
 
 
+@pytest.mark.ngspice
+def test_write_compliance_through_the_word_line_follows_vdd():
+    """With the write word line at wl_frac * vdd (0.55: the access transistor's saturation
+    current is the SET compliance) and pulses tuned once at tt / 1.8 V / 27 degC, a chip at
+    1.62 V programs levels 2 and 3 lower than one at 1.98 V (measured 4.96 / 5.74 uS against
+    8.28 / 9.63 uS); with the word line at vdd (wl_frac = 1, the default) it is vdd."""
+    from characterization.crossbar import points
+    from characterization.crossbar.netlist import ColumnConfig, WriteConfig, write_bench_deck
+    from characterization.sweep import SweepPoint
+
+    cfg = ColumnConfig(rows=16)
+    deck, _ = write_bench_deck(cfg, WriteConfig(cells_per_level=1), "tt",
+                               single_widths_s=[0, 1e-8, 2e-8, 3e-8], n_pulses=4, vdd_v=1.62)
+    assert "Vwl0 wl0 0 DC 1.62\n" in deck
+    wcfg = WriteConfig(cells_per_level=1, calibrate="nominal", wl_frac=0.55)
+    ctx = {"column": cfg.to_dict(), "write": wcfg.to_dict(), "vdd_nom_v": 1.8}
+    g = {}
+    for vdd in (1.62, 1.98):
+        pt = SweepPoint(0, {"process": "tt", "vdd_v": vdd, "temp_c": 27.0}, 0, 5, ctx)
+        g[vdd] = points.write_point(pt)["g_prog_s"][0, :, 0]  # single-shot, per level
+    assert np.all(g[1.62][2:] < 0.85 * g[1.98][2:]), (g[1.62], g[1.98])
+    assert np.all(g[1.98][1:] > g[1.98][:-1])  # still four ordered levels at 1.98 V
+
+
 _WRITE_POINT = """
 import json, sys
 import numpy as np
