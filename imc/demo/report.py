@@ -382,6 +382,7 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
     rp = sorted(_rows(acc, method="rap", corner="tt"), key=lambda r: r["bits"])
     if an or rp:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        whole = False  # the whole read (ADC + crossbar) where every part is characterized
         for rows, m in ((an, "analog"), (rp, "rap")):
             if not rows:
                 continue
@@ -389,10 +390,16 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
             a1.errorbar(b, [100 * r["accuracy_mean"] for r in rows],
                         yerr=_yerr(rows), marker="o",
                         capsize=3, color=colors[m], label=labels[m])
+            tot = [_f(ep["total_j"]) if (ep := r.get("energy_per_inference"))
+                   and ep.get("complete") else None for r in rows]
+            if any(v is not None for v in tot):
+                whole = True
+                a2.semilogy(b, [np.nan if v is None else v * 1e6 for v in tot], marker="o",
+                            color=colors[m])
             e = [r["adc_energy_j_per_inference"] for r in rows]
             if any(v is not None for v in e):
                 a2.semilogy(b, [np.nan if v is None else v * 1e6 for v in e], marker="o",
-                            color=colors[m], label=labels[m])
+                            color=colors[m], ls="--" if whole else "-", label=labels[m])
         if digital is not None:
             a1.axhline(100 * digital, color="k", ls="--", lw=1, label="digital")
         _rap_reference(a1, acc, colors["rap"])
@@ -402,8 +409,9 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
         a1.grid(alpha=0.3)
         _legend_below(a1)
         a2.set_xlabel("column ADC resolution (bits)")
-        a2.set_ylabel("ADC energy per image (µJ)")
-        a2.set_title("ADC energy per inference (characterized J/conversion)")
+        a2.set_ylabel("energy per image (µJ)" if whole else "ADC energy per image (µJ)")
+        a2.set_title("energy per inference: whole read (solid), ADC only (dashed)" if whole
+                     else "ADC energy per inference (characterized J/conversion)")
         a2.grid(alpha=0.3, which="both")
         _int_ticks(a1, a2)  # one legend (under the accuracy panel): the colours are shared
         _plain_log(a2)
@@ -863,7 +871,8 @@ def _write_tables_markdown(cb: dict[str, Any], w: Any) -> None:
         levels = sorted({lv for temps in wb["by_corner"].values() for modes in temps.values()
                          for lvs in modes.values() for lv in lvs}, key=int)
         w(f"\nWrite programming bias per level (`crossbar/write_noise_levels`: mean programmed "
-          f"conductance - target, ± its spread, µS; pulses calibrated "
+          f"conductance - target, ± its spread, µS (the bias's own standard error is the "
+          f"spread / sqrt(samples)); pulses calibrated "
           f"{wb['calibrate'] or 'as the file says'}; the simulator adds the bias once, unscaled):"
           "\n")
         w("| corner | temperature (°C) | mode | " + " | ".join(f"level {lv}" for lv in levels)
