@@ -879,12 +879,15 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
         else:
             t, _, k = arr.cells_mm.shape[-3:]
         counter[0] += int(xq[..., 0].numel() * t * k * (cfg.input_bits or 1))
+    inplace = not (torch.is_grad_enabled() and y.requires_grad)  # one output-sized buffer
     if mean_gain != 1.0 and noise:
-        y = y * mean_gain
+        y = y.mul_(mean_gain) if inplace else y * mean_gain
     if var is not None and noise:
-        y = y + (var * var_scale).sqrt() * torch.randn(
-            y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return y * sx * arr.scale
+        z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        z = z.mul_((var * var_scale).sqrt())
+        y = y.add_(z) if inplace else y + z
+        del z
+    return y.mul_(sx).mul_(arr.scale) if inplace else y * sx * arr.scale
 
 
 def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,

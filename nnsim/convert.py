@@ -152,9 +152,9 @@ class AnalogLinear(nn.Linear, _AnalogBase):
             k, p = self.out_features, 1
         step = max(1, self.config.chunk_elems // max(1, k * p))
         outs = [self._mvm(x2[i:i + step], self.array, 0) for i in range(0, x2.shape[0], step)]
-        y = torch.cat(outs, 0)
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, 0)  # one chunk: no copy
         if self.bias is not None:
-            y = y + self.bias
+            y = y.add_(self.bias) if not torch.is_grad_enabled() else y + self.bias
         return y.reshape(*lead, self.out_features)
 
 
