@@ -7,9 +7,7 @@ import pytest
 
 from characterization.adc import SarInstance
 from characterization.adc.characterize import ENERGY_PARTS, ENERGY_SOURCES
-from characterization.adc.energy import CROSSBAR_READ_MISSING, energy_per_inference
 from characterization.adc.logic import sar_logic_energy_j, sar_logic_events
-from nnsim.hardware import AdcModel
 
 
 def _ideal(bits: int) -> SarInstance:
@@ -62,36 +60,6 @@ def test_every_part_names_its_source():
     for p, src in ENERGY_SOURCES.items():
         assert src.split(":")[0] in ("SPICE", "formula", "estimate"), p
     assert "XSPICE" in ENERGY_SOURCES["sar_logic"]  # says why the SAR deck cannot give it
-
-
-def test_energy_per_inference_is_the_sum_of_named_parts():
-    parts = {"comparator": 3e-13, "dac_reference": 4e-13, "sar_logic": 1e-13,
-             "sampling_drive": 2e-13}
-    adc = AdcModel(6, np.arange(1, 64, dtype=float)[None], 0.1, energy_j=sum(parts.values()),
-                   energy_parts_j=parts, energy_sources=dict(ENERGY_SOURCES))
-    b = energy_per_inference(1000.0, adc)
-    assert b["total_j"] == pytest.approx(1000.0 * adc.energy_j, rel=1e-12, abs=0)
-    assert sum(p["j"] for p in b["parts"].values()) == pytest.approx(b["total_j"], rel=1e-12,
-                                                                    abs=0)
-    assert b["parts"]["adc_comparator"]["j"] == pytest.approx(3e-10, rel=1e-9, abs=0)
-    assert all(p["source"] for p in b["parts"].values())
-    assert b["not_included"] == [CROSSBAR_READ_MISSING]
-    # doubling one part moves the total by exactly that part (no hidden term)
-    adc2 = AdcModel(6, adc.thresholds_lsb, 0.1, energy_j=adc.energy_j + 3e-13,
-                    energy_parts_j={**parts, "comparator": 6e-13})
-    assert energy_per_inference(1000.0, adc2)["total_j"] - b["total_j"] == pytest.approx(
-        3e-10, rel=1e-9, abs=0)
-    # crossbar parts, when characterized, are added and named
-    b3 = energy_per_inference(10.0, adc, crossbar_parts_j={"read": (2e-12, "SPICE: test")})
-    assert b3["parts"]["crossbar_read"]["j"] == pytest.approx(2e-11, rel=1e-9, abs=0)
-    assert not b3["not_included"]
-    # a file without the breakdown: one part, labelled as not broken down; ideal ADC: None
-    old = AdcModel(6, adc.thresholds_lsb, 0.1, energy_j=1e-12)
-    bo = energy_per_inference(2.0, old)
-    assert list(bo["parts"]) == ["adc_total"] and "not broken down" in \
-        bo["parts"]["adc_total"]["source"]
-    assert energy_per_inference(2.0, None) is None
-    assert energy_per_inference(2.0, AdcModel.ideal(4)) is None
 
 
 def test_evaluate_json_reports_energy_per_inference_by_named_part(
