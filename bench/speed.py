@@ -4,8 +4,10 @@ Measures, each variant right after its digital reference on the same inputs (bes
 ``--repeat``; ratios are what to read, the machine is shared):
 
 * digits (the ``digits`` preset ViT, ``--images`` test images): the default fidelity
-  (``bit``) and ``moment`` (calibrated on the calib split) vs the digital forward; peak
-  extra resident memory of each; a cProfile of each analog forward (top functions);
+  (``bit``, threshold-near sampling), ``bit`` with full sampling, both again with the 4-bit
+  ADC, and ``moment`` (calibrated on the calib split) vs the digital forward (wall and
+  process-CPU-time ratios, ``ratios_cpu``); peak extra resident memory of each; a cProfile
+  of each analog forward (top functions);
 * one DeiT-S block (timm ``deit_small_patch16_224``, random init, offline; batch
   ``--deit-batch`` x 197 tokens): ``moment`` vs digital, time and peak memory, and the same
   block with aihwkit-lightning's linears when it imports (``make bench`` installs it);
@@ -52,21 +54,24 @@ def _rss_kb(field: str) -> int:
 
 
 def measure(fn, repeat: int = 1) -> dict:
-    """Best wall time of ``fn()`` and its peak extra resident memory (VmHWM reset before)."""
+    """Best wall time and best process CPU time of ``fn()`` (one thread: CPU time is what
+    the forward itself cost, less disturbed by other jobs on the shared machine) and its peak
+    extra resident memory (VmHWM reset before)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         peak_ok = True
     except OSError:
         peak_ok = False
     base = _rss_kb("VmRSS")
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with torch.no_grad():
             fn()
         best = min(best, time.perf_counter() - t)
+        best_cpu = min(best_cpu, time.process_time() - c)
     peak = (_rss_kb("VmHWM") - base) / 1024 if peak_ok else None
-    return {"time_s": best, "peak_extra_mib": peak}
+    return {"time_s": best, "cpu_s": best_cpu, "peak_extra_mib": peak}
 
 
 def profile(fn, top: int = 10) -> list[dict]:
@@ -99,6 +104,8 @@ def hardware(lookups: list[str], bits: int, process: str = "tt"):
         err = "no --lookup"
     from nnsim.synthetic import write_synthetic_adc, write_synthetic_crossbar
 
+    print(f"speed.py: synthetic stand-in lookups (NOT circuit data), because {err}",
+          flush=True)
     d = Path(tempfile.mkdtemp(prefix="speed-"))
     files = (write_synthetic_crossbar(d / "xb.h5", seed=1),
              write_synthetic_adc(d / "adc.h5", seed=2, bits=(3, 4, 6, 8)))
@@ -119,24 +126,46 @@ def digits_section(a, res: dict) -> None:
     hw, src = hardware(a.lookup, 6)
     res["hardware_source"] = src
     bit = convert_to_analog(model, hw, AnalogConfig(), seed=1)
+    full = convert_to_analog(model, hw, AnalogConfig(sampling="full"), seed=1)
+    bit4 = full4 = None
+    if 4 in hw.adcs:  # threshold-near sampling pays where the ADC noise is small in LSB
+        import dataclasses
+
+        hw4 = dataclasses.replace(hw, adc_bits=4, _cache={})
+        bit4 = convert_to_analog(model, hw4, AnalogConfig(), seed=1)
+        full4 = convert_to_analog(model, hw4, AnalogConfig(sampling="full"), seed=1)
     mom = convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
     program_chip(mom, 1)
     calibrate_moment(mom, [calib], seed=0)
     with torch.no_grad():
-        model(x[:4]), bit(x[:4]), mom(x[:4])
-    out = {"images": int(x.shape[0])}
+        model(x[:4]), bit(x[:4]), full(x[:4]), mom(x[:4])
+    out = {"images": int(x.shape[0]), "adc_bits": hw.adc_bits,
+           "adc_noise_lsb": hw.adc().noise_lsb}
     out["digital"] = measure(lambda: model(x), a.repeat)
     out["moment"] = measure(lambda: mom(x), a.repeat)
     out["digital_again"] = measure(lambda: model(x), a.repeat)
     out["default_bit"] = measure(lambda: bit(x), 1 if a.quick else a.repeat)
-    t_dig = min(out["digital"]["time_s"], out["digital_again"]["time_s"])
+    out["bit_full_sampling"] = measure(lambda: full(x), 1 if a.quick else a.repeat)
+    if bit4 is not None:
+        out["default_bit_4bit_adc"] = measure(lambda: bit4(x), 1 if a.quick else a.repeat)
+        out["bit_full_sampling_4bit_adc"] = measure(lambda: full4(x), 1 if a.quick else a.repeat)
+    out["digital_third"] = measure(lambda: model(x), a.repeat)
+    legs = ("digital", "digital_again", "digital_third")
+    t_dig = min(out[k]["time_s"] for k in legs)
+    c_dig = min(out[k]["cpu_s"] for k in legs)
     out["moment_over_digital"] = out["moment"]["time_s"] / t_dig
     out["default_over_digital"] = out["default_bit"]["time_s"] / t_dig
+    out["ratios_cpu"] = {k: out[k]["cpu_s"] / c_dig for k in
+                         ("moment", "default_bit", "bit_full_sampling", "default_bit_4bit_adc",
+                          "bit_full_sampling_4bit_adc") if k in out}
+    out["near_fraction_last_block"] = getattr(hw.adc(), "last_near_fraction", None)
     out["profile_default_bit"] = profile(lambda: bit(x[:16]))
     out["profile_moment"] = profile(lambda: mom(x))
     res["digits"] = out
+    cpu = out["ratios_cpu"]
     print(f"digits {x.shape[0]} images: digital {t_dig * 1e3:.1f} ms, moment "
-          f"{out['moment_over_digital']:.1f}x, default (bit) {out['default_over_digital']:.1f}x",
+          f"{out['moment_over_digital']:.1f}x, default (bit) {out['default_over_digital']:.1f}x"
+          f" (CPU-time ratios: {json.dumps({k: round(v, 1) for k, v in cpu.items()})})",
           flush=True)
 
 

@@ -230,9 +230,12 @@ class AdcModel:
     ``SIGMAS`` sigma from every threshold gets its noiseless code; the noise would have changed
     it with probability below Phi(-6) = 9.9e-10 per conversion (one side)."""
 
-    DENSE_AT = 0.5
+    DENSE_AT = 0.1
     """``quantize_near`` draws every conversion (no selection) when the noise floor alone puts
-    the ``SIGMAS`` band over this fraction of each LSB (``2 SIGMAS sigma_floor >= 0.5``)."""
+    the ``SIGMAS`` band over this fraction of each LSB (``2 SIGMAS sigma_floor >= 0.1``), or
+    when that fraction of a block's conversions turns out to be near a threshold: on a CPU
+    the selection (mask, nonzero, gather, scatter) costs about as much per conversion as
+    torch's Gaussian draw, so it pays only where few conversions are uncertain."""
 
     def quantize_near(self, x_lsb: torch.Tensor, var_lsb: torch.Tensor | float,
                       instance: torch.Tensor | int, generator: torch.Generator | None, *,
@@ -250,9 +253,9 @@ class AdcModel:
             Codes (float32, the shape of ``x_lsb``). Where ``x`` lies within ``SIGMAS`` sigma of
             a threshold of its instance (or in a table cell holding one) a Gaussian is drawn and
             the code is that of ``x + sigma z``; elsewhere the code is the noiseless one. When
-            more than a third of the inputs are that close, or the noise floor says most will
-            be (``DENSE_AT``), one Gaussian is drawn per input, so the cost never exceeds full
-            sampling by much.
+            more than ``DENSE_AT`` of the inputs are that close, or the noise floor says they
+            will be, one Gaussian is drawn per input, so the cost never exceeds full sampling
+            by much.
         """
         dev = x_lsb.device
         tensor_var = isinstance(var_lsb, torch.Tensor)
@@ -274,7 +277,7 @@ class AdcModel:
         self.last_near_fraction = n_unc / max(1, unc.numel())
         if n_unc == 0:
             return code
-        if 3 * n_unc > unc.numel():
+        if n_unc > self.DENSE_AT * unc.numel():
             return torch.where(unc, dense(), code)
         flat = unc.reshape(-1).nonzero().squeeze(1)
         xs = x_lsb.reshape(-1).index_select(0, flat)

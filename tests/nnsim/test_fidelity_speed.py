@@ -46,7 +46,7 @@ def test_fused_readout_is_the_tables_at_their_knots_and_between(hw_tt):
     tb = hw.fused_readout("cpu")
     u_full = hw.i_full_t_a / hw.unit_a
     knots = hw.transfer_i_rel * u_full
-    mean, spread, read = (t.double().numpy() for t in
+    mean, spread, _ = (t.double().numpy() for t in
                           hw.fused_terms(torch.tensor(knots, dtype=torch.float32), tb))
     u32 = torch.tensor(knots, dtype=torch.float32).double().numpy()
     ok = u32 > 0
@@ -114,12 +114,16 @@ def _analytic_code_moments(th: np.ndarray, x: np.ndarray, sd: np.ndarray
     return mean, m2 - mean ** 2
 
 
+@pytest.mark.parametrize("dense_at", [1.0, 0.0])
 @pytest.mark.parametrize("noise_lsb", [0.06, 0.01])
-def test_threshold_sampling_matches_full_and_the_analytic_distribution(hw_tt, noise_lsb):
+def test_threshold_sampling_matches_full_and_the_analytic_distribution(hw_tt, noise_lsb,
+                                                                       dense_at):
     """Per conversion on a fixed pattern (inputs at, near and far from thresholds, two noise
-    levels): the codes' mean and variance under threshold-near sampling and under full
-    sampling both equal the exact ones (Gaussian CDF over the instance's thresholds)."""
-    adc = hw_tt.adc()
+    levels): the codes' mean and variance under threshold-near sampling (its selection path,
+    ``DENSE_AT`` 1, and its dense path, 0) and under full sampling all equal the exact ones
+    (Gaussian CDF over the instance's thresholds)."""
+    adc = dataclasses.replace(hw_tt.adc(), _cache={})
+    adc.DENSE_AT = dense_at
     th = adc.thresholds_lsb[2]
     base = np.concatenate([th[[3, 20, 40]], th[[3, 20, 40]] + 0.5 * noise_lsb,
                            th[[3, 20, 40]] - 2 * noise_lsb, th[[10, 30]] + 0.45,
@@ -141,6 +145,7 @@ def test_threshold_sampling_matches_full_and_the_analytic_distribution(hw_tt, no
         assert np.all(codes.var(0).numpy()[~ok] < 1e-3)
     # far from every threshold nothing is drawn: the selection is what saves the draws
     far = torch.tensor(th[10:40] + 0.5 * np.diff(th)[10:40], dtype=torch.float32)
+    adc.DENSE_AT = 1.0
     adc.quantize_near(far, 1e-4, 2, g)
     assert adc.last_near_fraction == 0.0
 
@@ -157,10 +162,14 @@ def _small_array(hw, cfg, seed=0):
 def test_bit_mvm_threshold_and_full_sampling_agree_per_output(hw_tt):
     """A written array read 300 times per sampling mode (same chip: same spread, programmed
     cells, ADC instances): per output, the mean agrees within 5 standard errors and the
-    variance within 25 % (4-bit ADC, where most conversions are certain, and 6-bit)."""
-    for bits in (4, 6):
-        hw = dataclasses.replace(hw_tt, adc_bits=bits, _cache={})
-        cfg = AnalogConfig()
+    variance within 25 % (4- and 6-bit ADC; and read noise alone through the selection path,
+    where most conversions are certain)."""
+    for bits, adc_noise in ((4, True), (6, True), (6, False)):
+        hw = dataclasses.replace(hw_tt, adc_bits=bits, _cache={},
+                                 adcs={b: dataclasses.replace(a, _cache={})
+                                       for b, a in hw_tt.adcs.items()})
+        hw.adc().DENSE_AT = 1.0 if not adc_noise else AdcModel.DENSE_AT
+        cfg = AnalogConfig(adc_noise=adc_noise)
         arr = _small_array(hw, cfg)
         x = torch.randn(6, 64, generator=torch.Generator().manual_seed(5))
         out = {}
