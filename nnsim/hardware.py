@@ -176,7 +176,6 @@ class AdcModel:
                 out["near"].append(low + np.clip(d, 0.0, self.NEAR_CAP))
             tb: dict[str, Any] = {k: torch.as_tensor(np.concatenate(v), dtype=torch.float32,
                                                      device=device) for k, v in out.items()}
-            tb["th_low"] = torch.stack([tb["th"], tb["low"]], 1).contiguous()
             tb["unit_jumps"] = bool(np.all(np.concatenate(out["jump"]) <= 1))
             self._cache[key] = tb
         return self._cache[key]
@@ -219,11 +218,12 @@ class AdcModel:
         if not inplace:
             x_lsb = x_lsb.clone()
         idx = self._lut_index(x_lsb, instance, inplace=True)  # clamped: same codes
-        tl = tb["th_low"].index_select(0, idx).view(*x_lsb.shape, 2)
-        up = torch.ge(x_lsb, tl[..., 0]).to(torch.float32)
+        up = torch.ge(x_lsb, tb["th"].index_select(0, idx).view(x_lsb.shape))
+        low = tb["low"].index_select(0, idx).view(x_lsb.shape)
         if not tb["unit_jumps"]:
-            up = up.mul_(tb["jump"].index_select(0, idx).view(x_lsb.shape))
-        return up.add_(tl[..., 1])
+            return low.addcmul_(up.to(low.dtype), tb["jump"].index_select(0, idx).view(
+                x_lsb.shape))
+        return low.add_(up)
 
     SIGMAS = 6.0
     """``quantize_near``'s cutoff: a conversion whose noiseless input lies farther than
