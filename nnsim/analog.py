@@ -794,6 +794,7 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     base_idx = (tile * (n_g * 2 * e)) + (wt < 0).to(torch.int64) * e
     idx = [base_idx + g * 2 * e + ((q >> (2 * cfg.cell_bits * g)) & (e - 1))
            for g in range(n_g)]
+    del q, base_idx, mag
     nb = t * n_g * 2 * e
     gain = None
     var = None

@@ -259,7 +259,7 @@ class AnalogAttention(_AnalogBase):
             out = attn @ v
         else:
             if self._moment_fast():  # moment_write: codes, bins, table reads per element
-                per = self.num_heads * n * max(n, self.head_dim) * 8
+                per = self.num_heads * n * max(n, self.head_dim) * 16
             else:  # bit: planes x slices x cells partial sums per score
                 per = self.num_heads * n * n * 8 * 8 * 8
             step = max(1, cfg.chunk_elems // max(1, per))
