@@ -601,7 +601,7 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
             print(f"RAP {m.mode} k={m.k} {bits}-bit ADC: accuracy {100 * m.accuracy_mean:.2f} %"
                   f"{_pct_ci(m.accuracy_ci95)}, {m.conversions_per_inference:.3g} conversions"
                   + (f", {e:.3g} J ADC energy" if e is not None else "") + " per inference; "
-                  f"ADC range: {m.adc_range['method']}", flush=True)
+                  f"ADC range: {m.adc_range['method']}; attention products digital", flush=True)
         for c in r.comparisons:
             _print_comparison(c)
         print(f"RAP: {r.rap.crossbar}; digital: {'; '.join(r.rap.digital)}", flush=True)

@@ -13,22 +13,31 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from characterization.adc.energy import energy_per_inference
-
+from ..energy import energy_per_inference
 from ..results import Comparison, RapMvmResult, RapResult
 from .intops import int_matmul
 from .ptq import float_ptq
 from .sparse_mvm import MVMConfig, SparseMVM, adc_bits_needed, k_exact
 from .vit import RapConfig, RapViT, convert_to_rap
 
-RAP_DIGITAL = ["attention products (Q K^T, P V): exact integer matmuls, not on crossbars",
+RAP_DIGITAL = ["attention products digital: Q K^T and P V are exact integer matmuls, not on "
+               "crossbars",
                "softmax, LayerNorm, GELU, residual adds (integer, division-free)",
                "patch embedding and classifier head (exact integer products)"]
 """What RAP computes digitally in this simulator (written into every RAP result)."""
-RAP_CROSSBAR = ("qkv/proj/fc1/fc2 on crossbars with ideal cells (exact programmed "
-                "conductances, no read noise, transfer or spread); column ADC: the "
-                "characterized circuit (thresholds per instance, noise)")
-"""What RAP's analog MVM models (the same for the sparse and the dense mapping)."""
+RAP_CROSSBAR = ("qkv/proj/fc1/fc2 on crossbars: static weights programmed once per chip "
+                "(write noise per level from crossbar/write_noise_samples, verify writes, "
+                "bias once), column current through the read transfer with its per-chip "
+                "column spread (crossbar/read_transfer) and read noise per conversion "
+                "(crossbar/read_noise), then the characterized column ADC (thresholds per "
+                "instance, comparator noise); the same for the sparse and the dense mapping; "
+                "attention products digital")
+"""What RAP's analog MVM models with programmed cells (the default with lookup files)."""
+RAP_CROSSBAR_IDEAL = ("qkv/proj/fc1/fc2 on crossbars with ideal cells (exact integer levels, "
+                      "no write noise, read noise, transfer or spread); column ADC: the "
+                      "characterized circuit (thresholds per instance, noise) or ideal; the "
+                      "same for the sparse and the dense mapping; attention products digital")
+"""What RAP's analog MVM models with ``ideal_cells=True`` (or without lookup files)."""
 
 
 @torch.no_grad()
@@ -68,11 +77,14 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
                 max_batches: int | None = None, max_values: int = 1 << 22) -> np.ndarray:
     """Column sums (unit cell currents) of the dense mapping, all rows driven, over the
     inputs the analog layers see on ``loader`` (a calibration split): every bit plane, sign
-    phase, tile and physical column. Subsampled to at most ``max_values`` (seeded)."""
+    phase, tile and physical column. Accumulated as a histogram (memory independent of the
+    split's size); returned sorted, thinned in proportion to about ``max_values`` entries
+    (deterministic; quantiles kept to about 1/max_values; the largest sum kept)."""
     rap.set_mvm(MVMConfig(mode="digital"))
     cfg = MVMConfig(mode="digital", rows=rows, cell_bits=cell_bits,
                     weight_bits=rap.cfg.weight_bits, input_bits=rap.cfg.act_bits)
-    got: list[torch.Tensor] = []
+    top = rows * ((1 << cell_bits) - 1)
+    hist = torch.zeros(top + 1, dtype=torch.int64)
     hooks = []
 
     def hook(lin: Any) -> Any:
@@ -88,7 +100,8 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
                 for b in range(cfg.input_bits - 1):
                     bits = (mag >> b) & 1
                     for t in range(sm.n_tiles):
-                        got.append(int_matmul(bits[:, t], cells[t]).reshape(-1))
+                        hist.add_(torch.bincount(int_matmul(bits[:, t], cells[t]).reshape(-1),
+                                                 minlength=top + 1))
         return fn
 
     for lin in rap.analog_layers():
@@ -101,10 +114,13 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
     finally:
         for h in hooks:
             h.remove()
-    s = torch.cat(got).numpy()
-    if s.size > max_values:
-        s = np.random.default_rng(0).choice(s, max_values, replace=False)
-    return s
+    counts = hist.numpy()
+    total = int(counts.sum())
+    if total > max_values:
+        hi = int(np.nonzero(counts)[0].max())
+        counts = np.round(counts * (max_values / total)).astype(np.int64)
+        counts[hi] = max(1, counts[hi])                 # the largest sum stays
+    return np.repeat(np.arange(top + 1), counts)
 
 
 def calibrate_adc_range(sums: np.ndarray, bits: int, *, quantile: float = 0.9999
@@ -128,9 +144,11 @@ def calibrate_adc_range(sums: np.ndarray, bits: int, *, quantile: float = 0.9999
 
 
 def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *,
-            max_batches: int | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Accuracy and per-inference ADC work of ``rap`` mapped with ``mvm`` on chip ``seed``."""
-    rap.set_mvm(mvm, hw, seed)
+            max_batches: int | None = None, quiet: bool = True, ideal_cells: bool = False,
+            fused: bool = True) -> dict[str, Any]:
+    """Accuracy and per-inference ADC work of ``rap`` mapped with ``mvm`` on chip ``seed``
+    (cells programmed on that chip unless ``ideal_cells``; see ``RapViT.set_mvm``)."""
+    rap.set_mvm(mvm, hw, seed, ideal_cells=ideal_cells, fused=fused)
     rap.reset_counters()
     t0 = time.perf_counter()
     cor = correct_of(rap, loader, max_batches, desc=f"RAP {mvm.mode} {mvm.adc_bits}b",
@@ -154,6 +172,9 @@ def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *
         "adc_energy_rel_per_inference": conv * 2 ** mvm.adc_bits,
         "array_time_s_per_inference": None if t_conv is None else c.cycles / n * t_conv,
         "adc_source": rap.adc_source, "chip_seed": seed, "wall_s": wall,
+        "cells": rap.cells_model,
+        "crossbar": RAP_CROSSBAR if rap.cells_model == "programmed" else RAP_CROSSBAR_IDEAL,
+        "uncertain_fraction": None if rap.readout is None else rap.readout.uncertain_fraction,
     }
 
 
@@ -161,13 +182,16 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
                  bits: int, k: int | None = None, seed: int = 0, *,
                  config: RapConfig | None = None, rows: int = 64, cell_bits: int = 2,
                  include_dense: bool = True, dense_range: str = "calibrated",
-                 max_batches: int | None = None, quiet: bool = True, chips: int = 1
+                 max_batches: int | None = None, quiet: bool = True, chips: int = 1,
+                 ideal_cells: bool = False, calib_sums: np.ndarray | None = None
                  ) -> RapResult:
     """Compare FP32, float-scale W8A8 PTQ, RAP's integer path, RAP's sparse low-ENOB MVM and
     the dense MVM, on the same images and the same chips (paired).
 
-    Both MVM mappings use the same cells and the same characterized ADC (``RAP_CROSSBAR``);
-    what is digital is listed in ``RAP_DIGITAL`` and in every result's ``digital``.
+    Both MVM mappings use the same crossbar readout (cells programmed once per chip with
+    write noise, read transfer with per-chip spread, read noise) and the same characterized
+    ADC (``RAP_CROSSBAR``); what is digital (the attention products among it) is listed in
+    ``RAP_DIGITAL``, in every result's ``digital`` and in ``rap_config["attention_products"]``.
 
     Args:
         model: float timm-style ViT.
@@ -190,6 +214,11 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         max_batches: evaluate only this many test batches.
         quiet: no progress bars.
         chips: simulated chips (seeds spawned from ``seed``, the same for both mappings).
+        ideal_cells: exact integer cell levels with the ADC alone (the pre-issue-15 model,
+            ``RAP_CROSSBAR_IDEAL``); default: programmed cells when ``hw`` is given.
+        calib_sums: the calibration split's dense column sums (``column_sums`` of this model,
+            rows and cell_bits) when already computed: they depend on neither the corner nor
+            the bits, so a sweep computes them once.
 
     Returns:
         A ``RapResult`` (``nnsim.results``) with ``rap`` and ``dense`` as ``RapMvmResult``
@@ -206,13 +235,16 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
     integer, _ = accuracy(rap, test_loader, max_batches, "RAP int", quiet)
     sparse = MVMConfig(mode="sparse", adc_bits=bits, k=k_used, rows=rows, cell_bits=cell_bits)
     rap_r = _over_chips(rap, test_loader, sparse, hw, seed, chips, max_batches, quiet,
-                        {"method": "exact: at most k rows per conversion, every sum resolved"})
+                        {"method": "at most k rows per conversion: every ideal sum "
+                         "within the ADC's range at 1 unit per LSB"},
+                        ideal_cells)
     dense_r = None
     comparisons = []
     if include_dense:
         if dense_range == "calibrated":
-            shift, facts = calibrate_adc_range(
-                column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits), bits)
+            sums = calib_sums if calib_sums is not None else column_sums(
+                rap, calib_loader, rows=rows, cell_bits=cell_bits)
+            shift, facts = calibrate_adc_range(sums, bits)
         elif dense_range == "full":
             shift, facts = None, {"method": "full: every possible sum fits"}
         else:
@@ -220,7 +252,7 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         dense = MVMConfig(mode="dense", adc_bits=bits, rows=rows, cell_bits=cell_bits,
                           adc_shift=shift)
         dense_r = _over_chips(rap, test_loader, dense, hw, seed, chips, max_batches, quiet,
-                              facts)
+                              facts, ideal_cells)
         from ..stats import N_BOOT, paired_difference
 
         d, ci, msgs = paired_difference(rap_r.correct, dense_r.correct, seed=seed, warn=False)
@@ -235,21 +267,23 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         n_images=n, seed=seed, bits=bits, k=k_used, k_default=k_default, corner=hw_corner(hw),
         fp32_accuracy=fp32, ptq_float_accuracy=ptq, rap_integer_accuracy=integer,
         rap=rap_r, dense=dense_r, comparisons=comparisons,
-        rap_config={k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
+        rap_config={**{k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
+                    "attention_products": "digital (exact integer matmuls, not on crossbars)",
+                    "cells": rap_r.crossbar},
         timing={"digital_s": t_fp32, "per_chip_s": rap_r.time_s / n_chips,
                 "dense_per_chip_s": dense_r.time_s / n_chips if dense_r else None})
 
 
 def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, chips: int,
-                max_batches: int | None, quiet: bool, adc_range: dict[str, Any]
-                ) -> RapMvmResult:
+                max_batches: int | None, quiet: bool, adc_range: dict[str, Any],
+                ideal_cells: bool = False) -> RapMvmResult:
     """``run_mvm`` on ``chips`` chips (seeds spawned from ``seed``; ``seed`` itself for one)."""
     from ..evaluate import chip_seeds
     from ..stats import N_BOOT, bootstrap_ci
 
     seeds = [seed] if chips <= 1 else chip_seeds(seed, chips)
-    runs = [run_mvm(rap, loader, mvm, hw, s, max_batches=max_batches, quiet=quiet)
-            for s in seeds]
+    runs = [run_mvm(rap, loader, mvm, hw, s, max_batches=max_batches, quiet=quiet,
+                    ideal_cells=ideal_cells) for s in seeds]
     correct = np.stack([r["correct"] for r in runs])
     mean, ci, msgs = bootstrap_ci(correct, seed=seed, warn=False)
     r0 = runs[0]
@@ -269,12 +303,15 @@ def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: in
                                                     for r in runs])),
         array_time_s_per_inference=r0["array_time_s_per_inference"],
         lsb_unit_currents=r0["lsb_unit_currents"], adc_bits_exact=r0["adc_bits_exact"],
-        adc_range=adc_range, adc_source=r0["adc_source"], crossbar=RAP_CROSSBAR,
+        adc_range=adc_range, adc_source=r0["adc_source"], crossbar=r0["crossbar"],
         digital=list(RAP_DIGITAL), rows=mvm.rows, cell_bits=mvm.cell_bits, warnings=msgs,
         time_s=sum(r["wall_s"] for r in runs),
+        # the whole read (nnsim.energy): ADC parts x conversions + crossbar read parts x
+        # column reads (one column read per conversion in both mappings)
         energy_per_inference=None if r0["adc_energy_j_per_inference"] is None else
         energy_per_inference(float(np.mean([r["conversions_per_inference"] for r in runs])),
-                             getattr(hw, "adcs", {}).get(mvm.adc_bits)),
+                             getattr(hw, "adcs", {}).get(mvm.adc_bits),
+                             getattr(hw, "read_energy", None)),
         correct=correct)
 
 

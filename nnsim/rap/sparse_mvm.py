@@ -19,7 +19,11 @@ Mapping (settings in :class:`MVMConfig`, defaults from the project's physics def
   LSB is ``2**shift`` unit currents with the smallest ``shift`` that covers
   ``rows (2**cell_bits - 1)``.
 
-All run-time arithmetic is on integer tensors (see :mod:`nnsim.rap.adc`).
+Cells: ideal integer levels (``ideal_cells``), or programmed once per chip and read through
+the crossbar's transfer, spread and read noise (:meth:`SparseMVM.program`,
+:mod:`nnsim.rap.crossbar`). With ideal cells all run-time arithmetic is on integer tensors
+(see :mod:`nnsim.rap.adc`); with programmed cells the column sums are integer (fixed-point
+cell currents) and only the simulation of an uncertain conversion's noise is float.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .adc import ColumnADC
+from .crossbar import CellSettings, ColumnReadout, program_cells
 from .intops import int_matmul
 
 _I64 = torch.int64
@@ -175,6 +180,43 @@ class SparseMVM:
             and config.s_max <= (1 << config.adc_bits) - 1 and (
                 adc.cdf is None or bool(adc.exact_instances()[self.instance.unique()].all()))))
         self.counters = MVMCounters()
+        self.readout: ColumnReadout | None = None
+        self.z: Tensor | None = None
+        self.inst_off: Tensor | None = None
+
+    # ------------------------------------------------------------------ programmed cells
+    def program(self, hw: object, settings: CellSettings, generator: torch.Generator | None
+                ) -> SparseMVM:
+        """Write this layer's cells once (this chip): ``self.cells`` become the programmed
+        cell currents in fixed point (:func:`nnsim.rap.crossbar.program_cells`) and each
+        physical column of each array draws its transfer spread ``z ~ N(0, 1)``. Attach the
+        chip's :class:`ColumnReadout` with :meth:`attach_readout` before the first call."""
+        if self.config.mode == "digital":
+            raise ValueError("a digital MVM has no cells to program")
+        self.cells = program_cells(self.cells, hw, settings, generator)
+        self.z = torch.randn((self.n_tiles, self.cols), generator=generator,
+                             dtype=torch.float64) if settings.transfer else \
+            torch.zeros((self.n_tiles, self.cols), dtype=torch.float64)
+        self.exact = False
+        return self
+
+    def max_sum_q(self) -> int:
+        """Largest fixed-point column sum one conversion can present (programmed cells)."""
+        cfg = self.config
+        c = self.cells.reshape(self.n_tiles, cfg.rows, self.cols)
+        bound = int(c.sum(1).amax())
+        if cfg.mode == "sparse":
+            bound = min(bound, cfg.k_active * int(c.amax()))
+        return bound
+
+    def attach_readout(self, readout: ColumnReadout) -> SparseMVM:
+        """Use ``readout`` (the chip's transfer, noise and ADC tables) for the conversions."""
+        if self.z is None:
+            raise ValueError("attach_readout needs programmed cells (call program first)")
+        self.readout = readout
+        self.inst_off = readout.offsets(self.instance.to(self.z.device), self.z).to(
+            self.cells.device)
+        return self
 
     def to(self, device: torch.device) -> SparseMVM:
         """Move the tables to ``device``."""
@@ -183,12 +225,20 @@ class SparseMVM:
         if self.config.mode != "digital":
             self.instance = self.instance.to(device)
             self.adc = self.adc.to(device)
+        for name in ("z", "inst_off"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(device))
+        if self.readout is not None:
+            self.readout = self.readout.to(device)
         return self
 
     # ------------------------------------------------------------------ run
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``x`` (T, in) signed integers -> (T, out) int64."""
         cfg = self.config
+        if self.z is not None and self.readout is None:
+            raise ValueError("programmed cells need a ColumnReadout (attach_readout)")
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features).to(_I64)
         top = (1 << (cfg.input_bits - 1)) - 1
@@ -235,8 +285,14 @@ class SparseMVM:
         groups = self._count(bits)                                       # (T, tiles)
         if cfg.mode == "dense":
             sums = self._dense_tiles(bits)                               # (T * tiles, cols)
-            inst = self.instance.repeat(t_count, 1)
-            codes = self.adc.convert(sums, inst, generator, fused=self.fused)
+            if self.readout is not None:
+                row_tile = None if n_tiles == 1 else torch.arange(
+                    n_tiles, device=bits.device).repeat(t_count)
+                codes = self.readout.convert(sums, row_tile, self.inst_off, self.z, generator,
+                                             fused=self.fused)
+            else:
+                inst = self.instance.repeat(t_count, 1)
+                codes = self.adc.convert(sums, inst, generator, fused=self.fused)
             owner = torch.arange(t_count, device=bits.device).repeat_interleave(n_tiles)
         else:
             k = cfg.k_active
@@ -249,20 +305,30 @@ class SparseMVM:
             n_groups = int(flat_groups.sum())
             if n_groups == 0:
                 return torch.zeros(t_count, self.out_features, dtype=_I64, device=bits.device)
-            # each group's column sums: its (at most k) active rows added, no matmul
-            sums = torch.zeros(n_groups, self.cols, dtype=_I64, device=bits.device)
-            sums.index_add_(0, g, self.cells[tile_idx * r + r_idx])     # (G, cols)
             pair = torch.arange(t_count * n_tiles, device=bits.device).repeat_interleave(
                 flat_groups)
-            inst = self.instance[pair % n_tiles]
-            codes = self.adc.convert(sums, inst, generator, fused=self.fused)
+            if self.readout is not None:
+                # each group's column sums on top of its columns' table offsets (one pass)
+                row_tile = None if n_tiles == 1 else pair % n_tiles
+                sums = (self.inst_off.expand(n_groups, -1).clone() if row_tile is None
+                        else self.inst_off[row_tile])
+                sums.index_add_(0, g, self.cells[tile_idx * r + r_idx])   # (G, cols)
+                codes = self.readout.convert(sums, row_tile, self.inst_off, self.z, generator,
+                                             fused=self.fused, offset_added=True)
+            else:
+                # each group's column sums: its (at most k) active rows added, no matmul
+                sums = torch.zeros(n_groups, self.cols, dtype=_I64, device=bits.device)
+                sums.index_add_(0, g, self.cells[tile_idx * r + r_idx])     # (G, cols)
+                inst = self.instance[pair % n_tiles]
+                codes = self.adc.convert(sums, inst, generator, fused=self.fused)
             owner = pair // n_tiles
-        vals = codes << cfg.shift
-        vals = vals.reshape(-1, 2, cfg.n_slices, self.out_features)
+        # the digital recombination is linear: codes summed per token first (one pass over
+        # the conversions), then shifted by slice and LSB and the differential pair subtracted
+        tok = torch.zeros(t_count, self.cols, dtype=_I64, device=bits.device)
+        tok.index_add_(0, owner, codes)
+        vals = (tok << cfg.shift).reshape(t_count, 2, cfg.n_slices, self.out_features)
         vals = (vals << self.slice_shift[None, None, :, None]).sum(2)
-        vals = vals[:, 0] - vals[:, 1]
-        out = torch.zeros(t_count, self.out_features, dtype=_I64, device=bits.device)
-        return out.index_add_(0, owner, vals)
+        return vals[:, 0] - vals[:, 1]
 
     def _dense_tiles(self, bits: Tensor) -> Tensor:
         t_count, n_tiles, r = bits.shape

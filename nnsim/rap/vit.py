@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .adc import ColumnADC
+from .crossbar import CellSettings, ColumnReadout
 from .intops import (
     align,
     int_matmul,
@@ -272,13 +273,24 @@ class RapViT(nn.Module):
         return [getattr(b, n) for b in self.blocks for n in ANALOG_LAYERS]
 
     def set_mvm(self, mvm: MVMConfig, hw: object | None = None, seed: int = 0, *,
-                exact_shortcut: bool = True, adc_sampler: str = "table") -> RapViT:
+                exact_shortcut: bool = True, adc_sampler: str = "table",
+                ideal_cells: bool = False, cells: CellSettings | None = None,
+                fused: bool = True) -> RapViT:
         """Map the analog layers with ``mvm``; the ADC is ``hw.adc(bits)``, or ideal when
         ``hw`` is ``None`` or holds no ADC tables (``HardwareModel.ideal()``).
 
-        ``seed`` draws the chip (ADC instance of every physical column) and seeds the
-        conversion-noise stream (``torch.Generator`` from ``numpy.random.SeedSequence``).
-        ``adc_sampler`` is :meth:`ColumnADC.from_adc_model`'s ``sampler``.
+        With ``hw`` and its ADC the cells are **programmed** once per chip and read through
+        the crossbar's transfer, spread and read noise (``cells``, default
+        :class:`CellSettings`: the analog simulator's defaults; :mod:`nnsim.rap.crossbar`),
+        the same for the sparse and the dense mapping. ``ideal_cells=True`` (or no ``hw``)
+        keeps exact integer cell levels with the ADC alone (the pre-issue-15 model; its
+        conversions are tabulated in integers, :class:`ColumnADC`).
+
+        ``seed`` draws the chip (ADC instance of every physical column, the programmed
+        conductances, the columns' transfer spread) and seeds the conversion-noise stream
+        (``torch.Generator`` from ``numpy.random.SeedSequence``). ``adc_sampler`` is
+        :meth:`ColumnADC.from_adc_model`'s ``sampler`` (ideal cells); ``fused`` draws a
+        conversion only where its code is uncertain (False: every conversion).
         """
         import numpy as np
 
@@ -298,17 +310,39 @@ class RapViT(nn.Module):
                     adc = ColumnADC(adc.bits, adc.shift, adc.s_max, adc.n_instances,
                                     adc.energy_j, adc.conversion_time_s, "circuit-error-free")
             adc = adc.to(self.cls_m.device)
+        programmed = (mvm.mode != "digital" and not ideal_cells and hw is not None
+                      and getattr(hw, "adcs", None) != {})
+        self.cell_settings = (cells or CellSettings()) if programmed else None
         self.adc_source = "none" if adc is None else adc.source
         self.column_adc = adc
+        self.readout = None
         for lin in self.analog_layers():
             if mvm.mode == "digital":
                 lin.mvm = None
             else:
                 lin.mvm = SparseMVM(lin.w_m.cpu(), replace(mvm, weight_bits=self.cfg.weight_bits,
                                                           input_bits=self.cfg.act_bits),
-                                    adc, chip, exact_shortcut=exact_shortcut).to(
-                                        self.cls_m.device)
+                                    adc, chip, exact_shortcut=exact_shortcut, fused=fused)
+                if programmed:
+                    lin.mvm.program(hw, self.cell_settings, chip)
+        if programmed:
+            layers = [lin.mvm for lin in self.analog_layers()]
+            self.readout = ColumnReadout(
+                hw, hw.adc(mvm.adc_bits), mvm.shift, max(m.max_sum_q() for m in layers),
+                max(float(m.z.abs().amax()) for m in layers), self.cell_settings)
+            for m in layers:
+                m.attach_readout(self.readout)
+        for lin in self.analog_layers():
+            if lin.mvm is not None:
+                lin.mvm.to(self.cls_m.device)
         return self
+
+    @property
+    def cells_model(self) -> str:
+        """``"programmed"`` (write noise, transfer, read noise), ``"ideal"`` or ``"none"``."""
+        if self.mvm_config.mode == "digital":
+            return "none"
+        return "programmed" if getattr(self, "readout", None) is not None else "ideal"
 
     def counters(self) -> MVMCounters:
         """Summed work of the analog layers since :meth:`reset_counters`."""

@@ -45,9 +45,11 @@ def test_forward_is_integer_only(rap_tiny, loaders, synthetic_lookups, mode):
     if mode == "digital":
         rap_tiny.set_mvm(MVMConfig(mode="digital"))
     else:
+        # the chip's digital datapath with the circuit ADC's conversions tabulated in
+        # integers (ideal cells); programmed cells simulate the column's analog noise in float
         hw = HardwareModel.from_lookup(synthetic_lookups, process="ss", adc_bits=4)
-        rap_tiny.set_mvm(MVMConfig(mode="sparse", adc_bits=4), hw, seed=0)
-        assert rap_tiny.adc_source == "circuit"
+        rap_tiny.set_mvm(MVMConfig(mode="sparse", adc_bits=4), hw, seed=0, ideal_cells=True)
+        assert rap_tiny.adc_source == "circuit" and rap_tiny.cells_model == "ideal"
     x = next(iter(loaders[1]))[0][:4]
     xm = rap_tiny.quantize_input(x)                 # the input quantizer: the only float step
     with FloatOpDetector() as det:
@@ -93,9 +95,13 @@ def test_evaluate_rap_reports_all_baselines(tiny_digits_model, loaders, syntheti
     assert r.rap.adc_energy_j_per_inference == pytest.approx(
         r.rap.conversions_per_inference * hw.adc(4).energy_j)
     assert r.rap.adc_source == "circuit" and r.corner["process"] == "tt"
-    # every output says what is digital and what the crossbar models
-    assert any("attention products" in d for d in r.rap.digital + r.dense.digital)
-    assert r.rap.crossbar == r.dense.crossbar and "ideal cells" in r.rap.crossbar
+    # every output says what is digital and what the crossbar models: both mappings on
+    # programmed cells through the same readout, attention products digital
+    assert r.rap.digital[0].startswith("attention products digital")
+    assert r.rap.digital == r.dense.digital
+    assert r.rap.crossbar == r.dense.crossbar and "programmed once per chip" in r.rap.crossbar
+    assert "attention products digital" in r.rap.crossbar
+    assert r.rap_config["attention_products"].startswith("digital")
     (c,) = r.comparisons
     assert c.name == "rap vs dense" and c.difference_mean == pytest.approx(
         r.rap.accuracy_mean - r.dense.accuracy_mean)
