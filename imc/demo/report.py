@@ -791,8 +791,10 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
       f"written on every inference with the circuit's write noise scaled by gamma; "
       f"ClipFormer alpha = {st['clip_alpha']:g}, beta = {st['clip_beta']:g}. RAP: sparse "
       "low-ENOB MVM on the circuit ADC (thresholds, noise and energy of the characterized SAR at "
-      "each corner), integer-only path, ideal cells (gamma = 0); scored on fewer images and "
-      "chips (see the table) because every conversion is sampled.\n")
+      "each corner), integer-only digital path, cells programmed once per chip with the "
+      "circuit's write noise and read through the crossbar's transfer, spread and read noise, "
+      "attention products digital; scored on fewer images and "
+      "chips (see the table) because every conversion is simulated.\n")
     for key in ("accuracy_vs_corner", "accuracy_vs_bits", "accuracy_vs_gamma"):
         if key in r["plots"]:
             w(f"![{key}]({r['plots'][key]})\n")
