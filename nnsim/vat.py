@@ -335,7 +335,7 @@ def finetune(model: nn.Module, lookups: Sequence[str | Path], settings: VatSetti
     def load(i: int) -> HardwareModel:
         p, v, t = points[i]
         return HardwareModel.from_lookup(lookups, process=p, vdd_v=v, temp_c=t,
-                                         adc_bits=settings.bits)
+                                         adc_bits=settings.bits, rows=cfg.tile_rows)
 
     hws: list[HardwareModel | None] = [None] * len(points)
     hws[0] = load(0)  # bad input fails here, before any work

@@ -226,7 +226,8 @@ def run_train_vat(args: argparse.Namespace, name: str) -> int:
     try:
         # the hardware point as evaluate resolves it (nominal vdd/temp when not given)
         hw = HardwareModel.from_lookup(args.lookup, process=args.process, vdd_v=args.vdd_v,
-                                       temp_c=args.temp_c, adc_bits=args.bits)
+                                       temp_c=args.temp_c, adc_bits=args.bits,
+                                       rows=args.tile_rows)
         settings = _vat_settings(_analog_base(args), process=hw.process, vdd_v=hw.vdd_v,
                                  temp_c=hw.temp_c, bits=args.bits, gamma=args.gamma,
                                  robust_pvt=args.robust_pvt, fidelity=args.fidelity,
@@ -412,7 +413,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for process, vdd, temp, bits, gamma in points:
         try:
             hw = HardwareModel.ideal() if args.ideal else HardwareModel.from_lookup(
-                args.lookup, process=process, vdd_v=vdd, temp_c=temp, adc_bits=bits)
+                args.lookup, process=process, vdd_v=vdd, temp_c=temp, adc_bits=bits,
+                rows=args.tile_rows)
         except (CharacterizationError, HardwareModelError, KeyError) as e:
             print(f"spicebridge evaluate: {e}", file=sys.stderr)
             return 2
