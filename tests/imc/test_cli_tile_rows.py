@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+
 from characterization.lookup import read_lookup, write_lookup
 from characterization.lookup.names import CROSSBAR_READ_NOISE, CROSSBAR_READ_TRANSFER
 
