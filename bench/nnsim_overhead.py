@@ -24,89 +24,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import cProfile
-import io
 import json
 import os
 import platform
-import pstats
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from common import LOOKUPS, deit_block, hardware, measure, profile
 
 OUT = Path(__file__).parent / "results" / "nnsim_overhead.json"
 AHL_INSTALL = "pip install --no-deps aihwkit-lightning==2.1.0"
-LOOKUPS = ["/work/lookups/crossbar_quick.h5", "/work/lookups/adc_quick.h5"]
 TARGETS = {"deit_block_moment_time_over_digital": 2.0,
            "deit_block_moment_memory_over_digital": 1.5,
            "deit_block_moment_over_aihwkit_lightning": 1.0,
            "digits_moment_over_digital": 3.0}
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
-def measure(fn, repeat: int = 1) -> dict:
-    """Best wall time of ``fn()`` and its peak extra resident memory (VmHWM reset before)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        peak_ok = True
-    except OSError:
-        peak_ok = False
-    base = _rss_kb("VmRSS")
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        best = min(best, time.perf_counter() - t)
-    peak = (_rss_kb("VmHWM") - base) / 1024 if peak_ok else None
-    return {"time_s": best, "peak_extra_mib": peak}
-
-
-def profile(fn, top: int = 12) -> list[dict]:
-    """cProfile of one call of ``fn``: the ``top`` functions by own time."""
-    pr = cProfile.Profile()
-    with torch.no_grad():
-        pr.enable()
-        fn()
-        pr.disable()
-    st = pstats.Stats(pr, stream=io.StringIO())
-    total = sum(v[2] for v in st.stats.values()) or 1.0
-    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
-             "own_s": round(v[2], 4), "own_share": round(v[2] / total, 3)} for k, v in rows]
-
-
-def hardware(lookups: list[str], bits: int = 6):
-    """(HardwareModel, source): the real files when they load, else synthetic stand-ins."""
-    from nnsim.hardware import HardwareModel
-
-    err = "no --lookup"
-    if lookups:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return (HardwareModel.from_lookup(lookups, process="tt", adc_bits=bits),
-                        "lookup: " + ", ".join(lookups))
-        except Exception as exc:  # recorded, the stand-ins are used instead
-            err = f"{type(exc).__name__}: {str(exc)[:200]}"
-    from nnsim.synthetic import write_synthetic_adc, write_synthetic_crossbar
-
-    d = Path(tempfile.mkdtemp(prefix="overhead-"))
-    files = (write_synthetic_crossbar(d / "xb.h5", seed=1),
-             write_synthetic_adc(d / "adc.h5", seed=2, bits=(3, 4, 6, 8)))
-    return (HardwareModel.from_lookup(files, process="tt", adc_bits=bits),
-            f"synthetic stand-ins, NOT circuit data (real lookups not used: {err})")
 
 
 def _ahl_rpu_config():
@@ -124,29 +59,6 @@ def _ahl_rpu_config():
     return c
 
 
-def _deit_block(batch: int, lookups: list[str]):
-    """The digital DeiT-S block, its moment-mode copy (calibrated, chip 1) and the input."""
-    import timm
-
-    from nnsim.analog import AnalogConfig
-    from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
-
-    torch.manual_seed(0)
-    deit = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
-    block = copy.deepcopy(deit.blocks[0]).eval()
-    del deit
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 197, 384, generator=g)
-    calib = torch.randn(batch, 197, 384, generator=g)
-    hw, src = hardware(lookups)
-    mom = convert_to_analog(block, hw, AnalogConfig(fidelity="moment"), seed=None)
-    program_chip(mom, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        calibrate_moment(mom, [calib], seed=0)
-    return block, mom, x, src
-
-
 def _ahl_block(block: torch.nn.Module) -> torch.nn.Module:
     from aihwkit_lightning.nn.conversion import convert_to_analog as ahl_convert
 
@@ -156,7 +68,7 @@ def _ahl_block(block: torch.nn.Module) -> torch.nn.Module:
 
 def _mem_child(which: str, a) -> None:
     """In a fresh process: peak extra resident memory of one warm forward of the block."""
-    block, mom, x, _ = _deit_block(a.batch, a.lookup)
+    block, mom, x, _ = deit_block(a.batch, a.lookup)
     variants = {"digital": block, "moment": mom}
     fn = _ahl_block(block) if which == "aihwkit_lightning" else variants[which]
     del block, mom, variants
@@ -195,7 +107,7 @@ def fresh_memory(a) -> dict:
 
 
 def deit_section(a, res: dict) -> None:
-    block, mom, x, src = _deit_block(a.batch, a.lookup)
+    block, mom, x, src = deit_block(a.batch, a.lookup)
     res["hardware_source"] = src
     try:
         ahl = _ahl_block(block)

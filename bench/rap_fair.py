@@ -7,8 +7,8 @@ dense ADC range calibrated on the calibration split's column sums; same images, 
 
 Usage::
 
-    .venv/bin/python bench/rap_fair.py --crossbar /work/lookups/crossbar_quick.h5 \\
-        --adc /work/lookups/adc_quick.h5 --corners tt --bits 3 4 6 --n-images 40 --chips 3 \\
+    .venv/bin/python bench/rap_fair.py --crossbar runs/demo/crossbar.h5 \\
+        --adc runs/demo/adc.h5 --corners tt --bits 3 4 6 --n-images 40 --chips 3 \\
         --out bench/results/rap_fair_tt.json
 
 Writes the JSON (atomically) after every (corner, bits) point.

@@ -9,8 +9,8 @@ ratio. Writes ``bench/results/rap_speed.json``.
 
 Usage::
 
-    .venv/bin/python bench/rap_speed.py --crossbar /work/lookups/crossbar_quick.h5 \\
-        --adc /work/lookups/adc_quick.h5 [--images 2]
+    .venv/bin/python bench/rap_speed.py --crossbar runs/demo/crossbar.h5 \\
+        --adc runs/demo/adc.h5 [--images 2]
 """
 
 from __future__ import annotations

@@ -26,91 +26,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import cProfile
-import io
 import json
 import os
 import platform
-import pstats
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from common import LOOKUPS, deit_block, hardware, measure, profile
 
 OUT = Path(__file__).parent / "results" / "speed.json"
 TARGETS = {"digits_default_over_digital": 25.0, "digits_moment_over_digital": 3.0,
            "deit_block_moment_time_over_digital": 2.0,
            "deit_block_moment_memory_over_digital": 1.5,
            "rap_sparse_3bit_over_analog": 2.0}
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
-def measure(fn, repeat: int = 1) -> dict:
-    """Best wall time and best process CPU time of ``fn()`` (one thread: CPU time is what
-    the forward itself cost, less disturbed by other jobs on the shared machine) and its peak
-    extra resident memory (VmHWM reset before)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        peak_ok = True
-    except OSError:
-        peak_ok = False
-    base = _rss_kb("VmRSS")
-    best = best_cpu = float("inf")
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        with torch.no_grad():
-            fn()
-        best = min(best, time.perf_counter() - t)
-        best_cpu = min(best_cpu, time.process_time() - c)
-    peak = (_rss_kb("VmHWM") - base) / 1024 if peak_ok else None
-    return {"time_s": best, "cpu_s": best_cpu, "peak_extra_mib": peak}
-
-
-def profile(fn, top: int = 10) -> list[dict]:
-    """cProfile of one call of ``fn``: the ``top`` functions by own time."""
-    pr = cProfile.Profile()
-    with torch.no_grad():
-        pr.enable()
-        fn()
-        pr.disable()
-    st = pstats.Stats(pr, stream=io.StringIO())
-    total = sum(v[2] for v in st.stats.values()) or 1.0
-    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
-             "own_s": round(v[2], 4), "own_share": round(v[2] / total, 3)} for k, v in rows]
-
-
-def hardware(lookups: list[str], bits: int, process: str = "tt"):
-    """(HardwareModel, source): the real files when they load, else synthetic stand-ins."""
-    from nnsim.hardware import HardwareModel
-
-    if lookups:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return (HardwareModel.from_lookup(lookups, process=process, adc_bits=bits),
-                        "lookup: " + ", ".join(lookups))
-        except Exception as exc:
-            err = f"{type(exc).__name__}: {str(exc)[:200]}"
-    else:
-        err = "no --lookup"
-    from nnsim.synthetic import write_synthetic_adc, write_synthetic_crossbar
-
-    print(f"speed.py: synthetic stand-in lookups (NOT circuit data), because {err}",
-          flush=True)
-    d = Path(tempfile.mkdtemp(prefix="speed-"))
-    files = (write_synthetic_crossbar(d / "xb.h5", seed=1),
-             write_synthetic_adc(d / "adc.h5", seed=2, bits=(3, 4, 6, 8)))
-    return (HardwareModel.from_lookup(files, process=process, adc_bits=bits),
-            f"synthetic stand-ins (real lookups not used: {err})")
 
 
 def digits_section(a, res: dict) -> None:
@@ -169,30 +99,10 @@ def digits_section(a, res: dict) -> None:
           flush=True)
 
 
-def _deit_setup(batch: int, lookup: list[str]):
-    import timm
-
-    from nnsim.analog import AnalogConfig
-    from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
-
-    torch.manual_seed(0)
-    deit = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
-    block = copy.deepcopy(deit.blocks[0]).eval()
-    del deit
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 197, 384, generator=g)
-    calib = torch.randn(batch, 197, 384, generator=g)
-    hw, _ = hardware(lookup, 6)
-    mom = convert_to_analog(block, hw, AnalogConfig(fidelity="moment"), seed=None)
-    program_chip(mom, 1)
-    calibrate_moment(mom, [calib], seed=0)
-    return block, mom, x
-
-
 def _mem_child(which: str, a) -> None:
     """In a fresh process: peak extra resident memory of one forward (``digital`` or
     ``moment``) of the DeiT-S block, after one warm-up forward of the same kind."""
-    block, mom, x = _deit_setup(a.deit_batch, a.lookup)
+    block, mom, x = deit_block(a.deit_batch, a.lookup)[:3]
     fn = block if which == "digital" else mom
     with torch.no_grad():
         fn(x)
@@ -227,7 +137,7 @@ def fresh_memory(a) -> dict:
 
 
 def deit_section(a, res: dict) -> None:
-    block, mom, x = _deit_setup(a.deit_batch, a.lookup)
+    block, mom, x = deit_block(a.deit_batch, a.lookup)[:3]
     with torch.no_grad():
         block(x), mom(x)
     out = {"batch": a.deit_batch, "tokens": 197}
@@ -308,8 +218,7 @@ def main() -> None:
     ap.add_argument("--deit-batch", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--lookup", nargs="*", default=["/work/lookups/crossbar_quick.h5",
-                                                    "/work/lookups/adc_quick.h5"])
+    ap.add_argument("--lookup", nargs="*", default=LOOKUPS)
     ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"])
     ap.add_argument("--quick", action="store_true", help="one repetition of the bit forward")
     ap.add_argument("--out", type=Path, default=OUT)
