@@ -272,6 +272,17 @@ def _per_level(table: torch.Tensor, targets: torch.Tensor, integer: bool) -> tor
     return table[i0] * (1 - f) + table[i0 + 1] * f
 
 
+
+def _relative_k(hw: HardwareModel, source: str, mode: str, gamma: float,
+                sigma: float | None) -> float:
+    """gamma x the relative write-noise k of the ``parametric`` (``sigma``) or fitted
+    (``hw.write_noise_k``) form (the TxSim form, docs/nnsim.md)."""
+    if source == "parametric":
+        if sigma is None:
+            raise ValueError("write_noise='parametric' needs write_noise_sigma")
+        return gamma * sigma
+    return gamma * hw.write_noise_k(mode)
+
 def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: str, gamma: float,
                  sigma: float | None, generator: torch.Generator | None,
                  integer: bool, bias: bool = True) -> torch.Tensor:
@@ -326,12 +337,7 @@ def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: st
         _, s = level_moments(hw, mode, targets.device)
         return torch.clamp(out + gamma * _per_level(s.to(targets.dtype), targets, integer)
                            * noise, min=floor)
-    if source == "parametric":
-        if sigma is None:
-            raise ValueError("write_noise='parametric' needs write_noise_sigma")
-        k = gamma * sigma
-    else:
-        k = gamma * hw.write_noise_k(mode)
+    k = _relative_k(hw, source, mode, gamma, sigma)
     if k == 0.0:
         return out
     return torch.clamp(out + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
@@ -684,12 +690,7 @@ def write_moments(hw: HardwareModel, source: str, mode: str, gamma: float,
             _, s = level_moments(hw, mode)
             out = _censored_normal(mu, gamma * s.double(), floor)
         else:
-            if source == "parametric":
-                if sigma is None:
-                    raise ValueError("write_noise='parametric' needs write_noise_sigma")
-                k = gamma * sigma
-            else:
-                k = gamma * hw.write_noise_k(mode)
+            k = _relative_k(hw, source, mode, gamma, sigma)
             out = (mu, zero) if k == 0.0 else _censored_normal(
                 mu, k * torch.sqrt(n_lv * lv), floor)
     hw._cache[key] = out

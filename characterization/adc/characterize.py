@@ -129,6 +129,24 @@ def _num_list(cfg: dict[str, Any], key: str, src: str, lo: float, hi: float) -> 
     return [float(x) for x in v]
 
 
+
+def _check_sizing_table(src: str, key: str, table: Any, cls: type) -> None:
+    """``[adc.<key>]`` holds only ``cls``'s fields, with values ``cls`` accepts.
+
+    Raises:
+        ConfigError: Not a table, an unknown key, or a value ``cls`` refuses.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: {key} must be a table ([adc.{key}]), got {table!r}")
+    known = sorted(asdict(cls()))
+    bad = sorted(set(table) - set(known))
+    if bad:
+        raise ConfigError(f"{src}: unknown {key} key(s) {bad}; known: {known}")
+    try:
+        cls(**table)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{src}: {key}: {e}") from e
+
 def _check_config(cfg: dict[str, Any], src: str) -> None:
     """Validate a merged configuration in place; errors name ``src`` and the key."""
     procs = cfg["process"]
@@ -175,26 +193,8 @@ def _check_config(cfg: dict[str, Any], src: str) -> None:
     amp = positive("sine_amplitude_rel", cfg["sine_amplitude_rel"])
     if amp > 0.5:
         raise ConfigError(f"{src}: sine_amplitude_rel must be in (0, 0.5], got {amp!r}")
-    sizing = cfg["sizing"]
-    bad = sorted(set(sizing) - set(asdict(ComparatorSizing())))
-    if bad:
-        raise ConfigError(f"{src}: unknown sizing key(s) {bad}; known: "
-                         f"{sorted(asdict(ComparatorSizing()))}")
-    try:
-        ComparatorSizing(**sizing)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{src}: sizing: {e}") from e
-    sws = cfg["switches"]
-    if not isinstance(sws, dict):
-        raise ConfigError(f"{src}: switches must be a table ([adc.switches]), got {sws!r}")
-    bad = sorted(set(sws) - set(asdict(SwitchSizing())))
-    if bad:
-        raise ConfigError(f"{src}: unknown switches key(s) {bad}; known: "
-                         f"{sorted(asdict(SwitchSizing()))}")
-    try:
-        SwitchSizing(**sws)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{src}: switches: {e}") from e
+    for key, cls in (("sizing", ComparatorSizing), ("switches", SwitchSizing)):
+        _check_sizing_table(src, key, cfg[key], cls)
     val = cfg["validate"]
     bad = sorted(set(val) - set(_VALIDATE_KEYS))
     if bad:

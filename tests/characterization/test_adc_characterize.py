@@ -30,6 +30,7 @@ def test_build_config_rejects_bad_input(tmp_path):
                       ("mc = 0", "mc"), ("sine_cycles = 64", "sine_cycles"),
                       ("vref_v = 2.0", "vref_v"), ("[adc.sizing]\nw_inn = 2.0", "w_inn"),
                       ("[adc.sizing]\nw_in = -1.0", "w_in"),
+                      ("[adc.switches]\ntop_nn = 1.0", "top_nn"),
                       ("bits = [3, 4]\n[adc.validate]\nbits = 6", "validate.bits"),
                       ("[adc.validate]\nprobes = 1", "validate.probes"),
                       ("[adc.validate]\nconversions_per_code = 4", "validate")):
