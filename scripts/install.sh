@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up: apt packages for ngspice and the Fashion-MNIST data, a .venv, the Python deps.
+# Idempotent set-up: apt packages (ngspice, Fashion-MNIST data, gcc), a .venv, the Python deps.
 # Safe to run again: each step checks first and does nothing when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
-apt_pkgs=(ngspice libngspice0 libngspice0-dev dataset-fashion-mnist)
+# gcc: nnsim/kernels compiles its C kernels at first use (without it the torch paths run)
+apt_pkgs=(ngspice libngspice0 libngspice0-dev dataset-fashion-mnist gcc)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
