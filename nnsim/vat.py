@@ -23,9 +23,12 @@ Everything else (LayerNorm, softmax, GELU, residuals, the digital head) is ordin
 uniformly over the points both lookup files hold, instead of training at one corner.
 
 Checkpoints are cached next to ``load_or_train``'s (same folder) under a name that hashes the
-base checkpoint, the VAT settings and the lookup files' sha256; the metadata holds all of them
-and the hardware point(s). They are plain ``{"state_dict", "meta"}`` files read with
-``torch.load(weights_only=True)`` (``nnsim.models.load_checkpoint``).
+base checkpoint, the VAT settings and the lookup files' table content
+(``lookup_content_sha256``: the tables the simulator reads, not the file's ``created``
+timestamp or provenance, so a re-characterized identical file finds the same checkpoint); the
+metadata holds all of them, each file's byte sha256 and the hardware point(s). They are
+plain ``{"state_dict", "meta"}`` files read with ``torch.load(weights_only=True)``
+(``nnsim.models.load_checkpoint``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from characterization.lookup import sha256_file
+from characterization.lookup import read_lookup, sha256_file
 
 from .analog import AnalogConfig, Array
 from .convert import (
@@ -218,19 +221,53 @@ def make_trainable(analog: nn.Module) -> nn.Module:
 # ------------------------------------------------------------------------ hashes and cache
 
 
+KEY_SKIPPED_TABLES = ("adc/records/", "adc/designer/")
+"""Table-name prefixes left out of ``lookup_content_sha256``: the ADC characterization's
+per-instance run records (wall-clock stage times among them) and designer-only figures,
+which the simulator never reads (``nnsim.hardware``)."""
+
+
+def lookup_content_sha256(path: str | Path) -> str:
+    """sha256 of a lookup file's table content: for every table (in name order, except
+    ``KEY_SKIPPED_TABLES``) its name, dims, coordinates and their units, units, attributes,
+    cell status, dtype, shape and data. Not the file's ``created`` timestamp, provenance or
+    failure records, which do not change a number the simulator reads: two characterizations
+    that produce the same tables give the same digest."""
+    lf = read_lookup(path)
+    h = hashlib.sha256(f"lookup schema {lf.schema_version}\n".encode())
+    for name in sorted(lf.tables):
+        if name.startswith(KEY_SKIPPED_TABLES):
+            continue
+        t = lf.tables[name]
+        head = dict(t.to_dict(), name=name)
+        h.update(json.dumps(head, sort_keys=True, default=str).encode())
+        data = np.asarray(t.data)
+        if data.dtype.kind in "OUS":  # strings: their text, not object pointers
+            h.update(json.dumps(data.astype(str).tolist()).encode())
+        else:
+            h.update(np.ascontiguousarray(data).tobytes())
+        if t.status is not None:
+            h.update(np.ascontiguousarray(t.status).tobytes())
+    return h.hexdigest()
+
+
 def lookup_hashes(paths: Sequence[str | Path]) -> list[dict[str, str]]:
-    """``[{"path", "sha256"}]`` of the lookup files, in the order given."""
-    return [{"path": str(p), "sha256": sha256_file(p)} for p in paths]
+    """``[{"path", "sha256", "content_sha256"}]`` of the lookup files, in the order given:
+    the file's bytes (provenance: which file it was) and its table content (the cache
+    key, ``lookup_content_sha256``)."""
+    return [{"path": str(p), "sha256": sha256_file(p), "content_sha256": lookup_content_sha256(p)}
+            for p in paths]
 
 
 def vat_key(base_meta: dict[str, Any], settings: VatSettings, hashes: list[dict[str, str]],
             seed: int) -> str:
     """The cache key: sha256 of the base checkpoint's identity, the settings, the recipe,
-    the lookup contents (not their paths) and the VAT seed."""
+    the lookup files' table content (``content_sha256``: not their paths, timestamps or
+    provenance) and the VAT seed."""
     ident = dict(format=VAT_FORMAT, base=dict(name=base_meta["name"], seed=base_meta["seed"],
                                               epochs=base_meta["recipe"]["epochs"]),
                  settings=settings.to_dict(), recipe=settings.recipe(base_meta["name"]),
-                 lookups=[h["sha256"] for h in hashes], seed=int(seed))
+                 lookups=[h["content_sha256"] for h in hashes], seed=int(seed))
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -439,7 +476,8 @@ def load_or_finetune(name: str, lookups: Sequence[str | Path], settings: VatSett
 
     Args:
         name: Model preset (``digits``, ``fashion_mnist``, ``digits-tiny``).
-        lookups: Crossbar and ADC lookup files (their sha256 are part of the cache key).
+        lookups: Crossbar and ADC lookup files (their table content is part of the cache
+            key, ``lookup_content_sha256``).
         settings: Hardware point and recipe.
         cache_dir: The checkpoint folder of ``load_or_train``.
         train_seed: Seed of the standard checkpoint that is fine-tuned.

@@ -15,7 +15,8 @@ Sections (docs/experiments.md)::
 A flag given on the command line wins over the file. Every key is checked: an unknown
 section or key, or a value of the wrong type, is an error naming the file and the key
 (exit 2). The effective configuration goes into the run JSON (``meta.experiment``) with the
-lookup files' sha256, the package version and the git commit (``run_metadata``).
+lookup files' sha256, the package version and the git commit taken when the run started
+(``run_start``, ``run_metadata``).
 """
 
 from __future__ import annotations
@@ -197,9 +198,10 @@ def package_version() -> str:
         return "unknown"
 
 
-def git_commit() -> str | None:
-    """The source tree's commit (``-dirty`` when tracked files changed), or None."""
-    here = Path(__file__).resolve().parent
+def git_commit(where: str | Path | None = None) -> str | None:
+    """The source tree's commit (``-dirty`` when tracked files changed), or None (not a git
+    checkout, no git). ``where``: a folder in the tree (default: this package's)."""
+    here = Path(where) if where is not None else Path(__file__).resolve().parent
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                            text=True, timeout=5, check=False)
@@ -213,10 +215,25 @@ def git_commit() -> str | None:
     return r.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def run_metadata(args: argparse.Namespace, analog: Any) -> dict[str, Any]:
+def run_start() -> dict[str, Any]:
+    """What a run records when it starts, before any work: the source tree's commit
+    (``git_commit``: ``-dirty`` when tracked files differ from it) and the UTC time. The
+    commit is that of the code that ran, not of a tree edited while the run went on."""
+    import datetime as _dt
+
+    return {"git_commit": git_commit(),
+            "started_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+
+
+def run_metadata(args: argparse.Namespace, analog: Any,
+                 start: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run JSON records about how it was made: the effective configuration
     (every AnalogConfig field, the hardware points, the sweep), the config file and the
-    lookup files with their sha256, the package version and the git commit."""
+    lookup files with their sha256, the package version and the git commit.
+
+    ``start``: ``run_start()`` taken when the run began; its commit is ``git_commit``, and
+    if the tree's commit differs when the JSON is written, that one is ``git_commit_end``
+    (the source changed during the run). Without it the commit is read now."""
     exp = {
         "analog": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(analog).items()},
@@ -233,10 +250,17 @@ def run_metadata(args: argparse.Namespace, analog: Any) -> dict[str, Any]:
     }
     exp["sweep"]["gamma"] = [float(g) for g in str(args.gamma).split(",")]
     cfg = getattr(args, "config", None)
-    return {
+    out = {
         "experiment": exp,
         "config_file": None if cfg is None else {"path": str(cfg), "sha256": sha256_file(cfg)},
         "lookup_files": [{"path": str(p), "sha256": sha256_file(p)} for p in args.lookup],
         "package_version": package_version(),
-        "git_commit": git_commit(),
     }
+    if start is None:
+        out["git_commit"] = git_commit()
+    else:
+        out.update(git_commit=start["git_commit"], started_utc=start["started_utc"])
+        end = git_commit()
+        if end != start["git_commit"]:
+            out["git_commit_end"] = end
+    return out

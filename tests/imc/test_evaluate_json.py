@@ -119,3 +119,54 @@ def _label(p) -> str:
 
     fields = {f: p.get(f) for f in EvalPoint.__dataclass_fields__ if f in p}
     return EvalPoint(**fields).label
+
+
+def test_git_commit_names_the_commit_and_marks_a_dirty_tree(tmp_path):
+    """``git_commit`` on a real repository: the HEAD sha (from git itself), ``-dirty`` once a
+    tracked file changes, None outside a checkout."""
+    import subprocess
+
+    from imc.cli.experiment import git_commit
+
+    def git(*a):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1\n")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "one")
+    sha = git("rev-parse", "HEAD").strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "a.txt").write_text("2\n")
+    assert git_commit(tmp_path) == sha + "-dirty"
+    (tmp_path / "untracked.txt").write_text("x\n")  # untracked files do not count
+    git("checkout", "-q", "--", "a.txt")
+    assert git_commit(tmp_path) == sha
+    assert git_commit(tmp_path / "no-such-dir") is None
+
+
+def test_meta_git_commit_is_taken_when_the_run_starts(tiny_digits_model, tmp_path,
+                                                      monkeypatch):
+    """The commit in ``meta.git_commit`` is the tree's when evaluate started; a tree that
+    moved on during the run (here: once the first chip is evaluated) is named separately as
+    ``git_commit_end``. (Fails with the commit read when the JSON is written.)"""
+    import imc.cli.experiment as experiment
+    import nnsim.evaluate as nev
+
+    state = {"commit": "aaaa1111"}
+    real = nev.evaluate_chips
+
+    def evaluate_chips(*a, **k):  # the real evaluation; the tree "changes" meanwhile
+        state["commit"] = "bbbb2222-dirty"
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "git_commit", lambda where=None: state["commit"])
+    monkeypatch.setattr(nev, "evaluate_chips", evaluate_chips)
+    out = tmp_path / "run.json"
+    args = ["evaluate", "--model", "digits-tiny", "--cache-dir", _cache(tiny_digits_model[1]),
+            "--ideal", "--chips", "1", "--limit", "4", "--quiet", "--json", str(out)]
+    assert main(args) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["git_commit"] == "aaaa1111" and meta["git_commit_end"] == "bbbb2222-dirty"
+    assert meta["started_utc"].endswith("+00:00")

@@ -22,6 +22,7 @@ from nnsim.vat import (
     finetune,
     four_way,
     load_or_finetune,
+    lookup_content_sha256,
     make_trainable,
     pvt_grid,
 )
@@ -116,9 +117,11 @@ def test_checkpoint_metadata_and_cache(tiny_digits_model, synthetic_lookups, tmp
     _model, meta = load_or_finetune("digits-tiny", synthetic_lookups, s, cache_dir=cache)
     assert not meta["cached"] and Path(meta["path"]).parent == cache
     state, on_disk = load_checkpoint(meta["path"])  # weights_only=True: plain data
-    assert on_disk["lookups"] == [
+    assert [{k: h[k] for k in ("path", "sha256")} for h in on_disk["lookups"]] == [
         {"path": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()}
         for p in synthetic_lookups]
+    assert [h["content_sha256"] for h in on_disk["lookups"]] == [
+        lookup_content_sha256(p) for p in synthetic_lookups]
     hw = on_disk["hardware"][0]
     assert (hw["process"], hw["vdd_v"], hw["temp_c"], hw["adc_bits"]) == ("ss", 1.8, 85.0, 6)
     assert on_disk["settings"]["gamma"] == 5.0 and on_disk["config"]["gamma"] == 5.0
@@ -138,7 +141,51 @@ def test_checkpoint_metadata_and_cache(tiny_digits_model, synthetic_lookups, tmp
     keys = {vat_key(base_meta, x, h, 0) for x in
             (s, dataclasses.replace(s, gamma=3.0), dataclasses.replace(s, process="tt"))}
     assert len(keys) == 3
-    assert vat_key(base_meta, s, [dict(x, sha256="0" * 64) for x in h], 0) != meta["key"]
+    assert vat_key(base_meta, s, [dict(x, content_sha256="0" * 64) for x in h], 0) \
+        != meta["key"]
+
+
+def _restamp(src, dst, **attrs):
+    """A byte copy of lookup file ``src`` with root attributes replaced (h5py, in place)."""
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+    return dst
+
+
+def test_key_is_the_table_content_not_the_timestamp(tiny_digits_model, synthetic_lookups,
+                                                    tmp_path):
+    """Re-characterized identical tables (another ``created``, other provenance) keep the
+    VAT key; one write-noise value changed gives another key."""
+    import h5py
+
+    from nnsim.vat import lookup_hashes, vat_key
+
+    _, base_meta = tiny_digits_model
+    xb, adc = synthetic_lookups
+    s = VatSettings(gamma=5.0, **FAST)
+    key = vat_key(base_meta, s, lookup_hashes([xb, adc]), 0)
+    again = _restamp(xb, tmp_path / "again.h5", created="2031-01-01T00:00:00+00:00",
+                     provenance='{"host": "another", "git_commit": "0000000"}')
+    h2 = lookup_hashes([again, adc])
+    assert h2[0]["sha256"] != lookup_hashes([xb])[0]["sha256"]  # the bytes do differ
+    assert vat_key(base_meta, s, h2, 0) == key
+    # one write-noise value (tt/1.8 V/27 degC single-shot k, read by the fine-tune) changed
+    moved = _restamp(xb, tmp_path / "moved.h5")
+    with h5py.File(moved, "r+") as f:
+        d = f["crossbar/write_noise_fit/write_noise_fit"]
+        proc = [x.decode() for x in f["crossbar/write_noise_fit/process"][:]]
+        i = (proc.index("tt"), list(f["crossbar/write_noise_fit/vdd_v"][:]).index(1.8),
+             list(f["crossbar/write_noise_fit/temp_c"][:]).index(27.0), 0, 0)
+        d[i] = 2 * d[i]
+    k_old = HardwareModel.from_lookup([xb, adc], adc_bits=6).write_noise_k("single")
+    k_new = HardwareModel.from_lookup([moved, adc], adc_bits=6).write_noise_k("single")
+    assert k_new == pytest.approx(2 * k_old)  # the hardware the fine-tune builds differs
+    assert lookup_content_sha256(moved) != lookup_content_sha256(xb)
+    assert vat_key(base_meta, s, lookup_hashes([moved, adc]), 0) != key
 
 
 def test_robust_pvt_samples_the_common_grid(tiny_digits_model, synthetic_lookups):
