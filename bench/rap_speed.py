@@ -3,7 +3,8 @@
 One process, one torch thread, the same images: the analog simulator's forward
 (``convert_to_analog``, default ``AnalogConfig``, 6-bit circuit ADC) and RAP's sparse 3-bit MVM
 on programmed cells (write noise, transfer + spread, read noise, circuit ADC) with the fused
-sampler, with every conversion sampled, and on ideal cells (the pre-issue-15 model). Times are
+sampler (the fused C kernel ``nnsim/kernels/rap_mvm.c`` where it builds, and the torch path),
+with every conversion sampled (torch path), and on ideal cells (the pre-issue-15 model). Times are
 wall and process CPU (``time.process_time``): on a shared machine the CPU time is the fairer
 ratio. Writes ``bench/results/rap_speed.json``.
 
@@ -32,6 +33,7 @@ from nnsim.data import load_dataset, make_loader
 from nnsim.hardware import HardwareModel
 from nnsim.models import load_or_train
 from nnsim.rap import MVMConfig, convert_to_rap
+from nnsim.rap.sparse_mvm import kernel_path
 
 OUT = Path(__file__).parent / "results" / "rap_speed.json"
 
@@ -68,9 +70,15 @@ def main() -> None:
     runs["analog_default"] = timed(lambda: analog(x))
     rap.set_mvm(cfg, hw3, seed=0)
     res["uncertain_table_fraction"] = rap.readout.uncertain_fraction
+    res["rap_kernel_path"] = kernel_path()
     runs["rap_sparse_3bit_programmed_fused"] = timed(lambda: rap(x))
-    rap.set_mvm(cfg, hw3, seed=0, fused=False)
-    runs["rap_sparse_3bit_programmed_every_conversion_sampled"] = timed(lambda: rap(x))
+    res["kernel_draw_fraction"] = (sum(lin.mvm.kernel_draws for lin in rap.analog_layers())
+                                   / max(1, rap.counters().conversions))
+    rap.set_mvm(cfg, hw3, seed=0, use_kernel=False)
+    runs["rap_sparse_3bit_programmed_fused_torch_path"] = timed(lambda: rap(x))
+    rap.set_mvm(cfg, hw3, seed=0, use_kernel=False, fused=False)
+    runs["rap_sparse_3bit_programmed_every_conversion_sampled_torch_path"] = timed(
+        lambda: rap(x))
     rap.set_mvm(cfg, hw3, seed=0, ideal_cells=True)
     runs["rap_sparse_3bit_ideal_cells"] = timed(lambda: rap(x))
     runs["analog_default_again"] = timed(lambda: analog(x))

@@ -27,6 +27,8 @@ from characterization.lookup.names import (
     ADC_ENERGY_BREAKDOWN_J,
     ADC_ENERGY_J,
     ADC_NOISE_LSB,
+    ADC_OFFSET_LSB,
+    ADC_SAMPLING_PEDESTAL_LSB,
     ADC_THRESHOLDS,
     CROSSBAR_CELL_READ,
     CROSSBAR_READ_ENERGY,
@@ -40,6 +42,18 @@ from .energy import CrossbarReadEnergy
 from .errors import HardwareModelError, NotCharacterizedError
 
 _PVT = ("process", "vdd_v", "temp_c")
+ADC_TRIMS = ("none", "pedestal", "offset")
+"""ADC offset trims (``HardwareModel.from_lookup(adc_trim=)``), a design decision, not a circuit
+result: ``none`` the thresholds as characterized (the default); ``pedestal`` the corner's
+sampling-switch pedestal (``adc/sampling/pedestal_lsb``) subtracted from every instance's
+thresholds (a dummy-switch / differential cancellation of the charge injection; each
+instance keeps its comparator offset and mismatch); ``offset`` each instance's measured offset
+(``adc/offset_lsb``: comparator + pedestal) trimmed by a foreground calibration through a trim
+DAC of step ``ADC_TRIM_STEP_LSB`` (residual within half a step)."""
+ADC_TRIM_STEP_LSB = 0.25
+"""Assumption (not characterized): the step of the per-instance offset-trim DAC of
+``adc_trim="offset"``, in LSB of the ADC at each resolution; the trim removes
+``round(offset / step) * step``, leaving a residual of at most half a step."""
 
 
 def _plain(v: Any) -> Any:
@@ -73,6 +87,9 @@ class AdcModel:
             The parts sum to ``energy_j``.
         energy_sources: Where each part comes from (SPICE / formula / estimate + assumption),
             the table's ``source_<part>`` attributes.
+        trim: The offset trim applied to the characterized thresholds (``ADC_TRIMS``:
+            ``none``, ``pedestal``, ``offset``; ``HardwareModel.from_lookup(adc_trim=)``).
+        trim_lsb: Per instance, the LSB subtracted from every threshold (None: no trim).
 
     ``adc/designer/decision_error`` (the comparator-noise code-error rate) is deliberately not
     carried: ``quantize`` draws the comparator noise ``noise_lsb`` itself, and applying the
@@ -87,6 +104,8 @@ class AdcModel:
     code_offset: float = 0.0
     energy_parts_j: dict[str, float] = field(default_factory=dict)
     energy_sources: dict[str, str] = field(default_factory=dict)
+    trim: str = "none"
+    trim_lsb: np.ndarray | None = None
     _cache: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -369,6 +388,7 @@ class HardwareModel:
     sources: tuple[str, ...] = ()
     read_energy: CrossbarReadEnergy | None = None
     rows_axis: tuple[int, ...] = ()
+    adc_trim: str = "none"
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -382,7 +402,8 @@ class HardwareModel:
     @classmethod
     def from_lookup(cls, paths: str | Path | Iterable[str | Path], process: str = "tt",
                     vdd_v: float | None = None, temp_c: float | None = None,
-                    adc_bits: int | None = 6, rows: int | None = None) -> HardwareModel:
+                    adc_bits: int | None = 6, rows: int | None = None,
+                    adc_trim: str = "none") -> HardwareModel:
         """Read crossbar and ADC tables (one or several files) at one PVT point.
 
         Args:
@@ -397,6 +418,9 @@ class HardwareModel:
                 that was not characterized is refused, naming both); default 64 if
                 characterized, else the file's ``default_rows``. Ignored for a file of one
                 column height (``check_tile_rows`` refuses a taller tile).
+            adc_trim: Offset trim of the ADC thresholds, ``ADC_TRIMS`` (default ``none``:
+                the circuit as characterized; ``pedestal`` / ``offset`` are design options
+                the user turns on; ``ADC_TRIM_STEP_LSB`` is an assumption).
 
         Raises:
             HardwareModelError: A needed table is missing or holds only failed points.
@@ -404,6 +428,8 @@ class HardwareModel:
             NotCharacterizedError: ``process`` not characterized (also a KeyError).
             LookupFormatError: A file is not a lookup file.
         """
+        if adc_trim not in ADC_TRIMS:
+            raise HardwareModelError(f"adc_trim={adc_trim!r}: expected one of {ADC_TRIMS}")
         if isinstance(paths, (str, Path)):
             paths = [paths]
         paths = [Path(p) for p in paths]
@@ -523,7 +549,8 @@ class HardwareModel:
             check_same_grid(ref, th_t)
             avail = sorted(int(b) for b in th_t.coords["bits"])
             for b in avail:
-                hw.adcs[b] = _read_adc(tables, at, b, src)
+                hw.adcs[b] = _read_adc(tables, at, b, src, adc_trim)
+            hw.adc_trim = adc_trim
             if int(adc_bits) not in hw.adcs:
                 raise HardwareModelError(f"{src}: ADC resolution {adc_bits} bits was not "
                                          f"characterized; available: {avail}")
@@ -773,7 +800,7 @@ class HardwareModel:
                                        float(np.max(self.transfer_mean))],
             read_noise_sigma_max_a=float(np.max(self.read_sigma_a)),
             crossbar_read_energy_j=None if self.read_energy is None
-            else dict(self.read_energy.parts_j))
+            else dict(self.read_energy.parts_j), adc_trim=self.adc_trim)
         if self.adc_bits in self.adcs:
             a = self.adcs[self.adc_bits]
             out["adc"] = dict(bits=a.bits, instances=a.instances, noise_lsb=a.noise_lsb,
@@ -781,7 +808,9 @@ class HardwareModel:
                               conversion_time_s=_num(a.conversion_time_s),
                               code_offset=a.code_offset,
                               energy_parts_j=dict(a.energy_parts_j),
-                              energy_sources=dict(a.energy_sources))
+                              energy_sources=dict(a.energy_sources), trim=a.trim,
+                              trim_lsb=None if a.trim_lsb is None
+                              else [float(v) for v in a.trim_lsb])
         return out
 
 
@@ -860,7 +889,8 @@ def _scalar(tables: dict[str, Table], at: Any, name: str, bits: int) -> float:
     return float(np.nanmean(np.asarray(at(tables[name], bits=bits).data, float)))
 
 
-def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcModel:
+def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str,
+              trim: str = "none") -> AdcModel:
     th = at(tables[ADC_THRESHOLDS], bits=bits)
     inst_dim = "instance" if "instance" in th.dims else "mc"
     data = np.asarray(th.data, float)
@@ -876,6 +906,25 @@ def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcMode
         warnings.warn(f"{src}: adc/thresholds at {bits} bits: {int((~ok).sum())} of "
                       f"{ok.size} instances have NaN thresholds and are left out", stacklevel=3)
     data = np.maximum.accumulate(data[ok], axis=1)  # monotone, as a SAR transfer is
+    trim_lsb = None
+    if trim != "none":  # ADC_TRIMS: a design option, subtracted from every threshold
+        name = ADC_SAMPLING_PEDESTAL_LSB if trim == "pedestal" else ADC_OFFSET_LSB
+        if name not in tables:
+            raise HardwareModelError(f"{src}: adc_trim={trim!r} needs table {name!r}, which "
+                                     "the ADC file does not hold", table=name)
+        v = np.asarray(at(tables[name], bits=bits).data, float)
+        if trim == "pedestal":
+            trim_lsb = np.full(int(ok.sum()), float(np.mean(v)))
+        else:  # per instance, through the trim DAC (ADC_TRIM_STEP_LSB, an assumption)
+            v = v.reshape(-1)
+            if v.size != ok.size:
+                raise HardwareModelError(f"{src}: {name} at {bits} bits has {v.size} "
+                                         f"instances, adc/thresholds {ok.size}", table=name)
+            trim_lsb = np.round(v[ok] / ADC_TRIM_STEP_LSB) * ADC_TRIM_STEP_LSB
+        if not np.isfinite(trim_lsb).all():
+            raise HardwareModelError(f"{src}: {name} at {bits} bits is not finite: {v}",
+                                     table=name)
+        data = data - trim_lsb[:, None]
     # Threshold convention (ideal transition at k - 0.5 or at k): one reader for every
     # consumer, characterization.adc.convention (the attribute the writer stores; files
     # without it are judged from the data, with a warning).
@@ -895,7 +944,7 @@ def _read_adc(tables: dict[str, Table], at: Any, bits: int, src: str) -> AdcMode
     return AdcModel(bits, data, 0.0 if not math.isfinite(noise) else noise,
                     _scalar(tables, at, ADC_ENERGY_J, bits),
                     _scalar(tables, at, ADC_CONVERSION_TIME_S, bits), code_offset,
-                    parts, sources)
+                    parts, sources, trim, trim_lsb)
 
 
 def available_points(paths: Sequence[str | Path]) -> dict[str, Any]:

@@ -97,6 +97,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "rows (the crossbar file's 'rows' attribute) to stay inside its tables")
     e.add_argument("--ideal", action="store_true",
                    help="ideal crossbars (no lookup needed): equals the digital model")
+    e.add_argument("--adc-trim", choices=("none", "pedestal", "offset"), default="none",
+                   help="ADC offset trim, a design option for the dense analog path and RAP "
+                   "alike (default none: the thresholds as characterized); pedestal: the "
+                   "corner's sampling-switch pedestal (adc/sampling/pedestal_lsb) subtracted "
+                   "from every instance (dummy-switch / differential cancellation); offset: "
+                   "each instance's measured offset (adc/offset_lsb) trimmed by a foreground "
+                   "calibration with an assumed 1/4-LSB trim-DAC step")
     e.add_argument("--chips", type=int, default=5, help="simulated chips (default 5)")
     e.add_argument("--seed", type=int, default=0, help="root seed of the chips (default 0)")
     e.add_argument("--train-seed", type=int, default=0, help="seed of the offline model")
@@ -318,6 +325,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from nnsim.evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
     from nnsim.hardware import HardwareModel, HardwareModelError
 
+    from .experiment import run_start
+
+    start = run_start()  # the commit of the code that runs, before any work (meta.git_commit)
     analog_config: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         from .experiment import load_experiment
@@ -414,7 +424,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         try:
             hw = HardwareModel.ideal() if args.ideal else HardwareModel.from_lookup(
                 args.lookup, process=process, vdd_v=vdd, temp_c=temp, adc_bits=bits,
-                rows=args.tile_rows)
+                rows=args.tile_rows, adc_trim=args.adc_trim)
         except (CharacterizationError, HardwareModelError, KeyError) as e:
             print(f"spicebridge evaluate: {e}", file=sys.stderr)
             return 2
@@ -430,7 +440,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg0, clipformer=clip)
             setting = dict(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
                            gamma=gamma, clipformer=list(clip) if clip else None,
-                           protocol=args.protocol, method="analog")
+                           protocol=args.protocol, method="analog", adc_trim=hw.adc_trim)
             r = evaluate_chips(model, hw, cfg, test, chips=args.chips, seed=args.seed,
                                batch_size=args.batch_size, device=device, quiet=args.quiet,
                                digital_accuracy=digital, calib_ds=calib,
@@ -452,7 +462,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 cfg = dataclasses.replace(cfg0, clipformer=clip)
                 setting = dict(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c,
                                bits=bits, gamma=gamma, clipformer=list(clip) if clip else None,
-                               protocol=args.protocol, method="vat",
+                               protocol=args.protocol, method="vat", adc_trim=hw.adc_trim,
                                vat_gamma=vat_meta["settings"]["gamma"],
                                vat_checkpoint=vat_meta["path"])
                 r = evaluate_chips(vat_model, hw, cfg, test, chips=args.chips, seed=args.seed,
@@ -476,8 +486,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
         model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
         chips=args.chips, seed=args.seed, n_images=len(test),
-        lookup=[str(p) for p in args.lookup],
-        command=" ".join(["spicebridge", *sys.argv[1:]]), **_run_metadata(args, base),
+        lookup=[str(p) for p in args.lookup], adc_trim=args.adc_trim,
+        command=" ".join(["spicebridge", *sys.argv[1:]]), **_run_metadata(args, base, start),
         **({"vat": [m for _, m, _ in vat_cache.values()]} if vat_cache else {})))
     if not args.json or args.json != "-":
         for c in comparisons:
@@ -496,10 +506,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_metadata(args: argparse.Namespace, base: Any) -> dict[str, Any]:
+def _run_metadata(args: argparse.Namespace, base: Any,
+                  start: dict[str, Any] | None = None) -> dict[str, Any]:
     from .experiment import run_metadata
 
-    return run_metadata(args, base)
+    return run_metadata(args, base, start)
 
 
 def _pct_ci(ci: list[float | None]) -> str:
@@ -566,6 +577,7 @@ def _print_row(r: Any) -> None:
     clip = s.get("clipformer")
     c = f" clipformer a={clip[0]:g} b={clip[1]:g}" if clip else ""
     print(f"{s['process']} {s['vdd_v']:g} V {s['temp_c']:g} C {s['bits']}-bit ADC "
+          f"(trim {s.get('adc_trim', 'none')}) "
           f"gamma {s['gamma']:g}{c}{' [VAT]' if s.get('method') == 'vat' else ''}: "
           f"accuracy {100 * r.accuracy_mean:.2f} %"
           f"{_pct_ci(r.accuracy_ci95)} (95 % CI over {r.chips} chips x {r.n_images} images; "
@@ -600,7 +612,8 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
             if m is None:
                 continue
             e = m.adc_energy_j_per_inference
-            print(f"RAP {m.mode} k={m.k} {bits}-bit ADC: accuracy {100 * m.accuracy_mean:.2f} %"
+            print(f"RAP {m.mode} k={m.k} {bits}-bit ADC (trim {hw.adc_trim}): "
+                  f"accuracy {100 * m.accuracy_mean:.2f} %"
                   f"{_pct_ci(m.accuracy_ci95)}, {m.conversions_per_inference:.3g} conversions"
                   + (f", {e:.3g} J ADC energy" if e is not None else "") + " per inference; "
                   f"ADC range: {m.adc_range['method']}; attention products digital", flush=True)

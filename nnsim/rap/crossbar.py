@@ -170,6 +170,19 @@ class ColumnReadout:
         self.certain = certain.reshape(-1).contiguous()
         self.uncertain_fraction = float((certain[-1] < 0).double().mean())
 
+    def kernel_tables(self) -> dict[str, Tensor]:
+        """The tables in the dtypes of the fused C kernel (``nnsim/kernels/rap_mvm.c``),
+        contiguous CPU tensors (cached)."""
+        kt = getattr(self, "_kernel_tables", None)
+        if kt is None:
+            kt = {"certain": self.certain.cpu().to(torch.int16).contiguous(),
+                  "code0": self.code0.cpu().to(torch.int16).contiguous(),
+                  **{n: getattr(self, n).cpu().to(torch.float64).contiguous()
+                     for n in ("x0", "sigma", "spread", "t_below", "t_above")},
+                  "thr": self.thresholds.to(torch.float64).contiguous()}
+            self._kernel_tables = kt
+        return kt
+
     def offsets(self, instance: Tensor, z: Tensor) -> Tensor:
         """Per column ``(class(z) * n_instances + instance) * size`` (index base of its
         entries)."""
@@ -180,6 +193,7 @@ class ColumnReadout:
         """Move the tables to ``device``."""
         for name in ("x0", "sigma", "spread", "certain", "code0", "t_below", "t_above"):
             setattr(self, name, getattr(self, name).to(device))
+        self._kernel_tables = None
         return self
 
     def convert(self, u_q: Tensor, row_tile: Tensor | None, inst_off: Tensor, z: Tensor,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..energy import energy_per_inference
@@ -74,22 +74,38 @@ def hw_corner(hw: Any) -> dict[str, Any] | None:
 
 @torch.no_grad()
 def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int = 2,
-                max_batches: int | None = None, max_values: int = 1 << 22) -> np.ndarray:
+                max_batches: int | None = None, max_values: int = 1 << 22,
+                hw: Any = None, chip_seed: int = 0, bits: int = 8) -> np.ndarray:
     """Column sums (unit cell currents) of the dense mapping, all rows driven, over the
     inputs the analog layers see on ``loader`` (a calibration split): every bit plane, sign
     phase, tile and physical column. Accumulated as a histogram (memory independent of the
     split's size); returned sorted, thinned in proportion to about ``max_values`` entries
-    (deterministic; quantiles kept to about 1/max_values; the largest sum kept)."""
+    (deterministic; quantiles kept to about 1/max_values; the largest sum kept).
+
+    Without ``hw``: the ideal integer cells' sums. With ``hw``: the sums the readout of chip
+    ``chip_seed`` actually senses, ``u g(u)`` (the programmed cells' fixed-point currents of
+    ``RapViT.set_mvm(dense, hw, chip_seed)``, G_min current included, times the mean read
+    transfer ``HardwareModel.readout_terms``; no noise), in unit currents (float)."""
+    progs: dict[int, Tensor] = {}
+    frac = 0
+    if hw is not None:   # the chip's programmed cells (the same draw as set_mvm's)
+        rap.set_mvm(MVMConfig(mode="dense", adc_bits=bits, rows=rows, cell_bits=cell_bits,
+                              adc_shift=0), hw, chip_seed)
+        if rap.cells_model == "programmed":
+            frac = rap.cell_settings.frac_bits
+            progs = {id(lin): lin.mvm.cells.cpu() for lin in rap.analog_layers()}
     rap.set_mvm(MVMConfig(mode="digital"))
     cfg = MVMConfig(mode="digital", rows=rows, cell_bits=cell_bits,
                     weight_bits=rap.cfg.weight_bits, input_bits=rap.cfg.act_bits)
     top = rows * ((1 << cell_bits) - 1)
+    if progs:
+        top = max(int(c.reshape(-1, rows, c.shape[-1]).sum(1).amax()) for c in progs.values())
     hist = torch.zeros(top + 1, dtype=torch.int64)
     hooks = []
 
     def hook(lin: Any) -> Any:
         sm = SparseMVM(lin.w_m.cpu(), cfg, None)
-        cells = sm.cells.reshape(sm.n_tiles, rows, sm.cols)
+        cells = progs.get(id(lin), sm.cells).reshape(sm.n_tiles, rows, sm.cols)
 
         def fn(_m: Any, args: tuple) -> None:
             x = args[0].reshape(-1, sm.in_features).cpu().to(torch.int64)
@@ -120,7 +136,12 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
         hi = int(np.nonzero(counts)[0].max())
         counts = np.round(counts * (max_values / total)).astype(np.int64)
         counts[hi] = max(1, counts[hi])                 # the largest sum stays
-    return np.repeat(np.arange(top + 1), counts)
+    if not progs:
+        return np.repeat(np.arange(top + 1), counts)
+    u = torch.arange(top + 1, dtype=torch.float64) / float(1 << frac)
+    gain = hw.readout_terms(u.float(), gain=True, read=False, spread=False)[0]
+    sensed = (u * gain.double()).numpy()                 # monotone in u: stays sorted
+    return np.repeat(sensed, counts)
 
 
 def calibrate_adc_range(sums: np.ndarray, bits: int, *, quantile: float = 0.9999
@@ -216,7 +237,8 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         chips: simulated chips (seeds spawned from ``seed``, the same for both mappings).
         ideal_cells: exact integer cell levels with the ADC alone (the pre-issue-15 model,
             ``RAP_CROSSBAR_IDEAL``); default: programmed cells when ``hw`` is given.
-        calib_sums: the calibration split's dense column sums (``column_sums`` of this model,
+        calib_sums: the calibration split's dense column sums (``column_sums`` of this model;
+            with programmed cells those of the first chip at this corner,
             rows and cell_bits) when already computed: they depend on neither the corner nor
             the bits, so a sweep computes them once.
 
@@ -242,9 +264,22 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
     comparisons = []
     if include_dense:
         if dense_range == "calibrated":
-            sums = calib_sums if calib_sums is not None else column_sums(
-                rap, calib_loader, rows=rows, cell_bits=cell_bits)
-            shift, facts = calibrate_adc_range(sums, bits)
+            programmed = (hw is not None and not ideal_cells
+                          and getattr(hw, "adcs", None) != {})
+            first_chip = seed if chips <= 1 else rap_r.chip_seeds[0]
+            if calib_sums is None:
+                calib_sums = column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits,
+                                         hw=hw if programmed else None,
+                                         chip_seed=first_chip, bits=bits)
+            shift, facts = calibrate_adc_range(calib_sums, bits)
+            facts["sums"] = (f"sensed by chip {first_chip}'s programmed cells (mean read "
+                             "transfer, G_min current included)" if programmed
+                             else "ideal integer cells")
+            if programmed:  # what the ideal-cell sums (the pre-issue-15 range) would give
+                ideal_sums = column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits)
+                s_id, f_id = calibrate_adc_range(ideal_sums, bits)
+                facts["ideal_cells"] = {"shift": s_id, "quantile_sum": f_id["quantile_sum"],
+                                        "mean_sum": f_id["mean_sum"]}
         elif dense_range == "full":
             shift, facts = None, {"method": "full: every possible sum fits"}
         else:
@@ -269,6 +304,7 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
         rap=rap_r, dense=dense_r, comparisons=comparisons,
         rap_config={**{k2: getattr(rap.cfg, k2) for k2 in rap.cfg.__dataclass_fields__},
                     "attention_products": "digital (exact integer matmuls, not on crossbars)",
+                    "adc_trim": getattr(hw, "adc_trim", None),
                     "cells": rap_r.crossbar},
         timing={"digital_s": t_fp32, "per_chip_s": rap_r.time_s / n_chips,
                 "dense_per_chip_s": dense_r.time_s / n_chips if dense_r else None})

@@ -28,6 +28,7 @@ cell currents) and only the simulation of an uncertain conversion's noise is flo
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 
@@ -39,6 +40,30 @@ from .crossbar import CellSettings, ColumnReadout, program_cells
 from .intops import int_matmul
 
 _I64 = torch.int64
+KERNEL = "rap_mvm"
+"""The fused C kernel of the programmed-cell MVM (``nnsim/kernels/rap_mvm.c``)."""
+
+
+def _kernel() -> ctypes.CDLL | None:
+    try:
+        from .. import kernels
+    except ImportError:   # no kernel loader in this tree: the torch path
+        return None
+    lib = kernels.load(KERNEL)
+    if lib is not None and not getattr(lib, "_rap_typed", False):
+        lib.rap_mvm.restype = ctypes.c_int64
+        i64, vp = ctypes.c_int64, ctypes.c_void_p
+        lib.rap_mvm.argtypes = [vp, i64, i64, i64, i64, i64, i64, ctypes.c_int32, vp, vp, vp,
+                                vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64,
+                                ctypes.c_uint64, ctypes.c_int32, vp, vp, ctypes.c_int32]
+        lib._rap_typed = True
+    return lib
+
+
+def kernel_path() -> str:
+    """Which path the programmed-cell MVM runs on a CPU: ``"c"`` (the fused kernel) or
+    ``"torch"`` (no compiler, ``IMC_KERNELS=off``, or the build failed)."""
+    return "c" if _kernel() is not None else "torch"
 
 
 def adc_bits_needed(k: int, cell_bits: int) -> int:
@@ -142,11 +167,14 @@ class SparseMVM:
             (identical result, tested) and count work analytically.
         fused: the circuit ADC draws a code only where a sum can be mis-converted
             (:meth:`ColumnADC.convert`); False draws every conversion.
+        use_kernel: with programmed cells on a CPU, run the fused C kernel
+            (``nnsim/kernels/rap_mvm.c``, :func:`kernel_path`) where it can be built; the
+            torch path otherwise (same distribution; the noise streams differ).
     """
 
     def __init__(self, w_m: Tensor, config: MVMConfig, adc: ColumnADC | None,
                  generator: torch.Generator | None = None, *, exact_shortcut: bool = True,
-                 fused: bool = True) -> None:
+                 fused: bool = True, use_kernel: bool = True) -> None:
         self.config = config
         self.w_m = w_m.to(_I64)
         self.out_features, self.in_features = w_m.shape
@@ -180,6 +208,9 @@ class SparseMVM:
             and config.s_max <= (1 << config.adc_bits) - 1 and (
                 adc.cdf is None or bool(adc.exact_instances()[self.instance.unique()].all()))))
         self.counters = MVMCounters()
+        self.use_kernel = use_kernel
+        self.kernel_draws = 0
+        self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
         self.inst_off: Tensor | None = None
@@ -194,6 +225,7 @@ class SparseMVM:
         if self.config.mode == "digital":
             raise ValueError("a digital MVM has no cells to program")
         self.cells = program_cells(self.cells, hw, settings, generator)
+        self._kernel_bufs = None
         self.z = torch.randn((self.n_tiles, self.cols), generator=generator,
                              dtype=torch.float64) if settings.transfer else \
             torch.zeros((self.n_tiles, self.cols), dtype=torch.float64)
@@ -216,6 +248,7 @@ class SparseMVM:
         self.readout = readout
         self.inst_off = readout.offsets(self.instance.to(self.z.device), self.z).to(
             self.cells.device)
+        self._kernel_bufs = None
         return self
 
     def to(self, device: torch.device) -> SparseMVM:
@@ -246,6 +279,12 @@ class SparseMVM:
             raise ValueError(f"inputs exceed {cfg.input_bits} bits (|x| <= {top})")
         if cfg.mode == "digital":
             return int_matmul(x, self.w_m.T).reshape(*lead, self.out_features)
+        if self.readout is not None and self.use_kernel and x.device.type == "cpu":
+            lib = _kernel()
+            if lib is not None:
+                out = self._call_kernel(lib, x, generator)
+                self.counters.calls += 1
+                return out.reshape(*lead, self.out_features)
         r = cfg.rows
         pad = self.n_tiles * r - self.in_features
         xp = torch.nn.functional.pad(x, (0, pad)) if pad else x
@@ -263,6 +302,47 @@ class SparseMVM:
             out = int_matmul(x, self.w_m.T)
         self.counters.calls += 1
         return out.reshape(*lead, self.out_features)
+
+    def _call_kernel(self, lib: ctypes.CDLL, x: Tensor, generator: torch.Generator | None
+                     ) -> Tensor:
+        """The programmed-cell MVM in one pass of the fused C kernel
+        (``nnsim/kernels/rap_mvm.c``): the same mapping, tables and conversion as the torch
+        path (:meth:`_plane`, ``ColumnReadout.convert``), with counter-based noise."""
+        from ..kernels import ptr, threads
+
+        cfg = self.config
+        rd = self.readout
+        kt = rd.kernel_tables()
+        if self._kernel_bufs is None:
+            if int(self.inst_off.amax()) + int(self.cells.amax()) * cfg.rows >= 2 ** 31 - 1:
+                raise OverflowError("RAP kernel: table index exceeds int32")
+            self._kernel_bufs = (self.cells.cpu().to(torch.int32).contiguous(),
+                                 self.inst_off.cpu().to(torch.int32).contiguous(),
+                                 self.z.cpu().to(torch.float64).contiguous())
+        cells, inst_off, z = self._kernel_bufs
+        t_count = x.shape[0]
+        pad = self.n_tiles * cfg.rows - self.in_features
+        xp = (torch.nn.functional.pad(x, (0, pad)) if pad else x).contiguous()
+        acc = torch.zeros(t_count, self.cols, dtype=_I64)
+        stats = torch.zeros(3, dtype=_I64)
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, dtype=_I64))
+        rc = lib.rap_mvm(
+            ptr(xp, _I64), t_count, self.n_tiles, cfg.rows, self.cols, cfg.input_bits - 1,
+            cfg.k_active, int(cfg.mode == "dense"), ptr(cells), ptr(inst_off), ptr(z),
+            ptr(kt["certain"]), ptr(kt["x0"]), ptr(kt["sigma"]), ptr(kt["spread"]),
+            ptr(kt["code0"]), ptr(kt["t_below"]), ptr(kt["t_above"]), ptr(kt["thr"]),
+            int(kt["thr"].shape[1]), rd.size, rd.n_instances, ctypes.c_uint64(seed),
+            int(self.fused), ptr(acc), ptr(stats), threads())
+        if rc != 0:
+            raise MemoryError("RAP kernel: scratch allocation failed")
+        cyc, act, draws = (int(v) for v in stats)
+        self.counters.cycles += cyc
+        self.counters.conversions += cyc * self.cols
+        self.counters.active_rows += act
+        self.kernel_draws += draws
+        vals = (acc << cfg.shift).reshape(t_count, 2, cfg.n_slices, self.out_features)
+        vals = (vals << self.slice_shift.cpu()[None, None, :, None]).sum(2)
+        return vals[:, 0] - vals[:, 1]
 
     def _count(self, bits: Tensor) -> Tensor:
         """Count the cycles/conversions of one plane; returns groups per (T, tile)."""

@@ -275,7 +275,7 @@ class RapViT(nn.Module):
     def set_mvm(self, mvm: MVMConfig, hw: object | None = None, seed: int = 0, *,
                 exact_shortcut: bool = True, adc_sampler: str = "table",
                 ideal_cells: bool = False, cells: CellSettings | None = None,
-                fused: bool = True) -> RapViT:
+                fused: bool = True, use_kernel: bool = True) -> RapViT:
         """Map the analog layers with ``mvm``; the ADC is ``hw.adc(bits)``, or ideal when
         ``hw`` is ``None`` or holds no ADC tables (``HardwareModel.ideal()``).
 
@@ -290,7 +290,9 @@ class RapViT(nn.Module):
         conductances, the columns' transfer spread) and seeds the conversion-noise stream
         (``torch.Generator`` from ``numpy.random.SeedSequence``). ``adc_sampler`` is
         :meth:`ColumnADC.from_adc_model`'s ``sampler`` (ideal cells); ``fused`` draws a
-        conversion only where its code is uncertain (False: every conversion).
+        conversion only where its code is uncertain (False: every conversion);
+        ``use_kernel`` runs programmed cells through the fused C kernel where it can be built
+        (``nnsim.rap.sparse_mvm.kernel_path``; False: the torch path).
         """
         import numpy as np
 
@@ -322,7 +324,8 @@ class RapViT(nn.Module):
             else:
                 lin.mvm = SparseMVM(lin.w_m.cpu(), replace(mvm, weight_bits=self.cfg.weight_bits,
                                                           input_bits=self.cfg.act_bits),
-                                    adc, chip, exact_shortcut=exact_shortcut, fused=fused)
+                                    adc, chip, exact_shortcut=exact_shortcut, fused=fused,
+                                    use_kernel=use_kernel)
                 if programmed:
                     lin.mvm.program(hw, self.cell_settings, chip)
         if programmed:
