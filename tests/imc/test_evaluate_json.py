@@ -170,3 +170,45 @@ def test_meta_git_commit_is_taken_when_the_run_starts(tiny_digits_model, tmp_pat
     meta = json.loads(out.read_text())["meta"]
     assert meta["git_commit"] == "aaaa1111" and meta["git_commit_end"] == "bbbb2222-dirty"
     assert meta["started_utc"].endswith("+00:00")
+
+
+def _check_timing(t, chips):
+    assert t["digital_s"] > 0 and len(t["chips_s"]) == chips
+    assert all(s > 0 for s in t["chips_s"])
+    assert t["per_chip_s"] == pytest.approx(float(np.mean(t["chips_s"])), rel=1e-12)
+
+
+def test_every_evaluate_path_records_its_timing(tiny_digits_model, synthetic_lookups,
+                                                tmp_path):
+    """Issue 17: every evaluate result says its own cost, ``"timing": {"digital_s",
+    "per_chip_s"}`` (the digital forward over the same images; the analog evaluation per
+    simulated chip = the mean of the chips' own times): one point (at the top level too),
+    each point of a sweep run on a local Dask cluster, and RAP's sparse path (per chip =
+    the path's time / chips). (Checked to fail with per_chip_s x2.)"""
+    common = ["evaluate", "--model", "digits-tiny", "--cache-dir", _cache(tiny_digits_model[1]),
+              "--lookup", *map(str, synthetic_lookups), "--bits", "4", "--chips", "2",
+              "--fidelity", "moment", "--quiet"]
+    one = tmp_path / "one.json"
+    assert main([*common, "--limit", "4", "--gamma", "3", "--json", str(one)]) == 0
+    d = json.loads(one.read_text())
+    (p,) = d["points"]
+    for t in (d["timing"], p["timing"]):
+        _check_timing(t, 2)
+        assert t["distributed"] is False
+    swept = tmp_path / "swept.json"
+    assert main([*common, "--limit", "4", "--gamma", "3,5", "--dask-local", "1", "--json",
+                 str(swept)]) == 0
+    d = json.loads(swept.read_text())
+    assert len(d["points"]) == 2 and "timing" not in d
+    for p in d["points"]:
+        _check_timing(p["timing"], 2)
+        assert p["timing"]["distributed"] is True
+    # the CLI times the digital forward once, over the images every point scores
+    assert d["points"][0]["timing"]["digital_s"] == d["points"][1]["timing"]["digital_s"]
+    rap = tmp_path / "rap.json"
+    assert main([*common, "--limit", "2", "--gamma", "3", "--rap", "--rap-no-dense", "--json",
+                 str(rap)]) == 0
+    (r,) = json.loads(rap.read_text())["rap"]
+    t = r["timing"]
+    assert t["digital_s"] > 0 and r["dense"] is None and t["dense_per_chip_s"] is None
+    assert t["per_chip_s"] == pytest.approx(r["rap"]["time_s"] / 2, rel=1e-12)
