@@ -24,17 +24,22 @@ Conventions (documented in docs/nnsim.md):
 
 from __future__ import annotations
 
+import ctypes
+import math
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
+from . import kernels
 from .errors import HardwareModelError
 from .hardware import AdcModel, HardwareModel
 
 WRITE_NOISE_MODELS = ("levels", "samples", "fit", "parametric", "none")
 SAMPLING_MODES = ("threshold", "full")
+READOUT_KERNELS = ("auto", "c", "torch")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class AnalogConfig:
             alone spans half an LSB) it draws every one, as ``"full"``, which draws one per
             conversion. Same distribution of codes; both reproducible from the seed.
         chunk_elems: Bound on the partial-sum tensor's size (memory), elements.
+        readout_kernel: How ``bit`` runs the readout of its partial sums: ``"auto"`` (the
+            default: the fused C kernel ``nnsim/kernels/readout.c`` on CPU float32 tensors
+            where a C compiler is present, else the torch path, warning once), ``"c"``
+            (the kernel or an error) or ``"torch"`` (the eager torch path). Same model, same
+            distribution of codes; the two paths draw different random bits for one seed
+            (the kernel's from a counter-based generator keyed per call from the chip's
+            generator). ``readout_paths`` counts which path ran; evaluate records it.
     """
 
     tile_rows: int = 64
@@ -122,6 +134,7 @@ class AnalogConfig:
     fidelity: str = "bit"
     sampling: str = "threshold"
     chunk_elems: int = 1 << 22
+    readout_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         if self.write_noise_sigma is not None and self.write_noise != "parametric":
@@ -130,6 +143,9 @@ class AnalogConfig:
             raise ValueError(f"prob_scale={self.prob_scale!r}; use row_pow2 or fixed")
         if self.fidelity not in ("bit", "moment"):
             raise ValueError(f"fidelity={self.fidelity!r}; use bit or moment")
+        if self.readout_kernel not in READOUT_KERNELS:
+            raise ValueError(f"readout_kernel={self.readout_kernel!r}; use "
+                             f"{', '.join(READOUT_KERNELS)}")
         if self.sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling={self.sampling!r}; use {' or '.join(SAMPLING_MODES)}")
         if self.write_noise not in WRITE_NOISE_MODELS:
@@ -937,6 +953,189 @@ def moment_fit_terms(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
                 bb=float((y_bit * y_bit).sum()))
 
 
+_PATHS: dict[str, int] = {"c": 0, "torch": 0, "c_drawn": 0}
+_KERNEL_WARNED: set[str] = set()
+
+
+def readout_paths(reset: bool = False) -> dict[str, int]:
+    """Conversions read out by each path of ``mvm`` (``bit``) since the last reset:
+    ``{"c": n, "torch": n, "c_drawn": n}`` (the fused C kernel, the torch path, and the
+    Gaussians the kernel drew: threshold-near sampling draws fewer than ``c``)."""
+    out = dict(_PATHS)
+    if reset:
+        _PATHS.update(c=0, torch=0, c_drawn=0)
+    return out
+
+
+class _KernelArgs(ctypes.Structure):
+    """``imc_readout_args`` of ``nnsim/kernels/readout.c`` (every field 8 bytes)."""
+
+    _fields_ = [(n, t) for n, t in (
+        ("s", ctypes.c_void_p), ("n_act", ctypes.c_void_p),
+        *((k, ctypes.c_int64) for k in ("L", "T", "P", "M", "K", "C", "NS2")),
+        ("z", ctypes.c_void_p), ("z_ls", ctypes.c_int64),
+        ("inv", ctypes.c_void_p), ("inv_ls", ctypes.c_int64),
+        ("lsb", ctypes.c_void_p), ("lsb_ls", ctypes.c_int64),
+        ("inst", ctypes.c_void_p), ("inst_ls", ctypes.c_int64),
+        ("ca", ctypes.c_double), ("cb", ctypes.c_double), ("ca_is_one", ctypes.c_int64),
+        ("tab", ctypes.c_void_p), ("tab_n", ctypes.c_int64), ("tab_w", ctypes.c_int64),
+        ("per_u", ctypes.c_double), ("nonlin", ctypes.c_int64), ("read_col", ctypes.c_int64),
+        ("adc_bins", ctypes.c_void_p), ("adc_nbins", ctypes.c_int64),
+        ("adc_J", ctypes.c_int64), ("adc_thr", ctypes.c_void_p), ("max_code", ctypes.c_int64),
+        ("xlo", ctypes.c_double), ("xhi", ctypes.c_double), ("an2", ctypes.c_double),
+        ("code_offset", ctypes.c_double), ("cut2", ctypes.c_double),
+        ("mode", ctypes.c_int64), ("has_adc", ctypes.c_int64), ("coef", ctypes.c_void_p),
+        ("key", ctypes.c_uint64), ("out", ctypes.c_void_p), ("nthreads", ctypes.c_int64),
+        ("draws", ctypes.c_int64))]
+
+
+def kernel_adc_tables(adc: AdcModel) -> dict[str, Any]:
+    """The C kernel's ADC tables of ``adc`` (cached on it): per instance and one-LSB bin
+    ``[b-2, b-1)`` the number of thresholds below the bin and the ``J`` thresholds inside it
+    (float32 rounded up, so ``x >= th32`` exactly when ``x >= th`` for float32 ``x``; +inf
+    padded), i.e. the exact count ``quantize`` takes; and per instance the thresholds between
+    -inf and +inf (the distance test of threshold-near sampling)."""
+    key = "kernel_bins"
+    if key not in adc._cache:
+        th = np.asarray(adc.thresholds_lsb, np.float64)
+        nb = adc.max_code + 4
+        lo = np.arange(nb, dtype=np.float64) - 2.0
+        low = np.stack([np.searchsorted(t, lo, side="left") for t in th])
+        up = np.stack([np.searchsorted(t, lo + 1.0, side="left") for t in th])
+        j = int((up - low).max())
+        j = 2 if j <= 2 else (4 if j <= 4 else j)  # the kernel's unrolled layouts
+        th32 = th.astype(np.float32)
+        th32 = np.where(th32 < th, np.nextafter(th32, np.float32(np.inf)), th32)
+        bins = np.full((th.shape[0], nb, 1 + j), np.inf, np.float32)
+        bins[..., 0] = low
+        for q in range(j):
+            idx = low + q
+            ok = idx < up
+            vals = np.take_along_axis(th32, np.minimum(idx, th.shape[1] - 1), axis=1)
+            bins[..., 1 + q] = np.where(ok, vals, np.inf)
+        inf = np.full((th.shape[0], 1), np.inf, np.float32)
+        thr = np.concatenate([-inf, th.astype(np.float32), inf], axis=1)
+        r = adc._steps()
+        adc._cache[key] = dict(bins=torch.from_numpy(np.ascontiguousarray(bins)),
+                               thr=torch.from_numpy(np.ascontiguousarray(thr)), nbins=nb, J=j,
+                               xlo=-2.0, xhi=adc.max_code + 2.0 - 0.5 / r)
+    return adc._cache[key]
+
+
+def _kernel_table(tb: dict[str, Any]) -> torch.Tensor:
+    """``fused_readout``'s intercepts and slopes interleaved per grid cell (n, 2 terms)."""
+    if "kernel_tab" not in tb:
+        cols = [c for a, b in zip(tb["a"], tb["b"], strict=True) for c in (a, b)]
+        tb["kernel_tab"] = torch.stack([c.float().cpu() for c in cols], 1).contiguous()
+    return tb["kernel_tab"]
+
+
+def _kernel_cols(arr: Array, name: str, t: torch.Tensor, lead: tuple[int, ...],
+                 dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """A per-column tensor ``(..., T, 1, K)`` of ``arr`` as a contiguous ``(L or 1, T, K)``
+    buffer for the kernel and its lead stride (0: one for every lead index); cached."""
+    ck = ("kernel_cols", name, lead)
+    hit = arr.cache.get(ck) if arr.cache is not None else None
+    if hit is None or hit[2] is not t:
+        tk = t.shape[-3] * t.shape[-1]
+        if t.numel() == tk:
+            buf, ls = t.reshape(tk).to(dtype).contiguous(), 0
+        else:
+            buf = t.expand(*lead, *t.shape[-3:]).to(dtype).contiguous()
+            ls = tk
+        hit = (buf, ls, t)
+        if arr.cache is not None:
+            arr.cache[ck] = hit
+    return hit[0], hit[1]
+
+
+def _kernel_warn(why: str) -> None:
+    if why not in _KERNEL_WARNED:
+        _KERNEL_WARNED.add(why)
+        warnings.warn(f"bit readout: {why}; using the torch path", RuntimeWarning, stacklevel=3)
+
+
+def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: AnalogConfig,
+                    hw: HardwareModel, adc: AdcModel | None, generator: torch.Generator | None,
+                    coef: torch.Tensor, p: int, m: int) -> torch.Tensor | None:
+    """``readout`` and the shift-and-add of ``mvm`` in one pass of the C kernel
+    (``nnsim/kernels/readout.c``): reads the partial sums ``s`` (..., T, P*M, S*2*C) once and
+    returns the recombined (..., M, C) (before the input and output scales); None where the
+    kernel does not apply (``cfg.readout_kernel="torch"``, not CPU float32, no compiler)."""
+    if cfg.readout_kernel == "torch":
+        return None
+    if s.device.type != "cpu" or s.dtype != torch.float32:
+        if cfg.readout_kernel == "c":
+            raise ValueError(f"readout_kernel='c' needs CPU float32 tensors, got {s.device} "
+                             f"{s.dtype}")
+        _kernel_warn(f"the C kernel runs on CPU float32 tensors, not {s.device} {s.dtype}")
+        return None
+    lib = kernels.load("readout", required=cfg.readout_kernel == "c")
+    if lib is None:
+        return None
+    *lead, t, pm, k = s.shape
+    lead = tuple(lead)
+    c = arr.cols
+    a = _KernelArgs()
+    s = s.contiguous()
+    n_act = n_active.reshape(*lead, t, pm).to(torch.float32).contiguous()
+    keep = [s, n_act]
+    a.s, a.n_act = kernels.ptr(s), kernels.ptr(n_act)
+    a.L, a.T, a.P, a.M, a.K, a.C = math.prod(lead), t, p, m, k, c
+    a.NS2 = k // c
+    if cfg.nonlinearity:
+        zb, a.z_ls = _kernel_cols(arr, "z", spread_z(arr, generator), lead, torch.float32)
+        keep.append(zb)
+        a.z = kernels.ptr(zb)
+    ca, cb = hw.cell_map()
+    a.ca, a.cb, a.ca_is_one = ca, cb, int(ca == 1.0)
+    a.read_col = -1
+    if cfg.nonlinearity or cfg.read_noise:
+        tb = hw.fused_readout(s.device, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+        tab = _kernel_table(tb)
+        keep.append(tab)
+        a.tab, a.tab_n, a.tab_w, a.per_u = kernels.ptr(tab), tb["n"], tab.shape[1], tb["per_u"]
+        a.nonlin = int(cfg.nonlinearity)
+        if cfg.read_noise:
+            a.read_col = 2 * tb["names"].index("read")
+    an2 = 0.0
+    if cfg.adc and adc is not None:
+        inv, lsb_u = _lsb(arr, hw, adc)
+        ib, a.inv_ls = _kernel_cols(arr, "inv", inv, lead, torch.float32)
+        lb, a.lsb_ls = _kernel_cols(arr, "lsb", lsb_u, lead, torch.float32)
+        keep += [ib, lb]
+        a.inv, a.lsb = kernels.ptr(ib), kernels.ptr(lb)
+        inst = arr.inst if arr.inst is not None else torch.zeros(
+            (t, 1, k), dtype=torch.int32)
+        nb, a.inst_ls = _kernel_cols(arr, "inst", inst, lead, torch.int32)
+        keep.append(nb)
+        a.inst = kernels.ptr(nb)
+        kt = kernel_adc_tables(adc)
+        a.adc_bins, a.adc_thr = kernels.ptr(kt["bins"]), kernels.ptr(kt["thr"])
+        a.adc_nbins, a.adc_J, a.max_code = kt["nbins"], kt["J"], adc.max_code
+        a.xlo, a.xhi, a.code_offset = kt["xlo"], kt["xhi"], adc.code_offset
+        an2 = adc.noise_lsb ** 2 if cfg.adc_noise and adc.noise_lsb > 0 else 0.0
+        a.an2, a.cut2, a.has_adc = an2, adc.SIGMAS ** 2, 1
+        # as AdcModel.quantize_near: where the ADC noise alone puts most conversions near a
+        # threshold, threshold-near sampling draws every conversion (same distribution)
+        dense = 2.0 * adc.SIGMAS * an2 ** 0.5 >= adc.DENSE_AT
+        a.mode = 0 if (not cfg.read_noise and an2 == 0.0) else (
+            1 if cfg.sampling == "full" or dense else 2)
+    coef = coef.to(torch.float32).contiguous()
+    out = torch.empty((*lead, m, c), dtype=torch.float32)
+    keep += [coef, out]
+    a.coef, a.out = kernels.ptr(coef), kernels.ptr(out)
+    if a.read_col >= 0 or a.mode:  # one 64-bit key per call from the chip's generator
+        a.key = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64,
+                                  generator=generator)) & (2 ** 64 - 1)
+    a.nthreads = kernels.threads()
+    lib.imc_readout_mvm(ctypes.byref(a))
+    _PATHS["c_drawn"] += int(a.draws)
+    del keep
+    return out
+
+
 def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
         adc: AdcModel | None, generator: torch.Generator | None, *, signed: bool = True,
         counter: list[int] | None = None) -> torch.Tensor:
@@ -973,11 +1172,17 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
     s = torch.matmul(planes, arr.cells_mm)  # (..., T, P*M, S*2*C)
     if counter is not None:
         counter[0] += s.numel()
-    if cfg.nonideal_readout:
-        n_active = planes.sum(-1, keepdim=True)
-        s = readout(s, n_active, arr, cfg, hw, adc, generator, inplace=True, level_offset=False)
     sign = torch.tensor([1.0, -1.0], device=x.device, dtype=x.dtype)
     coef = (plane_w[:, None, None] * arr.slice_w[None, :, None] * sign[None, None, :])
+    if cfg.nonideal_readout:
+        n_active = planes.sum(-1, keepdim=True)
+        out = _readout_kernel(s, n_active, arr, cfg, hw, adc, generator,
+                              coef.reshape(p, ns * 2), p, m)
+        if out is not None:  # read out and shift-added in one pass
+            _PATHS["c"] += s.numel()
+            return out * sx * arr.scale
+        _PATHS["torch"] += s.numel()
+        s = readout(s, n_active, arr, cfg, hw, adc, generator, inplace=True, level_offset=False)
     s = s.reshape(*lead, t, p, m, ns * 2, c)
     out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))
     return out * sx * arr.scale

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analog import AnalogConfig
+from .analog import AnalogConfig, readout_paths
 from .convert import (
     calibrate_moment,
     conversions,
@@ -177,6 +177,7 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
             c is not None for c in rows) else None
     else:
         conversions(analog, reset=True)
+        readout_paths(reset=True)
         per_chip = []
         for s in it:
             tc = time.perf_counter()
@@ -206,11 +207,21 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         digital=_digital_parts(config), warnings=msgs, calibration=calibration,
         time_s=time.perf_counter() - t0,
         timing={"digital_s": digital_s, "per_chip_s": float(np.mean(chip_s)) if chip_s
-                else None, "chips_s": chip_s, "distributed": client is not None},
+                else None, "chips_s": chip_s, "distributed": client is not None,
+                "readout_kernel": _readout_path(client)},
         energy_per_inference=breakdown, correct=correct)
     if key is not None:
         cache.store(key, point)
     return point
+
+
+def _readout_path(client: Any) -> str | None:
+    """Which readout the bit-mode conversions of this evaluation took: ``"c"`` (the fused C
+    kernel), ``"torch"``, ``"c+torch"``; None where none ran here (moment mode, Dask)."""
+    if client is not None:
+        return None
+    p = readout_paths()
+    return "+".join(k for k in ("c", "torch") if p[k]) or None
 
 
 def correct_on(model: nn.Module, ds: Any, batch_size: int = 256,

@@ -18,7 +18,7 @@ Environment:
     IMC_KERNEL_CACHE: Cache directory (default ``$XDG_CACHE_HOME/imc-kernels``, else
         ``~/.cache/imc-kernels``; a per-user temporary directory if neither is writable).
     IMC_KERNEL_CFLAGS: Replaces the optimization flags (default
-        ``-O3 -march=native -ffp-contract=off``); ``-fopenmp`` is added when it compiles.
+        ``DEFAULT_CFLAGS``); ``-fopenmp`` is added when it compiles.
 
 Buffers are passed as pointers of contiguous CPU tensors (``ptr``): no copies.
 """
@@ -39,9 +39,12 @@ from typing import Any
 import torch
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CFLAGS = ("-O3", "-march=native", "-ffp-contract=off")
+DEFAULT_CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno",
+                  "-fno-trapping-math")
 """Optimization flags. ``-ffp-contract=off``: no fused multiply-adds the source does not
-write, so the float arithmetic is the one the source (and the torch path it mirrors) says."""
+write, so the float arithmetic is the one the source (and the torch path it mirrors) says;
+``-fno-math-errno -fno-trapping-math`` (no errno, no FP-exception semantics; every result
+IEEE as written) let loops over sqrtf/floorf vectorize. No ``-ffast-math``."""
 
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}

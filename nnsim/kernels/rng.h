@@ -64,19 +64,23 @@ static inline float imc_logf(float x) {
 /* sin and cos of 2 pi f for f in [0, 1): quadrant from f, then Taylor polynomials on
  * [-pi/4, pi/4] (to x^11 / x^12: error < 3e-8). Branch-free. */
 static inline void imc_sincos2pi(float f, float *s, float *c) {
-    float q = floorf(f * 4.0f + 0.5f);       /* nearest quarter turn, 0..4 */
+    float q = floorf(f * 4.0f + 0.5f);                /* nearest quarter turn, 0..4 */
     float x = (f - q * 0.25f) * 6.28318530717958647f; /* in [-pi/4, pi/4] */
-    int qi = (int)q & 3;
     float x2 = x * x;
     float sn = x * (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040
                + x2 * (1.0f / 362880 + x2 * (-1.0f / 39916800))))));
     float cs = 1.0f + x2 * (-0.5f + x2 * (1.0f / 24 + x2 * (-1.0f / 720 + x2 * (1.0f / 40320
                + x2 * (-1.0f / 3628800 + x2 * (1.0f / 479001600))))));
-    /* rotate by qi quarter turns: (s, c) -> (c, -s) -> (-s, -c) -> (-c, s) */
-    float s1 = (qi == 0) ? sn : (qi == 1) ? cs : (qi == 2) ? -sn : -cs;
-    float c1 = (qi == 0) ? cs : (qi == 1) ? -sn : (qi == 2) ? -cs : sn;
-    *s = s1;
-    *c = c1;
+    /* rotate by q quarter turns: (s, c) -> (c, -s) -> (-s, -c) -> (-c, s), in float
+     * arithmetic only (the loop over it vectorizes): odd q swaps, q = 2, 3 negate s and
+     * q = 1, 2 negate c */
+    float h = q * 0.5f;
+    float odd = h - floorf(h) > 0.25f ? 1.0f : 0.0f;  /* q mod 2 */
+    float q4 = q - 4.0f * floorf(q * 0.25f);          /* q mod 4 */
+    float sgs = q4 >= 1.5f ? -1.0f : 1.0f;
+    float sgc = (q4 >= 0.5f && q4 < 2.5f) ? -1.0f : 1.0f;
+    *s = sgs * (odd * cs + (1.0f - odd) * sn);
+    *c = sgc * (odd * sn + (1.0f - odd) * cs);
 }
 
 /* The two Box-Muller Gaussians of words (a, b). */
