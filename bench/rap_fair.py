@@ -27,10 +27,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from nnsim.data import load_dataset, make_loader
+from nnsim.evaluate import chip_seeds
 from nnsim.hardware import HardwareModel
 from nnsim.models import load_or_train
 from nnsim.rap import convert_to_rap, evaluate_rap
-from nnsim.rap.evaluate import column_sums
+from nnsim.rap.evaluate import calibrate_adc_range, column_sums
+from nnsim.rap.sparse_mvm import kernel_path
 
 
 def write_json(obj: dict, out: Path) -> None:
@@ -54,6 +56,10 @@ def main() -> None:
     ap.add_argument("--ideal-cells", action="store_true")
     ap.add_argument("--sums-images", type=int, default=None,
                     help="calibration images for the dense ADC range (default: the split)")
+    ap.add_argument("--trims", nargs="+", default=["none"],
+                    help="ADC trims (HardwareModel adc_trim) run at every bits of --trim-bits")
+    ap.add_argument("--trim-bits", type=int, nargs="*", default=[8],
+                    help="resolutions run with every --trims (others: none only)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -68,23 +74,44 @@ def main() -> None:
     calib_ds = load_dataset("digits", "calib")
     sums_loader = calib if a.sums_images is None else DataLoader(
         Subset(calib_ds, range(min(a.sums_images, len(calib_ds)))), batch_size=32)
-    # the dense ADC range's calibration sums: corner- and bits-independent, computed once
-    sums = column_sums(convert_to_rap(model, calib), sums_loader)
+    rap = convert_to_rap(model, calib)
+    # the dense ADC range's calibration sums: the ideal cells' (corner-independent) and, with
+    # programmed cells, those the first chip senses at each corner (bits-independent)
+    ideal_sums = column_sums(rap, sums_loader)
+    first_chip = a.seed if a.chips <= 1 else chip_seeds(a.seed, a.chips)[0]
+    res["kernel_path"] = kernel_path()
     for corner in a.corners:
-        for bits in a.bits:
-            hw = HardwareModel.from_lookup([a.crossbar, a.adc], process=corner, adc_bits=bits)
+        sums = ideal_sums
+        if not a.ideal_cells:
+            hw0 = HardwareModel.from_lookup([a.crossbar, a.adc], process=corner,
+                                            adc_bits=a.bits[0])
+            sums = column_sums(rap, sums_loader, hw=hw0, chip_seed=first_chip,
+                               bits=a.bits[0])
+        for bits, trim in [(b, t) for b in a.bits
+                           for t in (a.trims if b in a.trim_bits else ["none"])]:
+            hw = HardwareModel.from_lookup([a.crossbar, a.adc], process=corner,
+                                           adc_bits=bits, adc_trim=trim)
             t0 = time.perf_counter()
             r = evaluate_rap(model, calib, test, hw, bits, seed=a.seed, chips=a.chips,
                              ideal_cells=a.ideal_cells, calib_sums=sums)
             d = r.to_dict()
+            d["dense"]["adc_range"]["sums"] = (
+                "ideal integer cells" if a.ideal_cells else
+                f"sensed by chip {first_chip}'s programmed cells at {corner} (mean read "
+                "transfer, G_min current included)")
             d["wall_s"] = time.perf_counter() - t0
+            d["adc_trim"] = trim
+            shift_id, facts_id = calibrate_adc_range(ideal_sums, bits)
+            d["dense_range_ideal_cells"] = {**facts_id, "shift": shift_id}
             res["points"].append(d)
             write_json(res, a.out)
-            print(f"{corner} {bits}b: rap {100 * r.rap.accuracy_mean:.1f} % "
+            print(f"{corner} {bits}b trim {trim}: rap {100 * r.rap.accuracy_mean:.1f} % "
                   f"{r.rap.adc_energy_j_per_inference:.3g} J, dense "
-                  f"{100 * r.dense.accuracy_mean:.1f} % {r.dense.adc_energy_j_per_inference:.3g}"
-                  f" J, diff {100 * r.comparisons[0].difference_mean:+.1f} "
-                  f"({d['wall_s']:.0f} s)", flush=True)
+                  f"{100 * r.dense.accuracy_mean:.1f} % "
+                  f"{r.dense.adc_energy_j_per_inference:.3g} J (LSB {r.dense.lsb_unit_currents}"
+                  f" units; ideal-cell range: {2 ** shift_id}), diff "
+                  f"{100 * r.comparisons[0].difference_mean:+.1f} ({d['wall_s']:.0f} s)",
+                  flush=True)
 
 
 if __name__ == "__main__":

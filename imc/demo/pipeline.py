@@ -199,6 +199,11 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
                  ["--process", "tt", "--bits",
                   ",".join(str(b) for b in RAP_BITS if b != DEMO_BITS), "--gamma", "1",
                   *_RAP]),
+    # RAP at 8 bits again with the ADC's sampling pedestal trimmed (a design option, default
+    # off: docs/rap.md section 4.1); the untrimmed 8-bit point is in rap_bits
+    "rap_trim": ("evaluate RAP at 8 bits with the ADC pedestal trimmed (tt)",
+                 ["--process", "tt", "--bits", "8", "--gamma", "1", "--adc-trim", "pedestal",
+                  *_RAP]),
     # ClipFormer's Table II: standard and VAT (fine-tuned once, at gamma VAT_GAMMA, then
     # cached), each without and with ClipFormer, on the same chips, at the circuit's own
     # noise and at gamma 3/4/5

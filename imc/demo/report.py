@@ -283,10 +283,13 @@ def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str,
 
 def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
     corner = (r["corner"] or {}).get("process", "ideal")
+    trim = (r.get("rap_config") or {}).get("adc_trim") or "none"
     for part, method in (("rap", "rap"), ("dense", "rap-dense")):
         m = r[part]
         if m is None:
             continue
+        if trim != "none":  # a trimmed ADC is another setting (rap-trim-pedestal, ...)
+            method = f"{method}-trim-{trim}"
         # RAP's crossbar cells are ideal (the ADC is the circuit's): no write noise, gamma 0
         key = setting_key(method, 0.0, str(corner), int(r["bits"]))
         if key in acc:
@@ -295,7 +298,7 @@ def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
             "method": method, "gamma": 0.0, "corner": corner, "bits": int(r["bits"]),
             "accuracy_mean": _f(m["accuracy_mean"]), "accuracy_ci95": m["accuracy_ci95"],
             "ci_method": m["ci_method"], "chips": m["chips"], "n_images": m["n_images"],
-            "k": m["k"], "fp32_accuracy": _f(r["fp32_accuracy"]),
+            "k": m["k"], "adc_trim": trim, "fp32_accuracy": _f(r["fp32_accuracy"]),
             "digital_accuracy_same_images": _f(r["fp32_accuracy"]),
             "ptq_float_accuracy": _f(r["ptq_float_accuracy"]),
             "rap_integer_accuracy": _f(r["rap_integer_accuracy"]),
@@ -981,8 +984,8 @@ def _energy_markdown(r: dict[str, Any], w: Any) -> None:
             label = f"dense analog, {v['corner']}, {v.get('temp_c', st['temp_c']):g} °C, " \
                     f"{v['bits']} bits"
         else:
-            label = f"{'RAP sparse' if v['method'] == 'rap' else 'RAP dense'}, {v['corner']}, " \
-                    f"{v['bits']} bits"
+            label = f"{'RAP dense' if 'dense' in v['method'] else 'RAP sparse'}, " \
+                    f"{v['corner']}, {v['bits']} bits, ADC trim {v.get('adc_trim', 'none')}"
         ev = v["energy_per_inference"]
         by = {p["part"]: p["j_per_inference"] for p in ev["parts"]}
         miss = {m.split(":")[0] for m in ev.get("not_characterized", [])}

@@ -75,7 +75,8 @@ def hw_corner(hw: Any) -> dict[str, Any] | None:
 @torch.no_grad()
 def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int = 2,
                 max_batches: int | None = None, max_values: int = 1 << 22,
-                hw: Any = None, chip_seed: int = 0, bits: int = 8) -> np.ndarray:
+                hw: Any = None, chip_seed: int = 0, bits: int = 8,
+                layers: list[Any] | None = None) -> np.ndarray:
     """Column sums (unit cell currents) of the dense mapping, all rows driven, over the
     inputs the analog layers see on ``loader`` (a calibration split): every bit plane, sign
     phase, tile and physical column. Accumulated as a histogram (memory independent of the
@@ -85,7 +86,8 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
     Without ``hw``: the ideal integer cells' sums. With ``hw``: the sums the readout of chip
     ``chip_seed`` actually senses, ``u g(u)`` (the programmed cells' fixed-point currents of
     ``RapViT.set_mvm(dense, hw, chip_seed)``, G_min current included, times the mean read
-    transfer ``HardwareModel.readout_terms``; no noise), in unit currents (float)."""
+    transfer ``HardwareModel.readout_terms``; no noise), in unit currents (float).
+    ``layers``: only these analog layers (default all)."""
     progs: dict[int, Tensor] = {}
     frac = 0
     if hw is not None:   # the chip's programmed cells (the same draw as set_mvm's)
@@ -120,7 +122,7 @@ def column_sums(rap: RapViT, loader: Iterable, *, rows: int = 64, cell_bits: int
                                                  minlength=top + 1))
         return fn
 
-    for lin in rap.analog_layers():
+    for lin in (rap.analog_layers() if layers is None else layers):
         hooks.append(lin.register_forward_pre_hook(hook(lin)))
     try:
         for i, (x, _y) in enumerate(loader):
@@ -267,15 +269,17 @@ def evaluate_rap(model: nn.Module, calib_loader: Iterable, test_loader: Iterable
             programmed = (hw is not None and not ideal_cells
                           and getattr(hw, "adcs", None) != {})
             first_chip = seed if chips <= 1 else rap_r.chip_seeds[0]
-            if calib_sums is None:
+            given = calib_sums is not None
+            if not given:
                 calib_sums = column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits,
                                          hw=hw if programmed else None,
                                          chip_seed=first_chip, bits=bits)
             shift, facts = calibrate_adc_range(calib_sums, bits)
-            facts["sums"] = (f"sensed by chip {first_chip}'s programmed cells (mean read "
+            facts["sums"] = ("given by the caller (calib_sums)" if given else
+                             f"sensed by chip {first_chip}'s programmed cells (mean read "
                              "transfer, G_min current included)" if programmed
                              else "ideal integer cells")
-            if programmed:  # what the ideal-cell sums (the pre-issue-15 range) would give
+            if programmed and not given:  # what the ideal-cell sums (pre-issue-15) give
                 ideal_sums = column_sums(rap, calib_loader, rows=rows, cell_bits=cell_bits)
                 s_id, f_id = calibrate_adc_range(ideal_sums, bits)
                 facts["ideal_cells"] = {"shift": s_id, "quantile_sum": f_id["quantile_sum"],

@@ -86,7 +86,9 @@ def test_evaluate_rap_reports_all_baselines(tiny_digits_model, loaders, syntheti
     hw = HardwareModel.from_lookup(synthetic_lookups, process="tt", adc_bits=4)
     one_batch = [next(iter(loaders[1]))]
     one_batch = [(one_batch[0][0][:12], one_batch[0][1][:12])]   # programmed cells: costly
-    r = evaluate_rap(tiny_digits_model[0], loaders[0], one_batch, hw, bits=4, seed=0)
+    xc, yc = next(iter(loaders[0]))
+    calib = [(xc[:32], yc[:32])]   # the dense range's sums on programmed and ideal cells
+    r = evaluate_rap(tiny_digits_model[0], calib, one_batch, hw, bits=4, seed=0)
     assert r.k == r.k_default == 5 and r.n_images == 12
     for a in (r.fp32_accuracy, r.ptq_float_accuracy, r.rap_integer_accuracy,
               r.rap.accuracy_mean, r.dense.accuracy_mean):
@@ -109,6 +111,12 @@ def test_evaluate_rap_reports_all_baselines(tiny_digits_model, loaders, syntheti
     assert t["digital_s"] > 0 and t["per_chip_s"] > 0 and t["dense_per_chip_s"] > 0
     d = r.to_dict()
     assert "correct" not in d["rap"] and d["dense"]["adc_range"]["method"].startswith("calib")
+    # the dense range from the first chip's programmed-cell sums; the ideal-cell one beside it
+    rng = d["dense"]["adc_range"]
+    assert rng["sums"].startswith(f"sensed by chip {r.rap.chip_seeds[0]}'s programmed cells")
+    assert set(rng["ideal_cells"]) == {"shift", "quantile_sum", "mean_sum"}
+    assert rng["mean_sum"] != rng["ideal_cells"]["mean_sum"]
+    assert r.rap_config["adc_trim"] == "none"
 
 
 def test_dense_adc_range_is_calibrated_on_calibration_column_sums(rap_tiny, loaders):
@@ -147,3 +155,44 @@ def test_dense_adc_range_is_calibrated_on_calibration_column_sums(rap_tiny, load
     assert 7 * 2 ** shift >= q > 7 * 2 ** (shift - 1) if shift else q <= 7
     assert facts["full_scale_units"] == 7 * 2 ** shift < 64 * 3
     assert facts["saturated_fraction"] <= 1e-4 + 1e-9
+
+
+def test_dense_range_sums_are_the_programmed_cells_sensed_sums(rap_tiny, loaders,
+                                                               synthetic_lookups):
+    """With ``hw`` the calibration sums are what the chip's readout senses: the programmed
+    cells' fixed-point currents (the same draw as ``set_mvm`` on that chip) times the mean read
+    transfer, checked against a NumPy reference on one layer's recorded inputs with
+    ``numpy.interp`` of the raw transfer table (fails without the transfer or with ideal
+    cells); ``evaluate_rap`` calibrates the dense range on them and records the ideal-cell
+    range beside it."""
+    import numpy as np
+
+    from nnsim.rap.evaluate import column_sums
+
+    hw = HardwareModel.from_lookup(synthetic_lookups, process="ss", adc_bits=4)
+    lin = rap_tiny.blocks[0].fc1
+    batch = [next(iter(loaders[0]))]
+    got = column_sums(rap_tiny, batch, hw=hw, chip_seed=5, bits=4, layers=[lin],
+                      max_values=1 << 40)
+    rap_tiny.set_mvm(MVMConfig(mode="dense", adc_bits=4, adc_shift=0), hw, 5)
+    cells = lin.mvm.cells.numpy().astype(np.float64)           # (in_pad, cols) fixed point
+    xs = []
+    h = lin.register_forward_pre_hook(lambda _m, a: xs.append(a[0].reshape(-1, a[0].shape[-1])))
+    rap_tiny.set_mvm(MVMConfig(mode="digital"))
+    rap_tiny(batch[0][0])
+    h.remove()
+    x = torch.cat(xs).numpy()
+    x = np.pad(x, ((0, 0), (0, cells.shape[0] - x.shape[1])))
+    rel = hw.unit_a / hw.i_full_t_a                              # column current / full scale
+    ref = []
+    for sign in (1, -1):
+        mag = np.clip(x * sign, 0, None).astype(np.int64)
+        for b in range(7):
+            bits = ((mag >> b) & 1).astype(np.float64)
+            for t in range(0, cells.shape[0], 64):
+                u = bits[:, t:t + 64] @ cells[t:t + 64] / 1024.0
+                ref.append(u * np.interp(u * rel, hw.transfer_i_rel, hw.transfer_mean))
+    ref = np.sort(np.concatenate([r.reshape(-1) for r in ref]))
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
+    assert abs(got.mean() / ref.mean() - 1) < 1e-5
