@@ -200,6 +200,71 @@ class Sweep(_Mapping):
     meta: dict[str, Any]
 
 
+#: The axes along which a sweep's RAP results are compared (gamma does not reach RAP).
+RAP_PAIR_KEYS = ("process", "vdd_v", "temp_c", "bits")
+
+
+def _rap_point(r: RapResult) -> dict[str, Any]:
+    c = r.corner or {}
+    return {"process": c.get("process"), "vdd_v": c.get("vdd_v"), "temp_c": c.get("temp_c"),
+            "bits": r.bits}
+
+
+def _rap_label(m: RapMvmResult, pt: dict[str, Any]) -> str:
+    return (f"rap {m.mode} k={m.k} {pt['process']} {_num(pt['vdd_v'], 'V')} "
+            f"{_num(pt['temp_c'], 'C')} {pt['bits']}b")
+
+
+def rap_sweep_comparisons(results: list[RapResult], *, seed: int = 0) -> list[Comparison]:
+    """Paired comparisons across a sweep's RAP results, as ``sweep_comparisons`` does for the
+    analog points: for each axis of ``RAP_PAIR_KEYS`` (corner, supply, temperature, bits),
+    each value against the first one with everything else equal, for RAP sparse and for its
+    dense baseline ("rap sparse: corner ss vs tt"), on the same chip seeds and images (paired
+    bootstrap, ``nnsim.stats.paired_difference``). A point evaluated twice (a gamma sweep
+    runs RAP once per gamma; RAP has no gamma) is compared once.
+
+    Raises:
+        ValueError: Two results to compare are not on the same chips and images.
+    """
+    from .stats import N_BOOT, paired_difference
+
+    seen: dict[tuple, RapResult] = {}
+    for r in results:
+        seen.setdefault((*(str(v) for v in _rap_point(r).values()), str(r.k)), r)
+    uniq = list(seen.values())
+    out: list[Comparison] = []
+    for axis in RAP_PAIR_KEYS:
+        groups: dict[tuple, list[RapResult]] = {}
+        for r in uniq:
+            pt = _rap_point(r)
+            groups.setdefault(tuple(str(pt[k]) for k in RAP_PAIR_KEYS if k != axis), []
+                              ).append(r)
+        for grp in groups.values():
+            ref = grp[0]
+            for r in grp[1:]:
+                for which in ("rap", "dense"):
+                    a, b = getattr(r, which), getattr(ref, which)
+                    if a is None or b is None or a.correct is None or b.correct is None:
+                        continue
+                    if a.chip_seeds != b.chip_seeds or a.n_images != b.n_images:
+                        raise ValueError(f"rap {which}: {axis} comparison not paired (chip "
+                                         f"seeds {a.chip_seeds} vs {b.chip_seeds}, images "
+                                         f"{a.n_images} vs {b.n_images})")
+                    d, ci, msgs = paired_difference(a.correct, b.correct, seed=seed,
+                                                    warn=False)
+                    nm = {"process": "corner"}.get(axis, axis)
+                    pa, pb = _rap_point(r), _rap_point(ref)
+                    out.append(Comparison(
+                        name=f"rap {a.mode}: {nm} {pa[axis]} vs {pb[axis]}",
+                        a=_rap_label(a, pa), b=_rap_label(b, pb), difference_mean=d,
+                        difference_ci95=ci,
+                        ci_method=f"paired bootstrap over chips and images ({N_BOOT} "
+                                  "resamples)",
+                        chips=a.chips, n_images=a.n_images, chip_seeds=list(a.chip_seeds),
+                        warnings=msgs))
+    return out
+
+
 def _num(v: Any, unit: str) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""

@@ -81,7 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--static", choices=("analog", "digital"), default="analog",
                    help="static linear layers on crossbars (default) or digital")
     e.add_argument("--fidelity", choices=("bit", "moment"), default="bit",
-                   help="bit (the default): every column conversion simulated (exact, slow); "
+                   help="bit (the default): every column conversion simulated (exact; read "
+                   "out by the fused C kernel nnsim/kernels/readout.c where a C compiler is "
+                   "present, else the slower torch path, IMC_KERNELS=off forces it; the "
+                   "JSON's timing.readout_kernel says which ran); "
                    "moment: one matmul per layer, readout errors as a calibrated Gaussian "
                    "(fast, approximate)")
     e.add_argument("--sampling", choices=("threshold", "full"), default="threshold",
@@ -483,6 +486,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     comparisons = sweep_comparisons(results, seed=args.seed)
     if args.vat:
         comparisons += _vat_clip_vs_standard(results, args.seed)
+    if len(rap_results) > 1:  # RAP sparse / dense across corners, supplies, temperatures, bits
+        from nnsim.results import rap_sweep_comparisons
+
+        comparisons += rap_sweep_comparisons(rap_results, seed=args.seed)
     sweep = Sweep(points=results, comparisons=comparisons, rap=rap_results, meta=dict(
         model=model_meta, dataset=dataset, device=device, digital_accuracy=digital,
         chips=args.chips, seed=args.seed, n_images=len(test),
@@ -593,6 +600,8 @@ def _print_row(r: Any) -> None:
 def _print_comparison(c: Any) -> None:
     print(f"{c.name}: {100 * c.difference_mean:+.2f} points{_pct_ci(c.difference_ci95)} "
           f"(paired, {c.chips} chips x {c.n_images} images; {c.a} - {c.b})", flush=True)
+    for w in c.warnings:
+        print(f"  warning: {w}", flush=True)
 
 
 def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
@@ -617,6 +626,8 @@ def _run_rap(model: Any, calib: Any, test: Any, hw: Any, bits: int,
                   f"{_pct_ci(m.accuracy_ci95)}, {m.conversions_per_inference:.3g} conversions"
                   + (f", {e:.3g} J ADC energy" if e is not None else "") + " per inference; "
                   f"ADC range: {m.adc_range['method']}; attention products digital", flush=True)
+            for w in m.warnings:
+                print(f"  warning: {w}", flush=True)
         for c in r.comparisons:
             _print_comparison(c)
         print(f"RAP: {r.rap.crossbar}; digital: {'; '.join(r.rap.digital)}", flush=True)

@@ -212,3 +212,54 @@ def test_every_evaluate_path_records_its_timing(tiny_digits_model, synthetic_loo
     t = r["timing"]
     assert t["digital_s"] > 0 and r["dense"] is None and t["dense_per_chip_s"] is None
     assert t["per_chip_s"] == pytest.approx(r["rap"]["time_s"] / 2, rel=1e-12)
+
+
+def test_statistics_from_the_cli_as_a_user_reads_them(tiny_digits_model, synthetic_lookups,
+                                                      tmp_path, capsys):
+    """Issue 15 item 6 through the CLI: two corners with RAP, 2 chips. Every interval
+    printed (points, RAP rows, paired comparisons) carries the below-3-chips warning; the
+    paired differences 'corner ss vs tt', 'rap vs dense' and RAP's own 'corner ss vs tt'
+    (sparse and dense) are there, each the difference of the two settings' accuracies on the
+    same chip seeds and images, with a bootstrap interval over chips and images that holds
+    it ('clipformer vs none': test_swept_json_is_points_with_paired_comparisons). (Checked
+    to fail with RAP's corner difference x2 and with the comparisons' warnings not
+    printed.)"""
+    out = tmp_path / "stats.json"
+    args = ["evaluate", "--model", "digits-tiny", "--cache-dir", _cache(tiny_digits_model[1]),
+            "--lookup", *map(str, synthetic_lookups), "--process", "tt,ss", "--bits", "4",
+            "--gamma", "3", "--fidelity", "moment", "--chips", "2", "--limit", "2", "--rap",
+            "--quiet",
+            "--json", str(out)]
+    with pytest.warns(UserWarning, match="2 chip"):
+        assert main(args) == 0
+    text = capsys.readouterr().out.splitlines()
+    d = json.loads(out.read_text())
+    pts, comps, raps = d["points"], d["comparisons"], d["rap"]
+    rap_comps = [c for r in raps for c in r["comparisons"]]
+    n_rows = len(pts) + 2 * len(raps) + len(comps) + len(rap_comps)
+    warned = [i for i, line in enumerate(text) if line.strip().startswith("warning: 2 chip(s)")]
+    assert len(pts) == 2 and len(raps) == 2 and len(warned) == n_rows, "\n".join(text)
+    for c in (*comps, *rap_comps):
+        assert c["warnings"] and "2 chip(s)" in c["warnings"][0]
+        assert "over chips and images" in c["ci_method"]
+        lo, hi = c["difference_ci95"]
+        assert lo <= c["difference_mean"] <= hi
+    names = [c["name"] for c in comps]
+    assert names.count("corner ss vs tt") == 1
+    assert [c["name"] for c in rap_comps] == ["rap vs dense", "rap vs dense"]
+    seeds = {tuple(p["chip_seeds"]) for p in pts} | {
+        tuple(r[m]["chip_seeds"]) for r in raps for m in ("rap", "dense")}
+    assert len(seeds) == 1  # every setting on the same chips: paired
+
+    acc = {p["setting"]["process"]: float(np.mean(p["accuracies"])) for p in pts}
+    (c,) = [c for c in comps if c["name"] == "corner ss vs tt"]
+    assert c["difference_mean"] == pytest.approx(acc["ss"] - acc["tt"])
+    by = {r["corner"]["process"]: r for r in raps}
+    for m in ("rap", "dense"):
+        (c,) = [c for c in comps if c["name"] == f"rap {by['tt'][m]['mode']}: corner ss vs tt"]
+        assert c["difference_mean"] == pytest.approx(
+            float(np.mean(by["ss"][m]["accuracies"])) - float(np.mean(by["tt"][m]["accuracies"])))
+    for r in raps:
+        (c,) = r["comparisons"]
+        assert c["difference_mean"] == pytest.approx(
+            float(np.mean(r["rap"]["accuracies"])) - float(np.mean(r["dense"]["accuracies"])))
