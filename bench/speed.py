@@ -4,10 +4,13 @@ Measures, each variant right after its digital reference on the same inputs (bes
 ``--repeat``; ratios are what to read, the machine is shared):
 
 * digits (the ``digits`` preset ViT, ``--images`` test images): the default fidelity
-  (``bit``, threshold-near sampling), ``bit`` with full sampling, both again with the 4-bit
-  ADC, and ``moment`` (calibrated on the calib split) vs the digital forward (wall and
-  process-CPU-time ratios, ``ratios_cpu``); peak extra resident memory of each; a cProfile
-  of each analog forward (top functions);
+  (``bit``, threshold-near sampling, the fused C readout kernel), the same through the torch
+  readout path (``readout_kernel="torch"``), ``bit`` with full sampling, the default with the
+  4-bit ADC, each at 1 and 2 threads (``--bit-threads``) with its digital reference at the
+  same thread count, and ``moment`` (calibrated on the calib split) vs the digital forward
+  (wall and process-CPU-time ratios, ``ratios_cpu``); peak extra resident memory of each; a
+  cProfile of each analog forward (top functions) and the C kernel's share of the default's
+  time;
 * one DeiT-S block (timm ``deit_small_patch16_224``, random init, offline; batch
   ``--deit-batch`` x 197 tokens): ``moment`` vs digital, time and peak memory, and the same
   block with aihwkit-lightning's linears when it imports (``make bench`` installs it);
@@ -55,40 +58,88 @@ def digits_section(a, res: dict) -> None:
     calib = load_dataset("digits", "calib").images[:64]
     hw, src = hardware(a.lookup, 6)
     res["hardware_source"] = src
+    from nnsim import kernels
+    from nnsim.analog import readout_paths
+
     bit = convert_to_analog(model, hw, AnalogConfig(), seed=1)
+    tbit = convert_to_analog(model, hw, AnalogConfig(readout_kernel="torch"), seed=1)
     full = convert_to_analog(model, hw, AnalogConfig(sampling="full"), seed=1)
-    bit4 = full4 = None
-    if 4 in hw.adcs:  # threshold-near sampling pays where the ADC noise is small in LSB
+    bit4 = None
+    if 4 in hw.adcs:
         import dataclasses
 
         hw4 = dataclasses.replace(hw, adc_bits=4, _cache={})
         bit4 = convert_to_analog(model, hw4, AnalogConfig(), seed=1)
-        full4 = convert_to_analog(model, hw4, AnalogConfig(sampling="full"), seed=1)
     mom = convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
     program_chip(mom, 1)
     calibrate_moment(mom, [calib], seed=0)
     with torch.no_grad():
-        model(x[:4]), bit(x[:4]), full(x[:4]), mom(x[:4])
+        model(x[:4]), bit(x[:4]), tbit(x[:4]), full(x[:4]), mom(x[:4])
+    lib = kernels.load("readout")
     out = {"images": int(x.shape[0]), "adc_bits": hw.adc_bits,
-           "adc_noise_lsb": hw.adc().noise_lsb}
+           "adc_noise_lsb": hw.adc().noise_lsb, "readout_kernel": "c" if lib else "torch",
+           "kernel_unavailable": kernels.why_unavailable("readout")}
     out["digital"] = measure(lambda: model(x), a.repeat)
     out["moment"] = measure(lambda: mom(x), a.repeat)
     out["digital_again"] = measure(lambda: model(x), a.repeat)
-    out["default_bit"] = measure(lambda: bit(x), 1 if a.quick else a.repeat)
-    out["bit_full_sampling"] = measure(lambda: full(x), 1 if a.quick else a.repeat)
-    if bit4 is not None:
-        out["default_bit_4bit_adc"] = measure(lambda: bit4(x), 1 if a.quick else a.repeat)
-        out["bit_full_sampling_4bit_adc"] = measure(lambda: full4(x), 1 if a.quick else a.repeat)
-    out["digital_third"] = measure(lambda: model(x), a.repeat)
-    legs = ("digital", "digital_again", "digital_third")
+    legs = ("digital", "digital_again")
     t_dig = min(out[k]["time_s"] for k in legs)
     c_dig = min(out[k]["cpu_s"] for k in legs)
     out["moment_over_digital"] = out["moment"]["time_s"] / t_dig
-    out["default_over_digital"] = out["default_bit"]["time_s"] / t_dig
-    out["ratios_cpu"] = {k: out[k]["cpu_s"] / c_dig for k in
-                         ("moment", "default_bit", "bit_full_sampling", "default_bit_4bit_adc",
-                          "bit_full_sampling_4bit_adc") if k in out}
-    out["near_fraction_last_block"] = getattr(hw.adc(), "last_near_fraction", None)
+    # the bit variants, each thread count with its own digital reference (same threads)
+    rep_bit = 1 if a.quick else a.repeat
+    variants = {"default_bit": bit, "bit_torch_readout": tbit, "bit_full_sampling": full}
+    if bit4 is not None:
+        variants["default_bit_4bit_adc"] = bit4
+    per_threads = {}
+    for n in a.bit_threads:
+        torch.set_num_threads(n)
+        r = {"digital": measure(lambda: model(x), a.repeat)}
+        for k, fn in variants.items():
+            readout_paths(reset=True)
+            r[k] = measure(lambda fn=fn: fn(x), rep_bit)
+            r[k]["readout_paths"] = readout_paths()
+        r["digital_again"] = measure(lambda: model(x), a.repeat)
+        td = min(r["digital"]["time_s"], r["digital_again"]["time_s"])
+        cd = min(r["digital"]["cpu_s"], r["digital_again"]["cpu_s"])
+        r["ratios_wall"] = {k: r[k]["time_s"] / td for k in variants}
+        r["ratios_cpu"] = {k: r[k]["cpu_s"] / cd for k in variants}
+        r["torch_readout_over_kernel_wall"] = (r["bit_torch_readout"]["time_s"]
+                                               / r["default_bit"]["time_s"])
+        per_threads[str(n)] = r
+        print(f"digits {x.shape[0]} images, {n} thread(s): digital {td * 1e3:.1f} ms; wall "
+              f"ratios {json.dumps({k: round(v, 1) for k, v in r['ratios_wall'].items()})}; "
+              f"CPU ratios {json.dumps({k: round(v, 1) for k, v in r['ratios_cpu'].items()})}",
+              flush=True)
+    torch.set_num_threads(a.threads)
+    out["threads"] = per_threads
+    main_t = per_threads.get(str(a.threads)) or next(iter(per_threads.values()))
+    out["default_over_digital"] = main_t["ratios_wall"]["default_bit"]
+    out["ratios_cpu"] = {"moment": out["moment"]["cpu_s"] / c_dig, **main_t["ratios_cpu"]}
+    # what remains: the C kernel's own time within one default forward (ctypes call timed)
+    if lib is not None:
+        spent = [0.0]
+        orig = lib.imc_readout_mvm
+
+        def timed(*args, orig=orig):
+            t0 = time.process_time()
+            try:
+                return orig(*args)
+            finally:
+                spent[0] += time.process_time() - t0
+
+        lib.imc_readout_mvm = timed
+        readout_paths(reset=True)
+        try:
+            m_ = measure(lambda: bit(x), 1)
+        finally:
+            lib.imc_readout_mvm = orig
+        conv = readout_paths()
+        out["kernel_share_of_default_cpu"] = spent[0] / max(m_["cpu_s"], 1e-12)
+        out["kernel_cpu_s"] = spent[0]
+        out["kernel_ns_per_conversion"] = spent[0] / max(1, conv["c"]) * 1e9
+        out["drawn_fraction"] = conv["c_drawn"] / max(1, conv["c"])
+        out["conversions_per_image"] = conv["c"] / x.shape[0]
     out["profile_default_bit"] = profile(lambda: bit(x[:16]))
     out["profile_moment"] = profile(lambda: mom(x))
     res["digits"] = out
@@ -218,6 +269,8 @@ def main() -> None:
     ap.add_argument("--deit-batch", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bit-threads", type=int, nargs="*", default=[1, 2],
+                    help="thread counts of the digits bit-mode legs (each with its digital)")
     ap.add_argument("--lookup", nargs="*", default=LOOKUPS)
     ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"])
     ap.add_argument("--quick", action="store_true", help="one repetition of the bit forward")

@@ -953,18 +953,31 @@ def moment_fit_terms(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
                 bb=float((y_bit * y_bit).sum()))
 
 
-_PATHS: dict[str, int] = {"c": 0, "torch": 0, "c_drawn": 0}
+_PATHS: dict[str, Any] = {"c": 0, "torch": 0, "c_drawn": 0, "current_a": 0.0,
+                          "active_rows": 0.0}
 _KERNEL_WARNED: set[str] = set()
 
 
 def readout_paths(reset: bool = False) -> dict[str, int]:
     """Conversions read out by each path of ``mvm`` (``bit``) since the last reset:
-    ``{"c": n, "torch": n, "c_drawn": n}`` (the fused C kernel, the torch path, and the
-    Gaussians the kernel drew: threshold-near sampling draws fewer than ``c``)."""
+    ``{"c": n, "torch": n, "c_drawn": n, "current_a": A, "active_rows": n}`` (the fused C
+    kernel, the torch path, the Gaussians the kernel drew: threshold-near sampling draws
+    fewer than ``c``; and, summed over those conversions, the simulated ideal column current
+    at T, ``(a S + b n) x unit`` (``HardwareModel.cell_map``, before the transfer), and the
+    active rows: divided by the conversions, the means ``energy_per_inference`` scales the
+    crossbar read parts by)."""
     out = dict(_PATHS)
     if reset:
-        _PATHS.update(c=0, torch=0, c_drawn=0)
+        _PATHS.update(c=0, torch=0, c_drawn=0, current_a=0.0, active_rows=0.0)
     return out
+
+
+def _count_reads(s_sum: float, n_active: torch.Tensor, k: int, hw: HardwareModel) -> None:
+    """Add one ``mvm``'s column currents and active rows to ``readout_paths``."""
+    ca, cb = hw.cell_map()
+    n_sum = float(n_active.sum(dtype=torch.float64)) * k
+    _PATHS["current_a"] += (ca * s_sum + cb * n_sum) * hw.unit_a
+    _PATHS["active_rows"] += n_sum
 
 
 class _KernelArgs(ctypes.Structure):
@@ -986,7 +999,7 @@ class _KernelArgs(ctypes.Structure):
         ("code_offset", ctypes.c_double), ("cut2", ctypes.c_double),
         ("mode", ctypes.c_int64), ("has_adc", ctypes.c_int64), ("coef", ctypes.c_void_p),
         ("key", ctypes.c_uint64), ("out", ctypes.c_void_p), ("nthreads", ctypes.c_int64),
-        ("draws", ctypes.c_int64))]
+        ("draws", ctypes.c_int64), ("sum_s", ctypes.c_double))]
 
 
 def kernel_adc_tables(adc: AdcModel) -> dict[str, Any]:
@@ -1132,6 +1145,7 @@ def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: An
     a.nthreads = kernels.threads()
     lib.imc_readout_mvm(ctypes.byref(a))
     _PATHS["c_drawn"] += int(a.draws)
+    _count_reads(float(a.sum_s), n_act, k, hw)
     del keep
     return out
 
@@ -1182,6 +1196,7 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
             _PATHS["c"] += s.numel()
             return out * sx * arr.scale
         _PATHS["torch"] += s.numel()
+        _count_reads(float(s.sum(dtype=torch.float64)), n_active, s.shape[-1], hw)
         s = readout(s, n_active, arr, cfg, hw, adc, generator, inplace=True, level_offset=False)
     s = s.reshape(*lead, t, p, m, ns * 2, c)
     out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))

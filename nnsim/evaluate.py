@@ -197,7 +197,19 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
     adc = hw.adcs.get(hw.adc_bits) if config.adc else None
     energy = n_conv * adc.energy_j if adc is not None and math.isfinite(adc.energy_j) else None
     # ADC parts x conversions + crossbar read parts x column reads (one per conversion here)
-    breakdown = energy_per_inference(n_conv, adc, hw.read_energy)
+    # the crossbar parts scaled by the simulated reads where the table allows it (bit mode,
+    # local: mean ideal column current and active rows of the conversions simulated here)
+    rp = readout_paths() if client is None else {}
+    n_read = rp.get("c", 0) + rp.get("torch", 0)
+    breakdown = energy_per_inference(
+        n_conv, adc, hw.read_energy,
+        mean_column_current_a=rp["current_a"] / n_read if n_read else None,
+        mean_active_rows=rp["active_rows"] / n_read if n_read else None)
+    if breakdown is not None:
+        breakdown["simulated_read"] = {
+            "mean_column_current_a": rp["current_a"] / n_read if n_read else None,
+            "mean_active_rows": rp["active_rows"] / n_read if n_read else None,
+            "column_reads": n_read}
     point = EvalPoint(
         accuracy_mean=mean, accuracy_ci95=ci, ci_method=method,
         accuracies=[float(a) for a in accs], chips=chips, chip_seeds=seeds, seed=seed,

@@ -101,6 +101,7 @@ typedef struct {
     float *out; /* (L, M, C) */
     int64_t nthreads;
     int64_t draws; /* out: Gaussians used */
+    double sum_s;  /* out: sum of the partial sums s (the simulated column currents) */
 } imc_readout_args;
 
 /* code of x with the bins of one instance (bins + base); base and the bin index 32-bit */
@@ -241,9 +242,10 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
     const int has_adc = (int)a->has_adc, mode = (int)a->mode;
     const uint64_t key = a->key;
     int64_t draws = 0;
+    double sum_s = 0.0;
     int nth = (int)(a->nthreads > 0 ? a->nthreads : 1);
     (void)nth;
-#pragma omp parallel num_threads(nth) reduction(+ : draws)
+#pragma omp parallel num_threads(nth) reduction(+ : draws, sum_s)
     {
         float *xb = (float *)malloc(sizeof(float) * (size_t)(4 * K + 16));
         float *sdb = xb + K, *cv = xb + 2 * K, *nz = xb + 3 * K; /* nz: K + 8 Gaussians */
@@ -265,6 +267,9 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                     const float nb = a->n_act[row] * cbf;
                     const uint64_t e0 = (uint64_t)row * (uint64_t)K;
                     const float *cf = a->coef + p * NS2;
+                    float rs = 0.0f;
+                    for (int64_t k = 0; k < K; k++) rs += sr[k];
+                    sum_s += (double)rs;
                     /* specializations of the common configurations */
                     if (has_adc && nonlin && has_read && mode == 2 && J == 2)
                         IMC_ROW(1, 1, 1, 1, 2, 2);
@@ -365,5 +370,6 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
         free(acc);
     }
     a->draws = draws;
+    a->sum_s = sum_s;
     return 0;
 }

@@ -374,11 +374,46 @@ def test_mvm_falls_back_to_the_torch_path_without_a_compiler(tmp_path, monkeypat
             mvm(x, arr, cfg, hw_tt, hw_tt.adc(), torch.Generator().manual_seed(0))
         msgs = [str(m.message) for m in w if "nnsim.kernels" in str(m.message)]
         assert len(msgs) == 1 and "no C compiler" in msgs[0]
-        assert readout_paths() == {"c": 0, "torch": 2 * 5 * 8 * arr.cells_mm.shape[-1],
-                                   "c_drawn": 0}
+        paths = readout_paths()
+        assert (paths["c"], paths["torch"], paths["c_drawn"]) == (
+            0, 2 * 5 * 8 * arr.cells_mm.shape[-1], 0)
         assert torch.isfinite(y).all()
         with pytest.raises(kernels.KernelUnavailable):
             mvm(x, arr, dataclasses.replace(cfg, readout_kernel="c"), hw_tt, hw_tt.adc(),
                 torch.Generator().manual_seed(0))
     finally:
         kernels.reset()
+
+
+def test_mvm_records_the_simulated_column_currents_and_active_rows(lib, hw_tt):
+    """Both paths add, per conversion, the ideal column current at T ((a S + b n) x unit, the
+    cells' G(T)) and the active rows: equal to a float64 recomputation from the input bits
+    and the programmed levels (numpy, not the simulator's readout), for 2 tiles."""
+    from nnsim.analog import input_planes, mvm, readout_paths
+
+    cfg = AnalogConfig()
+    rows = 100
+    arr = _small_array(hw_tt, cfg, rows=rows)
+    x = torch.randn(6, rows, generator=torch.Generator().manual_seed(4))
+    planes, _, _ = input_planes(x, cfg.input_bits, True)
+    b = np.zeros((planes.shape[0], 6, 128))
+    b[..., :rows] = planes.double().numpy()
+    cells = arr.cells_mm.double().numpy()  # (T, 64, K)
+    t = cells.shape[0]
+    b = b.reshape(planes.shape[0], 6, t, 64)
+    s = np.einsum("pmtr,trk->ptmk", b, cells)
+    n = b.sum(-1)  # (P, M, T)
+    ca, cb = hw_tt.cell_map()
+    k = cells.shape[-1]
+    want_i = float((ca * s).sum() + cb * n.sum() * k) * hw_tt.unit_a
+    want_rows = float(n.sum() * k)
+    for c in _paths(cfg):
+        readout_paths(reset=True)
+        mvm(x, arr, c, hw_tt, hw_tt.adc(), torch.Generator().manual_seed(0))
+        p = readout_paths()
+        assert p["c"] + p["torch"] == s.size
+        assert p["current_a"] == pytest.approx(want_i, rel=1e-6, abs=0)
+        assert p["active_rows"] == pytest.approx(want_rows, rel=1e-9, abs=0)
+    # a mean column current between the G_min floor and all rows at the top level
+    mean = want_i / s.size
+    assert 0 < mean < 64 * hw_tt.g_max_s * hw_tt.v_read_v
