@@ -867,6 +867,209 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     return MomentWrite(w_t.transpose(-2, -1), var, scale_max / qmax, t, ns * 2 * c)
 
 
+MOMENT_EXACT_BITS = 4
+"""At ADC resolutions up to this many bits the moment mode computes the conversions of bit
+planes with few active rows (``MOMENT_EXACT_ROWS``) in expectation through the column's ADC
+thresholds (``moment_low_counts``): there the column sums are a few LSB wide and the
+staircase is not linear (docs/nnsim.md, Fidelity). Above it (6 bits and more) the linear
+readout model alone is used (the calibrated gain absorbs the rest)."""
+MOMENT_EXACT_ROWS = 4
+"""Active-row counts per plane and tile (1 .. this) whose conversions ``moment_low_counts``
+computes in expectation; planes with no active row are exact too (one value per column)."""
+
+_SQRT2 = 2.0 ** 0.5
+
+
+def moment_exact(cfg: AnalogConfig, adc: AdcModel | None) -> bool:
+    """Whether the moment mode computes the low-count conversions in expectation
+    (``moment_low_counts``): ADC on, bit-serial inputs, sliced weights, at most
+    ``MOMENT_EXACT_BITS`` bits. Then K/V are written as per-cell arrays (the cells are
+    needed)."""
+    return (cfg.adc and adc is not None and cfg.input_bits is not None
+            and cfg.weight_bits is not None and adc.bits <= MOMENT_EXACT_BITS)
+
+
+def _code_moments(x: torch.Tensor, sd: torch.Tensor, th: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of the code of ``x + sd N(0,1)`` (LSB) through sorted thresholds
+    ``th`` (x's shape + (n_th,)): ``E = sum_k P_k``, ``E[code^2] = sum_k (2k - 1) P_k``, with
+    ``P_k = Phi((x - t_k) / sd)`` (the code is the number of thresholds crossed). Where
+    every threshold is more than ``_CODE_SIGMAS`` sd away, ``P_k`` is 0 or 1 (missed
+    probability < 1e-15): the Gaussian CDF is evaluated only for the others."""
+    xs, sds, ths = x.reshape(-1), sd.reshape(-1), th.reshape(-1, th.shape[-1])
+    e1 = torch.zeros_like(xs)
+    e2 = torch.zeros_like(xs)
+    near = torch.zeros(xs.shape, dtype=torch.bool, device=xs.device)
+    cut = _CODE_SIGMAS * sds
+    for k in range(ths.shape[-1]):
+        d = xs - ths[:, k]
+        up = (d >= 0).to(xs.dtype)
+        e1 += up
+        e2 += (2 * k + 1) * up
+        near |= d.abs_() < cut
+    sel = near.nonzero().squeeze(1)
+    if sel.numel():
+        xn, tn = xs.index_select(0, sel), ths.index_select(0, sel)
+        inv = 1.0 / (sds.index_select(0, sel) * _SQRT2)
+        f1 = torch.zeros_like(xn)
+        f2 = torch.zeros_like(xn)
+        for k in range(ths.shape[-1]):
+            pk = torch.erfc((tn[:, k] - xn) * inv).mul_(0.5)
+            f1 += pk
+            f2 += (2 * k + 1) * pk
+        e1.index_copy_(0, sel, f1)
+        e2.index_copy_(0, sel, f2)
+    return e1.view(x.shape), (e2 - e1 * e1).clamp_(min=0).view(x.shape)
+
+
+_CODE_SIGMAS = 8.0
+
+
+def _low_count_columns(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcModel
+                       ) -> tuple[torch.Tensor, ...]:
+    """Per (lead, tile, conversion column): the moment mode's transfer gain (at the expected
+    current), the LSB (level units), the moment mode's variance of one conversion and the
+    thresholds of the column's ADC instance (instance 0 without instances, as ``readout``)."""
+    key = "low_count_columns"
+    if arr.cache is not None and key in arr.cache:
+        return arr.cache[key]
+    *lead, t, rows, k = arr.cells_mm.shape
+    ns, c = arr.slice_w.numel(), arr.cols
+    ca, cb = hw.cell_map()
+    g0 = hw.g_min_s * (hw.levels - 1) / (hw.g_max_s - hw.g_min_s)
+    cells = ca * arr.cells_mm.reshape(*lead, t, rows, ns, 2, c) + (cb - g0)
+    u_bar = 0.5 * (cells.sum(-4) + g0 * rows)  # as _moment_terms
+    lsb = (arr.i_fs_a / (hw.unit_a * adc.max_code)).reshape(*lead, t, ns, 2, c)
+    gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
+    if gain is None:
+        gain = torch.ones_like(u_bar)
+    th_all = torch.as_tensor(adc.thresholds_lsb, dtype=cells.dtype, device=cells.device)
+    if arr.inst is not None:
+        th = th_all[arr.inst.reshape(*arr.inst.shape[:-2], arr.inst.shape[-1])]
+        th = th.expand(*lead, t, k, th_all.shape[-1])
+    else:
+        th = th_all[0].expand(*lead, t, k, th_all.shape[-1])
+    out = (gain.reshape(*lead, t, k), lsb.reshape(*lead, t, k), v.reshape(*lead, t, k), th)
+    if arr.cache is not None:
+        arr.cache[key] = out
+    return out
+
+
+@torch.no_grad()
+def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogConfig,
+                      hw: HardwareModel, adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """The moment mode's correction for conversions whose bit plane has few active rows.
+
+    A conversion of plane ``j`` of input row ``m`` on tile ``t`` sums the cells of the
+    ``n`` active rows. Where ``n = 0`` or ``1 <= n <= MOMENT_EXACT_ROWS`` its column sum
+    ``S`` (per slice, sign and column, from the programmed cells) is formed exactly, and its
+    decoded value in expectation over the per-conversion noise, ``lsb (E[code] +
+    code_offset)`` with ``E[code] = sum_k Phi((T(u)/lsb - t_k) / sd)`` (``T`` the read
+    transfer's mean at the ideal current ``u = a S + b n``, ``sd`` the spread, read noise and
+    ADC noise together, ``t_k`` the thresholds of the column's ADC instance), replaces the
+    moment mode's linear value ``gain (a S + (b - g0) n)``; the code's variance replaces the
+    conversion's predicted variance. Conversions of more active rows keep the linear model
+    (their sums spread over several LSB).
+
+    Args:
+        xq: (..., M, R) quantized inputs (integers; signed: -qmax..qmax).
+
+    Returns:
+        ``(corr, dvar)`` (..., M, C): to add to ``xq @ w_eff`` and to its variance, before
+        the input and output scales.
+    """
+    *lead, t, rows, k = arr.cells_mm.shape
+    ns, c = arr.slice_w.numel(), arr.cols
+    bits = cfg.input_bits
+    dev, dt = xq.device, xq.dtype
+    gain, lsb, vmom, th = _low_count_columns(arr, cfg, hw, adc)
+    ca, cb = hw.cell_map()
+    g0 = hw.g_min_s * (hw.levels - 1) / (hw.g_max_s - hw.g_min_s)
+    n_l = 1
+    for d in lead:
+        n_l *= d
+    q = xq.to(torch.int32)
+    if signed:
+        q = torch.where(q < 0, q + (1 << bits), q)
+    r = q.shape[-1]
+    q = q.expand(*lead, *q.shape[len(lead):]) if lead else q
+    q = q.reshape(n_l, -1, r)
+    m = q.shape[1]
+    if t * rows != r:
+        q = torch.nn.functional.pad(q, (0, t * rows - r))
+    q = q.reshape(n_l, m, t, rows)
+    sh = torch.arange(bits, device=dev, dtype=torch.int32).view(bits, 1, 1, 1, 1)
+    b = ((q[None] >> sh) & 1).to(torch.uint8)  # (P, L, M, T, rows)
+    n = b.sum(-1, dtype=torch.int32)  # (P, L, M, T)
+    w = (2.0 ** torch.arange(bits, device=dev)).to(dt)
+    if signed:
+        w[-1] = -w[-1]
+    sign = torch.tensor([1.0, -1.0], device=dev, dtype=dt)
+    coef = (arr.slice_w[:, None] * sign[None, :])[:, :, None]  # (S, 2, 1)
+    gf, lf = gain.reshape(n_l * t, k), lsb.reshape(n_l * t, k)
+    vf, thf = vmom.reshape(n_l * t, k), th.reshape(n_l * t, k, -1)
+    an2 = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
+    tb = None
+    if cfg.nonlinearity or cfg.read_noise:
+        tb = hw.fused_readout(dev, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+
+    def conv(s: torch.Tensor, cnt: torch.Tensor, ct: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per conversion row (sums ``s`` (Q, K), active rows ``cnt`` (Q, 1), column-table
+        row ``ct`` (Q,)): decoded minus linear, and code variance minus the predicted one,
+        recombined over slices and signs -> (Q, C) each."""
+        u = ca * s + cb * cnt
+        sensed, var_u = u, torch.zeros_like(u)
+        if tb is not None:
+            vals = dict(zip(tb["names"], hw.fused_terms(u.clone(), tb), strict=True))
+            sensed = vals.get("mean", u)
+            for nm in ("spread", "read"):
+                if nm in vals:
+                    var_u = var_u + vals[nm] ** 2
+        lq = lf[ct]
+        sd = (var_u / lq ** 2 + an2).clamp_(min=1e-12).sqrt_()
+        e1, vc = _code_moments(sensed / lq, sd, thf[ct])
+        d = lq * (e1 + adc.code_offset) - gf[ct] * (ca * s + (cb - g0) * cnt)
+        dv = lq ** 2 * vc - vf[ct]
+        d = (d.reshape(-1, ns, 2, c) * coef).sum((1, 2))
+        dv = (dv.reshape(-1, ns, 2, c) * coef ** 2).sum((1, 2))
+        return d, dv
+
+    # planes without an active row: one value per (lead, tile, column)
+    zc = torch.arange(n_l * t, device=dev)
+    d0, dv0 = conv(torch.zeros(n_l * t, k, device=dev, dtype=dt),
+                   torch.zeros(n_l * t, 1, device=dev, dtype=dt), zc)
+    empty = (n == 0).to(dt)
+    a0 = torch.einsum("plmt,p->lmt", empty, w)
+    a02 = torch.einsum("plmt,p->lmt", empty, w * w)
+    corr = torch.bmm(a0, d0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    dvar = torch.bmm(a02, dv0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    nr = MOMENT_EXACT_ROWS
+    sel = ((n >= 1) & (n <= nr)).reshape(-1).nonzero().squeeze(1)
+    if sel.numel():
+        bsel = b.reshape(-1, rows).index_select(0, sel)  # (Q, rows)
+        cnt = n.reshape(-1).index_select(0, sel)
+        pj, rem = sel // (n_l * m * t), sel % (n_l * m * t)
+        li, mi, ti = rem // (m * t), (rem // t) % m, rem % t
+        # the active rows' indices in nr slots (unused slots: the zero row `rows`)
+        slot = torch.where(bsel > 0, bsel.to(torch.int64).cumsum(-1) - 1,
+                           torch.full_like(bsel, nr, dtype=torch.int64))
+        idx = torch.full((sel.numel(), nr + 1), rows, device=dev, dtype=torch.int64)
+        idx.scatter_(1, slot, torch.arange(rows, device=dev).expand(sel.numel(), rows))
+        ct = li * t + ti
+        cells = torch.nn.functional.pad(arr.cells_mm.reshape(n_l, t, rows, k), (0, 0, 0, 1))
+        flat = (ct[:, None] * (rows + 1) + idx[:, :nr]).reshape(-1)
+        s = cells.reshape(-1, k).index_select(0, flat).reshape(-1, nr, k).sum(1)
+        d, dv = conv(s, cnt[:, None].to(dt), ct)
+        row = li * m + mi
+        wj = w[pj][:, None]
+        corr.index_add_(0, row, d.mul_(wj))
+        dvar.index_add_(0, row, dv.mul_(wj * wj))
+    shp = (*xq.shape[:-1], c) if not lead else (*lead, m, c)
+    return corr.reshape(shp), dvar.reshape(shp)
+
+
 def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
                adc: AdcModel | None, generator: torch.Generator | None, *, signed: bool = True,
                counter: list[int] | None = None, var_scale: float = 1.0,
@@ -875,7 +1078,9 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
 
     ``var_scale`` multiplies the predicted variance and ``mean_gain`` the mean
     (``convert.calibrate_moment`` fits both per layer against the bit-level path);
-    ``noise=False`` returns the noiseless mean (before ``mean_gain``).
+    ``noise=False`` returns the noiseless mean (before ``mean_gain``). At coarse ADCs
+    (``moment_exact``) the conversions of planes with few active rows are computed in
+    expectation through the thresholds (``moment_low_counts``), in mean and variance.
     """
     planes_w2 = 1.0
     if cfg.input_bits is None:
@@ -891,6 +1096,11 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
         planes_w2 = float(sum(4.0 ** j for j in range(b)))
     w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
     y = torch.matmul(xq, w_eff)
+    if not isinstance(arr, MomentWrite) and moment_exact(cfg, adc):
+        corr, dvar = moment_low_counts(xq, signed, arr, cfg, hw, adc)
+        y = y + corr
+        if var is not None:
+            var = (var + dvar).clamp_(min=0)
     if counter is not None:
         if isinstance(arr, MomentWrite):
             t, k = arr.tiles, arr.conv_cols
@@ -947,6 +1157,11 @@ def moment_fit_terms(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
         return dict(meas=0.0, pred=0.0, xy=0.0, yy=0.0, bb=0.0)
     sx = torch.ones_like(x[..., :1]) if b is None else input_scale(x, b, signed,
                                                                    cfg.prob_scale)
+    if not isinstance(arr, MomentWrite) and moment_exact(cfg, adc):
+        qmax = 2 ** (b - 1) - 1 if signed else 2 ** b - 1
+        xq = torch.round(x / sx).clamp(-qmax, qmax) if signed else \
+            torch.round(x.clamp(0, 1) / sx).clamp(0, qmax)
+        var = (var + moment_low_counts(xq, signed, arr, cfg, hw, adc)[1]).clamp_(min=0)
     pred = float((var * (sx * arr.scale) ** 2).expand_as(y0).double().sum())
     return dict(meas=float(((y_bit - y0) ** 2).sum()), pred=pred,
                 xy=float((y_bit * y0).sum()), yy=float((y0 * y0).sum()),

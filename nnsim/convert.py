@@ -28,6 +28,7 @@ from .analog import (
     MomentWrite,
     build_array,
     map_matrix,
+    moment_exact,
     moment_fit_terms,
     moment_write,
     mvm,
@@ -209,10 +210,11 @@ class AnalogAttention(_AnalogBase):
 
     def _moment_fast(self) -> bool:
         """K/V written in the moment mode's form (``moment_write``: no per-cell tensors);
-        the calibration (``calibrate_moment``) needs the programmed cells for the bit path."""
+        the calibration (``calibrate_moment``) needs the programmed cells for the bit path,
+        and so does ``analog.moment_low_counts`` at coarse ADCs (``moment_exact``)."""
         cfg = self.config
         return (cfg.fidelity == "moment" and cfg.weight_bits is not None
-                and self.moment_acc is None)
+                and self.moment_acc is None and not moment_exact(cfg, self.adc_model))
 
     def _write(self, w_rc: torch.Tensor, salt: int) -> Array | MomentWrite:
         cfg, hw = self.config, self.hw

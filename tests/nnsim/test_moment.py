@@ -139,16 +139,21 @@ def test_moment_write_at_gamma_0_is_the_sliced_path_exactly(hw_tt, full_scale):
 
 
 def test_moment_gain_and_variance_calibrated_against_bit_on_held_out_inputs(
-        synthetic_lookups):
+        synthetic_lookups, monkeypatch):
     """S V at a 4-bit ADC and 16-row tiles: softmax rows (most probabilities small) drive a
     40 x 16 V on crossbars. The bit-level output is a scaled copy of the linear moment mean
     (the ADC's low codes lose or gain small column sums) plus an error. Calibrated on one
     input set (``moment_fit_terms``: the sums ``calibrate_moment`` uses), on other inputs the
     moment mode's drawn output has the bit-level output's gain on the moment mean within 3 %
-    and its error variance around it within 25 %. (Mutation checked: the mean gain dropped
-    from ``mvm_moment``, or the variance factor x2 or x0.5, fails here.)"""
+    and its error variance around it within 25 %. The linear readout model alone (the
+    low-count conversions off: ``moment_low_counts`` is tested below). (Mutation checked:
+    the mean gain dropped from ``mvm_moment``, or the variance factor x2 or x0.5, fails
+    here.)"""
+    import nnsim.analog as na
     from nnsim.analog import moment_fit_terms, mvm, mvm_moment
     from nnsim.hardware import HardwareModel
+
+    monkeypatch.setattr(na, "MOMENT_EXACT_BITS", 0)
 
     hw = HardwareModel.from_lookup(synthetic_lookups, process="tt", vdd_v=1.8, temp_c=27.0,
                                    adc_bits=4)
@@ -182,3 +187,51 @@ def test_moment_gain_and_variance_calibrated_against_bit_on_held_out_inputs(
     (a_bit, e_bit), (a_mom, e_mom) = fit(y_bit), fit(y_mom)
     assert abs(a_mom / a_bit - 1) < 0.03, (a_mom, a_bit)
     assert 0.8 < e_mom / e_bit < 1.25, (e_mom, e_bit, factor)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_moment_low_counts_are_the_bit_readout_in_mean_and_variance(synthetic_lookups,
+                                                                    monkeypatch, signed):
+    """4-bit ADC, 16-row tiles, a 40 x 12 matrix (three tiles, the last of 8 rows): with every
+    active-row count computed in expectation (``MOMENT_EXACT_ROWS`` = 16), the moment mode's
+    noiseless mean is the bit-level path's mean over 40 draws of the same written array
+    (read and ADC noise per conversion; no transfer spread, which bit draws once per array)
+    output by output (z-scores), and its predicted variance is the draws' variance within
+    10 %. The linear readout model alone misses the mean by far (so the check can fail).
+    Softmax rows (unsigned) and signed inputs (two's complement planes). (Mutation checked:
+    the correction x2, or its variance term x2, fails here.)"""
+    import nnsim.analog as na
+    from nnsim.analog import _moment_terms, input_scale, mvm, mvm_moment
+    from nnsim.hardware import HardwareModel
+
+    hw = HardwareModel.from_lookup(synthetic_lookups, process="tt", vdd_v=1.8, temp_c=27.0,
+                                   adc_bits=4)
+    cfg = AnalogConfig(fidelity="moment", tile_rows=16, nonlinearity=False)
+    bit = dataclasses.replace(cfg, fidelity="bit", sampling="full")
+    adc = hw.adc()
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(40, 12, generator=g)
+    mp = map_matrix(v, v.abs().amax(), cfg, hw)
+    inst = torch.randint(0, adc.instances, (3, 1, mp.targets.shape[-4] * 2 * 12), generator=g)
+    arr = build_array(mp, write_levels(mp.targets, hw, "levels", "single", 1.0, None, g, True,
+                                       True), cfg, hw, inst)
+    x = torch.randn(60, 40, generator=g) * 2.5
+    x = x if signed else x.softmax(-1)
+    draws = torch.stack([mvm(x, arr, bit, hw, adc, g, signed=signed) for _ in range(40)])
+    mean_b, var_b = draws.double().mean(0), draws.double().var(0)
+    monkeypatch.setattr(na, "MOMENT_EXACT_ROWS", 16)
+    y0 = mvm_moment(x, arr, cfg, hw, adc, g, signed=signed, noise=False).double()
+    z2 = float((((mean_b - y0) / (var_b / 40).sqrt().clamp(min=1e-9)) ** 2).mean())
+    assert 0.5 < z2 < 1.8, z2
+    sx = input_scale(x, 8, signed)
+    qmax = 127 if signed else 255
+    xq = (torch.round(x / sx).clamp(-qmax, qmax) if signed
+          else torch.round(x.clamp(0, 1) / sx).clamp(0, qmax))
+    _, var = _moment_terms(arr, cfg, hw, adc, W2_8BIT)
+    dvar = na.moment_low_counts(xq, signed, arr, cfg, hw, adc)[1]
+    pred = ((var + dvar).clamp(min=0) * (sx * arr.scale) ** 2).double()
+    assert abs(float(var_b.mean() / pred.mean()) - 1) < 0.1, (var_b.mean(), pred.mean())
+    monkeypatch.setattr(na, "MOMENT_EXACT_BITS", 0)
+    y_lin = mvm_moment(x, arr, cfg, hw, adc, g, signed=signed, noise=False).double()
+    z2_lin = float((((mean_b - y_lin) / (var_b / 40).sqrt().clamp(min=1e-9)) ** 2).mean())
+    assert z2_lin > 4.0, (z2_lin, z2)
