@@ -270,7 +270,8 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                     float rs = 0.0f;
                     for (int64_t k = 0; k < K; k++) rs += sr[k];
                     sum_s += (double)rs;
-                    /* specializations of the common configurations */
+                    /* specializations of the common configurations (J = 2: at most two
+                     * thresholds in one LSB; other layouts take the general row) */
                     if (has_adc && nonlin && has_read && mode == 2 && J == 2)
                         IMC_ROW(1, 1, 1, 1, 2, 2);
                     else if (has_adc && nonlin && has_read && mode == 1 && J == 2)
@@ -281,16 +282,6 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                         IMC_ROW(1, 0, 1, 1, 1, 2);
                     else if (has_adc && nonlin && !has_read && mode == 0 && J == 2)
                         IMC_ROW(1, 0, 1, 1, 0, 2);
-                    else if (has_adc && nonlin && has_read && mode == 2 && J == 4)
-                        IMC_ROW(1, 1, 1, 1, 2, 4);
-                    else if (has_adc && nonlin && has_read && mode == 1 && J == 4)
-                        IMC_ROW(1, 1, 1, 1, 1, 4);
-                    else if (has_adc && nonlin && !has_read && mode == 2 && J == 4)
-                        IMC_ROW(1, 0, 1, 1, 2, 4);
-                    else if (has_adc && nonlin && !has_read && mode == 1 && J == 4)
-                        IMC_ROW(1, 0, 1, 1, 1, 4);
-                    else if (has_adc && nonlin && !has_read && mode == 0 && J == 4)
-                        IMC_ROW(1, 0, 1, 1, 0, 4);
                     else
                         IMC_ROW(nonlin, has_read, has_tab, has_adc, mode, J);
                     int64_t nneed = 0;
