@@ -23,6 +23,10 @@ def test_train_variation_aware_then_evaluate_vat(tiny_digits_model, synthetic_lo
     assert vat["settings"]["gamma"] == 4.0 and vat["settings"]["process"] == "tt"
     assert [h["path"] for h in vat["lookups"]] == lk
     assert all(len(h["sha256"]) == 64 for h in vat["lookups"])
+    from nnsim.vat import lookup_content_sha256  # the cache key: table content, not bytes
+
+    assert [h["content_sha256"] for h in vat["lookups"]] == [lookup_content_sha256(p)
+                                                             for p in lk]
     out = tmp_path / "r.json"
     args = ["evaluate", "--model", "digits-tiny", "--cache-dir", cache, "--lookup", *lk,
             "--gamma", "4", "--clipformer", "both", "--vat", "--chips", "2", "--limit", "8",
