@@ -267,7 +267,8 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                     const float nb = a->n_act[row] * cbf;
                     const uint64_t e0 = (uint64_t)row * (uint64_t)K;
                     const float *cf = a->coef + p * NS2;
-                    float rs = 0.0f;
+                    float rs = 0.0f; /* the row's current (vector partial sums: fixed order) */
+#pragma omp simd reduction(+ : rs)
                     for (int64_t k = 0; k < K; k++) rs += sr[k];
                     sum_s += (double)rs;
                     /* specializations of the common configurations (J = 2: at most two
