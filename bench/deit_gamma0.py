@@ -59,7 +59,9 @@ def layer_check(model, hw, base, x, calib, chip: int = 1) -> list[dict]:
     """Block 0's static linears one at a time, on the inputs the digital model gives them
     (``x``'s images): relative output error of the circuit readout in ``bit`` (every
     conversion) and ``moment`` (calibrated on ``calib``'s block-0 inputs) against the
-    digital linear. Checks that the moment mode's per-layer error is the bit mode's."""
+    digital linear. Checks that the moment mode's per-layer error is the bit mode's, then
+    (``moment``) takes one readout error out at a time: the ADC (``adc=False``), the read
+    noise, the column transfer and spread (``nonlinearity``), the ADC noise."""
     import copy
 
     from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
@@ -81,11 +83,16 @@ def layer_check(model, hw, base, x, calib, chip: int = 1) -> list[dict]:
     for h in hooks:
         h.remove()
     rows = []
-    for fid in ("bit", "moment"):
-        cfg = dataclasses.replace(base, fidelity=fid, static=True, attention=False)
+    ablations = {"without ADC": dict(adc=False), "without read noise": dict(read_noise=False),
+                 "without transfer": dict(nonlinearity=False),
+                 "without ADC noise": dict(adc_noise=False)}
+    for fid, what in (("bit", "circuit"), ("moment", "circuit"), *(
+            ("moment", k) for k in ablations)):
+        cfg = dataclasses.replace(base, fidelity=fid, static=True, attention=False,
+                                  **ablations.get(what, {}))
         ab = convert_to_analog(block, hw, cfg, seed=None)
         program_chip(ab, chip)
-        if fid == "moment":
+        if fid == "moment" and cfg.nonideal_readout:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 calibrate_moment(ab, [cin], seed=chip)
@@ -97,9 +104,10 @@ def layer_check(model, hw, base, x, calib, chip: int = 1) -> list[dict]:
                 y = ab.get_submodule(n)(seen[n])
                 dt = time.perf_counter() - t
             e, _ = rel_err(y.flatten(0, -2)[None], ref.flatten(0, -2)[None])
-            rows.append(dict(layer=f"blocks.0.{n}", fidelity=fid, rel_error=e, seconds=dt))
-            print(f"layer check  blocks.0.{n:9s} {fid:6s} rel error {100 * e:.2f} % "
-                  f"[{dt:.1f} s]", flush=True)
+            rows.append(dict(layer=f"blocks.0.{n}", fidelity=fid, readout=what, rel_error=e,
+                             seconds=dt))
+            print(f"layer check  blocks.0.{n:9s} {fid:6s} {what:18s} rel error "
+                  f"{100 * e:.2f} % [{dt:.1f} s]", flush=True)
     return rows
 
 
