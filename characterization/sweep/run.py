@@ -276,6 +276,7 @@ def run_sweep(
         raise SweepSpecError(f"recycle_points must be a positive integer, got "
                              f"{recycle_points!r}")
     t_start = time.perf_counter()
+    commit_start = _git_commit()  # the code the run starts on, not the tree at its end
     out = Path(out)
     if out.is_dir():
         raise SweepSpecError(f"--out {out} is a folder; give the lookup file to write "
@@ -327,7 +328,7 @@ def run_sweep(
                     if bar is not None:
                         bar.close()
         failures = sorted(done["failures"], key=lambda f: f.point.get("index", 0))
-        provenance = _provenance(spec, metas, backend, jobs, dask, dask_local)
+        provenance = _provenance(spec, metas, backend, jobs, dask, dask_local, commit_start)
         tables = _tables(spec, done["values"])
         path = write_lookup(out, tables.values(), provenance, failures)
     finally:
@@ -624,7 +625,12 @@ def _git_commit() -> str | None:
 
 
 def _provenance(spec: SweepSpec, metas: list[dict[str, Any]], backend: str, jobs: int,
-                dask: str | None, dask_local: int | None) -> dict[str, Any]:
+                dask: str | None, dask_local: int | None,
+                commit_start: str | None = None) -> dict[str, Any]:
+    """The sweep's provenance. ``git_commit`` is the commit the run started on
+    (``commit_start``; ``-dirty`` when tracked files differed); when the tree's commit at the
+    end differs, that one is ``git_commit_end``."""
+    commit_end = _git_commit()
     versions = sorted({m["ngspice_version"] for m in metas if m.get("ngspice_version")})
     prov: dict[str, Any] = {
         "kind": "sweep",
@@ -634,12 +640,14 @@ def _provenance(spec: SweepSpec, metas: list[dict[str, Any]], backend: str, jobs
         "root_seed": spec.seed,
         "n_points": len(spec),
         "package_version": _package_version(),
-        "git_commit": _git_commit(),
+        "git_commit": commit_start if commit_start is not None else commit_end,
         "ngspice_version": versions[0] if len(versions) == 1 else (versions or None),
         "python": platform.python_version(),
         "host": platform.node(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "execution": {"backend": backend, "jobs": jobs, "dask": dask, "dask_local": dask_local},
     }
+    if commit_start is not None and commit_end != commit_start:
+        prov["git_commit_end"] = commit_end
     prov.update(spec.provenance)
     return prov

@@ -186,3 +186,19 @@ def test_workers_are_recycled_every_n_points(tmp_path):
         run_sweep(spec, tmp_path / "r0.h5", chunk_size=0, quiet=True)
     with pytest.raises(SweepSpecError, match="is a folder"):
         run_sweep(spec, tmp_path, quiet=True)
+
+
+def test_sweep_records_the_commit_it_started_on(tmp_path, monkeypatch):
+    """Provenance names the code the sweep ran on: the commit when it started, and the end's
+    commit beside it when the tree moved during the run (a commit landing mid-sweep)."""
+    import characterization.sweep.run as sweep_run
+
+    seen = iter(["aaaa111", "bbbb222"])
+    monkeypatch.setattr(sweep_run, "_git_commit", lambda: next(seen))
+    res = run_sweep(_spec(mc=1), tmp_path / "moved.h5", quiet=True)
+    prov = read_lookup(res.path).provenance
+    assert prov["git_commit"] == "aaaa111"
+    assert prov["git_commit_end"] == "bbbb222"
+    monkeypatch.setattr(sweep_run, "_git_commit", lambda: "cccc333")
+    prov = read_lookup(run_sweep(_spec(mc=1), tmp_path / "still.h5", quiet=True).path).provenance
+    assert prov["git_commit"] == "cccc333" and "git_commit_end" not in prov
