@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <math.h>
 
 #include "rng.h"
@@ -104,6 +105,22 @@ typedef struct {
     double sum_s;  /* out: sum of the partial sums s (the simulated column currents) */
 } imc_readout_args;
 
+/* the fused table's (intercept, slope) pairs read as one 64-bit word (little endian: the
+ * intercept in the low half) */
+typedef uint64_t __attribute__((may_alias)) imc_u64a;
+static inline float imc_lo(uint64_t m) {
+    uint32_t v = (uint32_t)m;
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+static inline float imc_hi(uint64_t m) {
+    uint32_t v = (uint32_t)(m >> 32);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
 /* code of x with the bins of one instance (bins + base); base and the bin index 32-bit */
 static inline float imc_code_at(const float *restrict bins, int32_t base, int64_t J, float x, float xlo,
                                 float xhi) {
@@ -181,6 +198,7 @@ static inline __attribute__((always_inline)) void imc_row(
     const int64_t bstride = a->adc_nbins * (1 + J), tstride = a->max_code + 2;
     const int ca1 = (int)a->ca_is_one;
     const float *restrict tab = a->tab;
+    const imc_u64a *restrict t64 = (const imc_u64a *)tab; /* the (a, b) pairs, 8-byte aligned */
     const float *restrict bins = a->adc_bins;
     const float *restrict thr = a->adc_thr;
     (void)cbf;
@@ -193,9 +211,16 @@ static inline __attribute__((always_inline)) void imc_row(
             idx = idx < 0.0f ? 0.0f : idx;
             int32_t i = (int32_t)idx;
             i = i > (int32_t)tab_n - 1 ? (int32_t)tab_n - 1 : i;
-            const int32_t ii = i * (int32_t)tw; /* 32-bit gather indices */
-            if (nonlin) u = (tab[ii] + idx * tab[ii + 1]) + (tab[ii + 2] + idx * tab[ii + 3]) * zc[k];
-            if (has_read) sig = tab[ii + (int32_t)rc] + idx * tab[ii + (int32_t)rc + 1];
+            /* one 64-bit gather per term: its (intercept, slope) pair (32-bit indices) */
+            const int32_t ii = i * (int32_t)(tw / 2);
+            if (nonlin) {
+                const uint64_t m0 = t64[ii], m1 = t64[ii + 1];
+                u = (imc_lo(m0) + idx * imc_hi(m0)) + (imc_lo(m1) + idx * imc_hi(m1)) * zc[k];
+            }
+            if (has_read) {
+                const uint64_t m2 = t64[ii + (int32_t)(rc / 2)];
+                sig = imc_lo(m2) + idx * imc_hi(m2);
+            }
         }
         if (has_adc) {
             float x = u * ic[k];
