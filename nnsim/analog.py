@@ -601,15 +601,22 @@ def _readout_var(u_bar: torch.Tensor, lsb: torch.Tensor | None, cfg: AnalogConfi
                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Transfer gain (None when off) and the variance of one conversion, in level units, at
     the expected column currents ``u_bar``: read noise, transfer spread (as a variance: the
-    moment mode's approximation), and for the ADC its LSB^2/12, input noise and mean INL."""
+    moment mode's approximation), and for the ADC its LSB^2/12, input noise and mean INL.
+    The read terms come from ``HardwareModel.fused_readout``'s tables (the same
+    piecewise-linear functions as ``readout_terms``, one index and two gathers per term)."""
     v = torch.zeros_like(u_bar)
     gain = None
     if cfg.nonlinearity or cfg.read_noise:
-        gain, s_read, s_spread = hw.readout_terms(
-            u_bar, gain=cfg.nonlinearity, read=cfg.read_noise, spread=cfg.nonlinearity)
-        for sd in (s_read, s_spread):
-            if sd is not None:
-                v = v + sd ** 2
+        tb = hw.fused_readout(u_bar.device, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+        vals = dict(zip(tb["names"], hw.fused_terms(u_bar.clone(), tb), strict=True))
+        if cfg.nonlinearity:
+            tiny = torch.finfo(u_bar.dtype).tiny
+            gain = torch.where(u_bar > 0, vals["mean"] / u_bar.clamp(min=tiny),
+                               torch.ones_like(u_bar))
+        for nm in ("read", "spread"):
+            if nm in vals:
+                v = v.addcmul_(vals[nm], vals[nm])
     if lsb is not None and cfg.adc and adc is not None:
         th = torch.as_tensor(adc.thresholds_lsb, dtype=u_bar.dtype)
         ideal = torch.arange(1, adc.max_code + 1, dtype=u_bar.dtype) - 0.5 + adc.code_offset
