@@ -408,6 +408,11 @@ class WriteConfig:
             change the programmed levels. With ``calibrate = "nominal"`` the pulses are tuned
             at the nominal point only, so the shift is the chip's; levels the nominal cell
             cannot reach at the calibration point are an error naming them.
+        wl_frac_levels: Per-level write word lines (compliance as the multilevel knob), one
+            fraction of ``vdd`` per level above level 0 (``levels - 1`` values, each 0.2..1);
+            empty (default): every level at ``wl_frac``. Each level's single-shot width and the
+            verify pulse budget are calibrated at that level's word line; a level whose word
+            line saturates the nominal cell below it at the calibration point is an error.
 
     The device-to-device and cycle-to-cycle sigmas are inputs of the device model
     (assumptions, recorded as such in the lookup's provenance); ``fit`` sets them from
@@ -429,8 +434,17 @@ class WriteConfig:
     calibrate: str = "per_corner"
     verify_budget: float = 2.0
     wl_frac: float = 1.0
+    wl_frac_levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        try:
+            lv = tuple(float(x) for x in self.wl_frac_levels)
+        except (TypeError, ValueError):
+            raise ConfigError("WriteConfig.wl_frac_levels must be a list of numbers, got "
+                              f"{self.wl_frac_levels!r}") from None
+        object.__setattr__(self, "wl_frac_levels", lv)
+        if any(not 0.2 <= x <= 1.0 for x in lv):
+            raise ConfigError(f"WriteConfig.wl_frac_levels must be 0.2..1, got {list(lv)}")
         if self.calibrate not in CALIBRATE:
             raise ConfigError(f"WriteConfig.calibrate must be one of {CALIBRATE}, "
                              f"got {self.calibrate!r}")
@@ -440,8 +454,21 @@ class WriteConfig:
             raise ConfigError(f"WriteConfig.wl_frac must be 0.2..1, got {self.wl_frac}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able copy."""
-        return asdict(self)
+        """JSON-able copy (``wl_frac_levels`` only where set, so plans without it keep their
+        provenance and sweep hashes)."""
+        d = asdict(self)
+        if self.wl_frac_levels:
+            d["wl_frac_levels"] = list(self.wl_frac_levels)
+        else:
+            del d["wl_frac_levels"]
+        return d
+
+    def wl_frac_of(self, level: int) -> float:
+        """The write word line of ``level`` as a fraction of vdd (``wl_frac`` for level 0 and
+        without ``wl_frac_levels``)."""
+        if self.wl_frac_levels and level > 0:
+            return self.wl_frac_levels[level - 1]
+        return self.wl_frac
 
     def assumptions(self) -> dict[str, Any]:
         """The device-variability sigmas: inputs of the device model, not circuit results."""
@@ -521,7 +548,7 @@ def write_bench_deck(cfg: ColumnConfig, wcfg: WriteConfig, corner: str, *,
                 lines += [f"Vp{j} p{j} 0 {_pwl(segs, wcfg.t_edge_s, t_stop)}",
                           f"Xm{j} p{j} m{j} rram params: "
                           f"{_rram_params(cfg, extra_s if mode == 'single' else extra_v)}",
-                          f"Vwl{j} wl{j} 0 DC {wcfg.wl_frac * vdd_v:.12g}",
+                          f"Vwl{j} wl{j} 0 DC {wcfg.wl_frac_of(level) * vdd_v:.12g}",
                           f"Vmm{j} wl{j} g{j} DC 0",
                           f"Xa{j} m{j} g{j} 0 0 {NFET} W={cfg.w_um:.12g} L={cfg.l_um:.12g}"]
                 cells.append((mode, level, copy))

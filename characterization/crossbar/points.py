@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -335,36 +336,53 @@ def calibrate_write(cfg: ColumnConfig, wcfg: WriteConfig, vdd_v: float, corner: 
     The write driver is tuned on the nominal device (no variation) at ``corner``, ``vdd_v``,
     ``temp_c``: one long SET pulse (4x longer until the top level is reached, up to 128 us),
     and the time at which the state reaches each level's w (level top: w = 0.99) is that
-    level's single-shot width.
+    level's single-shot width. With per-level word lines (``wcfg.wl_frac_levels``) each level
+    gets its own pulse at its own word line (time to that level's w).
 
     Returns:
         ``single_widths_s`` (per level, 0 for level 0), ``n_pulses`` (``verify_budget`` x the
         step pulses needed to reach the top level nominally, at least 4) and the point.
+
+    Raises:
+        RuntimeError: The nominal cell never reaches a level (the word line's compliance),
+            naming the level, the point and the word line.
     """
     import spicebridge
 
-    t_pulse = 2e-6
-    while True:
-        deck = calibration_deck(cfg, wcfg, vdd_v=vdd_v, t_pulse_s=t_pulse, corner=corner,
-                                temp_c=temp_c)
-        r = spicebridge.create_engine("shared").simulate(deck, corner_key="write-calibration")
-        t, w = r["tran1"]["time"].real, r["tran1"]["v(xm0.w)"].real
-        top = cfg.levels - 1
-        if np.any(w >= min(1.0, 0.99)) or t_pulse >= 128e-6:
-            break
-        t_pulse *= 4
+    top = cfg.levels - 1
+    traces: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def trace(wl: float, w_goal: float) -> tuple[np.ndarray, np.ndarray, float]:
+        if wl in traces and (traces[wl][1].max() >= w_goal or traces[wl][2] >= 128e-6):
+            return traces[wl]
+        t_pulse = 2e-6
+        wc = replace(wcfg, wl_frac=wl, wl_frac_levels=())
+        while True:
+            deck = calibration_deck(cfg, wc, vdd_v=vdd_v, t_pulse_s=t_pulse, corner=corner,
+                                    temp_c=temp_c)
+            r = spicebridge.create_engine("shared").simulate(deck,
+                                                             corner_key="write-calibration")
+            t, w = r["tran1"]["time"].real, r["tran1"]["v(xm0.w)"].real
+            if np.any(w >= w_goal) or t_pulse >= 128e-6:
+                break
+            t_pulse *= 4
+        traces[wl] = (t, w, t_pulse)
+        return traces[wl]
+
     widths = [0.0]
     for lvl in range(1, cfg.levels):
         target = min(lvl / top, 0.99)
+        wl = wcfg.wl_frac_of(lvl)
+        t, w, t_pulse = trace(wl, target if wcfg.wl_frac_levels else 0.99)
         hit = np.flatnonzero(w >= target)
         if hit.size == 0:
             raise RuntimeError(f"write calibration ({corner}, vdd {vdd_v:g} V, {temp_c:g} C, "
                                f"{cfg.rram_lib_file}): the nominal cell never reached level "
                                f"{lvl} (w={target:.2f}) under a {t_pulse * 1e9:.0f} ns, "
                                f"{wcfg.v_set_v} V SET pulse with the word line at "
-                               f"{wcfg.wl_frac:g} x vdd "
+                               f"{wl:g} x vdd "
                                "(the access transistor's compliance); raise write.v_set_v or "
-                               "write.wl_frac")
+                               "write.wl_frac" + ("_levels" if wcfg.wl_frac_levels else ""))
         widths.append(float(np.interp(target, w[: hit[0] + 1], t[: hit[0] + 1]))
                       - wcfg.t_edge_s / 2)
     n_pulses = max(4, math.ceil(wcfg.verify_budget * widths[-1] / wcfg.t_step_s))
@@ -438,7 +456,7 @@ def write_point(point: SweepPoint) -> dict[str, Any]:
     circ.set_temp(temp_c)
     for j, (mode, _level, _copy) in enumerate(layout["cells"]):
         _set(circ, f"vmm{j}", float(dvt[j]))
-        _set(circ, f"vwl{j}", wcfg.wl_frac * vdd_v)  # the write word line (compliance)
+        _set(circ, f"vwl{j}", wcfg.wl_frac_of(_level) * vdd_v)  # write word line (compliance)
         _set(circ, f"v.xm{j}.vdgon", float(d_gon[j]))
         _set(circ, f"v.xm{j}.vdgoff", float(d_goff[j]))
         _set(circ, f"v.xm{j}.vdvset", float(d_vset[j]))

@@ -51,18 +51,32 @@ from .reduce import (
     reduce_write,
 )
 
+WL_FRAC = 0.75
+"""Write word line of the presets, as a fraction of ``vdd`` (``WriteConfig.wl_frac``): the SET
+compliance through the access transistor's gate. From SPICE (``compliance.scan``: the nominal
+cell under one long SET pulse at every corner x 1.62/1.8/1.98 V x -40/27/85/125 degC of the
+default grid, 64-row plan): at 0.5 .. 0.65 (0.05 steps) the nominal cell cannot reach the top
+level (w >= 0.99) at some points (0.65: w saturates at 0.74 for ss, 0.52 for fs at 1.62 V /
+-40 degC); at 0.7 it reaches it everywhere, but at the worst point (fs / 1.62 V / -40 degC)
+only at its ceiling (w = 0.997 after 24 us, 14x the 1.65 us with the word line at vdd), so the
+adaptive verify budget there is ~4800 pulses; at 0.75 the worst point takes 2.99 us (1.8x).
+0.75 is the lowest word line with that margin: it still slows the SET at low vdd and slow-n
+corners (time to the top level at 1.62 V / 27 degC: fs 312 / ss 273 / tt 193 ns against 193 /
+188 / 168 ns with the word line at vdd), which is how vdd and the corner reach the programmed
+levels (docs/crossbar.md, "Compliance")."""
+
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"process": ["tt", "ss", "ff"], "vdd_v": [1.8], "temp_c": [27.0, 85.0],
-              "mc": 3, "mc_write": 4, "patterns": 4, "seed": 20240,
-              "column": {"rows": 64}, "write": {"cells_per_level": 2}},
+              "mc": 3, "mc_write": 16, "patterns": 4, "seed": 20240,
+              "column": {"rows": 64}, "write": {"cells_per_level": 2, "wl_frac": WL_FRAC}},
     "default": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
                 "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 4, "mc_write": 100, "patterns": 4,
                 "seed": 20240, "column": {"rows": 64}, "rows": [16, 64, 128, 256],
-                "write": {"cells_per_level": 2}},
+                "write": {"cells_per_level": 2, "wl_frac": WL_FRAC}},
     "full": {"process": ["tt", "ss", "ff", "fs", "sf"], "vdd_v": [1.62, 1.8, 1.98],
              "temp_c": [-40.0, 27.0, 85.0, 125.0], "mc": 16, "mc_write": 128, "patterns": 4,
              "seed": 20240, "column": {"rows": 128}, "rows": [16, 64, 128, 256],
-             "write": {"cells_per_level": 2}},
+             "write": {"cells_per_level": 2, "wl_frac": WL_FRAC}},
 }
 """Named run sizes; one PVT grid per preset, the same as the ADC preset of that name
 (``characterization.adc``). ``mc``: column chips per corner; ``patterns``: read-transfer
@@ -192,6 +206,9 @@ def make_plan(preset: str | None = "quick", config: str | Path | dict | None = N
         raise ConfigError(f"{where}: {e}") from e
     if not 16 <= col.rows <= 256:
         raise ConfigError(f"{where}: column.rows must be 16..256, got {col.rows}")
+    if wr.wl_frac_levels and len(wr.wl_frac_levels) != col.levels - 1:
+        raise ConfigError(f"{where}: write.wl_frac_levels needs one word line per level above "
+                         f"0 ({col.levels - 1} values), got {list(wr.wl_frac_levels)}")
     rows_axis = d.get("rows") or []
     if not isinstance(rows_axis, (list, tuple)) or any(
             isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 16 <= r <= 256
@@ -360,6 +377,14 @@ def characterize_crossbar(plan: CrossbarRun, out: str | Path, *, jobs: int = 1,
             "rtn_rel": plan.column.rtn_rel,
             "tia_iq_a": plan.column.tia_iq_a},
         "raw_files": [*(str(res_cs[r].path) for r in plan.rows_values), str(res_w.path)],
+        "write_word_line": {
+            "wl_frac": plan.write.wl_frac, "wl_frac_levels": list(plan.write.wl_frac_levels),
+            "vdd_v": list(plan.vdd_v), "wl_v": write_wl_v(plan),
+            "wl_v_levels": write_wl_v_levels(plan), "calibrate": plan.write.calibrate,
+            "note": "write word line (access-transistor gate) = wl_frac * vdd per vdd_v (per "
+                    "level above 0 in wl_v_levels, wl_frac_levels where set): the SET "
+                    "compliance; pulses calibrated per (corner, vdd, T) ('per_corner') or "
+                    "once at tt / vdd_nom_v / 27 degC ('nominal')"},
     }
     failures = [*(f for r in plan.rows_values for f in res_cs[r].failures), *res_w.failures]
     path = write_lookup(out, tables, prov, failures)
@@ -461,6 +486,19 @@ def stack_rows(plan: CrossbarRun, per_rows: dict[int, list[Table]]) -> list[Tabl
         out.append(Table(t.name, data, dims, {**t.coords, "rows": np.asarray(plan.rows)},
                          t.units, {**t.coord_units, "rows": "1"}, attrs))
     return out
+
+
+def write_wl_v(plan: CrossbarRun) -> list[float]:
+    """The write word-line voltage (V) at each ``vdd_v`` of the plan: ``wl_frac * vdd``."""
+    return [round(plan.write.wl_frac * float(v), 12) for v in plan.vdd_v]
+
+
+def write_wl_v_levels(plan: CrossbarRun) -> list[list[float]]:
+    """The write word-line voltage (V) of each level above 0 at each ``vdd_v``:
+    ``WriteConfig.wl_frac_of(level) * vdd`` (all ``wl_frac * vdd`` without
+    ``wl_frac_levels``)."""
+    return [[round(plan.write.wl_frac_of(lvl) * float(v), 12)
+             for lvl in range(1, plan.column.levels)] for v in plan.vdd_v]
 
 
 def _plain_attr(v: Any) -> Any:
@@ -569,7 +607,9 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table],
     wc = {**coords, "mode": np.asarray(MODES), "level": np.arange(cfg.levels)}
     wcu = {**cu, "mode": "1", "level": "1"}
     wattrs = {**attrs, "level_g_s": g_levels, "write": json.dumps(plan.write.to_dict()),
-              "vdd_nom_v": plan.vdd_nom_v}
+              "vdd_nom_v": plan.vdd_nom_v, "wl_frac": plan.write.wl_frac,
+              "wl_v": json.dumps(write_wl_v(plan)),
+              "wl_v_levels": json.dumps(write_wl_v_levels(plan))}
     t_w = Table(CROSSBAR_WRITE_NOISE, wstats, (*lead, "mode", "level", "stat"),
                 {**wc, "stat": np.asarray(WRITE_STATS)}, "S", {**wcu, "stat": "1"},
                 {**wattrs, "description": "programmed conductance from reset (w=0) per target "

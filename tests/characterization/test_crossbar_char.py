@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -143,6 +146,13 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
         k0 = hw.write_noise_k(m, zero_mean=True)
         assert k0 == pytest.approx(float(fit_ss.sel(mode=m, stat="k_zero_mean").data))
         assert k0 <= hw.write_noise_k(m) + 1e-12     # the bias is out of the zero-mean k
+    # the write word line (compliance) is recorded: in provenance and on the write tables
+    wl = lf.provenance["write_word_line"]
+    assert wl["wl_frac"] == plan.write.wl_frac == 0.75 and wl["vdd_v"] == [1.8]
+    assert wl["wl_v"] == [pytest.approx(1.35)]
+    assert lf["crossbar/write_noise"].attrs["wl_v"] == [pytest.approx(1.35)]  # JSON, decoded
+    assert lf["crossbar/write_noise"].attrs["wl_v_levels"] == [[pytest.approx(1.35)] * 3]
+    assert lf["crossbar/write_verify_failure"].attrs["wl_frac"] == 0.75
     assumed = lf.provenance["assumptions"]["device_variability"]
     assert assumed["sigma_c2c"] == plan.write.sigma_c2c
     xfer = lf["crossbar/read_transfer"]
@@ -159,7 +169,6 @@ def test_tiny_characterization_writes_the_contract_tables(tiny_lookup):
 def _fitted_lib(tmp_path, **values):
     """A copy of netlists/rram/rram.lib as ``spicebridge fit memristor`` writes it: new
     defaults in the ``.subckt rram`` header and the fit provenance in a comment line."""
-    import json
     import re
 
     from characterization.crossbar.netlist import rram_lib_path
@@ -431,13 +440,89 @@ def test_write_compliance_through_the_word_line_follows_vdd():
     assert np.all(g[1.98][1:] > g[1.98][:-1])  # still four ordered levels at 1.98 V
 
 
+@pytest.mark.ngspice
+def test_preset_word_line_limits_the_set_and_reaches_every_level():
+    """The presets' write word line (``run.WL_FRAC`` x vdd) is a compliance: the access
+    transistor slows the nominal cell's SET at fs / 1.62 V / 27 degC (time to the top level
+    >= 1.3x the one with the word line at vdd; measured 312 vs 193 ns), and at the default
+    grid's worst point (fs / 1.62 V / -40 degC) the nominal cell still reaches the top level
+    within 3x the unlimited time (measured 2.99 vs 1.65 us), so ``calibrate = "per_corner"``
+    calibrates everywhere with a bounded verify budget; 0.05 lower it reaches it only at its
+    ceiling (> 5x: 24 us), what makes WL_FRAC the lowest word line with that margin. A word
+    line 2x higher (the WL at vdd) limits nothing, 2x lower reaches no level."""
+    from characterization.crossbar.compliance import set_trace
+    from characterization.crossbar.netlist import ColumnConfig, WriteConfig
+    from characterization.crossbar.run import PRESETS, WL_FRAC
+
+    assert all(p["write"]["wl_frac"] == WL_FRAC for p in PRESETS.values())
+    cfg = ColumnConfig(rows=64)
+
+    def t_top(wl, corner, temp):
+        r = set_trace(cfg, WriteConfig(wl_frac=wl), corner, 1.62, temp, t_max_s=32e-6)
+        return r["t_level_s"][-1]
+
+    hot = {wl: t_top(wl, "fs", 27.0) for wl in (WL_FRAC, 1.0)}
+    assert hot[WL_FRAC] > 1.3 * hot[1.0], hot
+    cold = {wl: t_top(wl, "fs", -40.0) for wl in (WL_FRAC, round(WL_FRAC - 0.05, 2), 1.0)}
+    assert cold[WL_FRAC] is not None and cold[WL_FRAC] < 3 * cold[1.0], cold
+    lower = cold[round(WL_FRAC - 0.05, 2)]
+    assert lower is None or lower > 5 * cold[1.0], cold
+
+
+@pytest.mark.ngspice
+def test_per_level_word_lines_set_the_levels():
+    """``write.wl_frac_levels``: each level written with its own word line (compliance as the
+    multilevel knob). Near the compliance ceiling (tt / 1.8 V / 27 degC, WL 0.45 x vdd: the
+    nominal cell saturates at w = 0.36 over level 1's 1/3) the SET to level 1 takes > 10x the
+    time it takes at the common 0.7 x vdd (measured ~1.2 us vs 53 ns); the bench writes each
+    level at its word line (a level-1 cell under that 1.2 us pulse at 0.7 x vdd would program
+    to ~10 uS, not ~3.4); a word line below the level's ceiling (0.44: w <= 0.29) is refused
+    naming the level and the word line."""
+    from characterization.crossbar import points
+    from characterization.crossbar.netlist import ColumnConfig, WriteConfig, write_bench_deck
+    from characterization.sweep import SweepPoint
+
+    cfg = ColumnConfig(rows=64)
+    per = WriteConfig(cells_per_level=1, wl_frac=0.7, wl_frac_levels=[0.45, 0.49, 0.7])
+    assert per.wl_frac_levels == (0.45, 0.49, 0.7) and per.to_dict()["wl_frac_levels"] == [
+        0.45, 0.49, 0.7]
+    assert "wl_frac_levels" not in WriteConfig().to_dict()  # older plans keep their hashes
+    common = points.calibrate_write(cfg, replace(per, wl_frac_levels=()), 1.8)["single_widths_s"]
+    cal = points.calibrate_write(cfg, per, 1.8)
+    w = cal["single_widths_s"]
+    assert w[1] > 10 * common[1] and w[2] > 5 * common[2], (w, common)
+    assert w[3] == pytest.approx(common[3])  # the top level's word line is the common one
+    deck, layout = write_bench_deck(cfg, per, "tt", single_widths_s=w, n_pulses=4, vdd_v=1.8)
+    for j, (_mode, level, _copy) in enumerate(layout["cells"]):
+        assert f"Vwl{j} wl{j} 0 DC {per.wl_frac_of(level) * 1.8:.12g}\n" in deck
+    ctx = {"column": cfg.to_dict(), "write": per.to_dict(), "vdd_nom_v": 1.8}
+    pt = SweepPoint(0, {"process": "tt", "vdd_v": 1.8, "temp_c": 27.0}, 0, 5, ctx)
+    g = points.write_point(pt)["g_prog_s"][0, :, 0]  # single-shot, per level
+    assert 2.0e-6 < g[1] < 5.0e-6 < g[2] < 8.5e-6, g  # measured 4.1 / 7.9 uS
+    with pytest.raises(RuntimeError, match=r"never reached level 1 .*word line at 0.44 x vdd"):
+        points.calibrate_write(cfg, replace(per, wl_frac_levels=(0.44, 0.49, 0.7)), 1.8)
+
+
+def test_presets_write_samples_and_word_line():
+    """quick: >= 32 write samples per level and mode, default >= 200; every preset writes
+    with the compliance word line, recorded per vdd (``run.write_wl_v``)."""
+    from characterization.crossbar.run import WL_FRAC, write_wl_v
+
+    for name, least in (("quick", 32), ("default", 200), ("full", 200)):
+        p = make_plan(name)
+        assert p.mc_write * p.write.cells_per_level >= least, name
+        assert p.write.wl_frac == WL_FRAC
+        assert write_wl_v(p) == pytest.approx([WL_FRAC * v for v in p.vdd_v])
+    assert write_wl_v(make_plan("default")) == pytest.approx([1.215, 1.35, 1.485])
+
+
 _WRITE_POINT = """
 import json, sys
 import numpy as np
 from characterization.crossbar import points
 from characterization.crossbar.netlist import ColumnConfig, WriteConfig
 from characterization.sweep import SweepPoint
-wcfg = WriteConfig(cells_per_level=1, calibrate="nominal")
+wcfg = WriteConfig(cells_per_level=1, calibrate="nominal", wl_frac=0.75)  # the presets' WL
 ctx = {"column": ColumnConfig(rows=16).to_dict(), "write": wcfg.to_dict(), "vdd_nom_v": 1.8}
 out = []
 for corner, seed in json.loads(sys.argv[1]):
@@ -453,7 +538,6 @@ def test_same_seed_same_bits_across_processes_and_point_order():
     ran before it in the worker (with ngspice's TRRANDOM drawing the cycle-to-cycle factors,
     a tt point before it left 1e-20 S differences, and --jobs 1 / 2 differed by up to 1.2 %);
     another seed differs."""
-    import json
     import subprocess
     import sys
 
