@@ -896,31 +896,30 @@ def moment_exact(cfg: AnalogConfig, adc: AdcModel | None) -> bool:
             and cfg.weight_bits is not None and adc.bits <= MOMENT_EXACT_BITS)
 
 
-def _code_moments(x: torch.Tensor, sd: torch.Tensor, th: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of the code of ``x + sd N(0,1)`` (LSB) through sorted thresholds
-    ``th`` (x's shape + (n_th,)): ``E = sum_k P_k``, ``E[code^2] = sum_k (2k - 1) P_k``, with
-    ``P_k = Phi((x - t_k) / sd)`` (the code is the number of thresholds crossed). Where
-    every threshold is more than ``_CODE_SIGMAS`` sd away, ``P_k`` is 0 or 1 (missed
-    probability < 1e-15): the Gaussian CDF is evaluated only for the others."""
-    xs, sds, ths = x.reshape(-1), sd.reshape(-1), th.reshape(-1, th.shape[-1])
-    e1 = torch.zeros_like(xs)
-    e2 = torch.zeros_like(xs)
-    near = torch.zeros(xs.shape, dtype=torch.bool, device=xs.device)
-    cut = _CODE_SIGMAS * sds
-    for k in range(ths.shape[-1]):
-        d = xs - ths[:, k]
-        up = (d >= 0).to(xs.dtype)
-        e1 += up
-        e2 += (2 * k + 1) * up
-        near |= d.abs_() < cut
+def _code_moments(x: torch.Tensor, sd: torch.Tensor, inst: torch.Tensor | None,
+                  adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of the code of ``x + sd N(0,1)`` (LSB) through the thresholds of
+    ADC instance ``inst`` (x's shape; None: instance 0): ``E = sum_k P_k``,
+    ``E[code^2] = sum_k (2k - 1) P_k``, ``P_k = Phi((x - t_k) / sd)`` (the code is the
+    number of thresholds crossed). Where no threshold lies within ``_CODE_SIGMAS`` sd of
+    ``x`` (the exact table ADC gives one code at ``x - 8 sd`` and ``x + 8 sd``), the code is
+    certain (missed probability < 1e-15): the Gaussian CDF is evaluated only elsewhere."""
+    xs, sds = x.reshape(-1), sd.reshape(-1)
+    ins: torch.Tensor | int = 0 if inst is None else inst.reshape(-1)
+    cut = sds * _CODE_SIGMAS
+    e1 = adc.quantize_fast(xs, ins)
+    near = adc.quantize_fast(xs - cut, ins) != adc.quantize_fast(xs + cut, ins)
+    e2 = e1 * e1
     sel = near.nonzero().squeeze(1)
     if sel.numel():
-        xn, tn = xs.index_select(0, sel), ths.index_select(0, sel)
+        th_all = torch.as_tensor(adc.thresholds_lsb, dtype=xs.dtype, device=xs.device)
+        tn = th_all[0].expand(sel.numel(), -1) if inst is None else \
+            th_all.index_select(0, ins.index_select(0, sel))
+        xn = xs.index_select(0, sel)
         inv = 1.0 / (sds.index_select(0, sel) * _SQRT2)
         f1 = torch.zeros_like(xn)
         f2 = torch.zeros_like(xn)
-        for k in range(ths.shape[-1]):
+        for k in range(tn.shape[-1]):
             pk = torch.erfc((tn[:, k] - xn) * inv).mul_(0.5)
             f1 += pk
             f2 += (2 * k + 1) * pk
@@ -936,7 +935,7 @@ def _low_count_columns(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: Ad
                        ) -> tuple[torch.Tensor, ...]:
     """Per (lead, tile, conversion column): the moment mode's transfer gain (at the expected
     current), the LSB (level units), the moment mode's variance of one conversion and the
-    thresholds of the column's ADC instance (instance 0 without instances, as ``readout``)."""
+    column's ADC instance (None without instances: instance 0, as ``readout``)."""
     key = "low_count_columns"
     if arr.cache is not None and key in arr.cache:
         return arr.cache[key]
@@ -950,13 +949,11 @@ def _low_count_columns(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: Ad
     gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
     if gain is None:
         gain = torch.ones_like(u_bar)
-    th_all = torch.as_tensor(adc.thresholds_lsb, dtype=cells.dtype, device=cells.device)
+    inst = None
     if arr.inst is not None:
-        th = th_all[arr.inst.reshape(*arr.inst.shape[:-2], arr.inst.shape[-1])]
-        th = th.expand(*lead, t, k, th_all.shape[-1])
-    else:
-        th = th_all[0].expand(*lead, t, k, th_all.shape[-1])
-    out = (gain.reshape(*lead, t, k), lsb.reshape(*lead, t, k), v.reshape(*lead, t, k), th)
+        inst = arr.inst.reshape(*arr.inst.shape[:-2], arr.inst.shape[-1]).expand(
+            *lead, t, k).long()
+    out = (gain.reshape(*lead, t, k), lsb.reshape(*lead, t, k), v.reshape(*lead, t, k), inst)
     if arr.cache is not None:
         arr.cache[key] = out
     return out
@@ -989,7 +986,7 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     ns, c = arr.slice_w.numel(), arr.cols
     bits = cfg.input_bits
     dev, dt = xq.device, xq.dtype
-    gain, lsb, vmom, th = _low_count_columns(arr, cfg, hw, adc)
+    gain, lsb, vmom, inst = _low_count_columns(arr, cfg, hw, adc)
     ca, cb = hw.cell_map()
     g0 = hw.g_min_s * (hw.levels - 1) / (hw.g_max_s - hw.g_min_s)
     n_l = 1
@@ -1014,7 +1011,8 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     sign = torch.tensor([1.0, -1.0], device=dev, dtype=dt)
     coef = (arr.slice_w[:, None] * sign[None, :])[:, :, None]  # (S, 2, 1)
     gf, lf = gain.reshape(n_l * t, k), lsb.reshape(n_l * t, k)
-    vf, thf = vmom.reshape(n_l * t, k), th.reshape(n_l * t, k, -1)
+    vf = vmom.reshape(n_l * t, k)
+    instf = None if inst is None else inst.reshape(n_l * t, k)
     an2 = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
     tb = None
     if cfg.nonlinearity or cfg.read_noise:
@@ -1036,7 +1034,7 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
                     var_u = var_u + vals[nm] ** 2
         lq = lf[ct]
         sd = (var_u / lq ** 2 + an2).clamp_(min=1e-12).sqrt_()
-        e1, vc = _code_moments(sensed / lq, sd, thf[ct])
+        e1, vc = _code_moments(sensed / lq, sd, None if instf is None else instf[ct], adc)
         d = lq * (e1 + adc.code_offset) - gf[ct] * (ca * s + (cb - g0) * cnt)
         dv = lq ** 2 * vc - vf[ct]
         d = (d.reshape(-1, ns, 2, c) * coef).sum((1, 2))
