@@ -614,7 +614,8 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table],
                 {**wc, "stat": np.asarray(WRITE_STATS)}, "S", {**wcu, "stat": "1"},
                 {**wattrs, "description": "programmed conductance from reset (w=0) per target "
                  "level: single-shot (calibrated pulse width) and write-verify (step pulses "
-                 "until G >= target - tol)"})
+                 "until the read at T >= G(w_l, T) - tol, the level as read at T), as read at "
+                 "T"})
     t_ws = Table(CROSSBAR_WRITE_NOISE_SAMPLES, samples, (*lead, "mode", "level", "sample"),
                  {**wc, "sample": np.arange(samples.shape[-1])}, "S", {**wcu, "sample": "1"},
                  {**wattrs, "description": "empirical programmed conductances (Monte-Carlo "
@@ -644,11 +645,13 @@ def build_tables(plan: CrossbarRun, col: dict[str, Table], wr: dict[str, Table],
                  {**coords, "level": np.arange(cfg.levels)}, "1", {**cu, "level": "1"},
                  {**wattrs, "pulse_budget": json.dumps(np.asarray(budget).tolist()),
                   "calibrate": plan.write.calibrate,
+                  "verify_max_pulses": plan.write.verify_max_pulses,
                   "description": "fraction of write-verify cells that never reached their "
-                  "level (G >= target - verify_tol_rel (G_max - G_min)) within the pulse "
-                  "budget (verify_budget x the pulses the nominal device needs at the "
-                  "calibration point; pulse_budget per point, in the PVT order); their last "
-                  "read is kept in the samples"})
+                  "level (read at T >= G(w_l, T) - verify_tol_rel (G(1, T) - G(0, T)), the "
+                  "level's state as read at the write temperature, crossbar/cell_read) within "
+                  "the pulse budget (verify_budget x the pulses the nominal device needs at "
+                  "the calibration point, at most verify_max_pulses; pulse_budget per point, "
+                  "in the PVT order); their last read is kept in the samples"})
 
     mi, mn = col["margin_i_a"].data, col["margin_noise_a"].data
     marg = np.empty((*shape, len(MARGIN_STATS)))

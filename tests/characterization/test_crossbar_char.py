@@ -550,3 +550,64 @@ def test_same_seed_same_bits_across_processes_and_point_order():
     b5, b6 = run([["ss", 5], ["ss", 6]])  # ss first in its process
     assert np.array_equal(a5, b5)
     assert np.abs(b5 - b6).max() > 1e-8  # the draws do depend on the seed
+
+
+def _nominal_write(temp_c: float, **write):
+    """One nominal cell per level (no device variation) programmed at tt / 1.8 V / ``temp_c``
+    with the presets' word line; returns the write point's result and the column."""
+    from characterization.crossbar import points
+    from characterization.crossbar.netlist import ColumnConfig, WriteConfig
+    from characterization.sweep import SweepPoint
+
+    cfg = ColumnConfig(rows=64)
+    wcfg = WriteConfig(cells_per_level=1, wl_frac=0.75, sigma_gon=0.0, sigma_goff=0.0,
+                       sigma_vset_v=0.0, sigma_k=0.0, sigma_c2c=0.0, **write)
+    ctx = {"column": cfg.to_dict(), "write": wcfg.to_dict(), "vdd_nom_v": 1.8}
+    pt = SweepPoint(0, {"process": "tt", "vdd_v": 1.8, "temp_c": temp_c}, 0, 5, ctx)
+    return points.write_point(pt), cfg, wcfg
+
+
+@pytest.mark.ngspice
+def test_write_verify_targets_the_level_as_read_at_the_write_temperature(shared_engine):
+    """Temperature applied once: a verify read at T is compared with the level's state as read
+    at T, G(w_l, T) (the column deck's reference cells at T, i.e. ``crossbar/cell_read``), and
+    the cell that passes maps back, through that G(T) (what nnsim does with the samples), to
+    its level. At 85 degC the nominal cell's top state reads 0.967 G_max (measured 9.67 uS,
+    10.27 at 27 degC), below the 27 degC pass mark G_max - tol (9.70 uS): against the 27
+    degC conductances (temperature not applied to the target) the nominal top cell never
+    passes; with the target's temperature counted twice (x G(85)/G(27) again) it stops short
+    of its level (the top state 2.84); targets 2x: no level passes."""
+    from characterization.crossbar.netlist import column_deck
+    from characterization.crossbar.points import verify_targets
+
+    r, cfg, wcfg = _nominal_write(85.0, t_step_s=2e-9)  # fine steps: stops near its mark
+    op = shared_engine.simulate(column_deck(cfg, "tt", temp_c=85.0))
+    g_t = np.array([abs(float(op.vector(f"i(vref{lvl})")[0]))
+                    for lvl in range(cfg.levels)]) / cfg.v_read_v
+    targets, tol = verify_targets(cfg, wcfg, g_t)
+    assert targets == pytest.approx(g_t, rel=1e-6)  # the cell is linear in its state
+    assert tol == pytest.approx(wcfg.verify_tol_rel * (g_t[-1] - g_t[0]))
+    # the hot top state is below the old (27 degC, tnom) pass mark: never reached that way
+    assert g_t[-1] < cfg.g_max_s - wcfg.verify_tol_rel * (cfg.g_max_s - cfg.g_min_s)
+    assert np.all(r["verify_failed"][1:] == 0), r["verify_failed"]
+    g = r["g_prog_s"][1, :, 0]  # verify mode, per level (read at 85 degC)
+    state = (g - g_t[0]) / (g_t[-1] - g_t[0]) * (cfg.levels - 1)  # nnsim's map, level units
+    # within the pass band (3 x verify_tol_rel in level units) plus one 2 ns step; measured
+    # 0.948 / 2.026 / 2.944 (temperature twice: the top level stops at 2.84)
+    assert state[1:] == pytest.approx(np.arange(1, cfg.levels), abs=0.1), state
+
+
+@pytest.mark.ngspice
+def test_verify_pulse_cap_bounds_the_train_and_counts_failures():
+    """``write.verify_max_pulses``: the verify train is cut at the cap whatever the calibrated
+    budget (tt / 27 degC wants 36 pulses; the nominal cell needs 5 / 10 / 17 for levels 1-3),
+    and the cells not at their level by then are verify failures; a cap below 4 is refused."""
+    from characterization.crossbar.netlist import WriteConfig
+    from characterization.errors import ConfigError
+
+    r, _, _ = _nominal_write(27.0, verify_max_pulses=8)
+    assert r["pulse_budget"][0] == 8
+    assert r["verify_failed"][:, 0].tolist() == [0, 0, 1, 1], r["verify_failed"]
+    assert np.nanmax(r["n_pulses"][1]) == 8
+    with pytest.raises(ConfigError, match="verify_max_pulses"):
+        WriteConfig(verify_max_pulses=2)
