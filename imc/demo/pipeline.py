@@ -23,7 +23,7 @@ from spicebridge.fileio import atomic_write_text
 CORNERS = ("tt", "ss", "ff")
 VDD_V, TEMP_C = 1.8, 27.0
 BITS_SWEEP = (3, 4, 5, 6, 8)
-RAP_BITS = (4, 5, 6, 8)  # at 3 bits (K = 2) RAP's per-conversion ADC sampling is ~10x slower
+RAP_BITS = (3, 4, 5, 6, 8)  # 3 bits (K = 2): 1.2x the analog forward with the C kernel
 GAMMAS = (1.0, 3.0, 5.0)
 VAT_GAMMAS, VAT_GAMMA = (1.0, 3.0, 4.0, 5.0), 5.0  # the four-way table; VAT trained at 5
 DEMO_BITS = 6
@@ -176,8 +176,10 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 5, seed: int = 0, redo: b
 
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]
-# RAP's integer forward with the circuit ADC sampled per conversion is the slow part: it is
-# scored on the first RAP_IMAGES test images on 2 chips (the analog runs use all 450 images).
+# RAP on programmed cells converts 5-34 M times per image (fused C kernel nnsim/kernels/
+# rap_mvm.c, about 0.3 CPU s per image at 3 bits): on 2 cores all 450 images x 5 chips would
+# take ~35 CPU min for the RAP steps, so they score the first RAP_IMAGES test images on
+# RAP_CHIPS chips (the analog runs use all 450 images; docs/rap.md section 8.0b).
 RAP_IMAGES, RAP_CHIPS = 90, 2
 _RAP = ["--rap", "--rap-no-dense", "--limit", str(RAP_IMAGES), "--chips", str(RAP_CHIPS)]
 _EVALS: dict[str, tuple[str, list[str]]] = {

@@ -824,7 +824,9 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
         _decisions_markdown(comps, w)
     raps = _rows(r["accuracy"], method="rap")
     if raps:
-        w(f"\nRAP: {raps[0]['crossbar']}. Digital in RAP: {'; '.join(raps[0]['digital'])}.\n")
+        w(f"\nRAP: {raps[0]['crossbar']}. Digital in RAP: {'; '.join(raps[0]['digital'])}. "
+          "ADC offset trim: none (the thresholds as characterized) except the "
+          "`rap-trim-<trim>` rows (docs/rap.md section 4.1).\n")
     _energy_markdown(r, w)
     _vat_markdown(r, w)
     w("\n## Reproduce\n")
