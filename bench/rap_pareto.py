@@ -5,7 +5,8 @@ docs/rap_pareto.png.
 
 Usage::
 
-    .venv/bin/python bench/rap_pareto.py bench/results/rap_fair_*.json
+    .venv/bin/python bench/rap_pareto.py bench/results/rap_fair_tt.json \\
+        bench/results/rap_fair_ss.json bench/results/rap_fair_ff.json
 """
 
 from __future__ import annotations
