@@ -289,6 +289,29 @@ def _per_level(table: torch.Tensor, targets: torch.Tensor, integer: bool) -> tor
 
 
 
+CEILING_SOURCES = ("levels", "samples", "fit")
+"""Write-noise forms of the characterized device, whose programmed levels are capped at the
+device's full set (``write_ceiling``) when written with their bias (the device's truth);
+``parametric``, ``none`` and the zero-mean forms (``bias=False``: the papers' TxSim form of
+the ClipFormer protocol) are not."""
+
+
+def write_ceiling(hw: HardwareModel) -> float:
+    """Highest programmed level (level units) a write reaches: the largest characterized
+    programmed conductance at this PVT point (all modes and levels, state domain), i.e. the
+    fully set cell with its device-to-device spread (a cell cannot exceed full set: the
+    model's state stops at w = 1); ``levels - 1`` (G_max, the nominal full set) for files
+    without samples. An estimate from the samples (their maximum), so the forms' Gaussian
+    tails stop where the characterized cells did (docs/crossbar.md)."""
+    key = ("write_ceiling",)
+    if key not in hw._cache:
+        n_lv = hw.levels - 1
+        tops = [float(np.max(s)) for s in hw.write_samples_s.values() if np.size(s)]
+        g = max(tops) if tops else hw.g_max_s
+        hw._cache[key] = max((g - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv, float(n_lv))
+    return hw._cache[key]
+
+
 def _relative_k(hw: HardwareModel, source: str, mode: str, gamma: float,
                 sigma: float | None) -> float:
     """gamma x the relative write-noise k of the ``parametric`` (``sigma``) or fitted
@@ -320,19 +343,23 @@ def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: st
     * ``none``: the targets.
 
     A cell at G_min (level 0) gets no noise in the TxSim forms; in ``levels``/``samples`` it
-    gets what was measured at level 0. Programmed conductances are floored at 0 S.
+    gets what was measured at level 0. Programmed conductances are floored at 0 S and, in the
+    characterized forms (``levels``, ``samples``, ``fit``) with their bias, capped at the
+    device's full set (``write_ceiling``: the Gaussian forms' tails otherwise reach 12-16 uS
+    where the cells stop at ~11 uS; ``bias=False``, the papers' zero-mean form, is not).
     """
     if source == "none":
         return targets
     n_lv = hw.levels - 1
     floor = -n_lv * hw.g_min_s / (hw.g_max_s - hw.g_min_s)  # G' >= 0
+    ceil = write_ceiling(hw) if bias and source in CEILING_SOURCES else None  # <= full set
     out = targets
     if bias and source in ("levels", "samples", "fit") and (
             source != "fit" or mode in hw.write_samples_s):
         b, _ = level_moments(hw, mode, targets.device)
         out = targets + _per_level(b.to(targets.dtype), targets, integer)
     if gamma == 0.0:
-        return out if out is targets else torch.clamp(out, min=floor)
+        return out if out is targets else torch.clamp(out, min=floor, max=ceil)
     if source == "samples" and integer:
         if mode not in hw.write_samples_s:
             level_moments(hw, mode)  # raises, naming the table
@@ -346,17 +373,18 @@ def write_levels(targets: torch.Tensor, hw: HardwareModel, source: str, mode: st
         resid = (lv_s - lv_s.mean(1, keepdim=True)).reshape(-1)
         idx = torch.randint(0, n, targets.shape, generator=generator, device=targets.device)
         drawn = resid[targets.long().clamp(0, n_lv) * n + idx]
-        return torch.clamp(out + gamma * drawn.to(targets.dtype), min=floor)
+        return torch.clamp(out + gamma * drawn.to(targets.dtype), min=floor, max=ceil)
     noise = torch.randn(targets.shape, generator=generator, device=targets.device,
                         dtype=targets.dtype)
     if source in ("levels", "samples"):
         _, s = level_moments(hw, mode, targets.device)
         return torch.clamp(out + gamma * _per_level(s.to(targets.dtype), targets, integer)
-                           * noise, min=floor)
+                           * noise, min=floor, max=ceil)
     k = _relative_k(hw, source, mode, gamma, sigma)
     if k == 0.0:
         return out
-    return torch.clamp(out + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor)
+    return torch.clamp(out + k * torch.sqrt(n_lv * targets.clamp(min=0)) * noise, min=floor,
+                       max=ceil)
 
 
 def input_scale(x: torch.Tensor, bits: int, signed: bool, prob_scale: str = "row_pow2"
@@ -664,9 +692,12 @@ def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcMode
     return out
 
 
-def _censored_normal(mu: torch.Tensor, sd: torch.Tensor, floor: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of ``max(X, floor)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point)."""
+def _censored_normal(mu: torch.Tensor, sd: torch.Tensor, floor: float,
+                     ceil: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``max(X, floor)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point); with
+    ``ceil``, of ``min(max(X, floor), ceil)``."""
+    if ceil is not None:
+        return _clipped_normal(mu, sd, floor, ceil)
     pos = sd > 0
     s = torch.where(pos, sd, torch.ones_like(sd))
     a = (mu - floor) / s
@@ -679,18 +710,38 @@ def _censored_normal(mu: torch.Tensor, sd: torch.Tensor, floor: float
     return mean, var
 
 
+def _clipped_normal(mu: torch.Tensor, sd: torch.Tensor, lo: float, hi: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``min(max(X, lo), hi)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point)."""
+    pos = sd > 0
+    s = torch.where(pos, sd, torch.ones_like(sd))
+    a, b = (lo - mu) / s, (hi - mu) / s
+    nd = torch.distributions.Normal(torch.zeros_like(a), torch.ones_like(a))
+    pa, pb = nd.cdf(a), nd.cdf(b)
+    fa, fb = nd.log_prob(a).exp(), nd.log_prob(b).exp()
+    mid = pb - pa
+    m1 = lo * pa + hi * (1 - pb) + mu * mid + s * (fa - fb)
+    m2 = (lo ** 2 * pa + hi ** 2 * (1 - pb) + (mu ** 2 + s ** 2) * mid
+          + 2 * mu * s * (fa - fb) + s ** 2 * (a * fa - b * fb))
+    mean = torch.where(pos, m1, mu.clamp(min=lo, max=hi))
+    var = torch.where(pos, (m2 - m1 ** 2).clamp(min=0), torch.zeros_like(mu))
+    return mean, var
+
+
 def write_moments(hw: HardwareModel, source: str, mode: str, gamma: float,
                   sigma: float | None, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact mean and variance (level units, float64, per target level) of one cell written
     by ``write_levels`` with the same arguments (integer targets): the bias, gamma-scaled
-    zero-mean part and the floor at 0 S (a censored Gaussian for the Gaussian forms; the
-    characterized residuals themselves for ``samples``)."""
+    zero-mean part, the floor at 0 S and the characterized forms' ceiling (``write_ceiling``)
+    (a censored Gaussian for the Gaussian forms; the characterized residuals themselves for
+    ``samples``)."""
     key = ("write_moments", source, mode, float(gamma), sigma, bool(bias))
     if key in hw._cache:
         return hw._cache[key]
     n_lv = hw.levels - 1
     lv = torch.arange(hw.levels, dtype=torch.float64)
     floor = -n_lv * hw.g_min_s / (hw.g_max_s - hw.g_min_s)
+    ceil = write_ceiling(hw) if bias and source in CEILING_SOURCES else None
     zero = torch.zeros_like(lv)
     if source == "none":
         out = (lv, zero)
@@ -702,20 +753,21 @@ def write_moments(hw: HardwareModel, source: str, mode: str, gamma: float,
             b, _ = level_moments(hw, mode)
             mu = lv + b.double()
         if gamma == 0.0:
-            out = (mu.clamp(min=floor) if biased else mu, zero)
+            out = (mu.clamp(min=floor, max=ceil) if biased else mu, zero)
         elif source == "samples":
             level_moments(hw, mode)  # raises, naming the table, if there are none
             lv_s = (torch.as_tensor(hw.write_samples_s[mode], dtype=torch.float64)
                     - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv
-            y = (mu[:, None] + gamma * (lv_s - lv_s.mean(1, keepdim=True))).clamp(min=floor)
+            y = (mu[:, None] + gamma * (lv_s - lv_s.mean(1, keepdim=True))).clamp(min=floor,
+                                                                                  max=ceil)
             out = (y.mean(1), y.var(1, unbiased=False))  # uniform draws over the samples
         elif source == "levels":
             _, s = level_moments(hw, mode)
-            out = _censored_normal(mu, gamma * s.double(), floor)
+            out = _censored_normal(mu, gamma * s.double(), floor, ceil)
         else:
             k = _relative_k(hw, source, mode, gamma, sigma)
             out = (mu, zero) if k == 0.0 else _censored_normal(
-                mu, k * torch.sqrt(n_lv * lv), floor)
+                mu, k * torch.sqrt(n_lv * lv), floor, ceil)
     hw._cache[key] = out
     return out
 

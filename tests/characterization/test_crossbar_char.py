@@ -611,3 +611,39 @@ def test_verify_pulse_cap_bounds_the_train_and_counts_failures():
     assert np.nanmax(r["n_pulses"][1]) == 8
     with pytest.raises(ConfigError, match="verify_max_pulses"):
         WriteConfig(verify_max_pulses=2)
+
+
+@pytest.mark.ngspice
+def test_characterized_write_forms_stop_at_the_devices_full_set(tiny_lookup):
+    """A cell cannot exceed full set (the model's state stops at w = 1): nnsim's
+    characterized write forms (``levels``, ``fit``, ``samples``) cap a programmed level at the
+    largest programmed conductance the SPICE write bench produced at that PVT point
+    (``write_ceiling``), where the Gaussian forms' tails would go on (12-16 uS in the quick
+    file for cells that stop at ~11 uS); the papers' ``parametric`` and zero-mean forms are
+    not. (Mutation checked: the ceiling x2 fails here.)"""
+    import torch
+
+    from nnsim.analog import write_ceiling, write_levels
+    from nnsim.hardware import HardwareModel
+
+    _, summary, _ = tiny_lookup
+    hw = HardwareModel.from_lookup(summary["path"], "ss", 1.8, 85.0, adc_bits=None)
+    n_lv = hw.levels - 1
+    g_top = max(float(s.max()) for s in hw.write_samples_s.values())  # state domain, S
+    ceil = write_ceiling(hw)
+    assert ceil == pytest.approx(max((g_top - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * n_lv,
+                                     n_lv))
+    assert hw.g_max_s <= g_top < 1.3 * hw.g_max_s or ceil == n_lv, g_top  # full set + spread
+    g = torch.Generator().manual_seed(1)
+    top = torch.full((20000,), float(n_lv))
+    for source in ("levels", "fit"):
+        lv = write_levels(top, hw, source, "single", 3.0, None, g, True)
+        assert float(lv.max()) <= ceil + 1e-6, source
+        assert float((lv >= ceil - 1e-6).float().mean()) > 0.01, source  # the cap binds
+    with pytest.warns(UserWarning, match="characterized conductances per level"):
+        lv = write_levels(top, hw, "samples", "single", 5.0, None, g, True)
+    assert float(lv.max()) <= ceil + 1e-6
+    lv = write_levels(top, hw, "parametric", "single", 1.0, 0.3, g, True)
+    assert float(lv.max()) > ceil  # the parametric form: the papers' uncapped Gaussian
+    lv = write_levels(top, hw, "fit", "single", 3.0, None, g, True, bias=False)
+    assert float(lv.max()) > ceil  # the zero-mean TxSim form (ClipFormer protocol): uncapped

@@ -25,12 +25,22 @@ from nnsim.data import load_dataset
 GAMMA = 3.0
 
 
-def _sigma_levels(hw, mode):
+def _sigma_levels(hw, mode, gamma=None):
     """Per target level, the sigma of the characterized programmed conductances in level
-    units (independent of ``nnsim.analog.level_moments``)."""
+    units (independent of ``nnsim.analog.level_moments``); with ``gamma``, the sigma / gamma
+    of the gamma-scaled Gaussian stopped at the device's full set (the largest characterized
+    conductance, at least G_max) and at 0 S (numpy draws)."""
+    n_lv, dg = hw.levels - 1, hw.g_max_s - hw.g_min_s
     s = np.asarray(hw.write_samples_s[mode], float)
-    lv = (s - hw.g_min_s) / (hw.g_max_s - hw.g_min_s) * (hw.levels - 1)
-    return lv.std(axis=1, ddof=1)
+    lv = (s - hw.g_min_s) / dg * n_lv
+    sd = lv.std(axis=1, ddof=1)
+    if gamma is None:
+        return sd
+    top = max((max(float(np.max(x)) for x in hw.write_samples_s.values()) - hw.g_min_s)
+              / dg * n_lv, n_lv)
+    z = np.random.default_rng(0).standard_normal(400000)
+    return np.array([np.clip(m + gamma * v * z, -n_lv * hw.g_min_s / dg, top).std() / gamma
+                     for m, v in zip(lv.mean(axis=1), sd, strict=True)])
 
 
 @pytest.fixture
@@ -90,7 +100,7 @@ def test_kv_redrawn_every_inference_static_fixed_within_a_chip(tiny_digits_model
         # K and V: two writes per block and inference, new noise each time
         depth = len(analog.blocks)
         assert len(first) == len(second) == 2 * depth
-        sig = _sigma_levels(hw_tt, cfg.dynamic_write_mode)
+        sig = _sigma_levels(hw_tt, cfg.dynamic_write_mode, GAMMA)
         for (_, t1, p1), (_, t2, p2) in zip(first[:2], second[:2], strict=True):  # block 0
             assert torch.equal(t1, t2)  # same image, same static cells: same K/V targets
             ratios = _ratio_per_level(p1 - p2, t1, sig, 2 * GAMMA ** 2)
@@ -116,7 +126,7 @@ def test_kv_redrawn_every_inference_static_fixed_within_a_chip(tiny_digits_model
         spy.clear()
         convert_to_analog(model, hw_tt, cfg, seed=8)
         other = [c for c in spy if c[0] == cfg.static_write_mode]
-        sig_v = _sigma_levels(hw_tt, cfg.static_write_mode)
+        sig_v = _sigma_levels(hw_tt, cfg.static_write_mode, cfg.static_gamma)
         for (_, t7, p7), (_, t8, p8) in zip(static_writes, other, strict=True):
             assert torch.equal(t7, t8) and not torch.equal(p7, p8)
         t = torch.cat([c[1].reshape(-1) for c in static_writes])
