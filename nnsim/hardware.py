@@ -696,6 +696,8 @@ class HardwareModel:
             sigma at the sensed current and the transfer spread (``std_ratio`` x sensed
             current), both in level units.
         """
+        if not (gain or read or spread):
+            return None, None, None
         tb = self.readout_tables(u_t.device)
 
         def segment(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -712,7 +714,7 @@ class HardwareModel:
 
         # the transfer mean and its spread share one segment search (same abscissa)
         seg = segment((u_t * tb["rel_per_u"]).clamp_(0.0, float(tb["n"])))
-        g = pwl(tb["mean"], seg) if (gain or read or spread) else None
+        g = pwl(tb["mean"], seg)
         u_s = u_t * g
         s_read = pwl(tb["sigma"], segment((u_s * tb["noise_per_u"]).clamp_(
             0.0, float(tb["n"])))) if read else None

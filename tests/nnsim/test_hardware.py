@@ -160,6 +160,11 @@ def test_readout_is_the_tables_piecewise_linear_interpolant(hw_tt):
     np.testing.assert_allclose(s_spread.numpy(), np.interp(rel, hw.transfer_i_rel,
                                                            hw.transfer_std) * u.numpy() * want,
                                rtol=1e-4, atol=1e-9)
+    # one term at a time is that term alone; none asked is three Nones (was a TypeError)
+    g1, r1, sp1 = hw.readout_terms(u, gain=False, read=True, spread=False)
+    assert g1 is None and sp1 is None
+    torch.testing.assert_close(r1, s_read)
+    assert hw.readout_terms(u, gain=False, read=False, spread=False) == (None, None, None)
 
 
 def test_cell_read_table_is_the_cells_temperature(synthetic_lookups, tmp_path):
