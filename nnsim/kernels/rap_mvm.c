@@ -17,7 +17,9 @@
  *
  * Random numbers: counter-based (splitmix64 of the seed and the conversion's coordinates
  * (t, tile, sign, plane, group, column)), Box-Muller; the bits do not depend on the thread
- * count or the order of the work. stats: [cycles, active rows, draws].
+ * count or the order of the work. stats: [cycles, active rows, draws, sum over the
+ * conversions of the programmed column sum s - inst_off (the ideal column current at T in
+ * fixed-point level units, G_min included)].
  */
 #include <math.h>
 #include <stdint.h>
@@ -49,11 +51,11 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
     const int64_t in_pad = n_tiles * rows;
     const int64_t block = n_inst * size;
     const double lo = -1.5, hi = (double)n_thr + 1.5;
-    int64_t cycles = 0, active = 0, draws = 0;
+    int64_t cycles = 0, active = 0, draws = 0, current = 0;
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1) \
-    reduction(+ : cycles, active, draws) reduction(| : failed)
+    reduction(+ : cycles, active, draws, current) reduction(| : failed)
 #endif
     {
         int32_t *sum = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
@@ -96,6 +98,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                 base *= (uint64_t)cols;
                                 for (int64_t j = 0; j < cols; j++) {
                                     int64_t s = sum[j];
+                                    current += s - (int64_t)off[j];
                                     int64_t code = fused ? certain[s] : -1;
                                     if (code < 0) {
                                         draws++;
@@ -128,5 +131,6 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
     stats[0] = cycles;
     stats[1] = active;
     stats[2] = draws;
+    stats[3] = current;
     return failed ? -1 : 0;
 }

@@ -183,6 +183,14 @@ def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *
     conv = c.conversions / n
     energy = None if adc is None or adc.energy_j is None else conv * adc.energy_j
     t_conv = None if adc is None or adc.conversion_time_s is None else adc.conversion_time_s
+    # the simulated reads (programmed cells only): mean ideal column current at T per
+    # conversion (MVMCounters.current_q) and mean active rows per conversion (every column
+    # of a cycle reads the cycle's rows)
+    rd = rap.readout
+    unit_a = getattr(hw, "unit_a", None)
+    sim_i = (c.current_q / float(1 << rd.frac_bits) * float(unit_a) / c.conversions
+             if rd is not None and unit_a is not None and c.conversions else None)
+    sim_rows = c.active_rows / c.cycles if rd is not None and c.cycles else None
     return {
         "correct": cor, "accuracy": float(cor.mean()), "n_images": n, "mode": mvm.mode,
         "adc_bits": mvm.adc_bits, "k": mvm.k_active, "rows": mvm.rows,
@@ -198,6 +206,8 @@ def run_mvm(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: int, *
         "cells": rap.cells_model,
         "crossbar": RAP_CROSSBAR if rap.cells_model == "programmed" else RAP_CROSSBAR_IDEAL,
         "uncertain_fraction": None if rap.readout is None else rap.readout.uncertain_fraction,
+        "mean_column_current_a": sim_i, "mean_active_rows": sim_rows,
+        "column_reads": c.conversions,
     }
 
 
@@ -327,6 +337,22 @@ def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: in
     correct = np.stack([r["correct"] for r in runs])
     mean, ci, msgs = bootstrap_ci(correct, seed=seed, warn=False)
     r0 = runs[0]
+    # the simulated reads over all chips (weighted by their conversions); both mappings
+    # (sparse RAP and its dense baseline) scale the crossbar read parts the same way
+    n_read = sum(r["column_reads"] for r in runs)
+    known = n_read > 0 and all(r["mean_column_current_a"] is not None for r in runs)
+    sim = {"mean_column_current_a": sum(r["mean_column_current_a"] * r["column_reads"]
+                                        for r in runs) / n_read if known else None,
+           "mean_active_rows": sum(r["mean_active_rows"] * r["column_reads"]
+                                   for r in runs) / n_read if known else None,
+           "column_reads": n_read}
+    epi = None if r0["adc_energy_j_per_inference"] is None else energy_per_inference(
+        float(np.mean([r["conversions_per_inference"] for r in runs])),
+        getattr(hw, "adcs", {}).get(mvm.adc_bits), getattr(hw, "read_energy", None),
+        mean_column_current_a=sim["mean_column_current_a"],
+        mean_active_rows=sim["mean_active_rows"])
+    if epi is not None:
+        epi["simulated_read"] = sim
     return RapMvmResult(
         mode=mvm.mode, adc_bits=mvm.adc_bits, k=r0["k"], accuracy_mean=mean,
         accuracy_ci95=ci, ci_method=f"bootstrap over chips and images ({N_BOOT} resamples)",
@@ -347,11 +373,9 @@ def _over_chips(rap: RapViT, loader: Iterable, mvm: MVMConfig, hw: Any, seed: in
         digital=list(RAP_DIGITAL), rows=mvm.rows, cell_bits=mvm.cell_bits, warnings=msgs,
         time_s=sum(r["wall_s"] for r in runs),
         # the whole read (nnsim.energy): ADC parts x conversions + crossbar read parts x
-        # column reads (one column read per conversion in both mappings)
-        energy_per_inference=None if r0["adc_energy_j_per_inference"] is None else
-        energy_per_inference(float(np.mean([r["conversions_per_inference"] for r in runs])),
-                             getattr(hw, "adcs", {}).get(mvm.adc_bits),
-                             getattr(hw, "read_energy", None)),
+        # column reads (one column read per conversion in both mappings), the crossbar parts
+        # scaled by the simulated reads where the table allows (simulated_read)
+        energy_per_inference=epi,
         correct=correct)
 
 

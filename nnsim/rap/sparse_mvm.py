@@ -144,6 +144,12 @@ class MVMCounters:
     cycles: int = 0
     active_rows: int = 0
     calls: int = 0
+    current_q: int = 0
+    """Programmed cells only: the sum over the conversions of the column's programmed
+    fixed-point sum (``nnsim.rap.crossbar.program_cells``: the ideal column current at T in
+    level units times ``2**frac_bits``, G_min included; before the transfer and the noise).
+    Divided by ``conversions`` and ``2**frac_bits``, times ``HardwareModel.unit_a``: the mean
+    column current ``energy_per_inference`` scales the crossbar read parts by."""
 
     def add(self, other: MVMCounters) -> None:
         """Accumulate ``other`` into this."""
@@ -151,6 +157,7 @@ class MVMCounters:
         self.cycles += other.cycles
         self.active_rows += other.active_rows
         self.calls += other.calls
+        self.current_q += other.current_q
 
 
 class SparseMVM:
@@ -324,7 +331,7 @@ class SparseMVM:
         pad = self.n_tiles * cfg.rows - self.in_features
         xp = (torch.nn.functional.pad(x, (0, pad)) if pad else x).contiguous()
         acc = torch.zeros(t_count, self.cols, dtype=_I64)
-        stats = torch.zeros(3, dtype=_I64)
+        stats = torch.zeros(4, dtype=_I64)
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, dtype=_I64))
         rc = lib.rap_mvm(
             ptr(xp, _I64), t_count, self.n_tiles, cfg.rows, self.cols, cfg.input_bits - 1,
@@ -335,7 +342,8 @@ class SparseMVM:
             int(self.fused), ptr(acc), ptr(stats), threads())
         if rc != 0:
             raise MemoryError("RAP kernel: scratch allocation failed")
-        cyc, act, draws = (int(v) for v in stats)
+        cyc, act, draws, cur = (int(v) for v in stats)
+        self.counters.current_q += cur
         self.counters.cycles += cyc
         self.counters.conversions += cyc * self.cols
         self.counters.active_rows += act
@@ -363,6 +371,11 @@ class SparseMVM:
         cfg = self.config
         t_count, n_tiles, r = bits.shape
         groups = self._count(bits)                                       # (T, tiles)
+        if self.readout is not None:
+            # every active row is in exactly one group: the conversions' programmed column
+            # sums add up to the active rows' cell currents (MVMCounters.current_q)
+            cells = self.cells.reshape(n_tiles, r, self.cols).sum(-1)  # (tiles, R)
+            self.counters.current_q += int((bits * cells[None]).sum())
         if cfg.mode == "dense":
             sums = self._dense_tiles(bits)                               # (T * tiles, cols)
             if self.readout is not None:

@@ -234,3 +234,52 @@ def test_fused_and_full_sampling_agree_on_a_tiny_model(tiny_digits_model, hw_ss)
     y = rap.set_mvm(cfg, hw, seed=0)(xb)
     y0 = rap.set_mvm(MVMConfig(mode="digital"))(xb)
     assert (y - y0).abs().mean() > 0.05 * y0.abs().mean()   # the noise moves the logits
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_programmed_mvm_records_the_simulated_column_currents_and_rows(hw_ss, mode,
+                                                                       use_kernel):
+    """Both paths (C kernel, torch) add per conversion the programmed column sum (the ideal
+    column current at T, G_min included) and count the active rows: equal to a float64 NumPy
+    recomputation from the input bits, the programmed cells and the grouping rule (at most k
+    active rows per conversion in sparse mode; one conversion per plane and array in dense
+    mode), on 2 arrays. Fails with the recorded current x2."""
+    from nnsim.rap.sparse_mvm import kernel_path
+
+    if use_kernel and kernel_path() != "c":
+        pytest.skip("no C compiler: torch path only")
+    cfg = MVMConfig(adc_bits=4, rows=64, cell_bits=2, mode=mode,
+                    **({"adc_shift": 3} if mode == "dense" else {}))
+    adc = ColumnADC.from_adc_model(hw_ss.adc(4), cfg.shift, cfg.s_max)
+    g = torch.Generator().manual_seed(5)
+    w = torch.randint(-127, 128, (6, 100), generator=g)
+    x = torch.randint(-127, 128, (5, 100), generator=g) >> 2
+    st = CellSettings()
+    chip = torch.Generator().manual_seed(1)
+    m = SparseMVM(w, cfg, adc, chip, use_kernel=use_kernel).program(hw_ss, st, chip)
+    m.attach_readout(ColumnReadout(hw_ss, hw_ss.adc(4), cfg.shift, m.max_sum_q(),
+                                   float(m.z.abs().max()), st))
+    m(x, torch.Generator().manual_seed(0))
+    c = m.counters
+    # reference: NumPy, float64
+    cells = m.cells.numpy().astype(np.float64) / 2 ** st.frac_bits     # (in_pad, cols) levels
+    xn = np.pad(x.numpy(), ((0, 0), (0, m.n_tiles * 64 - 100)))
+    want_i = want_rows = conv = 0.0
+    for sign in (1, -1):
+        mag = np.clip(sign * xn, 0, None)
+        for k in range(cfg.input_bits - 1):
+            bits = ((mag >> k) & 1).reshape(5, m.n_tiles, 64).astype(np.float64)
+            n = bits.sum(-1)                                             # (T, tiles)
+            groups = np.ones_like(n) if mode == "dense" else np.ceil(n / cfg.k_active)
+            want_i += float(np.einsum("ptr,trc->", bits,
+                                      cells.reshape(m.n_tiles, 64, -1)))
+            want_rows += float((n * m.cols).sum())   # every column of a cycle reads its rows
+            conv += float(groups.sum() * m.cols)
+    assert c.conversions == conv
+    recorded_i = c.current_q / 2 ** st.frac_bits * hw_ss.unit_a / c.conversions
+    assert recorded_i == pytest.approx(want_i * hw_ss.unit_a / conv, rel=1e-12, abs=0)
+    assert c.active_rows / c.cycles == pytest.approx(want_rows / conv, rel=1e-12, abs=0)
+    # between the G_min floor of one row and k rows at the top level
+    assert hw_ss.g_min_s * hw_ss.v_read_v * 0.5 < recorded_i * c.conversions / (
+        c.active_rows * m.cols) < 1.5 * hw_ss.g_max_s * hw_ss.v_read_v

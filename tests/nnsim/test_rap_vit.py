@@ -117,6 +117,13 @@ def test_evaluate_rap_reports_all_baselines(tiny_digits_model, loaders, syntheti
     assert set(rng["ideal_cells"]) == {"shift", "quantile_sum", "mean_sum"}
     assert rng["mean_sum"] != rng["ideal_cells"]["mean_sum"]
     assert r.rap_config["adc_trim"] == "none"
+    # both mappings' crossbar read energy from their own simulated reads (the programmed
+    # column sums and active rows per conversion), the same rule for both
+    for res in (r.rap, r.dense):
+        sim = res.energy_per_inference["simulated_read"]
+        assert sim["column_reads"] > 0 and sim["mean_column_current_a"] > 0
+        assert 0 < sim["mean_active_rows"] <= res.rows
+    assert r.rap.energy_per_inference["simulated_read"]["mean_active_rows"] <= r.k
 
 
 def test_dense_adc_range_is_calibrated_on_calibration_column_sums(rap_tiny, loaders):
