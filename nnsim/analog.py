@@ -408,6 +408,17 @@ def input_scale(x: torch.Tensor, bits: int, signed: bool, prob_scale: str = "row
     return torch.exp2(torch.ceil(torch.log2(m))).clamp(max=1.0) / qmax
 
 
+def quantize_inputs(x: torch.Tensor, bits: int, signed: bool, prob_scale: str = "row_pow2"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer input codes (in ``x``'s dtype: signed -qmax..qmax, unsigned 0..qmax) and the
+    per-vector scale (``input_scale``) with ``x ~ codes * scale``."""
+    sx = input_scale(x, bits, signed, prob_scale)
+    if signed:
+        qmax = 2 ** (bits - 1) - 1
+        return torch.round(x / sx).clamp(-qmax, qmax), sx
+    return torch.round(x.clamp(0, 1) / sx).clamp(0, 2 ** bits - 1), sx
+
+
 def input_planes(x: torch.Tensor, bits: int | None, signed: bool,
                  prob_scale: str = "row_pow2"
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -427,14 +438,10 @@ def input_planes(x: torch.Tensor, bits: int | None, signed: bool,
     if bits is None:
         return x[None], torch.ones(1, device=x.device, dtype=x.dtype), \
             torch.ones_like(x[..., :1])
-    sx = input_scale(x, bits, signed, prob_scale)
+    xq, sx = quantize_inputs(x, bits, signed, prob_scale)
+    q = xq.to(torch.int32)
     if signed:
-        qmax = 2 ** (bits - 1) - 1
-        q = torch.round(x / sx).clamp(-qmax, qmax).to(torch.int32)
         q = torch.where(q < 0, q + 2 ** bits, q)
-    else:
-        qmax = 2 ** bits - 1
-        q = torch.round(x.clamp(0, 1) / sx).clamp(0, qmax).to(torch.int32)
     shifts = torch.arange(bits, device=x.device, dtype=torch.int32)
     planes = ((q[None] >> shifts.view(-1, *([1] * q.ndim))) & 1).to(x.dtype)
     w = (2.0 ** torch.arange(bits, device=x.device)).to(x.dtype)
@@ -694,36 +701,24 @@ def _moment_terms(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: AdcMode
 
 def _censored_normal(mu: torch.Tensor, sd: torch.Tensor, floor: float,
                      ceil: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of ``max(X, floor)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point); with
-    ``ceil``, of ``min(max(X, floor), ceil)``."""
-    if ceil is not None:
-        return _clipped_normal(mu, sd, floor, ceil)
+    """Mean and variance of ``min(max(X, floor), ceil)``, ``X ~ N(mu, sd^2)`` (sd = 0: a
+    point; ``ceil`` None: no ceiling)."""
     pos = sd > 0
     s = torch.where(pos, sd, torch.ones_like(sd))
-    a = (mu - floor) / s
+    a = (floor - mu) / s
     nd = torch.distributions.Normal(torch.zeros_like(a), torch.ones_like(a))
-    big_phi, small_phi = nd.cdf(a), nd.log_prob(a).exp()
-    m1 = mu * big_phi + s * small_phi + floor * (1 - big_phi)
-    m2 = (mu ** 2 + s ** 2) * big_phi + s * (mu + floor) * small_phi + floor ** 2 * (1 - big_phi)
-    mean = torch.where(pos, m1, mu.clamp(min=floor))
-    var = torch.where(pos, (m2 - m1 ** 2).clamp(min=0), torch.zeros_like(mu))
-    return mean, var
-
-
-def _clipped_normal(mu: torch.Tensor, sd: torch.Tensor, lo: float, hi: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of ``min(max(X, lo), hi)``, ``X ~ N(mu, sd^2)`` (sd = 0: a point)."""
-    pos = sd > 0
-    s = torch.where(pos, sd, torch.ones_like(sd))
-    a, b = (lo - mu) / s, (hi - mu) / s
-    nd = torch.distributions.Normal(torch.zeros_like(a), torch.ones_like(a))
-    pa, pb = nd.cdf(a), nd.cdf(b)
-    fa, fb = nd.log_prob(a).exp(), nd.log_prob(b).exp()
+    pa, fa = nd.cdf(a), nd.log_prob(a).exp()
+    if ceil is None:  # the upper tail is not cut: P(X > ceil) = 0, no density there
+        pb, fb, hi1, hi2, bfb = 1.0, 0.0, 0.0, 0.0, 0.0
+    else:
+        b = (ceil - mu) / s
+        pb, fb = nd.cdf(b), nd.log_prob(b).exp()
+        hi1, hi2, bfb = ceil * (1 - pb), ceil ** 2 * (1 - pb), b * fb
     mid = pb - pa
-    m1 = lo * pa + hi * (1 - pb) + mu * mid + s * (fa - fb)
-    m2 = (lo ** 2 * pa + hi ** 2 * (1 - pb) + (mu ** 2 + s ** 2) * mid
-          + 2 * mu * s * (fa - fb) + s ** 2 * (a * fa - b * fb))
-    mean = torch.where(pos, m1, mu.clamp(min=lo, max=hi))
+    m1 = floor * pa + hi1 + mu * mid + s * (fa - fb)
+    m2 = (floor ** 2 * pa + hi2 + (mu ** 2 + s ** 2) * mid + 2 * mu * s * (fa - fb)
+          + s ** 2 * (a * fa - bfb))
+    mean = torch.where(pos, m1, mu.clamp(min=floor, max=ceil))
     var = torch.where(pos, (m2 - m1 ** 2).clamp(min=0), torch.zeros_like(mu))
     return mean, var
 
@@ -1127,6 +1122,28 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     return corr.reshape(shp), dvar.reshape(shp)
 
 
+def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
+                     adc: AdcModel | None, signed: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The moment mode's noiseless mean ``xq @ w_eff`` (+ the low-count correction) and its
+    predicted variance, both before the input and output scales, with the input codes and
+    their scale: ``(y, var, xq, sx)``."""
+    planes_w2 = 1.0
+    if cfg.input_bits is None:
+        xq, sx = x, torch.ones_like(x[..., :1])
+    else:
+        xq, sx = quantize_inputs(x, cfg.input_bits, signed, cfg.prob_scale)
+        planes_w2 = float(sum(4.0 ** j for j in range(cfg.input_bits)))
+    w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
+    y = torch.matmul(xq, w_eff)
+    if not isinstance(arr, MomentWrite) and moment_exact(cfg, adc):
+        corr, dvar = moment_low_counts(xq, signed, arr, cfg, hw, adc)
+        y = y + corr
+        if var is not None:
+            var = (var + dvar).clamp_(min=0)
+    return y, var, xq, sx
+
+
 def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
                adc: AdcModel | None, generator: torch.Generator | None, *, signed: bool = True,
                counter: list[int] | None = None, var_scale: float = 1.0,
@@ -1139,25 +1156,7 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
     (``moment_exact``) the conversions of planes with few active rows are computed in
     expectation through the thresholds (``moment_low_counts``), in mean and variance.
     """
-    planes_w2 = 1.0
-    if cfg.input_bits is None:
-        xq, sx = x, torch.ones_like(x[..., :1])
-    else:
-        b = cfg.input_bits
-        qmax = 2 ** (b - 1) - 1 if signed else 2 ** b - 1
-        sx = input_scale(x, b, signed, cfg.prob_scale)
-        if signed:
-            xq = torch.round(x / sx).clamp(-qmax, qmax)
-        else:
-            xq = torch.round(x.clamp(0, 1) / sx).clamp(0, qmax)
-        planes_w2 = float(sum(4.0 ** j for j in range(b)))
-    w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
-    y = torch.matmul(xq, w_eff)
-    if not isinstance(arr, MomentWrite) and moment_exact(cfg, adc):
-        corr, dvar = moment_low_counts(xq, signed, arr, cfg, hw, adc)
-        y = y + corr
-        if var is not None:
-            var = (var + dvar).clamp_(min=0)
+    y, var, xq, sx = _moment_mean_var(x, arr, cfg, hw, adc, signed)
     if counter is not None:
         if isinstance(arr, MomentWrite):
             t, k = arr.tiles, arr.conv_cols
@@ -1206,19 +1205,10 @@ def moment_fit_terms(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
     mean does not have)."""
     bit = replace(cfg, fidelity="bit")
     y_bit = mvm(x, arr, bit, hw, adc, generator, signed=signed).double()
-    y0 = mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, noise=False).double()
-    b = cfg.input_bits
-    w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
-    _, var = _moment_terms(arr, cfg, hw, adc, w2)
+    y, var, _, sx = _moment_mean_var(x, arr, cfg, hw, adc, signed)
     if var is None:
         return dict(meas=0.0, pred=0.0, xy=0.0, yy=0.0, bb=0.0)
-    sx = torch.ones_like(x[..., :1]) if b is None else input_scale(x, b, signed,
-                                                                   cfg.prob_scale)
-    if not isinstance(arr, MomentWrite) and moment_exact(cfg, adc):
-        qmax = 2 ** (b - 1) - 1 if signed else 2 ** b - 1
-        xq = torch.round(x / sx).clamp(-qmax, qmax) if signed else \
-            torch.round(x.clamp(0, 1) / sx).clamp(0, qmax)
-        var = (var + moment_low_counts(xq, signed, arr, cfg, hw, adc)[1]).clamp_(min=0)
+    y0 = (y * sx * arr.scale).double()  # mvm_moment's noiseless mean
     pred = float((var * (sx * arr.scale) ** 2).expand_as(y0).double().sum())
     return dict(meas=float(((y_bit - y0) ** 2).sum()), pred=pred,
                 xy=float((y_bit * y0).sum()), yy=float((y0 * y0).sum()),

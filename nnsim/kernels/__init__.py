@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -93,13 +94,15 @@ def cache_dir() -> Path:
 
 
 def _cpu_flags() -> str:
+    """The CPU's feature flags (``-march=native`` code is keyed by them), or where
+    ``/proc/cpuinfo`` is not readable the processor and machine names."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    import platform
+        lines = []
+    for line in lines:
+        if line.startswith(("flags", "Features")):
+            return line
     return platform.processor() + platform.machine()
 
 
