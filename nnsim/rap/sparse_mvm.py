@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .. import kernels
 from .adc import ColumnADC
 from .crossbar import CellSettings, ColumnReadout, program_cells
 from .intops import int_matmul
@@ -45,10 +46,6 @@ KERNEL = "rap_mvm"
 
 
 def _kernel() -> ctypes.CDLL | None:
-    try:
-        from .. import kernels
-    except ImportError:   # no kernel loader in this tree: the torch path
-        return None
     lib = kernels.load(KERNEL)
     if lib is not None and not getattr(lib, "_rap_typed", False):
         lib.rap_mvm.restype = ctypes.c_int64
