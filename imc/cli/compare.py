@@ -88,7 +88,8 @@ def load_rows(paths: list[Path]) -> list[dict[str, Any]]:
                          "accuracy": p["accuracy_mean"], "ci": p.get("accuracy_ci95"),
                          "energy_j": p.get("adc_energy_j_per_inference"),
                          "digital": p.get("digital_accuracy"), "n_images": p.get("n_images"),
-                         "chip_seeds": p.get("chip_seeds"), "file": str(path)})
+                         "chip_seeds": p.get("chip_seeds"), **_timing(p.get("timing")),
+                         "file": str(path)})
         for i, r in enumerate(doc.get("rap") or []):
             mvm = r.get("rap") if isinstance(r, dict) else None
             if not isinstance(mvm, dict) or "accuracy_mean" not in mvm:
@@ -99,10 +100,18 @@ def load_rows(paths: list[Path]) -> list[dict[str, Any]]:
                          "ci": mvm.get("accuracy_ci95"),
                          "energy_j": mvm.get("adc_energy_j_per_inference"),
                          "digital": r.get("fp32_accuracy"), "n_images": mvm.get("n_images"),
-                         "chip_seeds": mvm.get("chip_seeds"), "file": str(path)})
+                         "chip_seeds": mvm.get("chip_seeds"), **_timing(r.get("timing")),
+                         "file": str(path)})
     if not rows:
         raise CompareError("no evaluated points in " + ", ".join(map(str, paths)))
     return rows
+
+
+def _timing(t: Any) -> dict[str, Any]:
+    """A point's own cost (its ``timing``): seconds per simulated chip and of the digital
+    forward over the same images (None where the run did not record them)."""
+    t = t if isinstance(t, dict) else {}
+    return {"per_chip_s": t.get("per_chip_s"), "digital_s": t.get("digital_s")}
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
@@ -222,7 +231,8 @@ def _table(rows: list[dict[str, Any]], x: str, hue: str) -> None:
     ev = [r["energy_j"] for r in rows if r["energy_j"] is not None]
     f, u = si_scale(ev, "J") if ev else (1.0, "J")
     head = f"{'run':<16} {'method':<8} {x:>9} {hue:>9} {'accuracy %':>10} {'95 % CI':>15}"
-    print(head + (f" {'ADC energy (' + u + ')':>18}" if ev else ""))
+    print(head + (f" {'ADC energy (' + u + ')':>18}" if ev else "")
+          + f" {'s/chip':>9} {'digital s':>9}")
     for r in sorted(rows, key=lambda r: (r["run"], r["method"], _sort_key(r[hue]),
                                          _sort_key(r[x]))):
         ci = r["ci"] or [None, None]
@@ -232,6 +242,8 @@ def _table(rows: list[dict[str, Any]], x: str, hue: str) -> None:
         if ev:
             line += f" {r['energy_j'] * f:>18.4g}" if r["energy_j"] is not None else \
                 f" {'':>18}"
+        for k in ("per_chip_s", "digital_s"):  # the point's own cost
+            line += f" {r[k]:>9.3g}" if isinstance(r.get(k), int | float) else f" {'-':>9}"
         print(line)
     if not paired(rows):
         print("note: the rows were scored on different images or chips; they are not paired")

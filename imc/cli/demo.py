@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run everything on built-in defaults: characterize, fit, train, evaluate, "
         "report (about half an hour on 2 cores; each step's time in OUT/report.json; resumable)",
-        description="Run every step in this process, each resumable, so a second run reuses "
-        "what is done:\n\n"
+        description="Run every step, each resumable, so a second run reuses what is "
+        "done:\n\n"
         "1. characterize crossbar and adc (--preset quick, three process corners) into "
         "OUT/crossbar.h5 and OUT/adc.h5;\n\n"
         "2. statistical fits of the characterized distributions (write noise, read noise, ADC "
@@ -34,11 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "3. train --dataset digits (or the cached checkpoint);\n\n"
         "4. evaluate: digital, analog, analog + ClipFormer and RAP across gamma, corner and "
         "ADC bits, every analog setting on all test images and --chips chips (RAP: 90 images "
-        "on 2 chips); a setting two steps share is simulated once;\n\n"
+        "on 2 chips); the steps run in lanes, --jobs lanes at once, each lane in its own "
+        "process (the corner, temperature, gamma and VAT steps in one lane, where a setting "
+        "two steps share is simulated once; the ADC-bits step and each RAP step in their "
+        "own);\n\n"
         "5. OUT/report.md, OUT/report.json and the PNG plots.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder "
                    "(default runs/demo)")
-    p.add_argument("--jobs", type=int, default=2, help="SPICE worker processes (default 2)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="SPICE worker processes, and evaluation lanes run at once, each in its "
+                   "own process with one torch thread (default 2; 1: every evaluation step "
+                   "in this process, one after another; the results are the same)")
     p.add_argument("--chips", type=int, default=5,
                    help="simulated chips per evaluated setting (default 5; RAP: 2)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the evaluations")

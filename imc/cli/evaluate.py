@@ -122,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RAP: skip its dense all-rows MVM (same integer path, same cells and "
                    "ADC, ADC range calibrated on the calib split's column sums); saves most of "
                    "RAP's time, but then RAP has no fair baseline in the output")
+    e.add_argument("--rap-only", action="store_true",
+                   help="RAP only (implies --rap): skip the dense analog points, which a RAP "
+                   "run otherwise evaluates at the same hardware points as well")
     e.add_argument("--rap-k", type=int, default=None,
                    help="RAP: most active rows per conversion (default: the most that --bits "
                    "resolves exactly, floor((2^bits - 1) / (2^cell_bits - 1)))")
@@ -346,6 +349,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("spicebridge evaluate: give --lookup FILE.h5 [FILE2.h5] (or --ideal)",
               file=sys.stderr)
         return 2
+    if args.rap_only:
+        if args.vat or args.calibrate_clipformer:
+            print("spicebridge evaluate: --rap-only evaluates no analog points: drop --vat / "
+                  "--calibrate-clipformer", file=sys.stderr)
+            return 2
+        args.rap = True
     try:
         model, dataset, model_meta = _load_model(args)
         test = load_dataset(dataset, "test", root=args.data)
@@ -401,7 +410,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         base = clipformer_protocol(base)
     kv_ranges = None
-    if args.kv_range == "calibrated" and not args.ideal:
+    if args.kv_range == "calibrated" and not args.ideal and not args.rap_only:
         from nnsim.convert import kv_ranges_digital
         from nnsim.data import make_loader
         from nnsim.evaluate import active_cache
@@ -416,6 +425,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     results: list[Any] = []
     rap_results: list[Any] = []
     vat_cache: dict[Any, Any] = {}
+    rap_done: set[tuple[Any, ...]] = set()  # RAP has no write noise: once per hardware point
     if args.vat and model_meta.get("name") not in _VAT_PRESETS:
         print(f"spicebridge evaluate --vat: needs a model trained here "
               f"({', '.join(_VAT_PRESETS)}), not {model_meta.get('name')!r}", file=sys.stderr)
@@ -439,7 +449,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                               batch_size=args.batch_size, device=device,
                                               quiet=args.quiet)
             point_clips = [None, (calib_info["alpha"], calib_info["beta"])]
-        for clip in point_clips:
+        for clip in ([] if args.rap_only else point_clips):
             cfg = dataclasses.replace(cfg0, clipformer=clip)
             setting = dict(process=hw.process, vdd_v=hw.vdd_v, temp_c=hw.temp_c, bits=bits,
                            gamma=gamma, clipformer=list(clip) if clip else None,
@@ -476,7 +486,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 results.append(r)
                 if not args.json or args.json != "-":
                     _print_row(r)
-        if args.rap:
+        # RAP's cells carry no K/V write noise (gamma does not enter evaluate_rap): a gamma
+        # sweep runs it once per (corner, supply, temperature, bits), not once per gamma
+        rap_key = (hw.process, hw.vdd_v, hw.temp_c, bits)
+        if args.rap and rap_key not in rap_done:
+            rap_done.add(rap_key)
             rap_results.append(_run_rap(model, calib, test, hw, bits, args))
     if client is not None:
         client.close()

@@ -11,6 +11,7 @@ import contextlib
 import importlib.resources
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,22 +147,8 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 5, seed: int = 0, redo: b
     common = ["evaluate", "--dataset", "digits", "--lookup", *lookups, "--vdd-v", str(VDD_V),
               "--temp-c", str(TEMP_C), "--chips", str(chips), "--seed", str(seed),
               "--fidelity", "moment", "--kv-range", "calibrated", "--threads", "1", *q]
-    from nnsim.evaluate import shared_evaluations
-
-    # one cache for all evaluation steps: a setting two steps share (the tt 6-bit gamma-1
-    # point is in five) is simulated once; the model, the images and the K/V ranges are the
-    # same in every step, so the shared point is the identical result (nnsim.evaluate.EvalCache)
-    with shared_evaluations() as cache:
-        for name, (title, extra) in _EVALS.items():
-            path = evals / f"{name}.json"
-            argv = [*common, *extra, "--json", str(path)]
-            hits, misses = cache.hits, cache.misses
-            want = RAP_CHIPS if "--rap" in extra else chips  # an older run's chips: redo
-            steps.run(title, lambda argv=argv: _cli(argv),
-                      done=_eval_done(path, chips=want, seed=seed) and not redo,
-                      command=_cmd(argv))
-            steps.log[-1].update(_eval_counts(path, cache.hits - hits, cache.misses - misses,
-                                              ran=steps.log[-1]["status"] == "ran"))
+    evaluation = run_evaluations(evals, common, chips=chips, seed=seed, redo=redo,
+                                 workers=jobs, steps=steps)
 
     from imc.demo.report import write_report
 
@@ -171,8 +158,121 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 5, seed: int = 0, redo: b
                                        temp_c=TEMP_C, clip_alpha=CLIP_ALPHA,
                                        clip_beta=CLIP_BETA, demo_bits=DEMO_BITS,
                                        machine=platform.platform()),
-        wall_s=time.perf_counter() - t_start))
+        wall_s=time.perf_counter() - t_start, evaluation=evaluation))
     return md
+
+
+def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
+                    redo: bool = False, workers: int = 2, steps: _Steps | None = None,
+                    specs: dict[str, tuple[str, list[str]]] | None = None,
+                    lanes: tuple[tuple[str, ...], ...] | None = None) -> dict[str, Any]:
+    """Run the evaluation steps ``specs`` (default ``_EVALS``) into ``evals/<name>.json``.
+
+    The steps are grouped in ``lanes`` (default ``LANES``); each lane runs its steps one after
+    another in one process with one ``EvalCache`` (``nnsim.evaluate.shared_evaluations``), so
+    a setting two steps of a lane share is simulated once. With ``workers`` > 1 the lanes run
+    in that many spawned processes at once (one torch thread each); with 1, in this process,
+    one after another, sharing one cache across all of them. Every step's result is the
+    same either way: the same command, seed and chips (a shared setting is the identical
+    result, ``test_demo_parallel``).
+
+    Returns:
+        ``{"workers", "lanes", "wall_s", "steps_s" (sum of the steps' wall times),
+        "cpu_s" (their CPU time)}`` of the steps that ran; each step's record (in ``steps``
+        .log, in ``specs`` order) holds ``seconds``, ``cpu_s`` and ``lane``.
+    """
+    specs = _EVALS if specs is None else specs
+    lanes = LANES if lanes is None else lanes
+    steps = steps if steps is not None else _Steps(total=len(specs))
+    missing = set(specs) - {n for lane in lanes for n in lane}
+    if missing:
+        raise ValueError(f"evaluation steps in no lane: {sorted(missing)}")
+    base_n = steps.n
+    todo: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for i, (name, (title, extra)) in enumerate(specs.items()):
+        path = evals / f"{name}.json"
+        argv = [*common, *extra, "--json", str(path)]
+        want = _eval_chips(extra, chips)  # an older run's chips: redo
+        if _eval_done(path, chips=want, seed=seed) and not redo:
+            print(f"[{base_n + i + 1}/{steps.total}] {title}: done before, reused", flush=True)
+            prev = steps.previous.get(title, {})  # the time it took to make
+            records[name] = dict(step=title, status="reused", seconds=prev.get("seconds", 0.0),
+                                 cpu_s=prev.get("cpu_s"), lane=prev.get("lane"),
+                                 command=_cmd(argv), **_eval_counts(path, 0, 0, ran=False))
+            continue
+        todo[name] = dict(name=name, n=base_n + i + 1, title=title, argv=argv,
+                          path=str(path))
+    t0 = time.perf_counter()
+    work = [(no, [todo[n] for n in lane if n in todo]) for no, lane in enumerate(lanes)]
+    work = [(no, w) for no, w in work if w]
+    n_workers = max(1, min(workers, len(work)))
+    if n_workers == 1:
+        from nnsim.evaluate import shared_evaluations
+
+        with shared_evaluations():  # one cache across every lane, as before lanes existed
+            for lane_no, w in work:
+                records.update(_run_lane(w, total=steps.total, lane=lane_no))
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        # spawn, not fork: a forked torch (OpenMP pools, the kernel loader) is not safe
+        ctx = multiprocessing.get_context("spawn")
+        errors: list[BaseException] = []
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            futs = [pool.submit(_run_lane, w, total=steps.total, lane=lane_no,
+                                to_stderr=sys.stdout is sys.stderr) for lane_no, w in work]
+            for f in futs:
+                try:
+                    records.update(f.result())
+                except BaseException as e:  # re-raised below, after the other lanes
+                    errors.append(e)
+                    for g in futs:  # lanes not started yet are dropped
+                        g.cancel()
+        if errors:
+            raise errors[0]
+    wall = time.perf_counter() - t0
+    steps.log.extend(records[name] for name in specs)
+    steps.n = base_n + len(specs)
+    ran = [r for r in records.values() if r["status"] == "ran"]
+    return {"workers": n_workers if work else 0,
+            "lanes": [list(lane) for lane in lanes],
+            "wall_s": wall, "steps_s": sum(r["seconds"] for r in ran),
+            "cpu_s": sum(r["cpu_s"] for r in ran)}
+
+
+def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int,
+              to_stderr: bool = False) -> dict[str, dict[str, Any]]:
+    """Run one lane's evaluation steps in order, sharing one cache (the active one when
+    there is one, else a new one); returns each step's record by name.
+
+    Raises:
+        DemoError: A step exited with an error (it names the command to re-run).
+    """
+    from nnsim.evaluate import active_cache, shared_evaluations
+
+    redirect = contextlib.redirect_stdout(sys.stderr) if to_stderr else contextlib.nullcontext()
+    out: dict[str, dict[str, Any]] = {}
+    with redirect, shared_evaluations(active_cache()) as cache:
+        for w in work:
+            head = f"[{w['n']}/{total}] {w['title']}"
+            print(f"{head} ...", flush=True)
+            hits, misses = cache.hits, cache.misses
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = _cli(w["argv"])
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            cmd = _cmd(w["argv"])
+            if res != 0:
+                raise DemoError(f"step '{w['title']}' failed (exit {res}); re-run it alone "
+                                f"with: {cmd}")
+            print(f"{head}: {dt:.0f} s ({cpu:.0f} CPU s, lane {lane})", flush=True)
+            rec = dict(step=w["title"], status="ran", seconds=dt, cpu_s=cpu, lane=lane,
+                       command=cmd, exit=0)
+            rec.update(_eval_counts(Path(w["path"]), cache.hits - hits,
+                                    cache.misses - misses, ran=True))
+            out[w["name"]] = rec
+    return out
 
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]
@@ -181,7 +281,10 @@ _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_
 # take ~35 CPU min for the RAP steps, so they score the first RAP_IMAGES test images on
 # RAP_CHIPS chips (the analog runs use all 450 images; docs/rap.md section 8.0b).
 RAP_IMAGES, RAP_CHIPS = 90, 2
-_RAP = ["--rap", "--rap-no-dense", "--limit", str(RAP_IMAGES), "--chips", str(RAP_CHIPS)]
+# --rap-only: the report takes the analog points from the full analog steps, not from the RAP
+# steps (which would score them again on RAP_IMAGES x RAP_CHIPS)
+_RAP = ["--rap-only", "--rap-no-dense", "--limit", str(RAP_IMAGES), "--chips",
+        str(RAP_CHIPS)]
 _EVALS: dict[str, tuple[str, list[str]]] = {
     "corners": ("evaluate analog and analog + ClipFormer at each corner (6-bit ADC)",
                 ["--process", ",".join(CORNERS), "--bits", str(DEMO_BITS), "--gamma", "1",
@@ -217,12 +320,32 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# The evaluation steps in lanes: a lane runs its steps one after another in one process
+# with one EvalCache, and run_demo runs --jobs lanes at once (one torch thread each), so both
+# cores work. The dense analog steps share settings (the tt 6-bit gamma-1 point is in four of
+# them, the corners in temperature and vat): they stay in one lane. The RAP steps share
+# nothing with them or with each other (--rap-only: no analog points), so each is its own
+# lane; a free process takes the next lane in this order (the longest first, as measured).
+LANES: tuple[tuple[str, ...], ...] = (
+    ("corners", "temperature", "gamma", "vat"), ("bits",), ("rap_bits",), ("rap_corners",),
+    ("rap_trim",))
+
+
+def _eval_chips(extra: list[str], chips: int) -> int:
+    """The chips an evaluation step runs with: its own ``--chips`` when it names one (the
+    last one wins, as in argparse), else the demo's."""
+    idx = [i for i, a in enumerate(extra) if a == "--chips"]
+    return int(extra[idx[-1] + 1]) if idx else chips
+
+
 def _eval_done(path: Path, *, chips: int, seed: int) -> bool:
     """An evaluation step's JSON is there and was made with these chips and this seed."""
     try:
         r = json.loads(path.read_text(encoding="utf-8"))
+        rap = [m for x in r.get("rap") or [] for m in (x.get("rap"), x.get("dense")) if m]
         return (r["meta"].get("chips") == chips and r["meta"].get("seed") == seed
-                and all(p.get("chips") == chips for p in r.get("points", [])))
+                and all(p.get("chips") == chips for p in r.get("points", []))
+                and all(m.get("chips") == chips for m in rap))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
 

@@ -278,7 +278,8 @@ def _add_analog(acc: dict[str, Any], r: dict[str, Any], source: str,
         "clipformer": s["clipformer"], "warnings": r["warnings"], "digital": r["digital"],
         "conversions_per_inference": _f(r["conversions_per_inference"]),
         "adc_energy_j_per_inference": _f(r["adc_energy_j_per_inference"]),
-        "energy_per_inference": energy_parts(r.get("energy_per_inference")), "source": source}
+        "energy_per_inference": energy_parts(r.get("energy_per_inference")),
+        "timing": _timing(r.get("timing")), "source": source}
 
 
 def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
@@ -307,7 +308,35 @@ def _add_rap(acc: dict[str, Any], r: dict[str, Any], source: str) -> None:
             "conversions_per_inference": _f(m["conversions_per_inference"]),
             "adc_energy_j_per_inference": _f(m["adc_energy_j_per_inference"]),
             "energy_per_inference": energy_parts(m.get("energy_per_inference")),
-            "source": source}
+            "timing": _timing(r.get("timing"), dense=part == "dense"), "source": source}
+
+
+def _timing(t: dict[str, Any] | None, *, dense: bool = False) -> dict[str, Any] | None:
+    """A result's own cost: the digital forward over the same images (``digital_s``) and
+    seconds per simulated chip (``per_chip_s``; RAP's dense baseline: ``dense_per_chip_s``);
+    ``reused`` when the demo took the setting from an earlier step (the time is that run's)."""
+    if not isinstance(t, dict):
+        return None
+    per_chip = t.get("dense_per_chip_s") if dense else t.get("per_chip_s")
+    return {"digital_s": _f(t.get("digital_s")), "per_chip_s": _f(per_chip),
+            "reused": bool(t.get("reused", False))}
+
+
+def _cost_markdown(acc: dict[str, Any], w: Any) -> None:
+    rows = [(k, v) for k, v in acc.items() if isinstance(v, dict) and v.get("timing")]
+    if not rows:
+        return
+    w("\nWhat each evaluated setting cost (its JSON's `timing`: the digital forward over the "
+      "same images, and seconds per simulated chip; a reused setting shows the run that "
+      "made it):\n")
+    w("| setting | images x chips | s per chip | digital s | per chip / digital |\n"
+      "|---|---|---|---|---|")
+    for k, v in rows:
+        t = v["timing"]
+        pc, dg = t.get("per_chip_s"), t.get("digital_s")
+        ratio = f"{pc / dg:.0f}x" if pc is not None and dg else ""
+        w(f"| {k}{' (reused)' if t.get('reused') else ''} | {v.get('n_images')} x "
+          f"{v.get('chips')} | {_n(pc, 3)} | {_n(dg, 3)} | {ratio} |")
 
 
 def _yerr(rows: list[dict[str, Any]]) -> list[list[float]]:
@@ -645,8 +674,11 @@ def _vat_markdown(r: dict[str, Any], w: Any) -> None:
 
 def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: Path,
                  evals: Path, steps: list[dict[str, Any]], settings: dict[str, Any],
-                 wall_s: float) -> Path:
-    """Write ``report.json``, ``report.md`` and the plots; returns the path of ``report.md``."""
+                 wall_s: float, evaluation: dict[str, Any] | None = None) -> Path:
+    """Write ``report.json``, ``report.md`` and the plots; returns the path of ``report.md``.
+
+    ``evaluation``: the evaluation phase's lanes, workers, wall and CPU seconds
+    (``imc.demo.pipeline.run_evaluations``)."""
     vdd_v, temp_c = settings["vdd_v"], settings["temp_c"]
     demo_bits = int(settings.get("demo_bits", 6))
     circuits = circuit_summary(xbar, adc, vdd_v, temp_c)
@@ -659,6 +691,7 @@ def write_report(out: Path, *, xbar: Path, adc: Path, fits_path: Path, fit_dir: 
     report = {
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "wall_s": round(wall_s, 1), "settings": settings, "steps": steps,
+        "evaluation": evaluation,
         "crossbar": circuits["crossbar"], "adc": circuits["adc"],
         "provenance": circuits["provenance"],
         "fits": _fit_summary(fits, mem),
@@ -706,10 +739,21 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
       "`crossbar.h5` and `adc.h5`, and from a ViT evaluated on hardware models read from "
       "those files.\n")
     w("## What was run\n")
-    w("| step | status | time (when it ran) | command |\n|---|---|---|---|")
+    w("| step | status | time (when it ran) | CPU | lane | command |\n"
+      "|---|---|---|---|---|---|")
     for s in r["steps"]:
         cmd = f"`{s['command']}`" if s.get("command") else ""
-        w(f"| {s['step']} | {s['status']} | {s['seconds']:.0f} s | {cmd} |")
+        cpu = f"{s['cpu_s']:.0f} s" if s.get("cpu_s") is not None else ""
+        lane = str(s["lane"]) if s.get("lane") is not None else ""
+        w(f"| {s['step']} | {s['status']} | {s['seconds']:.0f} s | {cpu} | {lane} | {cmd} |")
+    ev = r.get("evaluation")
+    if ev and ev.get("workers"):
+        w(f"\nEvaluation steps: {ev['wall_s']:.0f} s wall on {ev['workers']} process(es) at "
+          f"once; the steps that ran took {ev['steps_s']:.0f} s one after another "
+          f"({ev['cpu_s']:.0f} CPU s). Lanes (a lane's steps run in order in one process and "
+          "share one evaluation cache): "
+          + "; ".join(f"{i}: {', '.join(lane)}" for i, lane in enumerate(ev["lanes"])) + ".")
+    _cost_markdown(acc, w)
     prov = r["provenance"]
     w(f"\nSeeds: crossbar sweep root seed {prov['crossbar'].get('root_seed', '-')}, ADC sweep "
       f"root seed {prov['adc'].get('root_seed', '-')}, evaluation seed {st['seed']} "

@@ -43,7 +43,11 @@ def test_compare_tables_and_plots_every_point(two_runs, tmp_path, capsys):
         assert row["accuracy"] == pts[0]["accuracy_mean"] and row["ci"] == pts[0]["accuracy_ci95"]
         assert row["energy_j"] == pts[0]["adc_energy_j_per_inference"] > 0
         assert f"{100 * row['accuracy']:.2f}" in text
-    assert "ADC energy (" in text
+        # the point's own cost, as its run recorded it
+        assert row["per_chip_s"] == pts[0]["timing"]["per_chip_s"] > 0
+        assert row["digital_s"] == pts[0]["timing"]["digital_s"] > 0
+        assert f"{row['per_chip_s']:.3g}" in text
+    assert "ADC energy (" in text and "s/chip" in text
 
 
 def test_compare_refuses_what_is_not_a_run(tmp_path, capsys):
