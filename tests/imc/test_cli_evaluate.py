@@ -68,3 +68,10 @@ def test_evaluate_names_the_corner_range_and_the_missing_weights(tiny_digits_mod
                "--lookup", *map(str, synthetic_lookups), "--quiet"])
     assert rc == 2
     assert "/nonexistent/deit_s.pth does not exist" in capsys.readouterr().err
+
+
+def test_rap_only_refuses_what_needs_analog_points(synthetic_lookups, capsys):
+    for extra in (["--vat"], ["--calibrate-clipformer"]):
+        assert main(["evaluate", "--model", "digits-tiny", "--lookup",
+                     *map(str, synthetic_lookups), "--rap-only", *extra]) == 2
+        assert "--rap-only evaluates no analog points" in capsys.readouterr().err
