@@ -1261,7 +1261,12 @@ class _KernelArgs(ctypes.Structure):
         ("code_offset", ctypes.c_double), ("cut2", ctypes.c_double),
         ("mode", ctypes.c_int64), ("has_adc", ctypes.c_int64), ("coef", ctypes.c_void_p),
         ("key", ctypes.c_uint64), ("out", ctypes.c_void_p), ("nthreads", ctypes.c_int64),
-        ("draws", ctypes.c_int64), ("sum_s", ctypes.c_double))]
+        ("draws", ctypes.c_int64), ("sum_s", ctypes.c_double), ("simd", ctypes.c_int64))]
+
+
+KERNEL_SIMD = True
+"""Let the kernel take its AVX-512 row for the usual dense configuration where it is built
+(``imc_simd``): the same bits as its general row; tests switch it off to compare them."""
 
 
 def kernel_adc_tables(adc: AdcModel) -> dict[str, Any]:
@@ -1463,3 +1468,4 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
     s = s.reshape(*lead, t, p, m, ns * 2, c)
     out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))
     return out * sx * arr.scale
+    a.simd = int(KERNEL_SIMD)

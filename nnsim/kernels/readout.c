@@ -35,6 +35,18 @@ void imc_philox_words(uint64_t key, uint64_t start, int64_t n, uint32_t stream, 
     }
 }
 
+/* n Gaussians of element indices start .. start+n-1 under key through the dense row
+ * generator (imc_normal_groups, the readout's; the same numbers as imc_normal_fill). */
+static void imc_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *restrict z);
+void imc_normal_fill_dense(uint64_t key, uint64_t start, int64_t n, float *out) {
+    const uint64_t g0 = start >> 2, off = start & 3;
+    const int64_t ng = (int64_t)((off + (uint64_t)n + 3) >> 2);
+    float *buf = (float *)malloc(sizeof(float) * (size_t)(4 * ng));
+    imc_normal_groups(key, g0, ng, buf);
+    memcpy(out, buf + off, sizeof(float) * (size_t)n);
+    free(buf);
+}
+
 /* OpenMP threads this library was built with (1 without OpenMP). */
 int imc_openmp(void) {
 #ifdef _OPENMP
@@ -103,6 +115,8 @@ typedef struct {
     int64_t nthreads;
     int64_t draws; /* out: Gaussians used */
     double sum_s;  /* out: sum of the partial sums s (the simulated column currents) */
+    int64_t simd;  /* 1: the AVX-512 row of the usual dense configuration where built (the
+                    * same bits as the general row: tests switch it off to compare) */
 } imc_readout_args;
 
 /* the fused table's (intercept, slope) pairs read as one 64-bit word (little endian: the
@@ -150,11 +164,140 @@ void imc_adc_codes(const float *x, const int32_t *inst, int64_t n, const float *
     }
 }
 
-/* Gaussians of counters g0 .. g0+ng-1 (4 each) into z: a loop the compiler vectorizes. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* imc_normal_groups with AVX-512 intrinsics: 16 counters per step, the same operations in the
+ * same order as rng.h's scalar Philox4x32-10 and Box-Muller (no contraction), so the same
+ * bits as imc_normal4 (tested). */
+static inline __m512i imc_mulhi_epu32(__m512i a, __m512i m) {
+    __m512i pe = _mm512_mul_epu32(a, m);                        /* even lanes, 64-bit */
+    __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m); /* odd lanes */
+    return _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 32), po);
+}
+
+static inline __m512 imc_logf16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    __m512i e = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xff)),
+                                 _mm512_set1_epi32(127));
+    __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(u, _mm512_set1_epi32(0x007fffff)),
+                                                   _mm512_set1_epi32(0x3f800000)));
+    const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
+    m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
+    e = _mm512_mask_add_epi32(e, big, e, _mm512_set1_epi32(1));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 t = _mm512_div_ps(_mm512_sub_ps(m, one), _mm512_add_ps(m, one));
+    const __m512 t2 = _mm512_mul_ps(t, t);
+    __m512 s = _mm512_add_ps(_mm512_set1_ps(1.0f / 11), _mm512_mul_ps(t2, _mm512_set1_ps(1.0f / 13)));
+    s = _mm512_add_ps(_mm512_set1_ps(1.0f / 9), _mm512_mul_ps(t2, s));
+    s = _mm512_add_ps(_mm512_set1_ps(1.0f / 7), _mm512_mul_ps(t2, s));
+    s = _mm512_add_ps(_mm512_set1_ps(1.0f / 5), _mm512_mul_ps(t2, s));
+    s = _mm512_add_ps(_mm512_set1_ps(1.0f / 3), _mm512_mul_ps(t2, s));
+    s = _mm512_add_ps(one, _mm512_mul_ps(t2, s));
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), t), s),
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(e), _mm512_set1_ps(0.693147180559945f)));
+}
+
+static inline void imc_box_muller16(__m512i a, __m512i b, __m512 *z0, __m512 *z1) {
+    __m512 u1 = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepu32_ps(a), _mm512_set1_ps(2.3283064365386963e-10f)),
+                              _mm512_set1_ps(1.1641532182693481e-10f));
+    const __m512 f = _mm512_mul_ps(_mm512_cvtepu32_ps(_mm512_srli_epi32(b, 8)),
+                                   _mm512_set1_ps(5.9604644775390625e-08f));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    u1 = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(u1, one, _CMP_GT_OQ), u1, one);
+    const __m512 r = _mm512_sqrt_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f), imc_logf16(u1)));
+    /* imc_sincos2pi */
+    const __m512 q = _mm512_floor_ps(_mm512_add_ps(_mm512_mul_ps(f, _mm512_set1_ps(4.0f)), _mm512_set1_ps(0.5f)));
+    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(f, _mm512_mul_ps(q, _mm512_set1_ps(0.25f))),
+                                   _mm512_set1_ps(6.28318530717958647f));
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    __m512 sn = _mm512_add_ps(_mm512_set1_ps(1.0f / 362880), _mm512_mul_ps(x2, _mm512_set1_ps(-1.0f / 39916800)));
+    sn = _mm512_add_ps(_mm512_set1_ps(-1.0f / 5040), _mm512_mul_ps(x2, sn));
+    sn = _mm512_add_ps(_mm512_set1_ps(1.0f / 120), _mm512_mul_ps(x2, sn));
+    sn = _mm512_add_ps(_mm512_set1_ps(-1.0f / 6), _mm512_mul_ps(x2, sn));
+    sn = _mm512_mul_ps(x, _mm512_add_ps(one, _mm512_mul_ps(x2, sn)));
+    __m512 cs = _mm512_add_ps(_mm512_set1_ps(-1.0f / 3628800), _mm512_mul_ps(x2, _mm512_set1_ps(1.0f / 479001600)));
+    cs = _mm512_add_ps(_mm512_set1_ps(1.0f / 40320), _mm512_mul_ps(x2, cs));
+    cs = _mm512_add_ps(_mm512_set1_ps(-1.0f / 720), _mm512_mul_ps(x2, cs));
+    cs = _mm512_add_ps(_mm512_set1_ps(1.0f / 24), _mm512_mul_ps(x2, cs));
+    cs = _mm512_add_ps(_mm512_set1_ps(-0.5f), _mm512_mul_ps(x2, cs));
+    cs = _mm512_add_ps(one, _mm512_mul_ps(x2, cs));
+    const __m512 h = _mm512_mul_ps(q, _mm512_set1_ps(0.5f));
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 odd = _mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask(_mm512_sub_ps(h, _mm512_floor_ps(h)), _mm512_set1_ps(0.25f), _CMP_GT_OQ), zero, one);
+    const __m512 q4 = _mm512_sub_ps(q, _mm512_mul_ps(_mm512_set1_ps(4.0f),
+                                                     _mm512_floor_ps(_mm512_mul_ps(q, _mm512_set1_ps(0.25f)))));
+    const __m512 neg = _mm512_set1_ps(-1.0f);
+    const __m512 sgs = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q4, _mm512_set1_ps(1.5f), _CMP_GE_OQ), one, neg);
+    const __mmask16 cm = _mm512_cmp_ps_mask(q4, _mm512_set1_ps(0.5f), _CMP_GE_OQ)
+                         & _mm512_cmp_ps_mask(q4, _mm512_set1_ps(2.5f), _CMP_LT_OQ);
+    const __m512 sgc = _mm512_mask_blend_ps(cm, one, neg);
+    const __m512 nodd = _mm512_sub_ps(one, odd);
+    const __m512 s = _mm512_mul_ps(sgs, _mm512_add_ps(_mm512_mul_ps(odd, cs), _mm512_mul_ps(nodd, sn)));
+    const __m512 c = _mm512_mul_ps(sgc, _mm512_add_ps(_mm512_mul_ps(odd, sn), _mm512_mul_ps(nodd, cs)));
+    *z0 = _mm512_mul_ps(r, c);
+    *z1 = _mm512_mul_ps(r, s);
+}
+
+/* 16 counters g0 .. g0+15 -> 64 Gaussians in element order at z */
+static inline void imc_normal64(uint64_t key, uint64_t g0, float *restrict z) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const uint32_t lo = (uint32_t)g0;
+    __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)lo), lane);
+    /* the high word: +1 where the low word wrapped */
+    const __mmask16 wrap = _mm512_cmp_epu32_mask(c0, _mm512_set1_epi32((int)lo), _MM_CMPINT_LT);
+    __m512i c1 = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(uint32_t)(g0 >> 32)), wrap,
+                                       _mm512_set1_epi32((int)(uint32_t)(g0 >> 32)), _mm512_set1_epi32(1));
+    __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    const __m512i M0 = _mm512_set1_epi32((int)IMC_PHILOX_M0), M1 = _mm512_set1_epi32((int)IMC_PHILOX_M1);
+    for (int r = 0; r < 10; r++) {
+        const __m512i h0 = imc_mulhi_epu32(c0, M0), l0 = _mm512_mullo_epi32(c0, M0);
+        const __m512i h1 = imc_mulhi_epu32(c2, M1), l1 = _mm512_mullo_epi32(c2, M1);
+        const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(h1, c1), _mm512_set1_epi32((int)k0));
+        const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(h0, c3), _mm512_set1_epi32((int)k1));
+        c1 = l1;
+        c3 = l0;
+        c0 = n0;
+        c2 = n2;
+        k0 += IMC_PHILOX_W0;
+        k1 += IMC_PHILOX_W1;
+    }
+    __m512 z0, z1, z2, z3;
+    imc_box_muller16(c0, c1, &z0, &z1);
+    imc_box_muller16(c2, c3, &z2, &z3);
+    /* (z0, z1, z2, z3)[q] -> z[4 q + j]: 4x4 transposes within 128-bit lanes */
+    const __m512 t0 = _mm512_unpacklo_ps(z0, z1), t1 = _mm512_unpackhi_ps(z0, z1);
+    const __m512 t2 = _mm512_unpacklo_ps(z2, z3), t3 = _mm512_unpackhi_ps(z2, z3);
+    const __m512 r0 = _mm512_shuffle_ps(t0, t2, 0x44), r1 = _mm512_shuffle_ps(t0, t2, 0xEE);
+    const __m512 r2 = _mm512_shuffle_ps(t1, t3, 0x44), r3 = _mm512_shuffle_ps(t1, t3, 0xEE);
+    /* r_i's 128-bit lane L holds counter 4 L + i */
+    const __m512i i01 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i i23 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    const __m512 a01 = _mm512_permutex2var_ps(r0, i01, r1); /* r0L0 r1L0 r0L1 r1L1 */
+    const __m512 b01 = _mm512_permutex2var_ps(r2, i01, r3); /* r2L0 r3L0 r2L1 r3L1 */
+    const __m512 a23 = _mm512_permutex2var_ps(r0, i23, r1); /* r0L2 r1L2 r0L3 r1L3 */
+    const __m512 b23 = _mm512_permutex2var_ps(r2, i23, r3);
+    const __m512i lo2 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i hi2 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    _mm512_storeu_ps(z, _mm512_permutex2var_ps(a01, lo2, b01));      /* counters 0..3 */
+    _mm512_storeu_ps(z + 16, _mm512_permutex2var_ps(a01, hi2, b01)); /* 4..7 */
+    _mm512_storeu_ps(z + 32, _mm512_permutex2var_ps(a23, lo2, b23)); /* 8..11 */
+    _mm512_storeu_ps(z + 48, _mm512_permutex2var_ps(a23, hi2, b23)); /* 12..15 */
+}
+#define IMC_HAVE_NORMAL64 1
+#endif
+
+/* Gaussians of counters g0 .. g0+ng-1 (4 each) into z: AVX-512 blocks of 16 counters where
+ * built for it, the rest (or all) a loop the compiler vectorizes. */
 static void imc_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *restrict z) {
     const uint32_t k0i = (uint32_t)key, k1i = (uint32_t)(key >> 32);
+    int64_t q0 = 0;
+#ifdef IMC_HAVE_NORMAL64
+    for (; q0 + 16 <= ng; q0 += 16) imc_normal64(key, g0 + (uint64_t)q0, z + 4 * q0);
+#endif
 #pragma omp simd
-    for (int64_t q = 0; q < ng; q++) {
+    for (int64_t q = q0; q < ng; q++) {
         uint64_t g = g0 + (uint64_t)q;
         uint32_t c0 = (uint32_t)g, c1 = (uint32_t)(g >> 32), c2 = 0u, c3 = 0u;
         uint32_t k0 = k0i, k1 = k1i;
@@ -254,6 +397,83 @@ static inline __attribute__((always_inline)) void imc_row(
     }
 }
 
+#ifdef IMC_HAVE_NORMAL64
+/* The dense row of the usual configuration (transfer with spread, read noise, ADC with J = 2,
+ * every conversion drawn) in one AVX-512 pass, 16 conversions per step: imc_row's
+ * arithmetic in its order (cell map, one grid cell per conversion, the three (intercept,
+ * slope) pairs as 64-bit gathers, x, sigma) and the noisy code of the dense loop; the same
+ * bits as the scalar path (tested). zr: the row's Gaussians; codes into cv. */
+static inline void imc_row_dense16(const imc_readout_args *restrict a, const float *restrict sr,
+                                   float nb, const float *restrict zc, const float *restrict ic,
+                                   const int32_t *restrict nc, int64_t K,
+                                   const float *restrict zr, float *restrict cv) {
+    const __m512 vca = _mm512_set1_ps((float)a->ca), vnb = _mm512_set1_ps(nb);
+    const __m512 vper = _mm512_set1_ps((float)a->per_u), zero = _mm512_setzero_ps();
+    const __m512 vtop = _mm512_set1_ps((float)(a->tab_n - 1));
+    const __m512 van2 = _mm512_set1_ps((float)a->an2), one = _mm512_set1_ps(1.0f);
+    const __m512 vxlo = _mm512_set1_ps((float)a->xlo), vxhi = _mm512_set1_ps((float)a->xhi);
+    const __m512i three = _mm512_set1_epi32(3), two = _mm512_set1_epi32(2);
+    const __m512i bstride = _mm512_set1_epi32((int32_t)(a->adc_nbins * 3));
+    const int ca1 = (int)a->ca_is_one;
+    const long long *t64 = (const long long *)a->tab;
+    const float *bins = a->adc_bins;
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
+        __m512 u = _mm512_maskz_loadu_ps(mk, sr + k);
+        u = ca1 ? _mm512_add_ps(u, vnb) : _mm512_add_ps(_mm512_mul_ps(u, vca), vnb);
+        const __m512 idx0 = _mm512_mul_ps(u, vper);
+        const __m512 idx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(idx0, zero, _CMP_LT_OQ), idx0, zero);
+        /* min(trunc(idx), n - 1) = trunc(min(idx, n - 1)) for idx >= 0 */
+        const __m512i ii = _mm512_mullo_epi32(_mm512_cvttps_epi32(_mm512_min_ps(idx, vtop)), three);
+        const __m256i i_lo = _mm512_castsi512_si256(ii), i_hi = _mm512_extracti64x4_epi64(ii, 1);
+        const __mmask8 m_lo = (__mmask8)mk, m_hi = (__mmask8)(mk >> 8);
+        const __m512i z64 = _mm512_setzero_si512();
+        __m512 ta[3], tb[3];
+        for (int q = 0; q < 3; q++) {
+            const long long *base = t64 + q;
+            const __m512i g0 = _mm512_mask_i32gather_epi64(z64, m_lo, i_lo, base, 8);
+            const __m512i g1 = _mm512_mask_i32gather_epi64(z64, m_hi, i_hi, base, 8);
+            const __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(g0)),
+                                                  _mm512_cvtepi64_epi32(g1), 1);
+            const __m512i hi = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_srli_epi64(g0, 32))),
+                _mm512_cvtepi64_epi32(_mm512_srli_epi64(g1, 32)), 1);
+            ta[q] = _mm512_castsi512_ps(lo);
+            tb[q] = _mm512_castsi512_ps(hi);
+        }
+        const __m512 zz = _mm512_maskz_loadu_ps(mk, zc + k);
+        u = _mm512_add_ps(_mm512_add_ps(ta[0], _mm512_mul_ps(idx, tb[0])),
+                          _mm512_mul_ps(_mm512_add_ps(ta[1], _mm512_mul_ps(idx, tb[1])), zz));
+        const __m512 sig = _mm512_add_ps(ta[2], _mm512_mul_ps(idx, tb[2]));
+        const __m512 vic = _mm512_maskz_loadu_ps(mk, ic + k);
+        const __m512 x = _mm512_mul_ps(u, vic);
+        const __m512 si = _mm512_mul_ps(sig, vic);
+        const __m512 sd = _mm512_sqrt_ps(_mm512_add_ps(_mm512_mul_ps(si, si), van2));
+        const __m512 xn = _mm512_add_ps(x, _mm512_mul_ps(sd, _mm512_maskz_loadu_ps(mk, zr + k)));
+        /* imc_code_at, J = 2 */
+        const __m512 xc = _mm512_min_ps(_mm512_max_ps(xn, vxlo), vxhi);
+        const __m512i b = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_floor_ps(xc)), two);
+        const __m512i e = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mk, nc + k), bstride),
+                                           _mm512_mullo_epi32(b, three));
+        __m512 c = _mm512_mask_i32gather_ps(zero, mk, e, bins, 4);
+        const __m512 th1 = _mm512_mask_i32gather_ps(zero, mk, e, bins + 1, 4);
+        const __m512 th2 = _mm512_mask_i32gather_ps(zero, mk, e, bins + 2, 4);
+        c = _mm512_mask_add_ps(c, _mm512_cmp_ps_mask(xc, th1, _CMP_GE_OQ), c, one);
+        c = _mm512_mask_add_ps(c, _mm512_cmp_ps_mask(xc, th2, _CMP_GE_OQ), c, one);
+        _mm512_mask_storeu_ps(cv + k, mk, c);
+    }
+}
+#endif
+
+/* 1 where the AVX-512 generator and dense row are built in (-march of an AVX-512 CPU). */
+int imc_simd(void) {
+#ifdef IMC_HAVE_NORMAL64
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #define IMC_ROW(NL, RD, TB, AD, MD, JJ) \
     imc_row(a, sr, nb, zc, ic, nc, K, NL, RD, TB, AD, MD, JJ, xb, sdb, cv, need)
 
@@ -268,6 +488,10 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
     const uint64_t key = a->key;
     int64_t draws = 0;
     double sum_s = 0.0;
+#ifdef IMC_HAVE_NORMAL64
+    const int fast = a->simd && has_adc && nonlin && has_read && has_tab && mode == 1 && J == 2
+                     && a->tab_w == 6;
+#endif
     int nth = (int)(a->nthreads > 0 ? a->nthreads : 1);
     (void)nth;
 #pragma omp parallel num_threads(nth) reduction(+ : draws, sum_s)
@@ -296,6 +520,15 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
 #pragma omp simd reduction(+ : rs)
                     for (int64_t k = 0; k < K; k++) rs += sr[k];
                     sum_s += (double)rs;
+#ifdef IMC_HAVE_NORMAL64
+                    if (fast) { /* the usual dense configuration: one AVX-512 pass */
+                        const uint64_t g0 = e0 >> 2, off = e0 & 3;
+                        imc_normal_groups(key, g0, (int64_t)((off + (uint64_t)K + 3) >> 2), nz);
+                        imc_row_dense16(a, sr, nb, zc, ic, nc, K, nz + off, cv);
+                        draws += K;
+                        goto recombine;
+                    }
+#endif
                     /* specializations of the common configurations (J = 2: at most two
                      * thresholds in one LSB; other layouts take the general row) */
                     if (has_adc && nonlin && has_read && mode == 2 && J == 2)
@@ -365,6 +598,9 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                         }
                         draws += nneed;
                     }
+#ifdef IMC_HAVE_NORMAL64
+                recombine:
+#endif
                     /* code -> level units -> shift-and-add */
                     for (int64_t j = 0; j < NS2; j++) {
                         const float w = cf[j];

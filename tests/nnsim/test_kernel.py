@@ -64,6 +64,48 @@ def test_normals_by_index_and_their_moments(lib):
         assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-6, (k, frac, p)
 
 
+def test_dense_row_generator_gives_the_scalar_generators_bits(lib):
+    """The readout's row generator (AVX-512 blocks of 16 counters where built, the
+    compiler-vectorized loop for the rest) gives ``imc_normal4``'s Gaussians bit for bit: odd
+    starts and lengths, a counter whose low word wraps, a key with both halves set."""
+    for key, start, n in ((12345, 7, 100_001), (2 ** 64 - 5, 2 ** 34 - 1000, 5000),
+                          (99, (2 ** 32 - 10) * 4 + 3, 4001), (0, 0, 64 * 16 + 5)):
+        want = _normals(lib, key, start, n)
+        got = torch.empty(n, dtype=torch.float32)
+        lib.imc_normal_fill_dense(ctypes.c_uint64(key), ctypes.c_uint64(start),
+                                  ctypes.c_int64(n), kernels.ptr(got))
+        assert torch.equal(got, want), (key, start, int((got != want).sum()))
+
+
+def test_simd_row_gives_the_general_rows_bits(lib, hw_tt):
+    """The default configuration (transfer with per-chip spread, read noise, the file's ADC
+    noise: every conversion drawn) through the kernel's AVX-512 dense row and through its
+    general row: the same outputs bit for bit, for column counts that leave a partial block of
+    16, 1 and 2 tiles, and several calls of one generator."""
+    from nnsim import analog
+    from nnsim.analog import mvm
+
+    if not lib.imc_simd():
+        pytest.skip("kernel built without AVX-512: only the general row exists")
+    cfg = AnalogConfig(readout_kernel="c")
+    adc = hw_tt.adc()
+    assert 2.0 * adc.SIGMAS * adc.noise_lsb >= adc.DENSE_AT  # mode 1: the row it replaces
+    for rows, cols in ((64, 12), (100, 37)):
+        arr = _small_array(hw_tt, cfg, cols=cols, rows=rows)
+        x = torch.randn(3, 9, rows, generator=torch.Generator().manual_seed(5))
+        outs = []
+        for simd in (True, False):
+            arr.cache.pop("spread_z", None)
+            g = torch.Generator().manual_seed(11)
+            analog.KERNEL_SIMD = simd
+            try:
+                outs.append(torch.cat([mvm(x, arr, cfg, hw_tt, adc, g) for _ in range(2)]))
+            finally:
+                analog.KERNEL_SIMD = True
+        assert torch.equal(outs[0], outs[1]), float((outs[0] - outs[1]).abs().max())
+        assert float(outs[0].std()) > 0
+
+
 def test_cache_is_reused_and_keyed_by_source(tmp_path, monkeypatch):
     """A fresh cache directory gets one library, named by the sources' hash; loading again
     (the process's memo forgotten) reuses the file, no second compile; another source text
