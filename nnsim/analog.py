@@ -836,14 +836,9 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     dt, dev = w_rc.dtype, w_rc.device
     scale_max = torch.clamp(scale_max, min=torch.finfo(dt).tiny)
     wt = w_rc.transpose(-2, -1)  # (..., C, R): per column, its rows
-    mag = wt.abs() / scale_max.transpose(-2, -1)
-    if clip is not None:
-        dg = hw.g_max_s - hw.g_min_s
-        g = clipformer_conductance(hw.g_min_s + dg * mag, hw.g_min_s, hw.g_max_s, clip[0],
-                                   clip[1])
-        mag = (g - hw.g_min_s) / dg
+    *lead, c, r = wt.shape
+    gens = _chip_gens(generator)
     qmax = 2 ** cfg.weight_bits - 1
-    q = torch.round(mag * qmax).to(torch.int64)
     mean_l, var_l = write_moments(hw, source, mode, gamma, cfg.write_noise_sigma,
                                   cfg.write_bias)
     ca, cb, g0 = 1.0, 0.0, 0.0
@@ -857,27 +852,45 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     m0, v0 = float(m_l[0]), float(v_l[0])
     dtab, sw = _kv_digit_tables(hw, cfg, m_l, v_l, dev, dt)  # (G, E, 2, 3), (G, 2)
     n_g, e = dtab.shape[:2]
-    *lead, c, r = wt.shape
     rows = cfg.tile_rows
     t = -(-r // rows)
-    # bin of (tile, group, sign, code) per element and group; same layout as the tables
-    tile = torch.arange(r, device=dev) // rows
-    base_idx = (tile * (n_g * 2 * e)) + (wt < 0).to(torch.int64) * e
-    idx = [base_idx + g * 2 * e + ((q >> (2 * cfg.cell_bits * g)) & (e - 1))
-           for g in range(n_g)]
-    del q, base_idx, mag
     nb = t * n_g * 2 * e
+    lib = _moment_lib(cfg, w_rc) if scale_max.shape[-2:] == (1, 1) else None
+    idx: list[torch.Tensor] = []
+    drawn = noise and float(var_l.max()) > 0
+    if lib is not None:  # nnsim/kernels/moment.c: codes, column sums and values per element
+        ka, keep = _mw_args(wt, scale_max, lead, cfg, hw, clip, n_g, m_l - m0,
+                            v_l - v0 if drawn else None)
+    else:
+        mag = wt.abs() / scale_max.transpose(-2, -1)
+        if clip is not None:
+            dg = hw.g_max_s - hw.g_min_s
+            g = clipformer_conductance(hw.g_min_s + dg * mag, hw.g_min_s, hw.g_max_s,
+                                       clip[0], clip[1])
+            mag = (g - hw.g_min_s) / dg
+        q = torch.round(mag * qmax).to(torch.int64)
+        # bin of (tile, group, sign, code) per element and group; same layout as the tables
+        tile = torch.arange(r, device=dev) // rows
+        base_idx = (tile * (n_g * 2 * e)) + (wt < 0).to(torch.int64) * e
+        idx = [base_idx + g * 2 * e + ((q >> (2 * cfg.cell_bits * g)) & (e - 1))
+               for g in range(n_g)]
+        del q, base_idx, mag
     gain = None
     var = None
     if cfg.nonideal_readout:
-        counts = torch.zeros(*lead, c, nb, device=dev, dtype=dt)
-        one = torch.ones((), device=dev, dtype=dt).expand(idx[0].shape)
-        for ig in idx:
-            counts.scatter_add_(-1, ig, one)
-        counts = counts.reshape(*lead, c, t, n_g, 2, e)
         # column sums per (tile, group, sign, slice of group) of mean level and target digit
-        sums = torch.einsum("...tgpe,geik->...tgpik", counts, dtab[..., :2])
-        n_r = torch.bincount(tile, minlength=t).to(dt)[:, None, None, None]
+        if lib is not None:
+            sums = torch.empty(*lead, c, t, n_g, 2, 2, 2, device=dev, dtype=dt)
+            lib.imc_moment_colsums(ctypes.byref(ka), kernels.ptr(sums, torch.float32))
+        else:
+            counts = torch.zeros(*lead, c, nb, device=dev, dtype=dt)
+            one = torch.ones((), device=dev, dtype=dt).expand(idx[0].shape)
+            for ig in idx:
+                counts.scatter_add_(-1, ig, one)
+            counts = counts.reshape(*lead, c, t, n_g, 2, e)
+            sums = torch.einsum("...tgpe,geik->...tgpik", counts, dtab[..., :2])
+        n_r = torch.bincount(torch.arange(r, device=dev) // rows, minlength=t).to(dt)[
+            :, None, None, None]
         u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
         lsb = None
         if cfg.adc and adc is not None:
@@ -900,25 +913,124 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
 
     def table(col: torch.Tensor, which: int, cell0: float) -> torch.Tensor:
         """Per (column,) tile, group, sign, code: the summed cell values (level-0 cells of
-        all slices and signs in group 0's entries), flattened to the bins of ``idx``."""
+        all slices and signs in group 0's entries), flattened to the bins of ``idx``
+        ((nb,) without a gain: one table for every column)."""
         tb = torch.einsum("...gpi,gei->...gpe", col, dtab[..., which])
         tb[..., 0, :, :] += cell0 * col.sum((-3, -2, -1))[..., None, None]
-        tb = tb.reshape(*tb.shape[:-4], -1)
-        return tb if gain is not None else tb.expand(*lead, c, -1)
+        return tb.reshape(*tb.shape[:-4], -1)
 
+    ns = cfg.weight_bits // cfg.cell_bits
+    if lib is not None:  # per element from the column's gains (the tables' sums, unrolled)
+        out = torch.empty(*lead, r, c, device=dev, dtype=dt)
+        shared = gain is None
+        gcc = gc.contiguous()
+        keys = _chip_keys(gens) if drawn else None
+        keep += [gcc, keys, out]
+        per_c = t * n_g * 4
+        lib.imc_moment_elems(
+            ctypes.byref(ka), kernels.ptr(gcc, torch.float32), 0 if shared else c * per_c,
+            0 if shared else per_c, m0, v0,
+            None if keys is None else kernels.ptr(keys, torch.int64),
+            max(1, ka.n_mat // len(gens)), kernels.ptr(out, torch.float32))
+        del keep
+        return MomentWrite(out, var, scale_max / qmax, t, ns * 2 * c)
     tab_m = table(gc, 0, m0)
+    tab_v = table(gc ** 2, 2, v0) if drawn else None
+    if gain is None:
+        tab_m = tab_m.expand(*lead, c, -1)
+        tab_v = tab_v.expand(*lead, c, -1) if tab_v is not None else None
     w_t = tab_m.gather(-1, idx[0])
     for ig in idx[1:]:
         w_t += tab_m.gather(-1, ig)
-    if noise and float(var_l.max()) > 0:
-        tab_v = table(gc ** 2, 2, v0)
+    if tab_v is not None:
         wv = tab_v.gather(-1, idx[0])
         for ig in idx[1:]:
             wv += tab_v.gather(-1, ig)
-        w_t += wv.clamp_(min=0).sqrt_().mul_(torch.randn(
-            w_t.shape, generator=generator, device=dev, dtype=dt))
-    ns = cfg.weight_bits // cfg.cell_bits
+        w_t += wv.clamp_(min=0).sqrt_().mul_(_chip_randn(w_t.shape, gens, dev, dt))
     return MomentWrite(w_t.transpose(-2, -1), var, scale_max / qmax, t, ns * 2 * c)
+
+
+class _MwArgs(ctypes.Structure):
+    """``imc_mw_args`` of nnsim/kernels/moment.c."""
+
+    _fields_ = [("wt", ctypes.c_void_p), ("smax", ctypes.c_void_p), ("n_mat", ctypes.c_int64),
+                ("C", ctypes.c_int64), ("R", ctypes.c_int64), ("rows", ctypes.c_int64),
+                ("ns", ctypes.c_int64), ("n_g", ctypes.c_int64), ("cell_bits", ctypes.c_int64),
+                ("qmax", ctypes.c_float), ("clip", ctypes.c_int), ("gmin", ctypes.c_float),
+                ("dg", ctypes.c_float), ("clip_lo", ctypes.c_float), ("clip_hi", ctypes.c_float),
+                ("m_rel", ctypes.c_void_p), ("v_rel", ctypes.c_void_p)]
+
+
+def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: AnalogConfig,
+             hw: HardwareModel, clip: tuple[float, float] | None, n_g: int,
+             m_rel: torch.Tensor, v_rel: torch.Tensor | None) -> tuple[_MwArgs, list[Any]]:
+    """The kernel's arguments for ``moment_write`` (and the tensors to keep alive)."""
+    *_, c, r = wt.shape
+    w = wt.contiguous()
+    s = scale_max.expand(*lead, 1, 1).reshape(-1).contiguous()
+    a = _MwArgs()
+    a.wt, a.smax = kernels.ptr(w, torch.float32), kernels.ptr(s, torch.float32)
+    a.n_mat, a.C, a.R, a.rows = math.prod(lead), c, r, cfg.tile_rows
+    a.ns, a.n_g, a.cell_bits = cfg.weight_bits // cfg.cell_bits, n_g, cfg.cell_bits
+    a.qmax = float(2 ** cfg.weight_bits - 1)
+    mr = m_rel.to(torch.float32).contiguous()
+    vr = v_rel.to(torch.float32).contiguous() if v_rel is not None else None
+    a.m_rel = kernels.ptr(mr, torch.float32)
+    a.v_rel = kernels.ptr(vr, torch.float32) if vr is not None else None
+    a.clip = int(clip is not None)
+    if clip is not None:  # clipformer_conductance's float32 operations, in its order
+        a.gmin, a.dg = hw.g_min_s, hw.g_max_s - hw.g_min_s
+        a.clip_lo, a.clip_hi = clip[0] * hw.g_min_s, clip[1] * hw.g_max_s
+    return a, [w, s, mr, vr]
+
+
+def _moment_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
+    """The moment mode's C kernel (``nnsim/kernels/moment.c``) for tensors like ``t``, or None
+    for the torch path: ``cfg.readout_kernel`` says which (``"torch"``: always the torch
+    path; ``"c"``: the kernel or an error); the kernel runs on CPU float32 tensors."""
+    if cfg.readout_kernel == "torch":
+        return None
+    if t.device.type != "cpu" or t.dtype != torch.float32:
+        if cfg.readout_kernel == "c":
+            raise ValueError(f"readout_kernel='c' needs CPU float32 tensors, got {t.device} "
+                             f"{t.dtype}")
+        return None
+    lib = kernels.load("moment", required=cfg.readout_kernel == "c")
+    if lib is not None and not hasattr(lib, "_imc_typed"):
+        vp, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.imc_moment_colsums.argtypes = [vp, vp]
+        lib.imc_moment_elems.argtypes = [vp, vp, i64, i64, ctypes.c_float, ctypes.c_float, vp,
+                                         i64, vp]
+        lib.imc_moment_noise_add.argtypes = [vp, i64, i64, i64, i64, vp, vp]
+        lib.imc_moment_normal.argtypes = [ctypes.c_uint64, i64, vp]
+        for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_noise_add,
+                  lib.imc_moment_normal):
+            f.restype = None
+        lib._imc_typed = True
+    return lib
+
+
+def _chip_gens(generator: Any) -> list[torch.Generator | None]:
+    """The generators of a call: one chip's, or a list, one per chip of a chip batch (the
+    leading dimension of the call's tensors is then the chips)."""
+    return list(generator) if isinstance(generator, (list, tuple)) else [generator]
+
+
+def _chip_keys(gens: list[torch.Generator | None]) -> torch.Tensor:
+    """One 64-bit kernel key per chip, drawn from each chip's generator (as the C readout)."""
+    return torch.stack([torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64,
+                                      generator=g) for g in gens])
+
+
+def _chip_randn(shape: Any, gens: list[torch.Generator | None], device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """``torch.randn(shape)`` from one chip's generator, or per chip of a chip batch (the
+    first dimension): each chip's block is what its own generator gives for that block's
+    shape, as in a loop over the chips."""
+    if len(gens) == 1:
+        return torch.randn(shape, generator=gens[0], device=device, dtype=dtype)
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype)
+                        for g in gens])
 
 
 MOMENT_EXACT_BITS = 4
@@ -1167,10 +1279,24 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
     if mean_gain != 1.0 and noise:
         y = y.mul_(mean_gain) if inplace else y * mean_gain
     if var is not None and noise:
-        z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        z = z.mul_((var * var_scale).sqrt())
-        y = y.add_(z) if inplace else y + z
-        del z
+        sd = (var * var_scale).sqrt()
+        gens = _chip_gens(generator)
+        lib = _moment_lib(cfg, y) if inplace and y.is_contiguous() else None
+        if lib is not None:  # y + z sd, z from the kernel's counter-based generator
+            m, c = y.shape[-2:]
+            if sd.shape[-2] != 1:  # a variance per row (the low-count correction): rows as L
+                m = 1
+            n_l = y.numel() // (m * c)
+            sdl = sd.expand(*y.shape[:-2], y.shape[-2] if m == 1 else 1, c).reshape(
+                n_l, c).contiguous()
+            keys = _chip_keys(gens)
+            lib.imc_moment_noise_add(kernels.ptr(keys, torch.int64), len(gens),
+                                     n_l // len(gens), m, c, kernels.ptr(sdl, torch.float32),
+                                     kernels.ptr(y, torch.float32))
+        else:
+            z = _chip_randn(y.shape, gens, y.device, y.dtype).mul_(sd)
+            y = y.add_(z) if inplace else y + z
+            del z
     return y.mul_(sx).mul_(arr.scale) if inplace else y * sx * arr.scale
 
 
@@ -1410,6 +1536,7 @@ def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: An
         a.key = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64,
                                   generator=generator)) & (2 ** 64 - 1)
     a.nthreads = kernels.threads()
+    a.simd = int(KERNEL_SIMD)
     lib.imc_readout_mvm(ctypes.byref(a))
     _PATHS["c_drawn"] += int(a.draws)
     _count_reads(float(a.sum_s), n_act, k, hw)
@@ -1468,4 +1595,3 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
     s = s.reshape(*lead, t, p, m, ns * 2, c)
     out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))
     return out * sx * arr.scale
-    a.simd = int(KERNEL_SIMD)

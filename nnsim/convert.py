@@ -26,6 +26,7 @@ from .analog import (
     AnalogConfig,
     Array,
     MomentWrite,
+    _moment_terms,
     build_array,
     map_matrix,
     moment_exact,
@@ -60,6 +61,23 @@ class _AnalogBase(nn.Module):
         self._inst_seed = 0
         self.moment_scale: dict[int, float] = {}
         self.moment_acc: dict[str, Any] | None = None
+        self.chips: int | None = None  # a chip batch (program_chips): chips in one forward
+        self.chip_gens: list[torch.Generator] = []
+
+    def _chip_state(self) -> dict[str, Any]:
+        """What one programmed chip holds (``program_chips`` keeps one per chip)."""
+        return {"generator": self.generator}
+
+    def _set_chips(self, states: list[dict[str, Any]]) -> None:
+        """Hold ``len(states)`` programmed chips at once: a forward's leading batch
+        dimension is then ``chips x images``, chip-major (``program_chips``)."""
+        self.chips = len(states)
+        self.chip_gens = [st["generator"] for st in states]
+        self.generator = None
+
+    def _gens(self) -> Any:
+        """The generator(s) of a call: this chip's, or one per chip of a chip batch."""
+        return self.chip_gens if self.chips else self.generator
 
     def _mvm(self, x: torch.Tensor, arr: Array, key: int, signed: bool = True
              ) -> torch.Tensor:
@@ -85,7 +103,7 @@ class _AnalogBase(nn.Module):
                 raise CalibrationError(
                     "fidelity='moment' needs calibrate_moment(model, calibration batches) "
                     "first (per layer, on a held-out split; set_config resets it)")
-            return mvm_moment(x, arr, cfg, self.hw, self.adc_model, self.generator,
+            return mvm_moment(x, arr, cfg, self.hw, self.adc_model, self._gens(),
                               signed=signed, counter=self.conversions, var_scale=scale,
                               mean_gain=gain)
         return mvm(x, arr, cfg, self.hw, self.adc_model, self.generator, signed=signed,
@@ -140,12 +158,48 @@ class AnalogLinear(nn.Linear, _AnalogBase):
         inst = self._instances((t, 1, ns * 2 * self.out_features), w_rc.device, 0)
         self.array = build_array(mapped, prog, cfg, hw, inst)
         self.generator = self._gen(w_rc.device, s_inf)
+        self.chips, self.chip_gens, self.chip_arrays = None, [], []
+
+    def _chip_state(self) -> dict[str, Any]:
+        return {"generator": self.generator, "array": self.array}
+
+    def _set_chips(self, states: list[dict[str, Any]]) -> None:
+        super()._set_chips(states)
+        self.chip_arrays = [st["array"] for st in states]
+        self._chip_stack: dict[Any, MomentWrite] = {}
+
+    def _stacked(self) -> MomentWrite:
+        """The chips' arrays in the moment mode's form, stacked (chips, R, C): each chip's
+        effective matrix and variance computed from its own array as a single chip's are."""
+        cfg = self.config
+        key = (cfg, self.adc_model is None)
+        if key not in self._chip_stack:
+            w2 = 1.0 if cfg.input_bits is None else float(sum(4.0 ** j
+                                                               for j in range(cfg.input_bits)))
+            terms = [_moment_terms(a, cfg, self.hw, self.adc_model, w2)
+                     for a in self.chip_arrays]
+            a0 = self.chip_arrays[0]
+            t, _, k = a0.cells_mm.shape[-3:]
+            var = None if terms[0][1] is None else torch.stack([v for _, v in terms])
+            self._chip_stack = {key: MomentWrite(
+                torch.stack([w for w, _ in terms]), var,
+                torch.stack([a.scale for a in self.chip_arrays]), t, k)}
+        return self._chip_stack[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Crossbar MVM of ``x`` (..., in_features)."""
-        if self.array is None:
+        if self.array is None and not self.chips:
             self.program(0)
         lead = x.shape[:-1]
+        if self.chips:  # chips x rows, each chip's rows chunked as a single chip's
+            x2 = x.reshape(self.chips, -1, self.in_features)
+            step = max(1, self.config.chunk_elems // max(1, self.out_features))
+            arr = self._stacked()
+            outs = [self._mvm(x2[:, i:i + step], arr, 0) for i in range(0, x2.shape[1], step)]
+            y = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            if self.bias is not None:
+                y = y.add_(self.bias) if not torch.is_grad_enabled() else y + self.bias
+            return y.reshape(*lead, self.out_features)
         x2 = x.reshape(-1, self.in_features)
         k = self.array.cells_mm.shape[-1] * self.array.cells_mm.shape[-3]
         p = self.config.input_bits or 1
@@ -207,6 +261,7 @@ class AnalogAttention(_AnalogBase):
         self._inst_seed = s_inst
         self._inst_cache: dict[Any, torch.Tensor | None] = {}
         self.generator = self._gen(self.qkv.weight.device, s_inf)
+        self.chips, self.chip_gens = None, []
 
     def _moment_fast(self) -> bool:
         """K/V written in the moment mode's form (``moment_write``: no per-cell tensors);
@@ -228,7 +283,7 @@ class AnalogAttention(_AnalogBase):
             scale_max = torch.full_like(scale_max, self.kv_max[salt])
             w_rc = w_rc.clamp(-self.kv_max[salt], self.kv_max[salt])
         if self._moment_fast():
-            return moment_write(w_rc, scale_max, cfg, hw, self.adc_model, self.generator,
+            return moment_write(w_rc, scale_max, cfg, hw, self.adc_model, self._gens(),
                                 clip=cfg.clipformer)
         mapped = map_matrix(w_rc, scale_max, cfg, hw, cfg.clipformer)
         prog = write_levels(mapped.targets, hw, cfg.write_noise, cfg.dynamic_write_mode,
@@ -248,7 +303,7 @@ class AnalogAttention(_AnalogBase):
         """Same contract as ``timm.layers.Attention.forward``; masks are not modelled."""
         if attn_mask is not None or is_causal:
             raise NotImplementedError("masked attention is not modelled")
-        if self.generator is None:
+        if self.generator is None and not self.chips:
             self.program(0)
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -265,15 +320,21 @@ class AnalogAttention(_AnalogBase):
             else:  # bit: planes x slices x cells partial sums per score
                 per = self.num_heads * n * n * 8 * 8 * 8
             step = max(1, cfg.chunk_elems // max(1, per))
+            nc = self.chips or 0
+            if nc:  # (chips, images, ...): each chip's images chunked as a single chip's
+                q, k, v = (t.reshape(nc, b // nc, *t.shape[1:]) for t in (q, k, v))
             outs = []
-            for i in range(0, b, step):
-                qi, ki, vi = q[i:i + step], k[i:i + step], v[i:i + step]
+            for i in range(0, q.shape[1 if nc else 0], step):
+                sl = (slice(None), slice(i, i + step)) if nc else (slice(i, i + step),)
+                qi, ki, vi = q[sl], k[sl], v[sl]
                 arr_k = self._write(ki.transpose(-2, -1), 1)  # rows = head_dim, cols = tokens
                 scores = self._mvm(qi, arr_k, 1, signed=True)
                 s = self.attn_drop(scores.softmax(-1))
                 arr_v = self._write(vi, 2)  # rows = tokens, cols = head_dim
                 outs.append(self._mvm(s, arr_v, 2, signed=False))
-            out = torch.cat(outs, 0)
+            out = torch.cat(outs, 1 if nc else 0)
+            if nc:
+                out = out.reshape(b, *out.shape[2:])
         out = out.transpose(1, 2).reshape(b, n, self.attn_dim)
         return self.proj_drop(self.proj(self.norm(out)))
 
@@ -336,6 +397,43 @@ def program_chip(model: nn.Module, seed: int) -> None:
     mods = analog_modules(model)
     for m, child in zip(mods, np.random.SeedSequence(seed).spawn(len(mods)), strict=True):
         m.program(int(child.generate_state(1, dtype=np.uint64)[0] % (2 ** 63)))
+
+
+def chip_batch_supported(config: AnalogConfig, hardware: HardwareModel) -> bool:
+    """Whether ``program_chips`` can hold several chips in one forward for ``config``: the
+    ``moment`` fidelity with K/V written in its form (not the exact low-count path of coarse
+    ADCs, ``analog.moment_exact``, which needs per-cell arrays; not ``bit``)."""
+    adc = hardware.adc() if config.adc and hardware.adc_bits else None
+    return (config.fidelity == "moment" and config.nonideal_readout
+            and config.weight_bits is not None and not moment_exact(config, adc))
+
+
+def program_chips(model: nn.Module, seeds: list[int]) -> None:
+    """Simulate ``len(seeds)`` chips in one forward (a chip batch): each chip programmed as
+    ``program_chip(model, seed)`` programs it (its own arrays, ADC instances and generators),
+    then all held at once. A forward then takes ``chips x images`` inputs, chip-major (chip
+    ``c``'s images are rows ``c B .. (c + 1) B - 1``), and each chip's outputs are those of
+    ``program_chip(model, seed)`` and a forward of its images alone, up to float rounding
+    (each chip draws from its own generators, in the same order). ``program_chip`` returns
+    the model to one chip.
+
+    Raises:
+        ValueError: The configuration has no chip-batched path (``chip_batch_supported``).
+    """
+    mods = analog_modules(model)
+    for m in mods:
+        if not chip_batch_supported(m.config, m.hw):
+            raise ValueError("program_chips: chips as a batch dimension run the moment "
+                             "fidelity with ADCs above analog.MOMENT_EXACT_BITS bits only; "
+                             f"got fidelity={m.config.fidelity!r}, "
+                             f"adc bits {m.hw.adc_bits if m.config.adc else None}")
+    states: list[list[dict[str, Any]]] = [[] for _ in mods]
+    for s in seeds:
+        program_chip(model, s)
+        for st, m in zip(states, mods, strict=True):
+            st.append(m._chip_state())
+    for st, m in zip(states, mods, strict=True):
+        m._set_chips(st)
 
 
 def set_config(model: nn.Module, config: AnalogConfig) -> None:

@@ -1,0 +1,229 @@
+/* The moment mode's per-element passes (nnsim.analog.moment_write, mvm_moment; issue 17).
+ *
+ * Built and loaded by nnsim.kernels.load("moment"). Every float operation is the one the
+ * torch path of nnsim.analog writes, in the same order (no FMA: -ffp-contract=off), so the
+ * noiseless results equal the torch path's bit for bit; the Gaussians come from rng.h's
+ * Philox4x32-10 (counter = element index within its chip's block, one key per call and chip
+ * drawn from the chip's torch.Generator), so any thread count or chip batching gives the
+ * same numbers.
+ *
+ * Element i of a block of n uses counter i >> 2 and output i & 3 of that counter's four
+ * Gaussians (rng.h's convention), stream IMC_MOMENT_STREAM.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+
+#include "rng.h"
+
+#define IMC_MOMENT_STREAM 7u
+#define IMC_MOMENT_BLOCK 1024 /* Gaussians generated per inner block (multiple of 4) */
+
+/* Gaussians of counters g0 .. g0+ng-1 (4 each) into z, stream IMC_MOMENT_STREAM: a loop the
+ * compiler vectorizes (the rounds written out). */
+static void mom_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *restrict z) {
+    const uint32_t k0i = (uint32_t)key, k1i = (uint32_t)(key >> 32);
+#pragma omp simd
+    for (int64_t q = 0; q < ng; q++) {
+        uint64_t g = g0 + (uint64_t)q;
+        uint32_t c0 = (uint32_t)g, c1 = (uint32_t)(g >> 32), c2 = IMC_MOMENT_STREAM, c3 = 0u;
+        uint32_t k0 = k0i, k1 = k1i;
+#define MOM_PHILOX_ROUND                                   \
+    {                                                      \
+        uint64_t p0 = (uint64_t)IMC_PHILOX_M0 * c0;        \
+        uint64_t p1 = (uint64_t)IMC_PHILOX_M1 * c2;        \
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;      \
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;      \
+        c1 = (uint32_t)p1;                                 \
+        c3 = (uint32_t)p0;                                 \
+        c0 = n0;                                           \
+        c2 = n2;                                           \
+        k0 += IMC_PHILOX_W0;                               \
+        k1 += IMC_PHILOX_W1;                               \
+    }
+        MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND
+        MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND
+        float z0, z1, z2, z3;
+        imc_box_muller(c0, c1, &z0, &z1);
+        imc_box_muller(c2, c3, &z2, &z3);
+        z[4 * q] = z0;
+        z[4 * q + 1] = z1;
+        z[4 * q + 2] = z2;
+        z[4 * q + 3] = z3;
+    }
+}
+
+/* n Gaussians of elements 0 .. n-1 under key (tests: the distribution). */
+void imc_moment_normal(uint64_t key, int64_t n, float *out) {
+    float z[IMC_MOMENT_BLOCK];
+    for (int64_t i0 = 0; i0 < n; i0 += IMC_MOMENT_BLOCK) {
+        int64_t nb = n - i0 < IMC_MOMENT_BLOCK ? n - i0 : IMC_MOMENT_BLOCK;
+        mom_normal_groups(key, (uint64_t)i0 >> 2, (nb + 3) >> 2, z);
+        for (int64_t j = 0; j < nb; j++) out[i0 + j] = z[j];
+    }
+}
+
+/* mvm_moment's output noise: y[k, l, m, c] = y[k, l, m, c] + z * sd[k, l, c] for
+ * n_key chips k (key keys[k], element index within the chip's block of L*M*C), L matrices,
+ * M rows, C columns; sd has one row of C per (k, l) (expanded by the caller). */
+void imc_moment_noise_add(const uint64_t *keys, int64_t n_key, int64_t L, int64_t M, int64_t C,
+                          const float *sd, float *y) {
+    float z[IMC_MOMENT_BLOCK];
+    const int64_t n = L * M * C;
+    for (int64_t k = 0; k < n_key; k++) {
+        float *yk = y + k * n;
+        const float *sdk = sd + k * L * C;
+        for (int64_t i0 = 0; i0 < n; i0 += IMC_MOMENT_BLOCK) {
+            int64_t nb = n - i0 < IMC_MOMENT_BLOCK ? n - i0 : IMC_MOMENT_BLOCK;
+            mom_normal_groups(keys[k], (uint64_t)i0 >> 2, (nb + 3) >> 2, z);
+            int64_t c = i0 % C, row = i0 / C;
+            int64_t l = row / M;
+            int64_t m = row - l * M;
+            const float *s = sdk + l * C;
+            for (int64_t j = 0; j < nb; j++) {
+                yk[i0 + j] = yk[i0 + j] + z[j] * s[c];
+                if (++c == C) {
+                    c = 0;
+                    if (++m == M) {
+                        m = 0;
+                        l++;
+                        s = sdk + l * C;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* What moment_write's per-element passes share. */
+typedef struct {
+    const float *wt;      /* (n_mat, C, R) values, per column its rows */
+    const float *smax;    /* (n_mat,) magnitude mapped to full scale (clamped >= tiny) */
+    int64_t n_mat, C, R;
+    int64_t rows;         /* tile rows */
+    int64_t ns;           /* slices */
+    int64_t n_g;          /* groups of two slices (ceil(ns / 2)) */
+    int64_t cell_bits;
+    float qmax;
+    int clip;             /* ClipFormer on the value-to-conductance mapping */
+    float gmin, dg, clip_lo, clip_hi; /* g = gmin + dg mag; max(g - clip_lo, gmin); min(., clip_hi) */
+    const float *m_rel;   /* per level: the cell's mean level minus level 0's */
+    const float *v_rel;   /* per level: its variance minus level 0's (NULL: no noise) */
+} imc_mw_args;
+
+/* The magnitude code of one value, as moment_write's torch path (map_matrix's q). */
+static inline int64_t mw_code(const imc_mw_args *a, float w, float s) {
+    float mag = fabsf(w) / s;
+    if (a->clip) {
+        float g = a->gmin + a->dg * mag;
+        g = g - a->clip_lo;
+        g = g < a->gmin ? a->gmin : g;
+        g = g > a->clip_hi ? a->clip_hi : g;
+        mag = (g - a->gmin) / a->dg;
+    }
+    return (int64_t)rintf(mag * a->qmax);
+}
+
+/* Per (mat, c): the column sums of moment_write, (n_mat, C, T, G, 2 signs, 2 slices of the
+ * group, 2): [.., 0] the cells' mean levels above a level-0 cell's (m_rel of the digit),
+ * [.., 1] the target digits, over the column's rows of that tile and sign (accumulated in
+ * double; the digits exactly). */
+void imc_moment_colsums(const imc_mw_args *a, float *sums) {
+    const int64_t T = (a->R + a->rows - 1) / a->rows, n_g = a->n_g, ns = a->ns;
+    const int64_t base = (int64_t)1 << a->cell_bits;
+    const int64_t per_t = n_g * 2 * 2, n_slot = T * per_t; /* (t, g, p, i) slots */
+    /* per slot, the count of each level (integers), then the sums from the counts */
+    int32_t cnt[(n_slot > 0 ? n_slot : 1) * 16];
+    for (int64_t mat = 0; mat < a->n_mat; mat++) {
+        const float s = a->smax[mat];
+        for (int64_t c = 0; c < a->C; c++) {
+            const float *w = a->wt + (mat * a->C + c) * a->R;
+            for (int64_t i = 0; i < n_slot * base; i++) cnt[i] = 0;
+            for (int64_t r = 0; r < a->R; r++) {
+                int64_t q = mw_code(a, w[r], s);
+                int64_t p = w[r] < 0.0f ? 1 : 0;
+                int32_t *at = cnt + (r / a->rows) * per_t * base;
+                for (int64_t sl = 0; sl < ns; sl++) {
+                    int64_t d = (q >> (a->cell_bits * sl)) & (base - 1);
+                    at[(((sl >> 1) * 2 + p) * 2 + (sl & 1)) * base + d] += 1;
+                }
+            }
+            float *o = sums + (mat * a->C + c) * n_slot * 2;
+            for (int64_t k = 0; k < n_slot; k++) {
+                double sm = 0.0, sd = 0.0;
+                for (int64_t d = 0; d < base; d++) {
+                    sm += (double)cnt[k * base + d] * (double)a->m_rel[d];
+                    sd += (double)cnt[k * base + d] * (double)d;
+                }
+                o[2 * k] = (float)sm;
+                o[2 * k + 1] = (float)sd;
+            }
+        }
+    }
+}
+
+/* The written matrix: out[mat, r, c] = sm[t] + sum_s gc[t, s, sign] m_rel[d_s]
+ * (+ sqrt(max(sv[t] + sum_s gc[t, s, sign]^2 v_rel[d_s], 0)) z), with gc the column's
+ * slice-weighted, sign-weighted transfer gains (T, G, 2 signs, 2 slices) at
+ * gc + mat * gc_mstride + c * gc_cstride (0 strides: shared), sm[t] = m0 sum gc[t] and
+ * sv[t] = v0 sum gc[t]^2 (the level-0 cells of every slice and sign); z of element
+ * (mat, c, r) = flat index within its chip's block of mats_per_key matrices under
+ * keys[mat / mats_per_key]. keys NULL (or v_rel NULL): no noise. */
+void imc_moment_elems(const imc_mw_args *a, const float *gc, int64_t gc_mstride,
+                      int64_t gc_cstride, float m0, float v0, const uint64_t *keys,
+                      int64_t mats_per_key, float *out) {
+    const int64_t C = a->C, R = a->R, ns = a->ns, n_g = a->n_g;
+    const int64_t T = (R + a->rows - 1) / a->rows, per_t = n_g * 4;
+    const int64_t base = (int64_t)1 << a->cell_bits;
+    const int noisy = keys != NULL && a->v_rel != NULL;
+    float z[IMC_MOMENT_BLOCK];
+    float sm[T > 0 ? T : 1], sv[T > 0 ? T : 1];
+    const int64_t per_key = mats_per_key * C * R;
+    int64_t zlo = -1, zhi = -1; /* element indices (within the chip's block) held in z */
+    for (int64_t mat = 0; mat < a->n_mat; mat++) {
+        const float s = a->smax[mat];
+        const uint64_t key = noisy ? keys[mat / mats_per_key] : 0;
+        const int64_t mat_base = (mat % mats_per_key) * C * R; /* index within the block */
+        if (mat % mats_per_key == 0) zlo = zhi = -1;            /* a new chip: a new key */
+        for (int64_t c = 0; c < C; c++) {
+            const float *w = a->wt + (mat * C + c) * R;
+            const float *gcc = gc + mat * gc_mstride + c * gc_cstride;
+            for (int64_t t = 0; t < T; t++) {
+                float am = 0.0f, av = 0.0f;
+                for (int64_t j = 0; j < per_t; j++) {
+                    float x = gcc[t * per_t + j];
+                    am += x;
+                    av += x * x;
+                }
+                sm[t] = m0 * am;
+                sv[t] = v0 * av;
+            }
+            float *o = out + mat * R * C + c;
+            for (int64_t r = 0; r < R; r++) {
+                int64_t q = mw_code(a, w[r], s);
+                int64_t p = w[r] < 0.0f ? 1 : 0, t = r / a->rows;
+                const float *gt = gcc + t * per_t + p * 2;
+                float v = sm[t], vv = sv[t];
+                for (int64_t sl = 0; sl < ns; sl++) {
+                    int64_t d = (q >> (a->cell_bits * sl)) & (base - 1);
+                    float gw = gt[(sl >> 1) * 4 + (sl & 1)];
+                    v = v + gw * a->m_rel[d];
+                    if (noisy) vv = vv + (gw * gw) * a->v_rel[d];
+                }
+                if (noisy) {
+                    vv = vv < 0.0f ? 0.0f : vv;
+                    int64_t idx = mat_base + c * R + r;
+                    if (idx < zlo || idx >= zhi) {
+                        zlo = idx & ~(int64_t)3;
+                        int64_t nz = per_key - zlo < IMC_MOMENT_BLOCK ? per_key - zlo
+                                                                      : IMC_MOMENT_BLOCK;
+                        mom_normal_groups(key, (uint64_t)zlo >> 2, (nz + 3) >> 2, z);
+                        zhi = zlo + nz;
+                    }
+                    v = v + sqrtf(vv) * z[idx - zlo];
+                }
+                o[r * C] = v;
+            }
+        }
+    }
+}
