@@ -169,9 +169,10 @@ void imc_adc_codes(const float *x, const int32_t *inst, int64_t n, const float *
 /* imc_normal_groups with AVX-512 intrinsics: 16 counters per step, the same operations in the
  * same order as rng.h's scalar Philox4x32-10 and Box-Muller (no contraction), so the same
  * bits as imc_normal4 (tested). */
-static inline __m512i imc_mulhi_epu32(__m512i a, __m512i m) {
-    __m512i pe = _mm512_mul_epu32(a, m);                        /* even lanes, 64-bit */
-    __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m); /* odd lanes */
+static inline __m512i imc_mulhilo_epu32(__m512i a, __m512i m, __m512i *lo) {
+    const __m512i pe = _mm512_mul_epu32(a, m);                        /* even lanes, 64-bit */
+    const __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m); /* odd lanes */
+    *lo = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, _mm512_slli_epi64(po, 32));
     return _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(pe, 32), po);
 }
 
@@ -252,8 +253,9 @@ static inline void imc_normal64(uint64_t key, uint64_t g0, float *restrict z) {
     uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     const __m512i M0 = _mm512_set1_epi32((int)IMC_PHILOX_M0), M1 = _mm512_set1_epi32((int)IMC_PHILOX_M1);
     for (int r = 0; r < 10; r++) {
-        const __m512i h0 = imc_mulhi_epu32(c0, M0), l0 = _mm512_mullo_epi32(c0, M0);
-        const __m512i h1 = imc_mulhi_epu32(c2, M1), l1 = _mm512_mullo_epi32(c2, M1);
+        __m512i l0, l1;
+        const __m512i h0 = imc_mulhilo_epu32(c0, M0, &l0);
+        const __m512i h1 = imc_mulhilo_epu32(c2, M1, &l1);
         const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(h1, c1), _mm512_set1_epi32((int)k0));
         const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(h0, c3), _mm512_set1_epi32((int)k1));
         c1 = l1;
