@@ -1565,6 +1565,18 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
     if cfg.fidelity == "moment":
         return mvm_moment(x, arr, cfg, hw, adc, generator, signed=signed, counter=counter)
     planes, plane_w, sx = input_planes(x, cfg.input_bits, signed, cfg.prob_scale)
+def _sum_of_sums(planes: torch.Tensor, arr: Array) -> float:
+    """The sum of all partial sums ``planes @ cells_mm`` without a pass over them:
+    ``sum_{t,r} (active planes of row r) x (row r's cells summed over the columns)``, in
+    float64 (the torch path's ``readout_paths`` current; the C kernel sums its own)."""
+    hit = arr.cache.get("row_sums") if arr.cache is not None else None
+    if hit is None or hit[0] is not arr.cells_mm:
+        hit = (arr.cells_mm, arr.cells_mm.sum(-1, dtype=torch.float64))
+        if arr.cache is not None:
+            arr.cache["row_sums"] = hit
+    return float((planes.sum(-2, dtype=torch.float64) * hit[1]).sum())
+
+
     p = planes.shape[0]
     *lead, m, r = x.shape
     t, rows, _k = arr.cells_mm.shape[-3:]
@@ -1590,7 +1602,7 @@ def mvm(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
             _PATHS["c"] += s.numel()
             return out * sx * arr.scale
         _PATHS["torch"] += s.numel()
-        _count_reads(float(s.sum(dtype=torch.float64)), n_active, s.shape[-1], hw)
+        _count_reads(_sum_of_sums(planes, arr), n_active, s.shape[-1], hw)
         s = readout(s, n_active, arr, cfg, hw, adc, generator, inplace=True, level_offset=False)
     s = s.reshape(*lead, t, p, m, ns * 2, c)
     out = torch.einsum("...tpmkc,pk->...mc", s, coef.reshape(p, ns * 2))
