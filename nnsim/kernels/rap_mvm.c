@@ -4,53 +4,218 @@
  * For every token t, sign phase, input bit-plane k and array (tile): the active rows (bit 1
  * of the input magnitude) are taken in row order and packed into groups of at most `k_act`
  * rows (sparse; a plane without active rows costs nothing) or one group of all of them
- * (dense: every plane converts, even an empty one). Per group and physical column:
+ * (dense: every plane converts, even an empty one). Per group and physical column j:
  *
- *   s    = inst_off[tile, col] + sum of the group's programmed cell currents (fixed point)
- *   code = certain[s]                     (ColumnReadout.certain: the certain code or -1)
- *   where code < 0 (or `fused` is 0): one conversion drawn as ColumnReadout._draw does,
- *     x = x0[u] + spread[u] z[tile, col] + sigma[u] n,   n ~ N(0, 1),
- *     code = code0[iu] unless x left x0's bin [t_below, t_above), then the number of the
- *     instance's thresholds <= x (AdcModel.quantize, x clamped to [-1.5, max_code + 1.5]);
- *     iu = s mod (n_inst size), u = s mod size, instance = iu / size;
- *   acc[t, col] += sign * (code << k).
+ *   u    = sum of the group's programmed cell currents (fixed point, relative to the column)
+ *   e    = entry[inst_off[tile, j] + u]   (ColumnReadout.entry: the certain code c >= 0, or
+ *                                          -1 - code0 where the code is uncertain)
+ *   where e < 0 (or `fused` is 0): one conversion drawn as ColumnReadout._draw does,
+ *     x = x0[u] + spread[u] z[tile, j] + sigma[u] n,   n ~ N(0, 1),
+ *     code = code0 unless x left code0's bin [thr[code0 - 1], thr[code0]) of the column's
+ *     instance (-inf / +inf at the ends), then the number of the instance's thresholds <= x
+ *     (AdcModel.quantize, x clamped to [-1.5, max_code + 1.5]);
+ *   acc[t, j] += sign * (code << k).
  *
- * Random numbers: counter-based (splitmix64 of the seed and the conversion's coordinates
- * (t, tile, sign, plane, group, column)), Box-Muller; the bits do not depend on the thread
- * count or the order of the work. stats: [cycles, active rows, draws, sum over the
- * conversions of the programmed column sum s - inst_off (the ideal column current at T in
- * fixed-point level units, G_min included)].
+ * The loops over the columns are written so that the compiler vectorizes them (sums, table
+ * gathers, accumulation; AVX-512 intrinsics where the build has them, the same integer
+ * results); only the uncertain conversions are visited one by one, in blocks of BLOCK columns
+ * that hold one.
+ *
+ * Random numbers: counter-based, n = Phi^-1(U) of 52 bits of splitmix64(seed ^ splitmix64(c))
+ * (exact inverse-transform sampling, c = group_id * cols + j, group_id from (t, tile, sign,
+ * plane, group); seed drawn per call from the chip's generator). The variate depends only on
+ * the conversion's coordinates: the same bits at any thread count or order of the work. A
+ * table of the quantiles at i / 4096 brackets n; x is monotone in n, so where both ends of
+ * the bracket give one code that is the code and Phi^-1 is not evaluated (most draws; the
+ * same bits as evaluating it, `slow`). No rng.h dependency.
+ * stats: [cycles, active rows, draws, sum over the conversions of the programmed column sum u
+ * (the ideal column current at T in fixed-point level units, G_min included)].
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static inline uint64_t splitmix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#define BLOCK 64
+
+/* One group over the columns: u = ca + cb (cb NULL: u = ca; with cb the sums are stored in
+ * ub), e = entry[off + u] into eb, at += +-(max(e, 0) << k) by sign phase sg; returns the sum
+ * of u, and *n_unc the number of e < 0. */
+static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
+                                     int32_t *restrict ub, const int32_t *restrict off,
+                                     const int32_t *restrict entry, int32_t *restrict eb,
+                                     int64_t *restrict at, int64_t cols, int k, int sg,
+                                     int64_t *n_unc) {
+    int64_t cur = 0, neg = 0, j = 0;
+#if defined(__AVX512F__)
+    {
+        __m512i vcur = _mm512_setzero_si512();
+        const __m512i zero = _mm512_setzero_si512();
+        const __m128i sh = _mm_cvtsi32_si128(k);
+        for (; j + 16 <= cols; j += 16) {
+            __m512i vu = _mm512_loadu_si512((const void *)(ca + j));
+            if (cb) {
+                vu = _mm512_add_epi32(vu, _mm512_loadu_si512((const void *)(cb + j)));
+                _mm512_storeu_si512((void *)(ub + j), vu);
+            }
+            __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
+            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
+            _mm512_storeu_si512((void *)(eb + j), ve);
+            neg += __builtin_popcount((unsigned)_mm512_movepi32_mask(ve));
+            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(vu)));
+            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(
+                                              _mm512_extracti64x4_epi64(vu, 1)));
+            __m512i code = _mm512_sll_epi32(_mm512_max_epi32(ve, zero), sh);
+            __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code));
+            __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1));
+            __m512i a0 = _mm512_loadu_si512((const void *)(at + j));
+            __m512i a1 = _mm512_loadu_si512((const void *)(at + j + 8));
+            if (sg == 0) {
+                a0 = _mm512_add_epi64(a0, lo);
+                a1 = _mm512_add_epi64(a1, hi);
+            } else {
+                a0 = _mm512_sub_epi64(a0, lo);
+                a1 = _mm512_sub_epi64(a1, hi);
+            }
+            _mm512_storeu_si512((void *)(at + j), a0);
+            _mm512_storeu_si512((void *)(at + j + 8), a1);
+        }
+        cur = _mm512_reduce_add_epi64(vcur);
+    }
+#endif
+    for (; j < cols; j++) {
+        int32_t uj = cb ? ca[j] + cb[j] : ca[j];
+        if (cb) ub[j] = uj;
+        int32_t ej = entry[off[j] + uj];
+        eb[j] = ej;
+        cur += uj;
+        neg += ej < 0;
+        int64_t code = (int64_t)(ej & ~(ej >> 31)) << k;
+        at[j] += sg == 0 ? code : -code;
+    }
+    *n_unc = neg;
+    return cur;
 }
 
-static inline double gauss(uint64_t seed, uint64_t ctr) {
-    uint64_t h1 = splitmix64(seed ^ splitmix64(ctr));
-    uint64_t h2 = splitmix64(h1 ^ 0xD1B54A32D192ED03ULL);
-    double u1 = ((double)(h1 >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
-    double u2 = (double)(h2 >> 11) * 0x1.0p-53;         /* [0, 1) */
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+static inline uint64_t splitmix64(uint64_t v) {
+    v += 0x9E3779B97F4A7C15ULL;
+    v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
+    return v ^ (v >> 31);
+}
+
+/* Quantiles of N(0, 1) at i / QCELLS (Q[0] = -inf, Q[QCELLS] = +inf), built once. */
+#define QBITS 12
+#define QCELLS (1 << QBITS)
+static double rap_q[QCELLS + 1];
+static int rap_q_ready = 0;
+
+/* Phi^-1(p) for p in (0, 0.5] within the bracket [a, b] (Phi(a) <= p <= Phi(b)): safeguarded
+ * Newton on Phi(n) = erfc(-n / sqrt 2) / 2, bisection where a step leaves the bracket; to the
+ * last bits of a double. */
+static double rap_quantile_lower(double p, double a, double b) {
+    if (p == 0.5) return 0.0;
+    double n = 0.5 * (a + b);
+    for (int it = 0; it < 400; it++) {
+        double f = 0.5 * erfc(-n * 0.70710678118654752440) - p;
+        if (f == 0.0) return n;
+        if (f > 0.0) b = n; else a = n;
+        double d = 0.39894228040143267794 * exp(-0.5 * n * n);
+        double nn = d > 0.0 ? n - f / d : 0.5 * (a + b);
+        if (!(nn > a && nn < b)) nn = 0.5 * (a + b);
+        if (fabs(nn - n) <= 1e-16 * (fabs(n) > 1.0 ? fabs(n) : 1.0) || !(b - a > 0.0)) {
+            n = nn;
+            break;
+        }
+        n = nn;
+    }
+    return n < a ? a : (n > b ? b : n);
+}
+
+/* Build the quantile table (call once before rap_mvm; idempotent). */
+void rap_init(void) {
+    if (rap_q_ready) return;
+    rap_q[0] = -INFINITY;
+    rap_q[QCELLS] = INFINITY;
+    rap_q[QCELLS / 2] = 0.0;
+    for (int i = 1; i < QCELLS / 2; i++) {
+        double q = rap_quantile_lower((double)i / QCELLS, -40.0, 0.0);
+        rap_q[i] = q;
+        rap_q[QCELLS - i] = -q;
+    }
+    rap_q_ready = 1;
+}
+
+/* The standard normal variate of 64 random bits h: n = Phi^-1(U), U = (k + 1/2) 2^-52 with k
+ * the top 52 bits (exact inverse-transform sampling; U and 1 - U give -n and n). Exported for
+ * tests (against an independent quantile function). */
+double rap_normal_of_bits(uint64_t h) {
+    uint64_t k = h >> 12;
+    int upper = k >= (1ULL << 51);
+    uint64_t kk = upper ? ((1ULL << 52) - 1 - k) : k;
+    int64_t cell = (int64_t)(kk >> (52 - QBITS));
+    double n = rap_quantile_lower(((double)kk + 0.5) * 0x1.0p-52,
+                                  cell == 0 ? -40.0 : rap_q[cell], rap_q[cell + 1]);
+    return upper ? -n : n;
+}
+
+/* Number of thresholds <= x (x clamped to [-1.5, n_thr + 1.5]): AdcModel.quantize. */
+static inline int64_t rap_code_of(const double *restrict th, int64_t n_thr, double xv) {
+    const double lo = -1.5, hi = (double)n_thr + 1.5;
+    double xc = xv < lo ? lo : (xv > hi ? hi : xv);
+    int64_t a = 0, b = n_thr;
+    while (a < b) {
+        int64_t mid = (a + b) >> 1;
+        if (th[mid] <= xc) a = mid + 1; else b = mid;
+    }
+    return a;
+}
+
+/* One drawn conversion: x = (x0[u] + spread[u] zj) + sigma[u] n with n the normal variate of
+ * the conversion's counter; its code. code0 (x0's bin) where x stays in [thr[c0-1], thr[c0]).
+ * The variate's cell of the quantile table brackets n, and x is monotone in n: where both
+ * ends of the cell give one code, that is the code and n is not computed (`slow`: always
+ * computed; the same result). */
+static inline int64_t rap_draw(const double *restrict xss, const double *restrict th,
+                               int64_t n_thr, int32_t uu, double zj, int64_t c0,
+                               uint64_t seed, uint64_t ctr, int slow) {
+    const double *p = xss + 4 * (int64_t)uu; /* x0, spread, sigma */
+    const double m = p[0] + p[1] * zj, s = p[2];
+    if (!(s > 0.0)) return rap_code_of(th, n_thr, m + 0.0);
+    const uint64_t h = splitmix64(seed ^ splitmix64(ctr));
+    if (!slow) {
+        uint64_t k = h >> 12;
+        int upper = k >= (1ULL << 51);
+        uint64_t kk = upper ? ((1ULL << 52) - 1 - k) : k;
+        int64_t cell = (int64_t)(kk >> (52 - QBITS));
+        double na = rap_q[cell], nb = rap_q[cell + 1];
+        if (upper) {
+            double t = na;
+            na = -nb;
+            nb = -t;
+        }
+        double xa = m + s * na, xb = m + s * nb;
+        double tb = c0 > 0 ? th[c0 - 1] : -INFINITY;
+        double ta = c0 < n_thr ? th[c0] : INFINITY;
+        if (xa >= tb && xb < ta) return c0;
+        int64_t ca = rap_code_of(th, n_thr, xa);
+        if (ca == rap_code_of(th, n_thr, xb)) return ca;
+    }
+    return rap_code_of(th, n_thr, m + s * rap_normal_of_bits(h));
 }
 
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
-                const int32_t *inst_off, const double *z, const int16_t *certain,
-                const double *x0, const double *sigma, const double *spread,
-                const int16_t *code0, const double *t_below, const double *t_above,
-                const double *thr, int64_t n_thr, int64_t size, int64_t n_inst,
-                uint64_t seed, int32_t fused, int64_t *acc, int64_t *stats, int32_t n_threads) {
+                const int32_t *inst_off, const int32_t *col_inst, const double *z,
+                const int32_t *entry, const double *xss, const double *thr, int64_t n_thr,
+                uint64_t seed, int32_t fused, int32_t slow, int64_t *acc, int64_t *stats,
+                int32_t n_threads) {
+    if (!rap_q_ready) return -2;
     const int64_t in_pad = n_tiles * rows;
-    const int64_t block = n_inst * size;
-    const double lo = -1.5, hi = (double)n_thr + 1.5;
     int64_t cycles = 0, active = 0, draws = 0, current = 0;
     int failed = 0;
 #ifdef _OPENMP
@@ -58,9 +223,11 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
     reduction(+ : cycles, active, draws, current) reduction(| : failed)
 #endif
     {
-        int32_t *sum = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
+        int32_t *ub = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
+        int32_t *eb = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int64_t *row_idx = (int64_t *)malloc(sizeof(int64_t) * (size_t)rows);
-        if (!sum || !row_idx) {
+        int32_t *zero_row = (int32_t *)calloc((size_t)cols, sizeof(int32_t));
+        if (!ub || !eb || !row_idx || !zero_row) {
             failed = 1;
         } else {
 #ifdef _OPENMP
@@ -68,10 +235,11 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
 #endif
             for (int64_t t = 0; t < n_tok; t++) {
                 const int64_t *xt = x + t * in_pad;
-                int64_t *at = acc + t * cols;
+                int64_t *restrict at = acc + t * cols;
                 for (int64_t tile = 0; tile < n_tiles; tile++) {
-                    const int32_t *off = inst_off + tile * cols;
-                    const double *zt = z + tile * cols;
+                    const int32_t *restrict off = inst_off + tile * cols;
+                    const int32_t *restrict ci = col_inst + tile * cols;
+                    const double *restrict zt = z + tile * cols;
                     for (int sg = 0; sg < 2; sg++) {
                         const int64_t sign = sg == 0 ? 1 : -1;
                         for (int64_t k = 0; k < planes; k++) {
@@ -83,41 +251,64 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                             active += n_act;
                             int64_t n_groups = dense ? 1 : (n_act + k_act - 1) / k_act;
                             int64_t per = dense ? (n_act > 0 ? n_act : 1) : k_act;
+                            const int64_t w = sign * ((int64_t)1 << k); /* code weight */
                             for (int64_t g = 0; g < n_groups; g++) {
                                 cycles++;
-                                memcpy(sum, off, sizeof(int32_t) * (size_t)cols);
+                                int64_t r0 = g * per;
                                 int64_t r1 = (g + 1) * per < n_act ? (g + 1) * per : n_act;
-                                for (int64_t i = g * per; i < r1; i++) {
-                                    const int32_t *c = cells + row_idx[i] * cols;
-                                    for (int64_t j = 0; j < cols; j++) sum[j] += c[j];
+                                const int64_t n_g = r1 - r0;
+                                const int32_t *restrict ca = n_g > 0 ? cells + row_idx[r0] * cols
+                                                                     : zero_row;
+                                const int32_t *restrict cb = n_g > 1 ? cells + row_idx[r0 + 1] * cols
+                                                                     : NULL;
+                                if (n_g > 2) { /* three or more rows: summed first */
+                                    for (int64_t j = 0; j < cols; j++) ub[j] = ca[j] + cb[j];
+                                    for (int64_t i = r0 + 2; i < r1; i++) {
+                                        const int32_t *restrict c = cells + row_idx[i] * cols;
+                                        for (int64_t j = 0; j < cols; j++) ub[j] += c[j];
+                                    }
+                                    ca = ub;
+                                    cb = NULL;
                                 }
-                                uint64_t base = ((((uint64_t)t * (uint64_t)n_tiles +
+                                /* table entries, certain codes accumulated, sums counted; u
+                                 * is the group's column sums (a cell row itself for one row) */
+                                const int32_t *restrict u = cb ? ub : ca;
+                                int64_t n_unc = 0;
+                                current += rap_group_pass(ca, cb, ub, off, entry, eb, at, cols,
+                                                          (int)k, sg, &n_unc);
+                                const int32_t *restrict e = eb;
+                                uint64_t gid = (((((uint64_t)t * (uint64_t)n_tiles +
                                                    (uint64_t)tile) * 2u + (uint64_t)sg) *
                                                      (uint64_t)planes + (uint64_t)k) *
-                                                    (uint64_t)rows + (uint64_t)g;
-                                base *= (uint64_t)cols;
-                                for (int64_t j = 0; j < cols; j++) {
-                                    int64_t s = sum[j];
-                                    current += s - (int64_t)off[j];
-                                    int64_t code = fused ? certain[s] : -1;
-                                    if (code < 0) {
-                                        draws++;
-                                        int64_t iu = s % block, u = s % size;
-                                        double xv = x0[u] + spread[u] * zt[j];
-                                        xv = xv + sigma[u] * gauss(seed, base + (uint64_t)j);
-                                        code = code0[iu];
-                                        if (xv < t_below[iu] || xv >= t_above[iu]) {
-                                            const double *th = thr + (iu / size) * n_thr;
-                                            double xc = xv < lo ? lo : (xv > hi ? hi : xv);
-                                            int64_t a = 0, b = n_thr; /* count th <= xc */
-                                            while (a < b) {
-                                                int64_t mid = (a + b) >> 1;
-                                                if (th[mid] <= xc) a = mid + 1; else b = mid;
-                                            }
-                                            code = a;
-                                        }
+                                                    (uint64_t)rows + (uint64_t)g);
+                                const uint64_t base = gid * (uint64_t)cols;
+                                if (!fused) {
+                                    /* every conversion drawn (its certain code undone) */
+                                    for (int64_t j = 0; j < cols; j++) {
+                                        int32_t ej = e[j];
+                                        int64_t c0 = ej >= 0 ? ej : -1 - ej;
+                                        int64_t code = rap_draw(xss, thr + ci[j] * n_thr, n_thr,
+                                                                u[j], zt[j], c0, seed,
+                                                                base + (uint64_t)j, slow);
+                                        at[j] += w * (code - (ej >= 0 ? ej : 0));
                                     }
-                                    at[j] += sign * (code << k);
+                                    draws += cols;
+                                    continue;
+                                }
+                                if (n_unc == 0) continue;
+                                draws += n_unc;
+                                for (int64_t j0 = 0; j0 < cols; j0 += BLOCK) {
+                                    int64_t j1 = j0 + BLOCK < cols ? j0 + BLOCK : cols;
+                                    int32_t any = 0;
+                                    for (int64_t j = j0; j < j1; j++) any |= e[j];
+                                    if (any >= 0) continue;
+                                    for (int64_t j = j0; j < j1; j++) {
+                                        int32_t ej = e[j];
+                                        if (ej >= 0) continue;
+                                        at[j] += w * rap_draw(xss, thr + ci[j] * n_thr, n_thr,
+                                                              u[j], zt[j], -1 - ej, seed,
+                                                              base + (uint64_t)j, slow);
+                                    }
                                 }
                             }
                         }
@@ -125,8 +316,10 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                 }
             }
         }
-        free(sum);
+        free(ub);
+        free(eb);
         free(row_idx);
+        free(zero_row);
     }
     stats[0] = cycles;
     stats[1] = active;

@@ -51,8 +51,13 @@ def _kernel() -> ctypes.CDLL | None:
         lib.rap_mvm.restype = ctypes.c_int64
         i64, vp = ctypes.c_int64, ctypes.c_void_p
         lib.rap_mvm.argtypes = [vp, i64, i64, i64, i64, i64, i64, ctypes.c_int32, vp, vp, vp,
-                                vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64,
-                                ctypes.c_uint64, ctypes.c_int32, vp, vp, ctypes.c_int32]
+                                vp, vp, vp, vp, i64, ctypes.c_uint64, ctypes.c_int32,
+                                ctypes.c_int32, vp, vp, ctypes.c_int32]
+        lib.rap_init.restype = None
+        lib.rap_init.argtypes = []
+        lib.rap_init()      # the quantile table, once per process
+        lib.rap_normal_of_bits.restype = ctypes.c_double
+        lib.rap_normal_of_bits.argtypes = [ctypes.c_uint64]
         lib._rap_typed = True
     return lib
 
@@ -214,6 +219,9 @@ class SparseMVM:
         self.counters = MVMCounters()
         self.use_kernel = use_kernel
         self.kernel_draws = 0
+        self.kernel_slow = False
+        """Kernel: compute every drawn conversion's normal variate (no quantile-cell
+        shortcut; the same bits, for tests)."""
         self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
@@ -312,8 +320,25 @@ class SparseMVM:
         """The programmed-cell MVM in one pass of the fused C kernel
         (``nnsim/kernels/rap_mvm.c``): the same mapping, tables and conversion as the torch
         path (:meth:`_plane`, ``ColumnReadout.convert``), with counter-based noise."""
+        cfg = self.config
+        acc = self.kernel_column_codes(x, generator, lib)
+        t_count = x.shape[0]
+        vals = (acc << cfg.shift).reshape(t_count, 2, cfg.n_slices, self.out_features)
+        vals = (vals << self.slice_shift.cpu()[None, None, :, None]).sum(2)
+        return vals[:, 0] - vals[:, 1]
+
+    def kernel_column_codes(self, x: Tensor, generator: torch.Generator | None,
+                            lib: ctypes.CDLL | None = None) -> Tensor:
+        """The fused C kernel's per-token sums of the physical columns' codes, each shifted
+        by its input plane and signed by its phase (T, cols) int64, before the LSB, slice
+        and differential recombination (with one active input bit per token, the codes of
+        single conversions). ``x``: (T, in) signed integers on the CPU; counters updated."""
         from ..kernels import ptr, threads
 
+        lib = lib or _kernel()
+        if lib is None or self.readout is None:
+            raise ValueError("kernel_column_codes needs the C kernel and programmed cells")
+        x = x.reshape(-1, self.in_features).to(_I64)
         cfg = self.config
         rd = self.readout
         kt = rd.kernel_tables()
@@ -322,8 +347,9 @@ class SparseMVM:
                 raise OverflowError("RAP kernel: table index exceeds int32")
             self._kernel_bufs = (self.cells.cpu().to(torch.int32).contiguous(),
                                  self.inst_off.cpu().to(torch.int32).contiguous(),
+                                 self.instance.cpu().to(torch.int32).contiguous(),
                                  self.z.cpu().to(torch.float64).contiguous())
-        cells, inst_off, z = self._kernel_bufs
+        cells, inst_off, col_inst, z = self._kernel_bufs
         t_count = x.shape[0]
         pad = self.n_tiles * cfg.rows - self.in_features
         xp = (torch.nn.functional.pad(x, (0, pad)) if pad else x).contiguous()
@@ -332,22 +358,20 @@ class SparseMVM:
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, dtype=_I64))
         rc = lib.rap_mvm(
             ptr(xp, _I64), t_count, self.n_tiles, cfg.rows, self.cols, cfg.input_bits - 1,
-            cfg.k_active, int(cfg.mode == "dense"), ptr(cells), ptr(inst_off), ptr(z),
-            ptr(kt["certain"]), ptr(kt["x0"]), ptr(kt["sigma"]), ptr(kt["spread"]),
-            ptr(kt["code0"]), ptr(kt["t_below"]), ptr(kt["t_above"]), ptr(kt["thr"]),
-            int(kt["thr"].shape[1]), rd.size, rd.n_instances, ctypes.c_uint64(seed),
-            int(self.fused), ptr(acc), ptr(stats), threads())
+            cfg.k_active, int(cfg.mode == "dense"), ptr(cells), ptr(inst_off), ptr(col_inst),
+            ptr(z), ptr(kt["entry"]), ptr(kt["xss"]), ptr(kt["thr"]), int(kt["thr"].shape[1]),
+            ctypes.c_uint64(seed), int(self.fused), int(self.kernel_slow), ptr(acc),
+            ptr(stats), threads())
         if rc != 0:
-            raise MemoryError("RAP kernel: scratch allocation failed")
+            raise MemoryError("RAP kernel: scratch allocation failed" if rc == -1 else
+                              f"RAP kernel: not initialised (rc {rc})")
         cyc, act, draws, cur = (int(v) for v in stats)
         self.counters.current_q += cur
         self.counters.cycles += cyc
         self.counters.conversions += cyc * self.cols
         self.counters.active_rows += act
         self.kernel_draws += draws
-        vals = (acc << cfg.shift).reshape(t_count, 2, cfg.n_slices, self.out_features)
-        vals = (vals << self.slice_shift.cpu()[None, None, :, None]).sum(2)
-        return vals[:, 0] - vals[:, 1]
+        return acc
 
     def _count(self, bits: Tensor) -> Tensor:
         """Count the cycles/conversions of one plane; returns groups per (T, tile)."""

@@ -103,3 +103,117 @@ def test_kernel_has_the_torch_paths_error_distribution_and_is_reproducible(hw_no
         torch.set_num_threads(old)
     assert torch.equal(a, b)
     assert np.isfinite(float(vk))
+
+
+def _single_conversions(hw, plane, n_tok=3000, seed=5):
+    """A kernel MVM whose every token converts one group per column: rows 0 and 1 active in
+    input bit-plane ``plane`` (one group of two rows), so the column code sums are single
+    codes shifted by ``plane``; returns (mvm, codes (T, cols), u (cols,))."""
+    w, _ = _operands(4, out=10, inp=60)
+    cfg = MVMConfig(mode="sparse", adc_bits=4)
+    km, _tm = _pair(hw, cfg, CellSettings(), w)
+    x = torch.zeros(n_tok, 60, dtype=torch.int64)
+    x[:, :2] = 1 << plane
+    acc = km.kernel_column_codes(x, torch.Generator().manual_seed(seed))
+    assert (acc % (1 << plane) == 0).all()
+    return km, acc >> plane, km.cells[0] + km.cells[1]
+
+
+@pytest.mark.parametrize("plane", [0, 3])
+def test_kernel_conversions_follow_the_exact_code_distribution(hw_noisy, plane):
+    """Each column's codes over 3000 independent conversions of one sum against
+    P(code | u, instance, z) from the Gaussian CDF at the instance's thresholds
+    (ColumnReadout.code_distribution, independent of the kernel); certain entries give their
+    code every time. Fails with the kernel's sigma or spread x2. The quantile-cell shortcut
+    changes no bit (kernel_slow computes every variate)."""
+    km, codes, u = _single_conversions(hw_noisy, plane)
+    r = km.readout
+    kt = r.kernel_tables()
+    inst, z = km.instance[0], km.z[0]
+    n = codes.shape[0]
+    bad, uncertain = 0, 0
+    for j in range(codes.shape[1]):
+        p = r.code_distribution(int(u[j]), int(inst[j]), float(z[j]))
+        e = int(kt["entry"][int(km.inst_off[0, j]) + int(u[j])])
+        if e >= 0:
+            assert p[e] > 1 - 1e-9 and (codes[:, j] == e).all()
+            continue
+        uncertain += 1
+        emp = np.bincount(codes[:, j].numpy(), minlength=p.size)[:p.size] / n
+        tol = 5 * np.sqrt(np.maximum(p * (1 - p), 1e-4) / n)
+        bad += int((np.abs(emp - p) > tol).sum())
+    assert uncertain >= 10 and bad <= 2, (uncertain, bad)
+    km.kernel_slow = True
+    x = torch.zeros(200, 60, dtype=torch.int64)
+    x[:, :2] = 1 << plane
+    x[::3, 5:40:3] = 5                                 # and some larger groups
+    a = km.kernel_column_codes(x, torch.Generator().manual_seed(11))
+    km.kernel_slow = False
+    assert torch.equal(a, km.kernel_column_codes(x, torch.Generator().manual_seed(11)))
+
+
+def test_kernel_normal_variate_is_the_inverse_normal_cdf():
+    """The kernel's variate of 64 random bits is Phi^-1((k + 1/2) 2^-52) of their top 52 bits
+    (against scipy.special.ndtri), antisymmetric, in both tails to about 8.1 sigma."""
+    from scipy.special import ndtri
+
+    from nnsim.rap.sparse_mvm import _kernel
+
+    lib = _kernel()
+    rng = np.random.default_rng(0)
+    hs = [int(h) for h in rng.integers(0, 2 ** 63, 3000, dtype=np.uint64)] + \
+        [0, 1 << 12, 2 ** 64 - 1, (1 << 63) - 1, 1 << 63]
+    hs += [h | (1 << 63) for h in hs[:1000]]
+    n = np.array([lib.rap_normal_of_bits(h) for h in hs])
+    u = np.array([((h >> 12) + 0.5) * 2.0 ** -52 for h in hs])
+    ref = ndtri(u)
+    assert np.abs(n - ref).max() < 1e-12 * (1 + np.abs(ref).max())
+    assert n.min() < -8.0 and n.max() > 8.0
+    k = np.array([h >> 12 for h in hs], dtype=np.uint64)
+    mirror = [int(((1 << 52) - 1 - int(kk)) << 12) for kk in k[:200]]
+    assert np.array_equal(np.array([lib.rap_normal_of_bits(h) for h in mirror]), -n[:200])
+
+
+def test_kernel_without_avx512_gives_the_same_bits(hw_noisy, tmp_path):
+    """The portable loops (a build for x86-64-v2 or any CPU without AVX-512) and this
+    machine's build give identical outputs and counters (a subprocess with other flags)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    w, x = _operands(2, out=9, inp=130, t=6)
+    cfg = MVMConfig(mode="sparse", adc_bits=4)
+    km, _tm = _pair(hw_noisy, cfg, CellSettings(), w)
+    here = km.kernel_column_codes(x, torch.Generator().manual_seed(3))
+    kt = km.readout.kernel_tables()
+    cells, inst_off, col_inst, z = km._kernel_bufs
+    blob = tmp_path / "in.pt"
+    torch.save({"x": x, "cells": cells, "inst_off": inst_off, "col_inst": col_inst, "z": z,
+                "entry": kt["entry"], "xss": kt["xss"], "thr": kt["thr"]}, blob)
+    code = f"""
+import json, ctypes, torch
+from nnsim import kernels
+from nnsim.rap.sparse_mvm import _kernel
+d = torch.load({str(blob)!r}, weights_only=True)
+lib = _kernel()
+x = d["x"].contiguous(); xp = torch.nn.functional.pad(x, (0, {km.n_tiles} * 64 - x.shape[1]))
+acc = torch.zeros(x.shape[0], d["cells"].shape[1], dtype=torch.int64)
+st = torch.zeros(4, dtype=torch.int64)
+p = kernels.ptr
+rc = lib.rap_mvm(p(xp), x.shape[0], {km.n_tiles}, 64, acc.shape[1], 7, {cfg.k_active}, 0,
+                 p(d["cells"]), p(d["inst_off"]), p(d["col_inst"]), p(d["z"]), p(d["entry"]),
+                 p(d["xss"]), p(d["thr"]), d["thr"].shape[1], ctypes.c_uint64(SEED), 1, 0,
+                 p(acc), p(st), 1)
+print(json.dumps({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}}))
+"""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(3),
+                             dtype=torch.int64))
+    env = dict(os.environ, IMC_KERNEL_CFLAGS="-O2 -march=x86-64-v2 -ffp-contract=off "
+               "-fno-math-errno -fno-trapping-math", IMC_KERNEL_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code.replace("SEED", str(seed))], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0
+    assert torch.equal(torch.tensor(res["acc"]), here)
+    assert res["stats"][2] == km.kernel_draws > 0
