@@ -125,3 +125,30 @@ def test_torch_readout_kernel_setting_runs_the_torch_path(hw_tt, monkeypatch):
     moment_write(w, sm, cfg, hw_tt, hw_tt.adc(), None)
     with pytest.raises(ValueError, match="float32"):
         _moment_lib(dataclasses.replace(cfg, readout_kernel="c"), w.double())
+
+
+def test_code_moments_window_equals_every_threshold(hw_tt):
+    """``_code_moments`` evaluates the Gaussian CDF only at the thresholds within 8 sd of the
+    input (those below count as crossed): the code's mean and variance equal the sum over
+    every threshold of every instance (float64 reference) to float32 rounding."""
+    from nnsim.analog import _code_moments
+    from nnsim.hardware import HardwareModel
+
+    for bits in (3, 4):
+        hw = HardwareModel.ideal(adc_bits=bits) if bits not in hw_tt.adcs else hw_tt
+        adc = hw.adc(bits) if bits in hw.adcs else hw_tt.adc(4)
+        g = torch.Generator().manual_seed(bits)
+        n = 20000
+        x = torch.rand(n, generator=g) * (adc.max_code + 3) - 1.5
+        sd = torch.rand(n, generator=g) * 0.6 + 0.01
+        inst = torch.randint(0, adc.instances, (n,), generator=g)
+        e1, var = _code_moments(x, sd, inst if adc.instances > 1 else None, adc)
+        th = torch.as_tensor(adc.thresholds_lsb, dtype=torch.float64)
+        tn = th[inst if adc.instances > 1 else torch.zeros(n, dtype=torch.long)]
+        p = 0.5 * torch.erfc((tn - x.double()[:, None]) / (sd.double()[:, None] * 2 ** 0.5))
+        k = torch.arange(th.shape[1], dtype=torch.float64)
+        r1 = p.sum(1)
+        r2 = ((2 * k + 1) * p).sum(1)
+        torch.testing.assert_close(e1.double(), r1, rtol=0, atol=2e-5 * adc.max_code)
+        torch.testing.assert_close(var.double(), (r2 - r1 ** 2).clamp(min=0), rtol=0,
+                                   atol=5e-5 * adc.max_code ** 2)
