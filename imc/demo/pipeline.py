@@ -221,8 +221,10 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
         ctx = multiprocessing.get_context("spawn")
         errors: list[BaseException] = []
         with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            # no progress bars: two processes' bars would overwrite each other's lines
             futs = [pool.submit(_run_lane, w, total=steps.total, lane=lane_no,
-                                to_stderr=sys.stdout is sys.stderr) for lane_no, w in work]
+                                to_stderr=sys.stdout is sys.stderr, bars=False)
+                    for lane_no, w in work]
             for f in futs:
                 try:
                     records.update(f.result())
@@ -242,10 +244,11 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
             "cpu_s": sum(r["cpu_s"] for r in ran)}
 
 
-def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int,
-              to_stderr: bool = False) -> dict[str, dict[str, Any]]:
+def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: bool = False,
+              bars: bool = True) -> dict[str, dict[str, Any]]:
     """Run one lane's evaluation steps in order, sharing one cache (the active one when
-    there is one, else a new one); returns each step's record by name.
+    there is one, else a new one); returns each step's record by name. ``to_stderr``: print
+    to stderr (the parent's stdout is its JSON); ``bars``: False adds ``--quiet``.
 
     Raises:
         DemoError: A step exited with an error (it names the command to re-run).
@@ -259,10 +262,11 @@ def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int,
             head = f"[{w['n']}/{total}] {w['title']}"
             print(f"{head} ...", flush=True)
             hits, misses = cache.hits, cache.misses
+            argv = w["argv"] if bars or "--quiet" in w["argv"] else [*w["argv"], "--quiet"]
             t0, c0 = time.perf_counter(), time.process_time()
-            res = _cli(w["argv"])
+            res = _cli(argv)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-            cmd = _cmd(w["argv"])
+            cmd = _cmd(argv)
             if res != 0:
                 raise DemoError(f"step '{w['title']}' failed (exit {res}); re-run it alone "
                                 f"with: {cmd}")
