@@ -18,8 +18,8 @@
  *
  * The loops over the columns are written so that the compiler vectorizes them (sums, table
  * gathers, accumulation; AVX-512 intrinsics where the build has them, the same integer
- * results); only the uncertain conversions are visited one by one, in blocks of BLOCK columns
- * that hold one.
+ * results); the uncertain conversions are listed (compress-store) and drawn eight at a time
+ * (AVX-512) or one by one.
  *
  * Random numbers: counter-based, n = Phi^-1(U) of 52 bits of splitmix64(seed ^ splitmix64(c))
  * (exact inverse-transform sampling, c = group_id * cols + j, group_id from (t, tile, sign,
@@ -40,22 +40,23 @@
 #include <immintrin.h>
 #endif
 
-#define BLOCK 64
 
 /* One group over the columns: u = ca + cb (cb NULL: u = ca; with cb the sums are stored in
  * ub), e = entry[off + u] into eb, at += +-(max(e, 0) << k) by sign phase sg; returns the sum
- * of u, and *n_unc the number of e < 0. */
+ * of u, *n_unc the number of e < 0 and their columns in list (ascending). */
 static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
                                      int32_t *restrict ub, const int32_t *restrict off,
                                      const int32_t *restrict entry, int32_t *restrict eb,
                                      int64_t *restrict at, int64_t cols, int k, int sg,
-                                     int64_t *n_unc) {
+                                     int32_t *restrict list, int64_t *n_unc) {
     int64_t cur = 0, neg = 0, j = 0;
 #if defined(__AVX512F__)
     {
         __m512i vcur = _mm512_setzero_si512();
         const __m512i zero = _mm512_setzero_si512();
         const __m128i sh = _mm_cvtsi32_si128(k);
+        const __m512i lane16 = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                                1, 0);
         for (; j + 16 <= cols; j += 16) {
             __m512i vu = _mm512_loadu_si512((const void *)(ca + j));
             if (cb) {
@@ -65,7 +66,10 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
             __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
             __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
             _mm512_storeu_si512((void *)(eb + j), ve);
-            neg += __builtin_popcount((unsigned)_mm512_movepi32_mask(ve));
+            __mmask16 mk = _mm512_movepi32_mask(ve);
+            _mm512_mask_compressstoreu_epi32((void *)(list + neg), mk,
+                                             _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j)));
+            neg += __builtin_popcount((unsigned)mk);
             vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(vu)));
             vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(
                                               _mm512_extracti64x4_epi64(vu, 1)));
@@ -93,6 +97,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
         int32_t ej = entry[off[j] + uj];
         eb[j] = ej;
         cur += uj;
+        list[neg] = (int32_t)j;
         neg += ej < 0;
         int64_t code = (int64_t)(ej & ~(ej >> 31)) << k;
         at[j] += sg == 0 ? code : -code;
@@ -208,6 +213,71 @@ static inline int64_t rap_draw(const double *restrict xss, const double *restric
     return rap_code_of(th, n_thr, m + s * rap_normal_of_bits(h));
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+static inline __m512i rap_splitmix64_v(__m512i v) {
+    v = _mm512_add_epi64(v, _mm512_set1_epi64((long long)0x9E3779B97F4A7C15ULL));
+    v = _mm512_mullo_epi64(_mm512_xor_si512(v, _mm512_srli_epi64(v, 30)),
+                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL));
+    v = _mm512_mullo_epi64(_mm512_xor_si512(v, _mm512_srli_epi64(v, 27)),
+                           _mm512_set1_epi64((long long)0x94D049BB133111EBULL));
+    return _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
+}
+
+/* Up to eight uncertain conversions, columns jl[0..7] (lanes `valid`): the quantile-cell test
+ * of rap_draw in vector form; returns the lanes it decided (code0, added to at with weight
+ * w); the caller sends the others through rap_draw (the same arithmetic, so the same codes).
+ * The columns of one call are distinct. */
+static inline __mmask8 rap_draw8(const double *restrict xss, const double *restrict thr,
+                                 int64_t n_thr, const int32_t *restrict u,
+                                 const int32_t *restrict e, const int32_t *restrict ci,
+                                 const double *restrict zt, const int32_t *restrict jl,
+                                 uint64_t seed, uint64_t base, __mmask8 valid, int64_t w,
+                                 int64_t *restrict at) {
+    const __m256i jv = _mm256_maskz_loadu_epi32(valid, jl);
+    __m512i ctr = _mm512_add_epi64(_mm512_set1_epi64((long long)base),
+                                   _mm512_cvtepi32_epi64(jv));
+    __m512i h = rap_splitmix64_v(_mm512_xor_si512(_mm512_set1_epi64((long long)seed),
+                                                  rap_splitmix64_v(ctr)));
+    __m512i k = _mm512_srli_epi64(h, 12);
+    __mmask8 upper = _mm512_cmpge_epu64_mask(k, _mm512_set1_epi64(1LL << 51));
+    __m512i kk = _mm512_mask_sub_epi64(k, upper, _mm512_set1_epi64((1LL << 52) - 1), k);
+    __m512i cell = _mm512_srli_epi64(kk, 52 - QBITS);
+    __m512d q0 = _mm512_i64gather_pd(cell, rap_q, 8);
+    __m512d q1 = _mm512_i64gather_pd(cell, rap_q + 1, 8);
+    const __m512d neg0 = _mm512_set1_pd(-0.0);
+    __m512d na = _mm512_mask_blend_pd(upper, q0, _mm512_xor_pd(q1, neg0));
+    __m512d nb = _mm512_mask_blend_pd(upper, q1, _mm512_xor_pd(q0, neg0));
+    const __m256i z8 = _mm256_setzero_si256();
+    __m256i vu = _mm256_mmask_i32gather_epi32(z8, valid, jv, u, 4);
+    __m256i ve = _mm256_mmask_i32gather_epi32(z8, valid, jv, e, 4);
+    __m256i vc = _mm256_mmask_i32gather_epi32(z8, valid, jv, ci, 4);
+    __m512i idx = _mm512_slli_epi64(_mm512_cvtepi32_epi64(vu), 2);
+    const __m512d zd = _mm512_setzero_pd();
+    __m512d x0 = _mm512_mask_i64gather_pd(zd, valid, idx, xss, 8);
+    __m512d sp = _mm512_mask_i64gather_pd(zd, valid, idx, xss + 1, 8);
+    __m512d sg = _mm512_mask_i64gather_pd(zd, valid, idx, xss + 2, 8);
+    __m512d zz = _mm512_mask_i32gather_pd(zd, valid, jv, zt, 8);
+    __m512d m = _mm512_add_pd(x0, _mm512_mul_pd(sp, zz));
+    __m512d xa = _mm512_add_pd(m, _mm512_mul_pd(sg, na));
+    __m512d xb = _mm512_add_pd(m, _mm512_mul_pd(sg, nb));
+    __m512i c0 = _mm512_sub_epi64(_mm512_set1_epi64(-1), _mm512_cvtepi32_epi64(ve));
+    __m512i ti = _mm512_add_epi64(_mm512_mullo_epi64(_mm512_cvtepi32_epi64(vc),
+                                                     _mm512_set1_epi64(n_thr)), c0);
+    __mmask8 has_b = _mm512_cmpgt_epi64_mask(c0, _mm512_setzero_si512()) & valid;
+    __mmask8 has_a = _mm512_cmplt_epi64_mask(c0, _mm512_set1_epi64(n_thr)) & valid;
+    __m512d tb = _mm512_mask_i64gather_pd(_mm512_set1_pd(-INFINITY), has_b, ti, thr - 1, 8);
+    __m512d ta = _mm512_mask_i64gather_pd(_mm512_set1_pd(INFINITY), has_a, ti, thr, 8);
+    __mmask8 ok = valid & _mm512_cmp_pd_mask(sg, zd, _CMP_GT_OQ) &
+                  _mm512_cmp_pd_mask(xa, tb, _CMP_GE_OQ) & _mm512_cmp_pd_mask(xb, ta, _CMP_LT_OQ);
+    if (ok) {
+        __m512i a = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ok, jv, at, 8);
+        a = _mm512_add_epi64(a, _mm512_mullo_epi64(c0, _mm512_set1_epi64(w)));
+        _mm512_mask_i32scatter_epi64(at, ok, jv, a, 8);
+    }
+    return ok;
+}
+#endif
+
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
                 const int32_t *inst_off, const int32_t *col_inst, const double *z,
@@ -225,9 +295,10 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
     {
         int32_t *ub = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int32_t *eb = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
+        int32_t *lb = (int32_t *)malloc(sizeof(int32_t) * (size_t)(cols + 16));
         int64_t *row_idx = (int64_t *)malloc(sizeof(int64_t) * (size_t)rows);
         int32_t *zero_row = (int32_t *)calloc((size_t)cols, sizeof(int32_t));
-        if (!ub || !eb || !row_idx || !zero_row) {
+        if (!ub || !eb || !lb || !row_idx || !zero_row) {
             failed = 1;
         } else {
 #ifdef _OPENMP
@@ -275,7 +346,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                 const int32_t *restrict u = cb ? ub : ca;
                                 int64_t n_unc = 0;
                                 current += rap_group_pass(ca, cb, ub, off, entry, eb, at, cols,
-                                                          (int)k, sg, &n_unc);
+                                                          (int)k, sg, lb, &n_unc);
                                 const int32_t *restrict e = eb;
                                 uint64_t gid = (((((uint64_t)t * (uint64_t)n_tiles +
                                                    (uint64_t)tile) * 2u + (uint64_t)sg) *
@@ -297,18 +368,32 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                 }
                                 if (n_unc == 0) continue;
                                 draws += n_unc;
-                                for (int64_t j0 = 0; j0 < cols; j0 += BLOCK) {
-                                    int64_t j1 = j0 + BLOCK < cols ? j0 + BLOCK : cols;
-                                    int32_t any = 0;
-                                    for (int64_t j = j0; j < j1; j++) any |= e[j];
-                                    if (any >= 0) continue;
-                                    for (int64_t j = j0; j < j1; j++) {
-                                        int32_t ej = e[j];
-                                        if (ej >= 0) continue;
-                                        at[j] += w * rap_draw(xss, thr + ci[j] * n_thr, n_thr,
-                                                              u[j], zt[j], -1 - ej, seed,
-                                                              base + (uint64_t)j, slow);
+                                int64_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+                                if (!slow) {
+                                    for (; i < n_unc; i += 8) {
+                                        __mmask8 valid = n_unc - i >= 8 ? 0xFF
+                                            : (__mmask8)((1u << (n_unc - i)) - 1u);
+                                        __mmask8 rest = valid & ~rap_draw8(
+                                            xss, thr, n_thr, u, e, ci, zt, lb + i, seed, base,
+                                            valid, w, at);
+                                        while (rest) {
+                                            int b = __builtin_ctz(rest);
+                                            rest &= rest - 1;
+                                            int64_t jj = lb[i + b];
+                                            at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr,
+                                                                   n_thr, u[jj], zt[jj],
+                                                                   -1 - e[jj], seed,
+                                                                   base + (uint64_t)jj, 0);
+                                        }
                                     }
+                                }
+#endif
+                                for (; i < n_unc; i++) {
+                                    int64_t jj = lb[i];
+                                    at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr, n_thr,
+                                                           u[jj], zt[jj], -1 - e[jj], seed,
+                                                           base + (uint64_t)jj, slow);
                                 }
                             }
                         }
@@ -318,6 +403,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         }
         free(ub);
         free(eb);
+        free(lb);
         free(row_idx);
         free(zero_row);
     }
