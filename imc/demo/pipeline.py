@@ -193,8 +193,9 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
     for i, (name, (title, extra)) in enumerate(specs.items()):
         path = evals / f"{name}.json"
         argv = [*common, *extra, "--json", str(path)]
-        want = _eval_chips(extra, chips)  # an older run's chips: redo
-        if _eval_done(path, chips=want, seed=seed) and not redo:
+        want = _eval_chips(extra, chips)  # an older run's chips or images: redo
+        if _eval_done(path, chips=want, seed=seed,
+                      images=_flag([*common, *extra], "--limit", None)) and not redo:
             print(f"[{base_n + i + 1}/{steps.total}] {title}: done before, reused", flush=True)
             prev = steps.previous.get(title, {})  # the time it took to make
             records[name] = dict(step=title, status="reused", seconds=prev.get("seconds", 0.0),
@@ -335,21 +336,28 @@ LANES: tuple[tuple[str, ...], ...] = (
     ("rap_trim",))
 
 
+def _flag(extra: list[str], flag: str, default: int | None) -> int | None:
+    """An evaluation step's own integer ``flag`` (``--chips``, ``--limit``; the last one wins,
+    as in argparse), else ``default``."""
+    idx = [i for i, a in enumerate(extra) if a == flag]
+    return int(extra[idx[-1] + 1]) if idx else default
+
+
 def _eval_chips(extra: list[str], chips: int) -> int:
-    """The chips an evaluation step runs with: its own ``--chips`` when it names one (the
-    last one wins, as in argparse), else the demo's."""
-    idx = [i for i, a in enumerate(extra) if a == "--chips"]
-    return int(extra[idx[-1] + 1]) if idx else chips
+    """The chips an evaluation step runs with: its own ``--chips``, else the demo's."""
+    return int(_flag(extra, "--chips", chips) or chips)
 
 
-def _eval_done(path: Path, *, chips: int, seed: int) -> bool:
-    """An evaluation step's JSON is there and was made with these chips and this seed."""
+def _eval_done(path: Path, *, chips: int, seed: int, images: int | None = None) -> bool:
+    """An evaluation step's JSON is there and was made with these chips and this seed (and
+    on ``images`` test images, when given: a step with ``--limit``)."""
     try:
         r = json.loads(path.read_text(encoding="utf-8"))
         rap = [m for x in r.get("rap") or [] for m in (x.get("rap"), x.get("dense")) if m]
+        made = [*r.get("points", []), *rap]
         return (r["meta"].get("chips") == chips and r["meta"].get("seed") == seed
-                and all(p.get("chips") == chips for p in r.get("points", []))
-                and all(m.get("chips") == chips for m in rap))
+                and all(p.get("chips") == chips for p in made)
+                and (images is None or all(p.get("n_images") == images for p in made)))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return False
 

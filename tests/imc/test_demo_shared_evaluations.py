@@ -94,6 +94,9 @@ def test_a_step_made_with_other_chips_is_redone(tmp_path):
     assert _eval_done(p, chips=3, seed=0)
     assert not _eval_done(p, chips=5, seed=0) and not _eval_done(p, chips=3, seed=1)
     assert not _eval_done(tmp_path / "missing.json", chips=3, seed=0)
+    # a RAP step (--limit) made on other images is redone too
+    assert _eval_done(p, chips=3, seed=0, images=450)
+    assert not _eval_done(p, chips=3, seed=0, images=90)
     c = _eval_counts(p, 1, 1, ran=True)
     assert c == {"settings": 2, "chips": [3], "images": [450], "settings_simulated": 1,
                  "settings_reused": 1}
