@@ -46,7 +46,10 @@ TARGETS = {"digits_default_over_digital": 25.0, "digits_moment_over_digital": 3.
            "rap_sparse_3bit_over_analog": 2.0}
 
 
-def digits_section(a, res: dict) -> None:
+def digits_section(a, res: dict, moment: bool = True) -> None:
+    """The digits legs; ``moment=False`` (``--only digits-bit``): the bit legs only, merged
+    into an existing ``digits`` entry (its moment keys kept)."""
+    from nnsim import analog
     from nnsim.analog import AnalogConfig
     from nnsim.convert import calibrate_moment, convert_to_analog, program_chip
     from nnsim.data import load_dataset
@@ -70,25 +73,41 @@ def digits_section(a, res: dict) -> None:
 
         hw4 = dataclasses.replace(hw, adc_bits=4, _cache={})
         bit4 = convert_to_analog(model, hw4, AnalogConfig(), seed=1)
-    mom = convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
-    program_chip(mom, 1)
-    calibrate_moment(mom, [calib], seed=0)
+    mom = None
+    if moment:
+        mom = convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
+        program_chip(mom, 1)
+        calibrate_moment(mom, [calib], seed=0)
     with torch.no_grad():
-        model(x[:4]), bit(x[:4]), tbit(x[:4]), full(x[:4]), mom(x[:4])
+        model(x[:4]), bit(x[:4]), tbit(x[:4]), full(x[:4])
+        if mom is not None:
+            mom(x[:4])
     lib = kernels.load("readout")
     out = {"images": int(x.shape[0]), "adc_bits": hw.adc_bits,
            "adc_noise_lsb": hw.adc().noise_lsb, "readout_kernel": "c" if lib else "torch",
-           "kernel_unavailable": kernels.why_unavailable("readout")}
+           "kernel_unavailable": kernels.why_unavailable("readout"),
+           "kernel_simd": bool(lib.imc_simd()) if lib is not None else False}
     out["digital"] = measure(lambda: model(x), a.repeat)
-    out["moment"] = measure(lambda: mom(x), a.repeat)
+    if mom is not None:
+        out["moment"] = measure(lambda: mom(x), a.repeat)
     out["digital_again"] = measure(lambda: model(x), a.repeat)
     legs = ("digital", "digital_again")
     t_dig = min(out[k]["time_s"] for k in legs)
     c_dig = min(out[k]["cpu_s"] for k in legs)
-    out["moment_over_digital"] = out["moment"]["time_s"] / t_dig
+    if mom is not None:
+        out["moment_over_digital"] = out["moment"]["time_s"] / t_dig
     # the bit variants, each thread count with its own digital reference (same threads)
     rep_bit = 1 if a.quick else a.repeat
+    def general_row(x):  # the kernel's general (non-AVX-512) row: the same bits, slower
+        analog.KERNEL_SIMD = False
+        try:
+            return bit(x)
+        finally:
+            analog.KERNEL_SIMD = True
+
     variants = {"default_bit": bit, "bit_torch_readout": tbit, "bit_full_sampling": full}
+    if out["kernel_simd"]:
+        variants["default_bit_general_row"] = general_row
     if bit4 is not None:
         variants["default_bit_4bit_adc"] = bit4
     per_threads = {}
@@ -115,7 +134,8 @@ def digits_section(a, res: dict) -> None:
     out["threads"] = per_threads
     main_t = per_threads.get(str(a.threads)) or next(iter(per_threads.values()))
     out["default_over_digital"] = main_t["ratios_wall"]["default_bit"]
-    out["ratios_cpu"] = {"moment": out["moment"]["cpu_s"] / c_dig, **main_t["ratios_cpu"]}
+    out["ratios_cpu"] = {**({"moment": out["moment"]["cpu_s"] / c_dig} if mom is not None
+                            else {}), **main_t["ratios_cpu"]}
     # what remains: the C kernel's own time within one default forward (ctypes call timed)
     if lib is not None:
         spent = [0.0]
@@ -141,11 +161,19 @@ def digits_section(a, res: dict) -> None:
         out["drawn_fraction"] = conv["c_drawn"] / max(1, conv["c"])
         out["conversions_per_image"] = conv["c"] / x.shape[0]
     out["profile_default_bit"] = profile(lambda: bit(x[:16]))
-    out["profile_moment"] = profile(lambda: mom(x))
-    res["digits"] = out
+    if mom is not None:
+        out["profile_moment"] = profile(lambda: mom(x))
+        res["digits"] = out
+    else:  # the bit legs only: the moment keys of an earlier run stay
+        old = res.get("digits", {})
+        keep = {k: v for k, v in old.items() if "moment" in k}
+        out["ratios_cpu"] = {**{k: v for k, v in old.get("ratios_cpu", {}).items()
+                                if k == "moment"}, **out["ratios_cpu"]}
+        res["digits"] = {**keep, **out}
     cpu = out["ratios_cpu"]
+    mo = res["digits"].get("moment_over_digital", float("nan"))
     print(f"digits {x.shape[0]} images: digital {t_dig * 1e3:.1f} ms, moment "
-          f"{out['moment_over_digital']:.1f}x, default (bit) {out['default_over_digital']:.1f}x"
+          f"{mo:.1f}x, default (bit) {out['default_over_digital']:.1f}x"
           f" (CPU-time ratios: {json.dumps({k: round(v, 1) for k, v in cpu.items()})})",
           flush=True)
 
@@ -272,7 +300,9 @@ def main() -> None:
     ap.add_argument("--bit-threads", type=int, nargs="*", default=[1, 2],
                     help="thread counts of the digits bit-mode legs (each with its digital)")
     ap.add_argument("--lookup", nargs="*", default=LOOKUPS)
-    ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"])
+    ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"],
+                    help="sections: digits, digits-bit (the bit legs of digits only, merged "
+                         "into the digits entry), deit, rap")
     ap.add_argument("--quick", action="store_true", help="one repetition of the bit forward")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--merge", action="store_true", help="update the sections of --out")
@@ -292,7 +322,8 @@ def main() -> None:
                                                               time.gmtime())}
     if a.merge and a.out.exists():
         res = {**json.loads(a.out.read_text()), **res}
-    sections = {"digits": digits_section, "deit": deit_section, "rap": rap_section}
+    sections = {"digits": digits_section, "deit": deit_section, "rap": rap_section,
+                "digits-bit": lambda a, res: digits_section(a, res, moment=False)}
     for name in a.only:
         sections[name](a, res)
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +331,8 @@ def main() -> None:
     met = {}
     if "digits" in res:
         met["digits_default_over_digital"] = res["digits"]["default_over_digital"]
-        met["digits_moment_over_digital"] = res["digits"]["moment_over_digital"]
+        if "moment_over_digital" in res["digits"]:
+            met["digits_moment_over_digital"] = res["digits"]["moment_over_digital"]
     if "deit_block" in res:
         met["deit_block_moment_time_over_digital"] = res["deit_block"]["moment_time_over_digital"]
         met["deit_block_moment_memory_over_digital"] = res["deit_block"][
