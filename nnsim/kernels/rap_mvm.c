@@ -47,6 +47,7 @@
 static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
                                      int32_t *restrict ub, const int32_t *restrict off,
                                      const int32_t *restrict entry, int32_t *restrict eb,
+                                     int32_t *restrict ib,
                                      int64_t *restrict at, int64_t cols, int k, int sg,
                                      int32_t *restrict list, int64_t *n_unc) {
     int64_t cur = 0, neg = 0, j = 0;
@@ -65,6 +66,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
             }
             __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
             __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
+            _mm512_storeu_si512((void *)(ib + j), idx);
             _mm512_storeu_si512((void *)(eb + j), ve);
             __mmask16 mk = _mm512_movepi32_mask(ve);
             _mm512_mask_compressstoreu_epi32((void *)(list + neg), mk,
@@ -95,6 +97,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
         int32_t uj = cb ? ca[j] + cb[j] : ca[j];
         if (cb) ub[j] = uj;
         int32_t ej = entry[off[j] + uj];
+        ib[j] = off[j] + uj;
         eb[j] = ej;
         cur += uj;
         list[neg] = (int32_t)j;
@@ -187,11 +190,15 @@ static inline int64_t rap_code_of(const double *restrict th, int64_t n_thr, doub
  * computed; the same result). */
 static inline int64_t rap_draw(const double *restrict xss, const double *restrict th,
                                int64_t n_thr, int32_t uu, double zj, int64_t c0,
-                               uint64_t seed, uint64_t ctr, int slow) {
+                               uint64_t seed, uint64_t ctr, uint32_t st, int slow) {
+    const uint64_t h = splitmix64(seed ^ splitmix64(ctr));
+    if (!slow) { /* the stay cells of U (ColumnReadout._stay_table) */
+        uint32_t k16 = (uint32_t)(h >> 48);
+        if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) return c0;
+    }
     const double *p = xss + 4 * (int64_t)uu; /* x0, spread, sigma */
     const double m = p[0] + p[1] * zj, s = p[2];
     if (!(s > 0.0)) return rap_code_of(th, n_thr, m + 0.0);
-    const uint64_t h = splitmix64(seed ^ splitmix64(ctr));
     if (!slow) {
         uint64_t k = h >> 12;
         int upper = k >= (1ULL << 51);
@@ -221,6 +228,35 @@ static inline __m512i rap_splitmix64_v(__m512i v) {
     v = _mm512_mullo_epi64(_mm512_xor_si512(v, _mm512_srli_epi64(v, 27)),
                            _mm512_set1_epi64((long long)0x94D049BB133111EBULL));
     return _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
+}
+
+/* The stay-cell test of rap_draw for up to eight uncertain conversions (columns jl, lanes
+ * `valid`): the lanes whose U falls in a stay cell of their entry convert to code0 (added to
+ * at); returns them. */
+static inline __mmask8 rap_stay8(const int32_t *restrict stay, const int32_t *restrict ib,
+                                 const int32_t *restrict e, const int32_t *restrict jl,
+                                 uint64_t seed, uint64_t base, __mmask8 valid, int64_t w,
+                                 int64_t *restrict at) {
+    const __m256i jv = _mm256_maskz_loadu_epi32(valid, jl);
+    __m512i ctr = _mm512_add_epi64(_mm512_set1_epi64((long long)base),
+                                   _mm512_cvtepi32_epi64(jv));
+    __m512i h = rap_splitmix64_v(_mm512_xor_si512(_mm512_set1_epi64((long long)seed),
+                                                  rap_splitmix64_v(ctr)));
+    __m512i k16 = _mm512_srli_epi64(h, 48);
+    const __m256i z8 = _mm256_setzero_si256();
+    __m256i iv = _mm256_mmask_i32gather_epi32(z8, valid, jv, ib, 4);
+    __m256i st = _mm256_mmask_i32gather_epi32(z8, valid, iv, stay, 4);
+    __m512i klo = _mm512_cvtepu32_epi64(_mm256_and_si256(st, _mm256_set1_epi32(0xFFFF)));
+    __m512i khi = _mm512_cvtepu32_epi64(_mm256_srli_epi32(st, 16));
+    __mmask8 ok = valid & _mm512_cmpge_epu64_mask(k16, klo) & _mm512_cmplt_epu64_mask(k16, khi);
+    if (ok) {
+        __m256i ve = _mm256_mmask_i32gather_epi32(z8, ok, jv, e, 4);
+        __m512i c0 = _mm512_sub_epi64(_mm512_set1_epi64(-1), _mm512_cvtepi32_epi64(ve));
+        __m512i a = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ok, jv, at, 8);
+        a = _mm512_add_epi64(a, _mm512_mullo_epi64(c0, _mm512_set1_epi64(w)));
+        _mm512_mask_i32scatter_epi64(at, ok, jv, a, 8);
+    }
+    return ok;
 }
 
 /* Up to eight uncertain conversions, columns jl[0..7] (lanes `valid`): the quantile-cell test
@@ -281,8 +317,8 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
                 const int32_t *inst_off, const int32_t *col_inst, const double *z,
-                const int32_t *entry, const double *xss, const double *thr, int64_t n_thr,
-                uint64_t seed, int32_t fused, int32_t slow, int64_t *acc, int64_t *stats,
+                const int32_t *entry, const int32_t *stay, const double *xss,
+                const double *thr, int64_t n_thr, uint64_t seed, int32_t fused, int32_t slow, int64_t *acc, int64_t *stats,
                 int32_t n_threads) {
     if (!rap_q_ready) return -2;
     const int64_t in_pad = n_tiles * rows;
@@ -296,9 +332,10 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         int32_t *ub = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int32_t *eb = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int32_t *lb = (int32_t *)malloc(sizeof(int32_t) * (size_t)(cols + 16));
+        int32_t *ib = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int64_t *row_idx = (int64_t *)malloc(sizeof(int64_t) * (size_t)rows);
         int32_t *zero_row = (int32_t *)calloc((size_t)cols, sizeof(int32_t));
-        if (!ub || !eb || !lb || !row_idx || !zero_row) {
+        if (!ub || !eb || !lb || !ib || !row_idx || !zero_row) {
             failed = 1;
         } else {
 #ifdef _OPENMP
@@ -345,7 +382,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                  * is the group's column sums (a cell row itself for one row) */
                                 const int32_t *restrict u = cb ? ub : ca;
                                 int64_t n_unc = 0;
-                                current += rap_group_pass(ca, cb, ub, off, entry, eb, at, cols,
+                                current += rap_group_pass(ca, cb, ub, off, entry, eb, ib, at, cols,
                                                           (int)k, sg, lb, &n_unc);
                                 const int32_t *restrict e = eb;
                                 uint64_t gid = (((((uint64_t)t * (uint64_t)n_tiles +
@@ -360,7 +397,8 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                         int64_t c0 = ej >= 0 ? ej : -1 - ej;
                                         int64_t code = rap_draw(xss, thr + ci[j] * n_thr, n_thr,
                                                                 u[j], zt[j], c0, seed,
-                                                                base + (uint64_t)j, slow);
+                                                                base + (uint64_t)j,
+                                                                (uint32_t)stay[ib[j]], slow);
                                         at[j] += w * (code - (ej >= 0 ? ej : 0));
                                     }
                                     draws += cols;
@@ -374,9 +412,11 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                     for (; i < n_unc; i += 8) {
                                         __mmask8 valid = n_unc - i >= 8 ? 0xFF
                                             : (__mmask8)((1u << (n_unc - i)) - 1u);
-                                        __mmask8 rest = valid & ~rap_draw8(
-                                            xss, thr, n_thr, u, e, ci, zt, lb + i, seed, base,
-                                            valid, w, at);
+                                        __mmask8 rest = valid & ~rap_stay8(
+                                            stay, ib, e, lb + i, seed, base, valid, w, at);
+                                        if (rest)
+                                            rest &= ~rap_draw8(xss, thr, n_thr, u, e, ci, zt,
+                                                               lb + i, seed, base, rest, w, at);
                                         while (rest) {
                                             int b = __builtin_ctz(rest);
                                             rest &= rest - 1;
@@ -384,7 +424,8 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                             at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr,
                                                                    n_thr, u[jj], zt[jj],
                                                                    -1 - e[jj], seed,
-                                                                   base + (uint64_t)jj, 0);
+                                                                   base + (uint64_t)jj,
+                                                                   (uint32_t)stay[ib[jj]], 0);
                                         }
                                     }
                                 }
@@ -393,7 +434,8 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                     int64_t jj = lb[i];
                                     at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr, n_thr,
                                                            u[jj], zt[jj], -1 - e[jj], seed,
-                                                           base + (uint64_t)jj, slow);
+                                                           base + (uint64_t)jj,
+                                                           (uint32_t)stay[ib[jj]], slow);
                                 }
                             }
                         }
@@ -404,6 +446,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         free(ub);
         free(eb);
         free(lb);
+        free(ib);
         free(row_idx);
         free(zero_row);
     }

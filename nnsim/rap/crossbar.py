@@ -183,10 +183,44 @@ class ColumnReadout:
             entry = torch.where(cert >= 0, cert, -1 - code0).to(torch.int32).contiguous()
             xss = torch.stack([self.x0.cpu(), self.spread.cpu(), self.sigma.cpu(),
                                torch.zeros_like(self.x0.cpu())], 1).to(torch.float64)
-            kt = {"entry": entry, "xss": xss.contiguous(),
+            kt = {"entry": entry, "xss": xss.contiguous(), "stay": self._stay_table(),
                   "thr": self.thresholds.to(torch.float64).contiguous()}
             self._kernel_tables = kt
         return kt
+
+    def _stay_table(self) -> Tensor:
+        """Per entry ``(class, instance, u)``: the top-16-bit cells of the kernel's uniform U
+        (its variate is ``n = Phi^-1(U)``) for which the conversion stays in ``x0``'s bin for
+        every ``|z|`` of the class: ``klo | khi << 16`` (int32), the stay cells
+        ``klo <= floor(U 2**16) < khi``. From ``n`` in ``[lo, hi]``, ``lo = (t_below - x0 +
+        |spread| z_c) / sigma``, ``hi = (t_above - x0 - |spread| z_c) / sigma``, shrunk by
+        ``1e-9 (1 + |n|)`` for rounding, and ``U`` in ``[Phi(lo) + 1e-12, Phi(hi) - 1e-12]``
+        (the quantile function's error); ``klo = khi = 0`` where no cell qualifies. A cell the
+        table calls "stay" converts to ``code0`` for every ``U`` in it (the kernel's slow
+        path gives the same code; tested)."""
+        n_i, n_u = self.n_instances, self.size
+        x0 = self.x0.cpu().double()[None].expand(n_i, n_u)
+        sp = self.spread.cpu().double().abs()[None].expand(n_i, n_u)
+        sig = self.sigma.cpu().double()[None].expand(n_i, n_u)
+        tb = self.t_below.cpu().double().reshape(n_i, n_u)
+        ta = self.t_above.cpu().double().reshape(n_i, n_u)
+        out = []
+        for z_c in self.z_edges:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lo = ((tb - x0 + sp * z_c) / sig).numpy()
+                hi = ((ta - x0 - sp * z_c) / sig).numpy()
+            with np.errstate(invalid="ignore"):
+                lo = np.where(np.isfinite(lo), lo + 1e-9 * (1 + np.abs(lo)), lo)
+                hi = np.where(np.isfinite(hi), hi - 1e-9 * (1 + np.abs(hi)), hi)
+            p_lo = ndtr(lo) + 1e-12
+            p_hi = ndtr(hi) - 1e-12
+            klo = np.clip(np.ceil(p_lo * 65536.0), 0, 65535)
+            khi = np.clip(np.floor(p_hi * 65536.0), 0, 65535)
+            bad = ~(sig.numpy() > 0) | np.isnan(lo) | np.isnan(hi) | ~(khi > klo)
+            klo = np.where(bad, 0, klo).astype(np.int64)
+            khi = np.where(bad, 0, khi).astype(np.int64)
+            out.append(torch.from_numpy(klo | (khi << 16)))
+        return torch.stack(out).reshape(-1).to(torch.int32).contiguous()
 
     def offsets(self, instance: Tensor, z: Tensor) -> Tensor:
         """Per column ``(class(z) * n_instances + instance) * size`` (index base of its

@@ -190,7 +190,8 @@ def test_kernel_without_avx512_gives_the_same_bits(hw_noisy, tmp_path):
     cells, inst_off, col_inst, z = km._kernel_bufs
     blob = tmp_path / "in.pt"
     torch.save({"x": x, "cells": cells, "inst_off": inst_off, "col_inst": col_inst, "z": z,
-                "entry": kt["entry"], "xss": kt["xss"], "thr": kt["thr"]}, blob)
+                "entry": kt["entry"], "stay": kt["stay"], "xss": kt["xss"], "thr": kt["thr"]},
+               blob)
     code = f"""
 import json, ctypes, torch
 from nnsim import kernels
@@ -203,8 +204,8 @@ st = torch.zeros(4, dtype=torch.int64)
 p = kernels.ptr
 rc = lib.rap_mvm(p(xp), x.shape[0], {km.n_tiles}, 64, acc.shape[1], 7, {cfg.k_active}, 0,
                  p(d["cells"]), p(d["inst_off"]), p(d["col_inst"]), p(d["z"]), p(d["entry"]),
-                 p(d["xss"]), p(d["thr"]), d["thr"].shape[1], ctypes.c_uint64(SEED), 1, 0,
-                 p(acc), p(st), 1)
+                 p(d["stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
+                 ctypes.c_uint64(SEED), 1, 0, p(acc), p(st), 1)
 print(json.dumps({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}}))
 """
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(3),
