@@ -330,6 +330,7 @@ class AnalogAttention(_AnalogBase):
                 arr_k = self._write(ki.transpose(-2, -1), 1)  # rows = head_dim, cols = tokens
                 scores = self._mvm(qi, arr_k, 1, signed=True)
                 s = self.attn_drop(scores.softmax(-1))
+                del scores, arr_k  # peak memory: the scores are not held through S V
                 arr_v = self._write(vi, 2)  # rows = tokens, cols = head_dim
                 outs.append(self._mvm(s, arr_v, 2, signed=False))
             out = torch.cat(outs, 1 if nc else 0)
