@@ -858,7 +858,8 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     rows = cfg.tile_rows
     t = -(-r // rows)
     nb = t * n_g * 2 * e
-    lib = _moment_lib(cfg, w_rc) if scale_max.shape[-2:] == (1, 1) else None
+    lib = _moment_lib(cfg, w_rc) if scale_max.shape[-2:] == (1, 1) and cfg.cell_bits <= 4 \
+        else None  # the kernel: one scale per matrix, up to 16 levels per cell
     idx: list[torch.Tensor] = []
     drawn = noise and float(var_l.max()) > 0
     if lib is not None:  # nnsim/kernels/moment.c: codes, column sums and values per element
@@ -1419,12 +1420,39 @@ class _KernelArgs(ctypes.Structure):
         ("code_offset", ctypes.c_double), ("cut2", ctypes.c_double),
         ("mode", ctypes.c_int64), ("has_adc", ctypes.c_int64), ("coef", ctypes.c_void_p),
         ("key", ctypes.c_uint64), ("out", ctypes.c_void_p), ("nthreads", ctypes.c_int64),
-        ("draws", ctypes.c_int64), ("sum_s", ctypes.c_double), ("simd", ctypes.c_int64))]
+        ("draws", ctypes.c_int64), ("sum_s", ctypes.c_double), ("simd", ctypes.c_int64),
+        ("qtab", ctypes.c_void_p), ("adc_thu", ctypes.c_void_p), ("slow", ctypes.c_int64))]
 
 
 KERNEL_SIMD = True
 """Let the kernel take its AVX-512 row for the usual dense configuration where it is built
 (``imc_simd``): the same bits as its general row; tests switch it off to compare them."""
+
+KERNEL_SLOW_DRAWS = False
+"""Make the kernel evaluate Phi^-1 for every drawn conversion instead of deciding the code
+from the quantile table's cell where it can: the same bits; tests compare the two."""
+
+_QTAB: torch.Tensor | None = None
+
+
+def kernel_quantiles() -> torch.Tensor:
+    """The kernel's quantile table (4096, 2) float32: per cell ``[c/4096, (c+1)/4096)`` of a
+    uniform, the N(0, 1) quantiles of its ends (scipy's ``ndtri`` in float64), rounded
+    outward to float32 and one float32 step further (``-inf`` / ``+inf`` at the ends), so each
+    cell's pair brackets the exact quantile of every uniform inside it."""
+    global _QTAB
+    if _QTAB is None:
+        from scipy.special import ndtri
+
+        c = np.arange(4096, dtype=np.float64)
+        lo, hi = ndtri(c / 4096.0), ndtri((c + 1.0) / 4096.0)
+        ninf, pinf = np.float32(-np.inf), np.float32(np.inf)
+        lo32 = lo.astype(np.float32)
+        lo32 = np.nextafter(np.where(lo32 > lo, np.nextafter(lo32, ninf), lo32), ninf)
+        hi32 = hi.astype(np.float32)
+        hi32 = np.nextafter(np.where(hi32 < hi, np.nextafter(hi32, pinf), hi32), pinf)
+        _QTAB = torch.from_numpy(np.ascontiguousarray(np.stack([lo32, hi32], 1), np.float32))
+    return _QTAB
 
 
 def kernel_adc_tables(adc: AdcModel) -> dict[str, Any]:
@@ -1453,9 +1481,11 @@ def kernel_adc_tables(adc: AdcModel) -> dict[str, Any]:
             bins[..., 1 + q] = np.where(ok, vals, np.inf)
         inf = np.full((th.shape[0], 1), np.inf, np.float32)
         thr = np.concatenate([-inf, th.astype(np.float32), inf], axis=1)
+        thu = np.concatenate([-inf, th32, inf], axis=1)  # rounded up, as the bins
         r = adc._steps()
         adc._cache[key] = dict(bins=torch.from_numpy(np.ascontiguousarray(bins)),
-                               thr=torch.from_numpy(np.ascontiguousarray(thr)), nbins=nb, J=j,
+                               thr=torch.from_numpy(np.ascontiguousarray(thr)),
+                               thu=torch.from_numpy(np.ascontiguousarray(thu)), nbins=nb, J=j,
                                xlo=-2.0, xhi=adc.max_code + 2.0 - 0.5 / r)
     return adc._cache[key]
 
@@ -1551,6 +1581,7 @@ def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: An
         a.inst = kernels.ptr(nb)
         kt = kernel_adc_tables(adc)
         a.adc_bins, a.adc_thr = kernels.ptr(kt["bins"]), kernels.ptr(kt["thr"])
+        a.adc_thu, a.qtab = kernels.ptr(kt["thu"]), kernels.ptr(kernel_quantiles())
         a.adc_nbins, a.adc_J, a.max_code = kt["nbins"], kt["J"], adc.max_code
         a.xlo, a.xhi, a.code_offset = kt["xlo"], kt["xhi"], adc.code_offset
         an2 = adc.noise_lsb ** 2 if cfg.adc_noise and adc.noise_lsb > 0 else 0.0
@@ -1569,6 +1600,7 @@ def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: An
                                   generator=generator)) & (2 ** 64 - 1)
     a.nthreads = kernels.threads()
     a.simd = int(KERNEL_SIMD)
+    a.slow = int(KERNEL_SLOW_DRAWS)
     lib.imc_readout_mvm(ctypes.byref(a))
     _PATHS["c_drawn"] += int(a.draws)
     _count_reads(float(a.sum_s), n_act, k, hw)
