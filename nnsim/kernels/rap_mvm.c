@@ -41,74 +41,6 @@
 #endif
 
 
-/* One group over the columns: u = ca + cb (cb NULL: u = ca; with cb the sums are stored in
- * ub), e = entry[off + u] into eb, at += +-(max(e, 0) << k) by sign phase sg; returns the sum
- * of u, *n_unc the number of e < 0 and their columns in list (ascending). */
-static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
-                                     int32_t *restrict ub, const int32_t *restrict off,
-                                     const int32_t *restrict entry, int32_t *restrict eb,
-                                     int32_t *restrict ib,
-                                     int64_t *restrict at, int64_t cols, int k, int sg,
-                                     int32_t *restrict list, int64_t *n_unc) {
-    int64_t cur = 0, neg = 0, j = 0;
-#if defined(__AVX512F__)
-    {
-        __m512i vcur = _mm512_setzero_si512();
-        const __m512i zero = _mm512_setzero_si512();
-        const __m128i sh = _mm_cvtsi32_si128(k);
-        const __m512i lane16 = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
-                                                1, 0);
-        for (; j + 16 <= cols; j += 16) {
-            __m512i vu = _mm512_loadu_si512((const void *)(ca + j));
-            if (cb) {
-                vu = _mm512_add_epi32(vu, _mm512_loadu_si512((const void *)(cb + j)));
-                _mm512_storeu_si512((void *)(ub + j), vu);
-            }
-            __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
-            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
-            _mm512_storeu_si512((void *)(ib + j), idx);
-            _mm512_storeu_si512((void *)(eb + j), ve);
-            __mmask16 mk = _mm512_movepi32_mask(ve);
-            _mm512_mask_compressstoreu_epi32((void *)(list + neg), mk,
-                                             _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j)));
-            neg += __builtin_popcount((unsigned)mk);
-            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(vu)));
-            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(
-                                              _mm512_extracti64x4_epi64(vu, 1)));
-            __m512i code = _mm512_sll_epi32(_mm512_max_epi32(ve, zero), sh);
-            __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(code));
-            __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1));
-            __m512i a0 = _mm512_loadu_si512((const void *)(at + j));
-            __m512i a1 = _mm512_loadu_si512((const void *)(at + j + 8));
-            if (sg == 0) {
-                a0 = _mm512_add_epi64(a0, lo);
-                a1 = _mm512_add_epi64(a1, hi);
-            } else {
-                a0 = _mm512_sub_epi64(a0, lo);
-                a1 = _mm512_sub_epi64(a1, hi);
-            }
-            _mm512_storeu_si512((void *)(at + j), a0);
-            _mm512_storeu_si512((void *)(at + j + 8), a1);
-        }
-        cur = _mm512_reduce_add_epi64(vcur);
-    }
-#endif
-    for (; j < cols; j++) {
-        int32_t uj = cb ? ca[j] + cb[j] : ca[j];
-        if (cb) ub[j] = uj;
-        int32_t ej = entry[off[j] + uj];
-        ib[j] = off[j] + uj;
-        eb[j] = ej;
-        cur += uj;
-        list[neg] = (int32_t)j;
-        neg += ej < 0;
-        int64_t code = (int64_t)(ej & ~(ej >> 31)) << k;
-        at[j] += sg == 0 ? code : -code;
-    }
-    *n_unc = neg;
-    return cur;
-}
-
 static inline uint64_t splitmix64(uint64_t v) {
     v += 0x9E3779B97F4A7C15ULL;
     v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -230,35 +162,6 @@ static inline __m512i rap_splitmix64_v(__m512i v) {
     return _mm512_xor_si512(v, _mm512_srli_epi64(v, 31));
 }
 
-/* The stay-cell test of rap_draw for up to eight uncertain conversions (columns jl, lanes
- * `valid`): the lanes whose U falls in a stay cell of their entry convert to code0 (added to
- * at); returns them. */
-static inline __mmask8 rap_stay8(const int32_t *restrict stay, const int32_t *restrict ib,
-                                 const int32_t *restrict e, const int32_t *restrict jl,
-                                 uint64_t seed, uint64_t base, __mmask8 valid, int64_t w,
-                                 int64_t *restrict at) {
-    const __m256i jv = _mm256_maskz_loadu_epi32(valid, jl);
-    __m512i ctr = _mm512_add_epi64(_mm512_set1_epi64((long long)base),
-                                   _mm512_cvtepi32_epi64(jv));
-    __m512i h = rap_splitmix64_v(_mm512_xor_si512(_mm512_set1_epi64((long long)seed),
-                                                  rap_splitmix64_v(ctr)));
-    __m512i k16 = _mm512_srli_epi64(h, 48);
-    const __m256i z8 = _mm256_setzero_si256();
-    __m256i iv = _mm256_mmask_i32gather_epi32(z8, valid, jv, ib, 4);
-    __m256i st = _mm256_mmask_i32gather_epi32(z8, valid, iv, stay, 4);
-    __m512i klo = _mm512_cvtepu32_epi64(_mm256_and_si256(st, _mm256_set1_epi32(0xFFFF)));
-    __m512i khi = _mm512_cvtepu32_epi64(_mm256_srli_epi32(st, 16));
-    __mmask8 ok = valid & _mm512_cmpge_epu64_mask(k16, klo) & _mm512_cmplt_epu64_mask(k16, khi);
-    if (ok) {
-        __m256i ve = _mm256_mmask_i32gather_epi32(z8, ok, jv, e, 4);
-        __m512i c0 = _mm512_sub_epi64(_mm512_set1_epi64(-1), _mm512_cvtepi32_epi64(ve));
-        __m512i a = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ok, jv, at, 8);
-        a = _mm512_add_epi64(a, _mm512_mullo_epi64(c0, _mm512_set1_epi64(w)));
-        _mm512_mask_i32scatter_epi64(at, ok, jv, a, 8);
-    }
-    return ok;
-}
-
 /* Up to eight uncertain conversions, columns jl[0..7] (lanes `valid`): the quantile-cell test
  * of rap_draw in vector form; returns the lanes it decided (code0, added to at with weight
  * w); the caller sends the others through rap_draw (the same arithmetic, so the same codes).
@@ -314,11 +217,120 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
 }
 #endif
 
+/* One group over the columns: u = ca + cb (cb NULL: u = ca; with cb the sums are stored in
+ * ub), e = entry[off + u] (the certain code or -1 - code0, into eb; stay[off + u]: the
+ * stay cells klo | khi << 16 of ColumnReadout._stay_table), at += +-(code << k) by sign
+ * phase sg for the certain conversions and, with use_stay, for the uncertain ones whose
+ * variate's top 16 bits fall in the stay cells (code0); returns the sum of u, *n_unc the
+ * number of uncertain conversions and *n_list the columns left to draw, in list. */
+static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
+                                     int32_t *restrict ub, const int32_t *restrict off,
+                                     const int32_t *restrict entry,
+                                     const int32_t *restrict stay, int32_t *restrict eb,
+                                     int64_t *restrict at, int64_t cols, int k, int sg,
+                                     int32_t *restrict list, uint64_t seed, uint64_t base,
+                                     int use_stay, int64_t *n_unc, int64_t *n_list) {
+    int64_t cur = 0, neg = 0, nl = 0, j = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    {
+        __m512i vcur = _mm512_setzero_si512();
+        const __m512i zero = _mm512_setzero_si512();
+        const __m128i sh = _mm_cvtsi32_si128(k);
+        const __m512i lane16 = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                                1, 0);
+        const __m512i lane8 = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        const __m512i sd = _mm512_set1_epi64((long long)seed);
+        for (; j + 16 <= cols; j += 16) {
+            __m512i vu = _mm512_loadu_si512((const void *)(ca + j));
+            if (cb) {
+                vu = _mm512_add_epi32(vu, _mm512_loadu_si512((const void *)(cb + j)));
+                _mm512_storeu_si512((void *)(ub + j), vu);
+            }
+            __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
+            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
+            _mm512_storeu_si512((void *)(eb + j), ve);
+            __mmask16 mk = _mm512_movepi32_mask(ve);
+            neg += __builtin_popcount((unsigned)mk);
+            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(vu)));
+            vcur = _mm512_add_epi64(vcur, _mm512_cvtepi32_epi64(
+                                              _mm512_extracti64x4_epi64(vu, 1)));
+            __m512i code = _mm512_sll_epi32(_mm512_max_epi32(ve, zero), sh);
+            __m512i c64[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(code)),
+                              _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1))};
+            __mmask16 und = mk;
+            if (mk && use_stay) {
+                __m512i vst = _mm512_mask_i32gather_epi32(zero, mk, idx, (const void *)stay, 4);
+                __m512i w[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(vst)),
+                                _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(vst, 1))};
+                __m512i e2[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(ve)),
+                                 _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(ve, 1))};
+                for (int hf = 0; hf < 2; hf++) {
+                    __mmask8 m8 = (__mmask8)(mk >> (8 * hf));
+                    if (!m8) continue;
+                    __m512i ctr = _mm512_add_epi64(
+                        _mm512_set1_epi64((long long)(base + (uint64_t)(j + 8 * hf))), lane8);
+                    __m512i h = rap_splitmix64_v(_mm512_xor_si512(sd, rap_splitmix64_v(ctr)));
+                    __m512i k16 = _mm512_srli_epi64(h, 48);
+                    __m512i st = w[hf];
+                    __m512i klo = _mm512_and_si512(st, _mm512_set1_epi64(0xFFFF));
+                    __m512i khi = _mm512_srli_epi64(st, 16);
+                    __mmask8 ok = m8 & _mm512_cmpge_epu64_mask(k16, klo) &
+                                  _mm512_cmplt_epu64_mask(k16, khi);
+                    if (ok) {
+                        __m512i c0 = _mm512_sub_epi64(_mm512_set1_epi64(-1), e2[hf]);
+                        c64[hf] = _mm512_mask_mov_epi64(c64[hf], ok, _mm512_sll_epi64(c0, sh));
+                        und &= (__mmask16) ~((unsigned)ok << (8 * hf));
+                    }
+                }
+            }
+            _mm512_mask_compressstoreu_epi32((void *)(list + nl), und,
+                                             _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j)));
+            nl += __builtin_popcount((unsigned)und);
+            __m512i a0 = _mm512_loadu_si512((const void *)(at + j));
+            __m512i a1 = _mm512_loadu_si512((const void *)(at + j + 8));
+            if (sg == 0) {
+                a0 = _mm512_add_epi64(a0, c64[0]);
+                a1 = _mm512_add_epi64(a1, c64[1]);
+            } else {
+                a0 = _mm512_sub_epi64(a0, c64[0]);
+                a1 = _mm512_sub_epi64(a1, c64[1]);
+            }
+            _mm512_storeu_si512((void *)(at + j), a0);
+            _mm512_storeu_si512((void *)(at + j + 8), a1);
+        }
+        cur = _mm512_reduce_add_epi64(vcur);
+    }
+#endif
+    for (; j < cols; j++) {
+        int32_t uj = cb ? ca[j] + cb[j] : ca[j];
+        if (cb) ub[j] = uj;
+        int32_t ej = entry[off[j] + uj];
+        eb[j] = ej;
+        cur += uj;
+        int64_t code = (int64_t)(ej & ~(ej >> 31));
+        if (ej < 0) {
+            neg++;
+            uint32_t st = (uint32_t)stay[off[j] + uj];
+            uint32_t k16 = (uint32_t)(splitmix64(seed ^ splitmix64(base + (uint64_t)j)) >> 48);
+            if (use_stay && k16 >= (st & 0xFFFFu) && k16 < (st >> 16))
+                code = -1 - (int64_t)ej;
+            else
+                list[nl++] = (int32_t)j;
+        }
+        code <<= k;
+        at[j] += sg == 0 ? code : -code;
+    }
+    *n_unc = neg;
+    *n_list = nl;
+    return cur;
+}
+
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
                 const int32_t *inst_off, const int32_t *col_inst, const double *z,
                 const int32_t *entry, const int32_t *stay, const double *xss,
-                const double *thr, int64_t n_thr, uint64_t seed, int32_t fused, int32_t slow, int64_t *acc, int64_t *stats,
+                const double *thr, int64_t n_thr, uint64_t seed, int32_t fused, int32_t slow,
+                int32_t stay_in_pass, int64_t *acc, int64_t *stats,
                 int32_t n_threads) {
     if (!rap_q_ready) return -2;
     const int64_t in_pad = n_tiles * rows;
@@ -332,10 +344,9 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         int32_t *ub = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int32_t *eb = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int32_t *lb = (int32_t *)malloc(sizeof(int32_t) * (size_t)(cols + 16));
-        int32_t *ib = (int32_t *)malloc(sizeof(int32_t) * (size_t)cols);
         int64_t *row_idx = (int64_t *)malloc(sizeof(int64_t) * (size_t)rows);
         int32_t *zero_row = (int32_t *)calloc((size_t)cols, sizeof(int32_t));
-        if (!ub || !eb || !lb || !ib || !row_idx || !zero_row) {
+        if (!ub || !eb || !lb || !row_idx || !zero_row) {
             failed = 1;
         } else {
 #ifdef _OPENMP
@@ -381,15 +392,17 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                 /* table entries, certain codes accumulated, sums counted; u
                                  * is the group's column sums (a cell row itself for one row) */
                                 const int32_t *restrict u = cb ? ub : ca;
-                                int64_t n_unc = 0;
-                                current += rap_group_pass(ca, cb, ub, off, entry, eb, ib, at, cols,
-                                                          (int)k, sg, lb, &n_unc);
-                                const int32_t *restrict e = eb;
+                                int64_t n_unc = 0, n_list = 0;
                                 uint64_t gid = (((((uint64_t)t * (uint64_t)n_tiles +
                                                    (uint64_t)tile) * 2u + (uint64_t)sg) *
                                                      (uint64_t)planes + (uint64_t)k) *
                                                     (uint64_t)rows + (uint64_t)g);
                                 const uint64_t base = gid * (uint64_t)cols;
+                                current += rap_group_pass(ca, cb, ub, off, entry, stay, eb, at, cols,
+                                                          (int)k, sg, lb, seed, base,
+                                                          fused && !slow && stay_in_pass,
+                                                          &n_unc, &n_list);
+                                const int32_t *restrict e = eb;
                                 if (!fused) {
                                     /* every conversion drawn (its certain code undone) */
                                     for (int64_t j = 0; j < cols; j++) {
@@ -398,25 +411,24 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                         int64_t code = rap_draw(xss, thr + ci[j] * n_thr, n_thr,
                                                                 u[j], zt[j], c0, seed,
                                                                 base + (uint64_t)j,
-                                                                (uint32_t)stay[ib[j]], slow);
+                                                                (uint32_t)stay[off[j] + u[j]],
+                                                                slow);
                                         at[j] += w * (code - (ej >= 0 ? ej : 0));
                                     }
                                     draws += cols;
                                     continue;
                                 }
-                                if (n_unc == 0) continue;
                                 draws += n_unc;
+                                if (n_list == 0) continue;
                                 int64_t i = 0;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
                                 if (!slow) {
-                                    for (; i < n_unc; i += 8) {
-                                        __mmask8 valid = n_unc - i >= 8 ? 0xFF
-                                            : (__mmask8)((1u << (n_unc - i)) - 1u);
-                                        __mmask8 rest = valid & ~rap_stay8(
-                                            stay, ib, e, lb + i, seed, base, valid, w, at);
-                                        if (rest)
-                                            rest &= ~rap_draw8(xss, thr, n_thr, u, e, ci, zt,
-                                                               lb + i, seed, base, rest, w, at);
+                                    for (; i < n_list; i += 8) {
+                                        __mmask8 valid = n_list - i >= 8 ? 0xFF
+                                            : (__mmask8)((1u << (n_list - i)) - 1u);
+                                        __mmask8 rest = valid & ~rap_draw8(
+                                            xss, thr, n_thr, u, e, ci, zt, lb + i, seed, base,
+                                            valid, w, at);
                                         while (rest) {
                                             int b = __builtin_ctz(rest);
                                             rest &= rest - 1;
@@ -425,17 +437,18 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                                                    n_thr, u[jj], zt[jj],
                                                                    -1 - e[jj], seed,
                                                                    base + (uint64_t)jj,
-                                                                   (uint32_t)stay[ib[jj]], 0);
+                                                                   (uint32_t)stay[off[jj] + u[jj]],
+                                                                   0);
                                         }
                                     }
                                 }
 #endif
-                                for (; i < n_unc; i++) {
+                                for (; i < n_list; i++) {
                                     int64_t jj = lb[i];
                                     at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr, n_thr,
                                                            u[jj], zt[jj], -1 - e[jj], seed,
                                                            base + (uint64_t)jj,
-                                                           (uint32_t)stay[ib[jj]], slow);
+                                                           (uint32_t)stay[off[jj] + u[jj]], slow);
                                 }
                             }
                         }
@@ -446,7 +459,6 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         free(ub);
         free(eb);
         free(lb);
-        free(ib);
         free(row_idx);
         free(zero_row);
     }

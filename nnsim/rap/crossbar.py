@@ -176,14 +176,15 @@ class ColumnReadout:
         kt = getattr(self, "_kernel_tables", None)
         if kt is None:
             # entry: the certain code, or -1 - code0 where uncertain (one gather gives both;
-            # a certain code is x0's code, code0); xss: (x0, spread, sigma, 0) per u, packed
+            # a certain code is x0's code, code0); stay: _stay_table; xss: (x0, spread,
+            # sigma, 0) per u, packed
             n_z = self.certain.numel() // self.code0.numel()
             code0 = self.code0.cpu().repeat(n_z)
             cert = self.certain.cpu()
             entry = torch.where(cert >= 0, cert, -1 - code0).to(torch.int32).contiguous()
             xss = torch.stack([self.x0.cpu(), self.spread.cpu(), self.sigma.cpu(),
                                torch.zeros_like(self.x0.cpu())], 1).to(torch.float64)
-            kt = {"entry": entry, "xss": xss.contiguous(), "stay": self._stay_table(),
+            kt = {"entry": entry, "stay": self._stay_table(), "xss": xss.contiguous(),
                   "thr": self.thresholds.to(torch.float64).contiguous()}
             self._kernel_tables = kt
         return kt

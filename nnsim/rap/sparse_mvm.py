@@ -45,6 +45,11 @@ KERNEL = "rap_mvm"
 """The fused C kernel of the programmed-cell MVM (``nnsim/kernels/rap_mvm.c``)."""
 
 
+STAY_IN_PASS_FRACTION = 0.15
+"""Drawn fraction of a layer's conversions above which the kernel tests stay cells in its
+group pass (a speed choice only: ``SparseMVM.kernel_stay_in_pass``)."""
+
+
 def _kernel() -> ctypes.CDLL | None:
     lib = kernels.load(KERNEL)
     if lib is not None and not getattr(lib, "_rap_typed", False):
@@ -52,7 +57,7 @@ def _kernel() -> ctypes.CDLL | None:
         i64, vp = ctypes.c_int64, ctypes.c_void_p
         lib.rap_mvm.argtypes = [vp, i64, i64, i64, i64, i64, i64, ctypes.c_int32, vp, vp, vp,
                                 vp, vp, vp, vp, vp, i64, ctypes.c_uint64, ctypes.c_int32,
-                                ctypes.c_int32, vp, vp, ctypes.c_int32]
+                                ctypes.c_int32, ctypes.c_int32, vp, vp, ctypes.c_int32]
         lib.rap_init.restype = None
         lib.rap_init.argtypes = []
         lib.rap_init()      # the quantile table, once per process
@@ -220,8 +225,13 @@ class SparseMVM:
         self.use_kernel = use_kernel
         self.kernel_draws = 0
         self.kernel_slow = False
-        """Kernel: compute every drawn conversion's normal variate (no quantile-cell
-        shortcut; the same bits, for tests)."""
+        """Kernel: compute every drawn conversion's normal variate (no shortcut; the same
+        bits, for tests)."""
+        self.kernel_stay_in_pass: bool | None = None
+        """Kernel: test the uncertain conversions' stay cells inside the vectorized group
+        pass (fast where many conversions are uncertain) rather than after listing them
+        (fast where few are); the same bits either way. ``None``: in the pass once this
+        layer's drawn fraction so far exceeds ``STAY_IN_PASS_FRACTION``."""
         self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
@@ -361,8 +371,8 @@ class SparseMVM:
             cfg.k_active, int(cfg.mode == "dense"), ptr(cells), ptr(inst_off), ptr(col_inst),
             ptr(z), ptr(kt["entry"]), ptr(kt["stay"]), ptr(kt["xss"]), ptr(kt["thr"]),
             int(kt["thr"].shape[1]),
-            ctypes.c_uint64(seed), int(self.fused), int(self.kernel_slow), ptr(acc),
-            ptr(stats), threads())
+            ctypes.c_uint64(seed), int(self.fused), int(self.kernel_slow),
+            int(self._stay_in_pass()), ptr(acc), ptr(stats), threads())
         if rc != 0:
             raise MemoryError("RAP kernel: scratch allocation failed" if rc == -1 else
                               f"RAP kernel: not initialised (rc {rc})")
@@ -373,6 +383,12 @@ class SparseMVM:
         self.counters.active_rows += act
         self.kernel_draws += draws
         return acc
+
+    def _stay_in_pass(self) -> bool:
+        if self.kernel_stay_in_pass is not None:
+            return bool(self.kernel_stay_in_pass)
+        conv = self.counters.conversions
+        return conv > 0 and self.kernel_draws > STAY_IN_PASS_FRACTION * conv
 
     def _count(self, bits: Tensor) -> Tensor:
         """Count the cycles/conversions of one plane; returns groups per (T, tile)."""

@@ -149,7 +149,9 @@ def test_kernel_conversions_follow_the_exact_code_distribution(hw_noisy, plane):
     x[::3, 5:40:3] = 5                                 # and some larger groups
     a = km.kernel_column_codes(x, torch.Generator().manual_seed(11))
     km.kernel_slow = False
-    assert torch.equal(a, km.kernel_column_codes(x, torch.Generator().manual_seed(11)))
+    for in_pass in (False, True):                      # stay cells listed or in the pass
+        km.kernel_stay_in_pass = in_pass
+        assert torch.equal(a, km.kernel_column_codes(x, torch.Generator().manual_seed(11)))
 
 
 def test_kernel_normal_variate_is_the_inverse_normal_cdf():
@@ -205,16 +207,18 @@ p = kernels.ptr
 rc = lib.rap_mvm(p(xp), x.shape[0], {km.n_tiles}, 64, acc.shape[1], 7, {cfg.k_active}, 0,
                  p(d["cells"]), p(d["inst_off"]), p(d["col_inst"]), p(d["z"]), p(d["entry"]),
                  p(d["stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
-                 ctypes.c_uint64(SEED), 1, 0, p(acc), p(st), 1)
+                 ctypes.c_uint64(SEED), 1, 0, IN_PASS, p(acc), p(st), 1)
 print(json.dumps({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}}))
 """
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(3),
                              dtype=torch.int64))
     env = dict(os.environ, IMC_KERNEL_CFLAGS="-O2 -march=x86-64-v2 -ffp-contract=off "
                "-fno-math-errno -fno-trapping-math", IMC_KERNEL_CACHE=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", code.replace("SEED", str(seed))], env=env,
-                         capture_output=True, text=True, timeout=300, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["rc"] == 0
-    assert torch.equal(torch.tensor(res["acc"]), here)
-    assert res["stats"][2] == km.kernel_draws > 0
+    for in_pass in (0, 1):
+        src = code.replace("SEED", str(seed)).replace("IN_PASS", str(in_pass))
+        out = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True,
+                             text=True, timeout=300, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        assert res["rc"] == 0
+        assert torch.equal(torch.tensor(res["acc"]), here)
+        assert res["stats"][2] == km.kernel_draws > 0
