@@ -282,9 +282,12 @@ def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: b
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]
 # RAP on programmed cells converts 5-34 M times per image (fused C kernel nnsim/kernels/
-# rap_mvm.c, about 0.3 CPU s per image at 3 bits): on 2 cores all 450 images x 5 chips would
-# take ~35 CPU min for the RAP steps, so they score the first RAP_IMAGES test images on
-# RAP_CHIPS chips (the analog runs use all 450 images; docs/rap.md section 8.0b).
+# rap_mvm.c): its 8 settings here took 192 CPU s at 90 images x 2 chips (#17, c0fc442), so all
+# 450 images x 5 chips would be ~2,400 CPU s (~20 min on 2 cores, 4x the demo's 5-minute
+# evaluation target by itself); the analog steps take ~330 CPU s. The RAP steps therefore
+# score the first RAP_IMAGES test images on RAP_CHIPS chips, the most that keeps the
+# evaluation phase near 5 minutes on 2 idle cores (the analog runs use all 450 images; the
+# report says so).
 RAP_IMAGES, RAP_CHIPS = 90, 2
 # --rap-only: the report takes the analog points from the full analog steps, not from the RAP
 # steps (which would score them again on RAP_IMAGES x RAP_CHIPS)
