@@ -178,6 +178,82 @@ def digits_section(a, res: dict, moment: bool = True) -> None:
           flush=True)
 
 
+def digits_moment_section(a, res: dict) -> None:
+    """``--only digits-moment``: the moment fidelity on digits at evaluate's batch size
+    (``--moment-batch``, 256) over all test images (450) and over the first 32, each with its
+    digital forward side by side (digital, moment, digital; best of ``--repeat``), with the
+    moment C kernel (``readout_kernel="auto"``) and the torch path (``"torch"``); chips as a
+    batch dimension (``--chip-batch`` chips: the chip loop vs ``program_chips``, per chip);
+    and a cProfile of one moment forward. Written to ``digits_moment``."""
+    from nnsim.analog import AnalogConfig
+    from nnsim.convert import calibrate_moment, convert_to_analog, program_chip, program_chips
+    from nnsim.data import load_dataset
+    from nnsim.models import load_or_train
+
+    model, _ = load_or_train("digits", quiet=True)
+    model.eval()
+    test = load_dataset("digits", "test").images
+    calib = load_dataset("digits", "calib").images[:64]
+    hw, src = hardware(a.lookup, 6)
+    res["hardware_source"] = src
+    mods = {}
+    for k in ("auto", "torch"):
+        m = convert_to_analog(model, hw, AnalogConfig(fidelity="moment", readout_kernel=k),
+                              seed=None)
+        program_chip(m, 1)
+        calibrate_moment(m, [calib], seed=0)
+        mods[k] = m
+    bs = a.moment_batch
+
+    def over(fn, x):
+        for i in range(0, x.shape[0], bs):
+            fn(x[i:i + bs])
+
+    out = {"batch_size": bs, "hardware_source": src}
+    with torch.no_grad():
+        model(test[:4]), mods["auto"](test[:4]), mods["torch"](test[:4])
+    for name, x in (("all_450", test), ("first_32", test[:32])):
+        r = {"images": int(x.shape[0])}
+        r["digital"] = measure(lambda x=x: over(model, x), a.repeat)
+        r["moment"] = measure(lambda x=x: over(mods["auto"], x), a.repeat)
+        r["moment_torch_path"] = measure(lambda x=x: over(mods["torch"], x), a.repeat)
+        r["digital_again"] = measure(lambda x=x: over(model, x), a.repeat)
+        td = min(r["digital"]["time_s"], r["digital_again"]["time_s"])
+        cd = min(r["digital"]["cpu_s"], r["digital_again"]["cpu_s"])
+        r["moment_over_digital"] = r["moment"]["time_s"] / td
+        r["moment_over_digital_cpu"] = r["moment"]["cpu_s"] / cd
+        r["moment_torch_path_over_digital"] = r["moment_torch_path"]["time_s"] / td
+        out[name] = r
+        print(f"digits moment, {x.shape[0]} images in batches of {min(bs, x.shape[0])}: "
+              f"{r['moment_over_digital']:.2f}x digital (CPU {r['moment_over_digital_cpu']:.2f}x"
+              f"; torch path {r['moment_torch_path_over_digital']:.2f}x)", flush=True)
+    nc = a.chip_batch
+    m = mods["auto"]
+    seeds = list(range(11, 11 + nc))
+    x = test[:bs]
+
+    def loop():
+        for s_ in seeds:
+            program_chip(m, s_)
+            m(x)
+
+    def batched():
+        program_chips(m, seeds)
+        m(x.repeat(nc, 1, 1, 1))
+
+    cb = {"chips": nc, "images": int(x.shape[0])}
+    cb["loop"] = measure(loop, a.repeat)
+    cb["batched"] = measure(batched, a.repeat)
+    cb["batched_over_loop"] = cb["batched"]["time_s"] / cb["loop"]["time_s"]
+    cb["batched_over_loop_cpu"] = cb["batched"]["cpu_s"] / cb["loop"]["cpu_s"]
+    program_chip(m, 1)
+    out["chip_batch"] = cb
+    print(f"chip batch of {nc}: {cb['batched_over_loop']:.2f}x the loop's time (CPU "
+          f"{cb['batched_over_loop_cpu']:.2f}x)", flush=True)
+    out["profile_moment"] = profile(lambda: m(test[:bs]))
+    res["digits_moment"] = out
+
+
 def _mem_child(which: str, a) -> None:
     """In a fresh process: peak extra resident memory of one forward (``digital`` or
     ``moment``) of the DeiT-S block, after one warm-up forward of the same kind."""
@@ -302,7 +378,12 @@ def main() -> None:
     ap.add_argument("--lookup", nargs="*", default=LOOKUPS)
     ap.add_argument("--only", nargs="*", default=["digits", "deit", "rap"],
                     help="sections: digits, digits-bit (the bit legs of digits only, merged "
-                         "into the digits entry), deit, rap")
+                         "into the digits entry), digits-moment (the moment legs at "
+                         "evaluate's batch size, chip batch), deit, rap")
+    ap.add_argument("--moment-batch", type=int, default=256,
+                    help="digits-moment: images per forward (evaluate's batch size)")
+    ap.add_argument("--chip-batch", type=int, default=5,
+                    help="digits-moment: chips in one forward (program_chips) vs the loop")
     ap.add_argument("--quick", action="store_true", help="one repetition of the bit forward")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--merge", action="store_true", help="update the sections of --out")
@@ -323,7 +404,8 @@ def main() -> None:
     if a.merge and a.out.exists():
         res = {**json.loads(a.out.read_text()), **res}
     sections = {"digits": digits_section, "deit": deit_section, "rap": rap_section,
-                "digits-bit": lambda a, res: digits_section(a, res, moment=False)}
+                "digits-bit": lambda a, res: digits_section(a, res, moment=False),
+                "digits-moment": digits_moment_section}
     for name in a.only:
         sections[name](a, res)
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -333,6 +415,9 @@ def main() -> None:
         met["digits_default_over_digital"] = res["digits"]["default_over_digital"]
         if "moment_over_digital" in res["digits"]:
             met["digits_moment_over_digital"] = res["digits"]["moment_over_digital"]
+    if "digits_moment" in res:  # evaluate's batch size over all 450 test images
+        met["digits_moment_over_digital"] = res["digits_moment"]["all_450"][
+            "moment_over_digital"]
     if "deit_block" in res:
         met["deit_block_moment_time_over_digital"] = res["deit_block"]["moment_time_over_digital"]
         met["deit_block_moment_memory_over_digital"] = res["deit_block"][

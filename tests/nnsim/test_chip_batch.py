@@ -111,12 +111,10 @@ def test_evaluate_chips_batched_equals_the_loop(tiny_digits_model, hw_tt):
 
 
 @CUDA
-def test_cuda_moment_terms_equal_the_cpu():
+def test_cuda_moment_terms_equal_the_cpu(hw_tt):
     """On CUDA the moment write and product (torch path) equal the CPU's noiseless results
     to float rounding."""
-    from nnsim.hardware import HardwareModel
-
-    hw = HardwareModel.ideal(adc_bits=6)
+    hw = hw_tt
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 2, 16, 17, generator=g)
     x = torch.randn(3, 2, 30, 16, generator=g)
