@@ -21,6 +21,9 @@
  * results); the uncertain conversions are listed (compress-store) and drawn eight at a time
  * (AVX-512) or one by one.
  *
+ * stay_in_pass: 0 lists every uncertain conversion, 1 tests the stay cells in the group pass,
+ * 2 decides per group from the previous group's uncertain fraction (> 15 %: in the pass).
+ *
  * Random numbers: counter-based, n = Phi^-1(U) of 52 bits of splitmix64(seed ^ splitmix64(c))
  * (exact inverse-transform sampling, c = group_id * cols + j, group_id from (t, tile, sign,
  * plane, group); seed drawn per call from the chip's generator). The variate depends only on
@@ -349,6 +352,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
         if (!ub || !eb || !lb || !row_idx || !zero_row) {
             failed = 1;
         } else {
+            int in_pass = stay_in_pass == 1;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -400,8 +404,10 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                 const uint64_t base = gid * (uint64_t)cols;
                                 current += rap_group_pass(ca, cb, ub, off, entry, stay, eb, at, cols,
                                                           (int)k, sg, lb, seed, base,
-                                                          fused && !slow && stay_in_pass,
+                                                          fused && !slow && in_pass,
                                                           &n_unc, &n_list);
+                                if (stay_in_pass == 2) /* auto: follow the last group */
+                                    in_pass = n_unc * 20 > cols * 3;
                                 const int32_t *restrict e = eb;
                                 if (!fused) {
                                     /* every conversion drawn (its certain code undone) */

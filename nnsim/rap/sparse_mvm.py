@@ -45,11 +45,6 @@ KERNEL = "rap_mvm"
 """The fused C kernel of the programmed-cell MVM (``nnsim/kernels/rap_mvm.c``)."""
 
 
-STAY_IN_PASS_FRACTION = 0.15
-"""Drawn fraction of a layer's conversions above which the kernel tests stay cells in its
-group pass (a speed choice only: ``SparseMVM.kernel_stay_in_pass``)."""
-
-
 def _kernel() -> ctypes.CDLL | None:
     lib = kernels.load(KERNEL)
     if lib is not None and not getattr(lib, "_rap_typed", False):
@@ -230,8 +225,8 @@ class SparseMVM:
         self.kernel_stay_in_pass: bool | None = None
         """Kernel: test the uncertain conversions' stay cells inside the vectorized group
         pass (fast where many conversions are uncertain) rather than after listing them
-        (fast where few are); the same bits either way. ``None``: in the pass once this
-        layer's drawn fraction so far exceeds ``STAY_IN_PASS_FRACTION``."""
+        (fast where few are); the same bits either way. ``None``: per group, in the pass
+        where the previous group had more than 15 % uncertain conversions."""
         self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
@@ -384,11 +379,9 @@ class SparseMVM:
         self.kernel_draws += draws
         return acc
 
-    def _stay_in_pass(self) -> bool:
-        if self.kernel_stay_in_pass is not None:
-            return bool(self.kernel_stay_in_pass)
-        conv = self.counters.conversions
-        return conv > 0 and self.kernel_draws > STAY_IN_PASS_FRACTION * conv
+    def _stay_in_pass(self) -> int:
+        """The kernel's ``stay_in_pass``: 0 listed, 1 in the pass, 2 per group (auto)."""
+        return 2 if self.kernel_stay_in_pass is None else int(bool(self.kernel_stay_in_pass))
 
     def _count(self, bits: Tensor) -> Tensor:
         """Count the cycles/conversions of one plane; returns groups per (T, tile)."""

@@ -149,7 +149,7 @@ def test_kernel_conversions_follow_the_exact_code_distribution(hw_noisy, plane):
     x[::3, 5:40:3] = 5                                 # and some larger groups
     a = km.kernel_column_codes(x, torch.Generator().manual_seed(11))
     km.kernel_slow = False
-    for in_pass in (False, True):                      # stay cells listed or in the pass
+    for in_pass in (False, True, None):                # stay cells listed, in the pass, auto
         km.kernel_stay_in_pass = in_pass
         assert torch.equal(a, km.kernel_column_codes(x, torch.Generator().manual_seed(11)))
 
@@ -214,7 +214,7 @@ print(json.dumps({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}}))
                              dtype=torch.int64))
     env = dict(os.environ, IMC_KERNEL_CFLAGS="-O2 -march=x86-64-v2 -ffp-contract=off "
                "-fno-math-errno -fno-trapping-math", IMC_KERNEL_CACHE=str(tmp_path / "cache"))
-    for in_pass in (0, 1):
+    for in_pass in (0, 1, 2):
         src = code.replace("SEED", str(seed)).replace("IN_PASS", str(in_pass))
         out = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True,
                              text=True, timeout=300, check=True)
