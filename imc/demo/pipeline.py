@@ -178,8 +178,9 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
 
     Returns:
         ``{"workers", "lanes", "wall_s", "steps_s" (sum of the steps' wall times),
-        "cpu_s" (their CPU time)}`` of the steps that ran; each step's record (in ``steps``
-        .log, in ``specs`` order) holds ``seconds``, ``cpu_s`` and ``lane``.
+        "cpu_s" (their CPU time), "process_cpu_s" (the phase's CPU in this process and the
+        lanes' processes, start-up included)}`` of the steps that ran; each step's record
+        (in ``steps.log``, in ``specs`` order) holds ``seconds``, ``cpu_s`` and ``lane``.
     """
     specs = _EVALS if specs is None else specs
     lanes = LANES if lanes is None else lanes
@@ -204,7 +205,7 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
             continue
         todo[name] = dict(name=name, n=base_n + i + 1, title=title, argv=argv,
                           path=str(path))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_with_children()
     work = [(no, [todo[n] for n in lane if n in todo]) for no, lane in enumerate(lanes)]
     work = [(no, w) for no, w in work if w]
     n_workers = max(1, min(workers, len(work)))
@@ -235,14 +236,26 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
                         g.cancel()
         if errors:
             raise errors[0]
-    wall = time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, _cpu_with_children()
     steps.log.extend(records[name] for name in specs)
     steps.n = base_n + len(specs)
     ran = [r for r in records.values() if r["status"] == "ran"]
     return {"workers": n_workers if work else 0,
             "lanes": [list(lane) for lane in lanes],
             "wall_s": wall, "steps_s": sum(r["seconds"] for r in ran),
-            "cpu_s": sum(r["cpu_s"] for r in ran)}
+            "cpu_s": sum(r["cpu_s"] for r in ran),
+            "process_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
+
+
+def _cpu_with_children() -> float | None:
+    """CPU seconds (user + system) of this process and its finished child processes (the
+    lanes' workers once the pool is shut down: their start-up and imports included)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: bool = False,

@@ -770,8 +770,11 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
     if ev and ev.get("workers"):
         w(f"\nEvaluation steps: {ev['wall_s']:.0f} s wall on {ev['workers']} process(es) at "
           f"once; the wall times of the steps that ran add up to {ev['steps_s']:.0f} s, their "
-          f"CPU time to {ev['cpu_s']:.0f} s. Lanes (a lane's steps run in order in one process and "
-          "share one evaluation cache): "
+          f"CPU time to {ev['cpu_s']:.0f} s"
+          + (f" ({ev['process_cpu_s']:.0f} CPU s with the processes' start-up)"
+             if ev.get("process_cpu_s") is not None else "")
+          + ". Lanes (a lane's steps run in order in one process and share one evaluation "
+          "cache): "
           + "; ".join(f"{i}: {', '.join(lane)}" for i, lane in enumerate(ev["lanes"])) + ".")
     _cost_markdown(acc, w)
     prov = r["provenance"]

@@ -66,6 +66,8 @@ def test_parallel_lanes_give_the_serial_results(tiny_digits_model, synthetic_loo
         assert all(s["status"] == "ran" and s["seconds"] > 0 and s["cpu_s"] > 0 for s in log)
     assert [s["lane"] for s in log2] == [0, 0, 1]
     assert ev2["steps_s"] == sum(s["seconds"] for s in log2) and ev2["cpu_s"] > 0
+    for ev in (ev1, ev2):  # the processes' CPU holds the steps' CPU and their start-up
+        assert ev["process_cpu_s"] >= 0.99 * ev["cpu_s"]
     # RAP has no write noise: one RAP run for the two gammas; --rap-only: no analog points
     r = json.loads((d2 / "r.json").read_text())
     assert len(r["rap"]) == 1 and r["points"] == []
