@@ -86,6 +86,18 @@ def test_report_has_the_promised_keys_tables_and_plots(demo_inputs):
     assert acc["analog/gamma=1/corner=tt/bits=6"]["temp_c"] == 27.0
     table = text.split("### Which circuit decision moved accuracy", 1)[1]
     assert "| temperature | 85.0 vs 27.0 |" in table and "| process corner |" in table
+    # each setting's own cost, as its evaluate JSON recorded it (RAP: its sparse path)
+    pts = json.loads((evals / "corners.json").read_text())["points"]
+    ss = next(p for p in pts if p["setting"]["process"] == "ss" and p["setting"]["clipformer"])
+    t = acc["analog+clipformer/gamma=1/corner=ss/bits=6"]["timing"]
+    assert t["per_chip_s"] == ss["timing"]["per_chip_s"] > 0
+    assert t["digital_s"] == ss["timing"]["digital_s"] > 0
+    rap = json.loads((evals / "rap_bits.json").read_text())["rap"][0]["timing"]
+    assert acc["rap/gamma=0/corner=tt/bits=4"]["timing"]["per_chip_s"] == rap["per_chip_s"] > 0
+    cost = text.split("What each evaluated setting cost", 1)[1]
+    row = next(x for x in cost.splitlines()
+               if x.startswith("| analog+clipformer/gamma=1/corner=ss/bits=6"))
+    assert f"| 40 x 2 | {t['per_chip_s']:.3f} | {t['digital_s']:.3f} |" in row
 
 
 # ---- issue 13/14 report tables: ADC validation per corner, write bias, verify failure, energy
