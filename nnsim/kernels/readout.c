@@ -117,6 +117,10 @@ typedef struct {
     double sum_s;  /* out: sum of the partial sums s (the simulated column currents) */
     int64_t simd;  /* 1: the AVX-512 row of the usual dense configuration where built (the
                     * same bits as the general row: tests switch it off to compare) */
+    const float *qtab;    /* (4096, 2): the N(0,1) quantiles at c/4096 (rounded down) and
+                           * (c+1)/4096 (rounded up), -inf/+inf at the ends */
+    const float *adc_thu; /* (instances, max_code + 2): -inf, thresholds rounded up, +inf */
+    int64_t slow;         /* 1: evaluate Phi^-1 for every draw (tests: the same bits) */
 } imc_readout_args;
 
 /* the fused table's (intercept, slope) pairs read as one 64-bit word (little endian: the
@@ -155,6 +159,92 @@ static inline float imc_code(const float *bins, int64_t J, float x, float xlo, f
     return imc_code_at(bins, 0, J, x, xlo, xhi);
 }
 
+/* --- the draws of the ADC paths: exact inverse-transform sampling ------------------------
+ * The noisy code of a conversion is code(x + sd n) with n = Phi^-1(U) (U uniform: exact
+ * inverse-transform sampling of N(0, 1)), U = (k + 1/2) 2^-48, k = 48 random bits of the
+ * element: the top 16 its own 16-bit part of word e >> 2 of the SplitMix64 stream from the
+ * call's key, the low 32 from a second stream (drawn only where needed). The top 12 bits pick
+ * the cell [c/4096, (c+1)/4096) of U, whose quantiles (float32, rounded outward) bracket n;
+ * x + sd n is monotone in n, so where both ends give one code (x + sd zb below the threshold
+ * after code(x + sd za)) that is the code and Phi^-1 is not evaluated (most draws); else n is
+ * computed (safeguarded Newton on erfc, to double precision, inside the cell) and rounded to
+ * float32, which keeps it inside the cell: the same code as evaluating it always (`slow`,
+ * tested). Depends on (key, element) only: any thread count, block size or selection. */
+#define IMC_GAMMA 0x9E3779B97F4A7C15ULL
+static inline uint64_t imc_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* SplitMix64 words q0 .. q0+n-1 of the stream from key (4 elements' 16 bits each) */
+static void imc_hash_words(uint64_t key, uint64_t q0, int64_t n, uint64_t *restrict out) {
+#pragma omp simd
+    for (int64_t q = 0; q < n; q++) out[q] = imc_mix64(key + (q0 + (uint64_t)q + 1u) * IMC_GAMMA);
+}
+
+static inline uint32_t imc_h16(uint64_t key, uint64_t e) {
+    return (uint32_t)(imc_mix64(key + ((e >> 2) + 1u) * IMC_GAMMA) >> (16u * (unsigned)(e & 3u)))
+           & 0xFFFFu;
+}
+
+static inline uint32_t imc_l32(uint64_t key, uint64_t e) {
+    return (uint32_t)imc_mix64(imc_mix64(key ^ 0xD1B54A32D192ED03ULL) + (e + 1u) * IMC_GAMMA);
+}
+
+/* Phi^-1(p), p in (0, 1/2], inside [a, b] (Phi(a) <= p <= Phi(b)): safeguarded Newton on
+ * Phi(n) = erfc(-n / sqrt 2) / 2, bisection where a step leaves the bracket. */
+static double imc_quantile_lower(double p, double a, double b) {
+    if (p == 0.5) return 0.0;
+    if (!(a > -40.0)) a = -40.0;
+    if (!(b < 0.0)) b = 0.0;
+    double n = 0.5 * (a + b);
+    for (int it = 0; it < 200; it++) {
+        const double f = 0.5 * erfc(-n * 0.70710678118654752440) - p;
+        if (f == 0.0) return n;
+        if (f > 0.0) b = n; else a = n;
+        const double d = 0.39894228040143267794 * exp(-0.5 * n * n);
+        double nn = d > 0.0 ? n - f / d : 0.5 * (a + b);
+        if (!(nn > a && nn < b)) nn = 0.5 * (a + b);
+        if (fabs(nn - n) <= 1e-15 * (fabs(n) > 1.0 ? fabs(n) : 1.0) || !(b - a > 0.0)) return nn;
+        n = nn;
+    }
+    return n;
+}
+
+/* n = Phi^-1((k + 1/2) 2^-48) for 48-bit k, clamped into the cell's bracket [za, zb] */
+static double imc_variate48(uint64_t k, double za, double zb) {
+    double n;
+    if (k < (1ULL << 47))
+        n = imc_quantile_lower(((double)k + 0.5) * 0x1.0p-48, za, zb);
+    else
+        n = -imc_quantile_lower(((double)((1ULL << 48) - 1u - k) + 0.5) * 0x1.0p-48, -zb, -za);
+    return n < za ? za : (n > zb ? zb : n);
+}
+
+/* The variate of element e under key (tests: against an independent quantile function). */
+double imc_variate(uint64_t key, uint64_t e, const float *qtab) {
+    const uint32_t h = imc_h16(key, e), c = h >> 4;
+    return imc_variate48(((uint64_t)h << 32) | imc_l32(key, e), qtab[2 * c], qtab[2 * c + 1]);
+}
+
+/* The noisy code of one conversion (x, sd in LSB; h: its 16 bits; e: its element index). */
+static inline float imc_draw_code(const imc_readout_args *restrict a, float x, float sd,
+                                  int32_t in, uint32_t h, uint64_t e, int64_t J) {
+    const float xlo = (float)a->xlo, xhi = (float)a->xhi;
+    const int32_t bb = in * (int32_t)(a->adc_nbins * (1 + J));
+    if (!(sd > 0.0f)) return imc_code_at(a->adc_bins, bb, J, x, xlo, xhi);
+    const uint32_t c = h >> 4;
+    const float za = a->qtab[2 * c], zb = a->qtab[2 * c + 1];
+    if (!a->slow) {
+        const float xa = x + sd * za, xb = x + sd * zb;
+        const float ca = imc_code_at(a->adc_bins, bb, J, xa, xlo, xhi);
+        if (xb < a->adc_thu[in * (int32_t)(a->max_code + 2) + (int32_t)ca + 1]) return ca;
+    }
+    const float n = (float)imc_variate48(((uint64_t)h << 32) | imc_l32(a->key, e), za, zb);
+    return imc_code_at(a->adc_bins, bb, J, x + sd * n, xlo, xhi);
+}
+
 /* Noiseless codes of x (n values) with per-value instances (NULL: 0): the kernel's ADC. */
 void imc_adc_codes(const float *x, const int32_t *inst, int64_t n, const float *bins,
                    int64_t nbins, int64_t J, double xlo, double xhi, float *out) {
@@ -164,7 +254,7 @@ void imc_adc_codes(const float *x, const int32_t *inst, int64_t n, const float *
     }
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 /* imc_normal_groups with AVX-512 intrinsics: 16 counters per step, the same operations in the
  * same order as rng.h's scalar Philox4x32-10 and Box-Muller (no contraction), so the same
@@ -408,7 +498,8 @@ static inline __attribute__((always_inline)) void imc_row(
 static inline void imc_row_dense16(const imc_readout_args *restrict a, const float *restrict sr,
                                    float nb, const float *restrict zc, const float *restrict ic,
                                    const int32_t *restrict nc, int64_t K,
-                                   const float *restrict zr, float *restrict cv) {
+                                   const uint16_t *restrict hb, uint64_t e0,
+                                   float *restrict cv) {
     const __m512 vca = _mm512_set1_ps((float)a->ca), vnb = _mm512_set1_ps(nb);
     const __m512 vper = _mm512_set1_ps((float)a->per_u), zero = _mm512_setzero_ps();
     const __m512 vtop = _mm512_set1_ps((float)(a->tab_n - 1));
@@ -419,6 +510,8 @@ static inline void imc_row_dense16(const imc_readout_args *restrict a, const flo
     const int ca1 = (int)a->ca_is_one;
     const long long *t64 = (const long long *)a->tab;
     const float *bins = a->adc_bins;
+    const long long *qt = (const long long *)a->qtab;
+    const int slow = (int)a->slow;
     for (int64_t k = 0; k < K; k += 16) {
         const __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
         __m512 u = _mm512_maskz_loadu_ps(mk, sr + k);
@@ -451,18 +544,48 @@ static inline void imc_row_dense16(const imc_readout_args *restrict a, const flo
         const __m512 x = _mm512_mul_ps(u, vic);
         const __m512 si = _mm512_mul_ps(sig, vic);
         const __m512 sd = _mm512_sqrt_ps(_mm512_add_ps(_mm512_mul_ps(si, si), van2));
-        const __m512 xn = _mm512_add_ps(x, _mm512_mul_ps(sd, _mm512_maskz_loadu_ps(mk, zr + k)));
-        /* imc_code_at, J = 2 */
-        const __m512 xc = _mm512_min_ps(_mm512_max_ps(xn, vxlo), vxhi);
+        /* imc_draw_code: the cell's quantile pair (one 64-bit gather each), code(x + sd za),
+         * and whether x + sd zb stays below the next threshold */
+        const __m512i cell = _mm512_srli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, (const void *)(hb + k))), 4);
+        const __m512i q0 = _mm512_mask_i32gather_epi64(z64, m_lo, _mm512_castsi512_si256(cell), qt, 8);
+        const __m512i q1 = _mm512_mask_i32gather_epi64(z64, m_hi, _mm512_extracti64x4_epi64(cell, 1), qt, 8);
+        const __m512 za = _mm512_castsi512_ps(_mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi64_epi32(q0)), _mm512_cvtepi64_epi32(q1), 1));
+        const __m512 zb = _mm512_castsi512_ps(_mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_srli_epi64(q0, 32))),
+            _mm512_cvtepi64_epi32(_mm512_srli_epi64(q1, 32)), 1));
+        const __m512 xa = _mm512_add_ps(x, _mm512_mul_ps(sd, za));
+        const __m512 xb = _mm512_add_ps(x, _mm512_mul_ps(sd, zb));
+        /* imc_code_at(xa), J = 2 */
+        const __m512 xc = _mm512_min_ps(_mm512_max_ps(xa, vxlo), vxhi);
         const __m512i b = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_floor_ps(xc)), two);
-        const __m512i e = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mk, nc + k), bstride),
+        const __m512i ins = _mm512_maskz_loadu_epi32(mk, nc + k);
+        const __m512i e = _mm512_add_epi32(_mm512_mullo_epi32(ins, bstride),
                                            _mm512_mullo_epi32(b, three));
         __m512 c = _mm512_mask_i32gather_ps(zero, mk, e, bins, 4);
         const __m512 th1 = _mm512_mask_i32gather_ps(zero, mk, e, bins + 1, 4);
         const __m512 th2 = _mm512_mask_i32gather_ps(zero, mk, e, bins + 2, 4);
         c = _mm512_mask_add_ps(c, _mm512_cmp_ps_mask(xc, th1, _CMP_GE_OQ), c, one);
         c = _mm512_mask_add_ps(c, _mm512_cmp_ps_mask(xc, th2, _CMP_GE_OQ), c, one);
+        /* x + sd zb in the same one-LSB bin with the same count: every n of the cell gives
+         * the code c (the code is monotone in n); else the scalar draw decides */
+        const __m512 xbc = _mm512_min_ps(_mm512_max_ps(xb, vxlo), vxhi);
+        const __mmask16 same = _mm512_cmp_ps_mask(_mm512_floor_ps(xbc), _mm512_floor_ps(xc), _CMP_EQ_OQ);
+        const __mmask16 up = _mm512_cmp_ps_mask(xbc, th1, _CMP_GE_OQ) ^ _mm512_cmp_ps_mask(xc, th1, _CMP_GE_OQ);
+        const __mmask16 up2 = _mm512_cmp_ps_mask(xbc, th2, _CMP_GE_OQ) ^ _mm512_cmp_ps_mask(xc, th2, _CMP_GE_OQ);
+        const __mmask16 ok = same & (__mmask16)~(up | up2) & _mm512_cmp_ps_mask(sd, zero, _CMP_GT_OQ);
         _mm512_mask_storeu_ps(cv + k, mk, c);
+        __mmask16 rare = (__mmask16)(mk & ~ok);
+        if (rare | slow) {
+            float xs[16], ss[16];
+            _mm512_storeu_ps(xs, x);
+            _mm512_storeu_ps(ss, sd);
+            for (int j = 0; j < 16; j++)
+                if ((((unsigned)rare >> j) & 1u) || (slow && (((unsigned)mk >> j) & 1u)))
+                    cv[k + j] = imc_draw_code(a, xs[j], ss[j], nc[k + j], hb[k + j],
+                                              e0 + (uint64_t)(k + j), 2);
+        }
     }
 }
 #endif
@@ -503,6 +626,7 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
         unsigned char *need = (unsigned char *)malloc((size_t)K);
         int32_t *pos = (int32_t *)malloc(sizeof(int32_t) * (size_t)K);
         float *acc = (float *)malloc(sizeof(float) * (size_t)C);
+        uint64_t *hwb = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(K / 4 + 4));
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < L * M; item++) {
             const int64_t l = item / M, m = item % M;
@@ -525,8 +649,9 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
 #ifdef IMC_HAVE_NORMAL64
                     if (fast) { /* the usual dense configuration: one AVX-512 pass */
                         const uint64_t g0 = e0 >> 2, off = e0 & 3;
-                        imc_normal_groups(key, g0, (int64_t)((off + (uint64_t)K + 3) >> 2), nz);
-                        imc_row_dense16(a, sr, nb, zc, ic, nc, K, nz + off, cv);
+                        imc_hash_words(key, g0, (int64_t)((off + (uint64_t)K + 3) >> 2), hwb);
+                        imc_row_dense16(a, sr, nb, zc, ic, nc, K, (const uint16_t *)hwb + off, e0,
+                                        cv);
                         draws += K;
                         goto recombine;
                     }
@@ -555,48 +680,58 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
                         /* dense: the row's Gaussians for all of its counters, then every
                          * code again with the noise where needed (vectorized loops) */
                         const uint64_t g0 = e0 >> 2, off = e0 & 3;
-                        imc_normal_groups(key, g0, (int64_t)((off + (uint64_t)K + 3) >> 2), nz);
-                        const float *restrict zr = nz + off;
-                        if (has_adc) {
-                            const int32_t bs = (int32_t)bstride;
-                            const float *restrict bins = a->adc_bins;
-                            if (J == 2) {
+                        const int64_t ng = (int64_t)((off + (uint64_t)K + 3) >> 2);
+                        if (has_adc) { /* the row's random bits, then each drawn code */
+                            imc_hash_words(key, g0, ng, hwb);
+                            const uint16_t *restrict hb = (const uint16_t *)hwb + off;
+                            if (J == 2 && !a->slow) {
+                                /* a loop the compiler vectorizes: the code at the cell's lower
+                                 * end where the upper end is in the same one-LSB bin with the
+                                 * same count; the rest (flagged 2 in need) one by one */
+                                const int32_t bs = (int32_t)bstride;
+                                const float *restrict bins = a->adc_bins;
+                                const float *restrict qt = a->qtab;
 #pragma GCC ivdep
                                 for (int64_t k = 0; k < K; k++) {
-                                    float w = need[k] ? sdb[k] * zr[k] : 0.0f;
-                                    cv[k] = imc_code_at(bins, nc[k] * bs, 2, xb[k] + w, xlo, xhi);
+                                    const int32_t c = (int32_t)(hb[k] >> 4);
+                                    const float sd = sdb[k], x = xb[k];
+                                    const float xa = x + sd * qt[2 * c], xq = x + sd * qt[2 * c + 1];
+                                    const float ac = xa < xlo ? xlo : (xa > xhi ? xhi : xa);
+                                    const float bc = xq < xlo ? xlo : (xq > xhi ? xhi : xq);
+                                    const float fa = floorf(ac);
+                                    const int32_t e = nc[k] * bs + ((int32_t)fa + 2) * 3;
+                                    const float t1 = bins[e + 1], t2 = bins[e + 2];
+                                    const float ca = bins[e] + ((ac >= t1) ? 1.0f : 0.0f)
+                                                     + ((ac >= t2) ? 1.0f : 0.0f);
+                                    const int ok = floorf(bc) == fa && ((bc >= t1) == (ac >= t1))
+                                                   && ((bc >= t2) == (ac >= t2)) && sd > 0.0f;
+                                    const int nd = need[k];
+                                    cv[k] = nd ? ca : cv[k];
+                                    pos[k] = nd & !ok;
                                 }
-                            } else if (J == 4) {
-#pragma GCC ivdep
-                                for (int64_t k = 0; k < K; k++) {
-                                    float w = need[k] ? sdb[k] * zr[k] : 0.0f;
-                                    cv[k] = imc_code_at(bins, nc[k] * bs, 4, xb[k] + w, xlo, xhi);
-                                }
+                                for (int64_t k = 0; k < K; k++)
+                                    if (pos[k])
+                                        cv[k] = imc_draw_code(a, xb[k], sdb[k], nc[k], hb[k],
+                                                              e0 + (uint64_t)k, J);
                             } else {
-                                for (int64_t k = 0; k < K; k++) {
-                                    float w = need[k] ? sdb[k] * zr[k] : 0.0f;
-                                    cv[k] = imc_code_at(bins, nc[k] * bs, J, xb[k] + w, xlo, xhi);
-                                }
+                                for (int64_t k = 0; k < K; k++)
+                                    if (need[k])
+                                        cv[k] = imc_draw_code(a, xb[k], sdb[k], nc[k], hb[k],
+                                                              e0 + (uint64_t)k, J);
                             }
-                        } else {
+                        } else { /* no ADC: the read noise itself, Box-Muller Gaussians */
+                            imc_normal_groups(key, g0, ng, nz);
+                            const float *restrict zr = nz + off;
 #pragma GCC ivdep
                             for (int64_t k = 0; k < K; k++) cv[k] = xb[k] + sdb[k] * zr[k];
                         }
                         draws += nneed;
                     } else if (nneed) {
                         /* sparse: only the needed elements' counters */
-                        uint64_t last = ~(uint64_t)0;
-                        float z4[4];
                         for (int64_t k = 0; k < K; k++) {
                             if (!need[k]) continue;
                             const uint64_t e = e0 + (uint64_t)k;
-                            if ((e >> 2) != last) {
-                                last = e >> 2;
-                                imc_normal4(key, last, 0, z4);
-                            }
-                            float xn = xb[k] + sdb[k] * z4[e & 3];
-                            cv[k] = imc_code_at(a->adc_bins, nc[k] * (int32_t)bstride, J, xn,
-                                                xlo, xhi);
+                            cv[k] = imc_draw_code(a, xb[k], sdb[k], nc[k], imc_h16(key, e), e, J);
                         }
                         draws += nneed;
                     }
@@ -623,6 +758,7 @@ int64_t imc_readout_mvm(imc_readout_args *a) {
         free(need);
         free(pos);
         free(acc);
+        free(hwb);
     }
     a->draws = draws;
     a->sum_s = sum_s;

@@ -106,6 +106,81 @@ def test_simd_row_gives_the_general_rows_bits(lib, hw_tt):
         assert float(outs[0].std()) > 0
 
 
+_GAMMA = 0x9E3779B97F4A7C15
+_M64 = 2 ** 64 - 1
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def test_kernel_variates_are_the_exact_normal_quantiles(lib):
+    """A drawn conversion's variate is Phi^-1(U) of its own 48 bits (inverse-transform
+    sampling). Recomputed here: the top 16 bits from SplitMix64 word e >> 2 of the call's key
+    (its (e & 3)-th 16 bits), the low 32 from the second stream, U = (k + 1/2) 2^-48, scipy's
+    ndtri in float64: the kernel's variate agrees to 1e-12 for 4000 elements of two keys, and
+    the quantile table's cell of U brackets it; 40k variates have N(0, 1)'s moments."""
+    from scipy.special import ndtri
+
+    from nnsim.analog import kernel_quantiles
+
+    q = kernel_quantiles()
+    assert q.shape == (4096, 2) and torch.all(q[:, 0] < q[:, 1])
+    lib.imc_variate.restype = ctypes.c_double
+    rng = np.random.default_rng(0)
+    for key in (12345, 2 ** 64 - 77):
+        k2 = _mix64(key ^ 0xD1B54A32D192ED03)
+        es = [0, 1, 2, 3, 4, 5, 2 ** 40 + 3, *rng.integers(0, 2 ** 50, 3993).tolist()]
+        for e in es:
+            h = (_mix64((key + ((e >> 2) + 1) * _GAMMA) & _M64) >> (16 * (e & 3))) & 0xFFFF
+            lo = _mix64((k2 + (e + 1) * _GAMMA) & _M64) & 0xFFFFFFFF
+            want = float(ndtri(((h << 32 | lo) + 0.5) / 2.0 ** 48))
+            got = lib.imc_variate(ctypes.c_uint64(key), ctypes.c_uint64(e), kernels.ptr(q))
+            assert abs(got - want) <= 1e-12 * max(1.0, abs(want)), (key, e, got, want)
+            c = h >> 4
+            assert float(q[c, 0]) <= want <= float(q[c, 1])
+    z = np.array([lib.imc_variate(ctypes.c_uint64(7), ctypes.c_uint64(e), kernels.ptr(q))
+                  for e in range(40_000)])
+    n = z.size
+    assert abs(z.mean()) < 4 / math.sqrt(n) and abs(z.var() - 1) < 4 * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("noise_lsb", [None, 0.004])
+def test_quantile_shortcut_gives_the_evaluated_variates_bits(lib, hw_tt, noise_lsb):
+    """Deciding a drawn code from its quantile cell (both ends give one code: most draws)
+    gives the same outputs bit for bit as evaluating Phi^-1 for every draw
+    (``KERNEL_SLOW_DRAWS``), through the AVX-512 row (where built) and the general row; the
+    file's ADC noise (every conversion drawn) and a small one (threshold-near selection:
+    sparse and dense rows); 1 and 2 tiles."""
+    from nnsim import analog
+    from nnsim.analog import mvm
+
+    adc = hw_tt.adc()
+    if noise_lsb is not None:
+        adc = dataclasses.replace(adc, noise_lsb=noise_lsb, _cache={})
+    cfg = AnalogConfig(readout_kernel="c")
+    for rows, cols in ((64, 12), (100, 37)):
+        arr = _small_array(hw_tt, cfg, cols=cols, rows=rows)
+        x = torch.randn(3, 9, rows, generator=torch.Generator().manual_seed(5))
+        outs = {}
+        for simd in (True, False):
+            for slow in (False, True):
+                arr.cache.pop("spread_z", None)
+                g = torch.Generator().manual_seed(11)
+                analog.KERNEL_SIMD, analog.KERNEL_SLOW_DRAWS = simd, slow
+                try:
+                    outs[simd, slow] = torch.cat([mvm(x, arr, cfg, hw_tt, adc, g)
+                                                  for _ in range(2)])
+                finally:
+                    analog.KERNEL_SIMD, analog.KERNEL_SLOW_DRAWS = True, False
+        ref = outs[False, True]
+        for k, v in outs.items():
+            assert torch.equal(v, ref), (k, float((v - ref).abs().max()))
+        assert float(ref.std()) > 0
+
+
 def test_cache_is_reused_and_keyed_by_source(tmp_path, monkeypatch):
     """A fresh cache directory gets one library, named by the sources' hash; loading again
     (the process's memo forgotten) reuses the file, no second compile; another source text
