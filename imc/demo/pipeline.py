@@ -295,9 +295,9 @@ def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: b
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]
 # RAP on programmed cells converts 5-34 M times per image (fused C kernel nnsim/kernels/
-# rap_mvm.c): its 8 settings here took 192 CPU s at 90 images x 2 chips (#17, c0fc442), so all
-# 450 images x 5 chips would be ~2,400 CPU s (~20 min on 2 cores, 4x the demo's 5-minute
-# evaluation target by itself); the analog steps take ~330 CPU s. The RAP steps therefore
+# rap_mvm.c): its 8 settings here took 124 CPU s at 90 images x 2 chips (#17, 25eb92e), so
+# all 450 images x 5 chips would be ~1,550 CPU s (~13 min on 2 cores, 2.6x the demo's
+# 5-minute evaluation target by itself); the analog steps take ~250 CPU s. The RAP steps therefore
 # score the first RAP_IMAGES test images on RAP_CHIPS chips, the most that keeps the
 # evaluation phase near 5 minutes on 2 idle cores (the analog runs use all 450 images; the
 # report says so).
