@@ -24,7 +24,7 @@
  * stay_in_pass: 0 lists every uncertain conversion, 1 tests the stay cells in the group pass,
  * 2 decides per group from the previous group's uncertain fraction (> 15 %: in the pass).
  *
- * Random numbers: counter-based, n = Phi^-1(U) of 52 bits of splitmix64(seed ^ splitmix64(c))
+ * Random numbers: counter-based, n = Phi^-1(U) of 52 bits of imc_splitmix64(seed ^ imc_splitmix64(c))
  * (exact inverse-transform sampling, c = group_id * cols + j, group_id from (t, tile, sign,
  * plane, group); seed drawn per call from the chip's generator). The variate depends only on
  * the conversion's coordinates: the same bits at any thread count or order of the work. A
@@ -39,45 +39,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
-
-
-static inline uint64_t splitmix64(uint64_t v) {
-    v += 0x9E3779B97F4A7C15ULL;
-    v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
-    return v ^ (v >> 31);
-}
 
 /* Quantiles of N(0, 1) at i / QCELLS (Q[0] = -inf, Q[QCELLS] = +inf), built once. */
 #define QBITS 12
 #define QCELLS (1 << QBITS)
 static double rap_q[QCELLS + 1];
 static int rap_q_ready = 0;
-
-/* Phi^-1(p) for p in (0, 0.5] within the bracket [a, b] (Phi(a) <= p <= Phi(b)): safeguarded
- * Newton on Phi(n) = erfc(-n / sqrt 2) / 2, bisection where a step leaves the bracket; to the
- * last bits of a double. */
-static double rap_quantile_lower(double p, double a, double b) {
-    if (p == 0.5) return 0.0;
-    double n = 0.5 * (a + b);
-    for (int it = 0; it < 400; it++) {
-        double f = 0.5 * erfc(-n * 0.70710678118654752440) - p;
-        if (f == 0.0) return n;
-        if (f > 0.0) b = n; else a = n;
-        double d = 0.39894228040143267794 * exp(-0.5 * n * n);
-        double nn = d > 0.0 ? n - f / d : 0.5 * (a + b);
-        if (!(nn > a && nn < b)) nn = 0.5 * (a + b);
-        if (fabs(nn - n) <= 1e-16 * (fabs(n) > 1.0 ? fabs(n) : 1.0) || !(b - a > 0.0)) {
-            n = nn;
-            break;
-        }
-        n = nn;
-    }
-    return n < a ? a : (n > b ? b : n);
-}
 
 /* Build the quantile table (call once before rap_mvm; idempotent). */
 void rap_init(void) {
@@ -86,7 +58,7 @@ void rap_init(void) {
     rap_q[QCELLS] = INFINITY;
     rap_q[QCELLS / 2] = 0.0;
     for (int i = 1; i < QCELLS / 2; i++) {
-        double q = rap_quantile_lower((double)i / QCELLS, -40.0, 0.0);
+        double q = imc_quantile_lower((double)i / QCELLS, -40.0, 0.0);
         rap_q[i] = q;
         rap_q[QCELLS - i] = -q;
     }
@@ -101,7 +73,7 @@ double rap_normal_of_bits(uint64_t h) {
     int upper = k >= (1ULL << 51);
     uint64_t kk = upper ? ((1ULL << 52) - 1 - k) : k;
     int64_t cell = (int64_t)(kk >> (52 - QBITS));
-    double n = rap_quantile_lower(((double)kk + 0.5) * 0x1.0p-52,
+    double n = imc_quantile_lower(((double)kk + 0.5) * 0x1.0p-52,
                                   cell == 0 ? -40.0 : rap_q[cell], rap_q[cell + 1]);
     return upper ? -n : n;
 }
@@ -126,7 +98,7 @@ static inline int64_t rap_code_of(const double *restrict th, int64_t n_thr, doub
 static inline int64_t rap_draw(const double *restrict xss, const double *restrict th,
                                int64_t n_thr, int32_t uu, double zj, int64_t c0,
                                uint64_t seed, uint64_t ctr, uint32_t st, int slow) {
-    const uint64_t h = splitmix64(seed ^ splitmix64(ctr));
+    const uint64_t h = imc_splitmix64(seed ^ imc_splitmix64(ctr));
     if (!slow) { /* the stay cells of U (ColumnReadout._stay_table) */
         uint32_t k16 = (uint32_t)(h >> 48);
         if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) return c0;
@@ -314,7 +286,8 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
         if (ej < 0) {
             neg++;
             uint32_t st = (uint32_t)stay[off[j] + uj];
-            uint32_t k16 = (uint32_t)(splitmix64(seed ^ splitmix64(base + (uint64_t)j)) >> 48);
+            uint32_t k16 =
+                (uint32_t)(imc_splitmix64(seed ^ imc_splitmix64(base + (uint64_t)j)) >> 48);
             if (use_stay && k16 >= (st & 0xFFFFu) && k16 < (st >> 16))
                 code = -1 - (int64_t)ej;
             else

@@ -170,13 +170,6 @@ static inline float imc_code(const float *bins, int64_t J, float x, float xlo, f
  * computed (safeguarded Newton on erfc, to double precision, inside the cell) and rounded to
  * float32, which keeps it inside the cell: the same code as evaluating it always (`slow`,
  * tested). Depends on (key, element) only: any thread count, block size or selection. */
-#define IMC_GAMMA 0x9E3779B97F4A7C15ULL
-static inline uint64_t imc_mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 /* SplitMix64 words q0 .. q0+n-1 of the stream from key (4 elements' 16 bits each) */
 static void imc_hash_words(uint64_t key, uint64_t q0, int64_t n, uint64_t *restrict out) {
 #pragma omp simd
@@ -190,26 +183,6 @@ static inline uint32_t imc_h16(uint64_t key, uint64_t e) {
 
 static inline uint32_t imc_l32(uint64_t key, uint64_t e) {
     return (uint32_t)imc_mix64(imc_mix64(key ^ 0xD1B54A32D192ED03ULL) + (e + 1u) * IMC_GAMMA);
-}
-
-/* Phi^-1(p), p in (0, 1/2], inside [a, b] (Phi(a) <= p <= Phi(b)): safeguarded Newton on
- * Phi(n) = erfc(-n / sqrt 2) / 2, bisection where a step leaves the bracket. */
-static double imc_quantile_lower(double p, double a, double b) {
-    if (p == 0.5) return 0.0;
-    if (!(a > -40.0)) a = -40.0;
-    if (!(b < 0.0)) b = 0.0;
-    double n = 0.5 * (a + b);
-    for (int it = 0; it < 200; it++) {
-        const double f = 0.5 * erfc(-n * 0.70710678118654752440) - p;
-        if (f == 0.0) return n;
-        if (f > 0.0) b = n; else a = n;
-        const double d = 0.39894228040143267794 * exp(-0.5 * n * n);
-        double nn = d > 0.0 ? n - f / d : 0.5 * (a + b);
-        if (!(nn > a && nn < b)) nn = 0.5 * (a + b);
-        if (fabs(nn - n) <= 1e-15 * (fabs(n) > 1.0 ? fabs(n) : 1.0) || !(b - a > 0.0)) return nn;
-        n = nn;
-    }
-    return n;
 }
 
 /* n = Phi^-1((k + 1/2) 2^-48) for 48-bit k, clamped into the cell's bracket [za, zb] */

@@ -104,4 +104,40 @@ static inline void imc_normal4(uint64_t key, uint64_t g, uint32_t stream, float 
     imc_box_muller(w[2], w[3], &z[2], &z[3]);
 }
 
+/* SplitMix64 (Steele, Lea, Flood, OOPSLA 2014): its output function, and the generator's
+ * output for state v (= imc_mix64(v + IMC_GAMMA)). The kernels' counter hashes for the
+ * inverse-transform draws (readout.c, rap_mvm.c). */
+#define IMC_GAMMA 0x9E3779B97F4A7C15ULL
+static inline uint64_t imc_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t imc_splitmix64(uint64_t v) { return imc_mix64(v + IMC_GAMMA); }
+
+/* Phi^-1(p) for p in (0, 1/2] inside the bracket [a, b] (Phi(a) <= p <= Phi(b); clamped to
+ * [-40, 0]): safeguarded Newton on Phi(n) = erfc(-n / sqrt 2) / 2, bisection where a step
+ * leaves the bracket, to the last bits of a double. The one inverse normal CDF of the kernels
+ * (their quantile tables and the draws the tables do not decide). */
+static inline double imc_quantile_lower(double p, double a, double b) {
+    if (p == 0.5) return 0.0;
+    if (!(a > -40.0)) a = -40.0;
+    if (!(b < 0.0)) b = 0.0;
+    double n = 0.5 * (a + b);
+    for (int it = 0; it < 400; it++) {
+        const double f = 0.5 * erfc(-n * 0.70710678118654752440) - p;
+        if (f == 0.0) return n;
+        if (f > 0.0) b = n; else a = n;
+        const double d = 0.39894228040143267794 * exp(-0.5 * n * n);
+        double nn = d > 0.0 ? n - f / d : 0.5 * (a + b);
+        if (!(nn > a && nn < b)) nn = 0.5 * (a + b);
+        if (fabs(nn - n) <= 1e-16 * (fabs(n) > 1.0 ? fabs(n) : 1.0) || !(b - a > 0.0)) {
+            n = nn;
+            break;
+        }
+        n = nn;
+    }
+    return n < a ? a : (n > b ? b : n);
+}
+
 #endif
