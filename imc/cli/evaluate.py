@@ -113,6 +113,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=int, default=None, help="score only the first N test images")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    e.add_argument("--chip-batch", default="auto", metavar="N|auto",
+                   help="simulated chips in one forward (moment above 4 ADC bits; same results "
+                   "as one chip at a time); auto (the default): all --chips on cuda, 1 on cpu "
+                   "(no faster there, docs/nnsim.md)")
     e.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     e.add_argument("--cache-dir", type=Path, default=None, help="model checkpoint folder")
     e.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
@@ -345,6 +349,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("spicebridge evaluate: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    try:
+        chip_batch = (args.chips if device.startswith("cuda") else 1) \
+            if args.chip_batch == "auto" else int(args.chip_batch)
+        if chip_batch < 1:
+            raise ValueError
+    except ValueError:
+        print(f"spicebridge evaluate: --chip-batch {args.chip_batch!r}: give a positive "
+              "integer or auto", file=sys.stderr)
+        return 2
     if not args.lookup and not args.ideal:
         print("spicebridge evaluate: give --lookup FILE.h5 [FILE2.h5] (or --ideal)",
               file=sys.stderr)
@@ -458,7 +471,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, device=device, quiet=args.quiet,
                                digital_accuracy=digital, calib_ds=calib,
                                digital_s=digital_s, client=client, kv_ranges=kv_ranges,
-                               setting=setting)
+                               setting=setting, chip_batch=chip_batch)
             if calib_info is not None:
                 r.calibration["clipformer"] = calib_info
             results.append(r)
@@ -481,7 +494,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 r = evaluate_chips(vat_model, hw, cfg, test, chips=args.chips, seed=args.seed,
                                    batch_size=args.batch_size, device=device,
                                    quiet=args.quiet, calib_ds=calib, client=client,
-                                   kv_ranges=vat_kv, setting=setting)
+                                   kv_ranges=vat_kv, setting=setting, chip_batch=chip_batch)
                 r.method = "vat"  # labels read "... [vat]"
                 results.append(r)
                 if not args.json or args.json != "-":

@@ -295,13 +295,13 @@ def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: b
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]
 # RAP on programmed cells converts 5-34 M times per image (fused C kernel nnsim/kernels/
-# rap_mvm.c): its 8 settings here took 124 CPU s at 90 images x 2 chips (#17, 25eb92e), so
-# all 450 images x 5 chips would be ~1,550 CPU s (~13 min on 2 cores, 2.6x the demo's
-# 5-minute evaluation target by itself); the analog steps take ~250 CPU s. The RAP steps
-# therefore score the first RAP_IMAGES test images on RAP_CHIPS chips (the analog runs use all
-# 450 images; the report says so). At this cost about twice as many image-chips (e.g. 90 x 4,
-# ~250 CPU s) should still fit 5 minutes on 2 idle cores; not measured, so 90 x 2 stays.
-RAP_IMAGES, RAP_CHIPS = 90, 2
+# rap_mvm.c): bench/results/rap_speed.json measured 46/40/45/74/95/123 CPU ms per image-chip at
+# 3/4/5/6/8/8-trimmed bits (#17), so its 8 settings on all 450 images x 5 chips would be
+# ~1,300-1,550 CPU s (~11-13 min on 2 cores), over the demo's 5-minute evaluation target by
+# itself. The RAP steps therefore score the first RAP_IMAGES test images on RAP_CHIPS chips
+# (the analog runs use all 450 images; the report says so): 90 x 5, ~300 CPU s, the chips of the
+# analog steps (paired intervals over 5 chips, not 2) with a fifth of the images.
+RAP_IMAGES, RAP_CHIPS = 90, 5
 # --rap-only: the report takes the analog points from the full analog steps, not from the RAP
 # steps (which would score them again on RAP_IMAGES x RAP_CHIPS)
 _RAP = ["--rap-only", "--rap-no-dense", "--limit", str(RAP_IMAGES), "--chips",
@@ -347,8 +347,10 @@ _EVALS: dict[str, tuple[str, list[str]]] = {
 # them, the corners in temperature and vat): they stay in one lane. The RAP steps share
 # nothing with them or with each other (--rap-only: no analog points), so each is its own
 # lane; a free process takes the next lane in this order (the longest first, as measured).
+# longest first: the workers take lanes in this order (the ADC-bits lane, 3- and 4-bit exact
+# low counts, and the analog lane with the VAT fine-tune are the longest; measured #17)
 LANES: tuple[tuple[str, ...], ...] = (
-    ("corners", "temperature", "gamma", "vat"), ("bits",), ("rap_bits",), ("rap_corners",),
+    ("bits",), ("corners", "temperature", "gamma", "vat"), ("rap_corners",), ("rap_bits",),
     ("rap_trim",))
 
 

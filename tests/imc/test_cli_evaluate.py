@@ -75,3 +75,21 @@ def test_rap_only_refuses_what_needs_analog_points(synthetic_lookups, capsys):
         assert main(["evaluate", "--model", "digits-tiny", "--lookup",
                      *map(str, synthetic_lookups), "--rap-only", *extra]) == 2
         assert "--rap-only evaluates no analog points" in capsys.readouterr().err
+
+
+def test_chip_batch_from_the_cli_equals_one_chip_at_a_time(tiny_digits_model, synthetic_lookups,
+                                                           capsys):
+    _, meta = tiny_digits_model
+    args = ["evaluate", "--model", "digits-tiny", "--cache-dir", str(Path(meta["path"]).parent),
+            "--lookup", str(synthetic_lookups[0]), "--lookup", str(synthetic_lookups[1]),
+            "--process", "tt", "--vdd-v", "1.8", "--temp-c", "27", "--bits", "6", "--gamma", "2",
+            "--fidelity", "moment", "--chips", "2", "--seed", "3", "--limit", "40", "--quiet",
+            "--json"]
+    runs = {}
+    for nb in ("1", "2"):
+        assert main([*args, "--chip-batch", nb]) == 0
+        runs[nb] = json.loads(capsys.readouterr().out)
+    assert runs["1"]["timing"]["chip_batch"] == 1 and runs["2"]["timing"]["chip_batch"] == 2
+    assert runs["2"]["accuracies"] == runs["1"]["accuracies"]
+    assert main([*args, "--chip-batch", "0"]) == 2
+    assert "--chip-batch '0'" in capsys.readouterr().err
