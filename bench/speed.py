@@ -422,9 +422,19 @@ def main() -> None:
         met["deit_block_moment_time_over_digital"] = res["deit_block"]["moment_time_over_digital"]
         met["deit_block_moment_memory_over_digital"] = res["deit_block"][
             "moment_memory_over_digital"]
-    if "rap" in res:
-        met["rap_sparse_3bit_over_analog"] = res["rap"]["sparse_3bit_noisy_0.2lsb"]["over_analog"]
-    res["summary"] = {k: {"measured": v, "target": TARGETS[k], "met": v <= TARGETS[k]}
+    # the RAP target is on programmed cells and the characterized ADC: bench/rap_speed.py
+    # measures that (its JSON beside this one); this file's "rap" section is the ideal-cell
+    # leg with a synthetic 0.2-LSB ADC noise (a stress case of the sampler, not the target)
+    where = {}
+    rap_json = a.out.parent / "rap_speed.json"
+    if rap_json.is_file():
+        runs = json.loads(rap_json.read_text(encoding="utf-8"))["runs"]
+        met["rap_sparse_3bit_over_analog"] = runs["rap_sparse_3bit_programmed_fused"][
+            "over_analog_cpu"]
+        where["rap_sparse_3bit_over_analog"] = (
+            f"{rap_json.name}: runs.rap_sparse_3bit_programmed_fused.over_analog_cpu")
+    res["summary"] = {k: {"measured": v, "target": TARGETS[k], "met": v <= TARGETS[k],
+                          **({"where": where[k]} if k in where else {})}
                       for k, v in met.items()}
     a.out.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
     print(json.dumps(res["summary"], indent=1))
