@@ -28,21 +28,7 @@ static void mom_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *rest
         uint64_t g = g0 + (uint64_t)q;
         uint32_t c0 = (uint32_t)g, c1 = (uint32_t)(g >> 32), c2 = IMC_MOMENT_STREAM, c3 = 0u;
         uint32_t k0 = k0i, k1 = k1i;
-#define MOM_PHILOX_ROUND                                   \
-    {                                                      \
-        uint64_t p0 = (uint64_t)IMC_PHILOX_M0 * c0;        \
-        uint64_t p1 = (uint64_t)IMC_PHILOX_M1 * c2;        \
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;      \
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;      \
-        c1 = (uint32_t)p1;                                 \
-        c3 = (uint32_t)p0;                                 \
-        c0 = n0;                                           \
-        c2 = n2;                                           \
-        k0 += IMC_PHILOX_W0;                               \
-        k1 += IMC_PHILOX_W1;                               \
-    }
-        MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND
-        MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND MOM_PHILOX_ROUND
+        IMC_PHILOX_10_ROUNDS
         float z0, z1, z2, z3;
         imc_box_muller(c0, c1, &z0, &z1);
         imc_box_muller(c2, c3, &z2, &z3);

@@ -24,22 +24,31 @@
 #define IMC_PHILOX_W0 0x9E3779B9u
 #define IMC_PHILOX_W1 0xBB67AE85u
 
+/* One Philox4x32 round on the local words c0..c3 and key k0, k1 (uint32_t), in place: the
+ * one definition of the round, for imc_philox4x32_10 and the kernels' vectorized loops (a
+ * macro so `#pragma omp simd` loops keep it inline). */
+#define IMC_PHILOX_ROUND                                   \
+    {                                                      \
+        uint64_t p0 = (uint64_t)IMC_PHILOX_M0 * c0;        \
+        uint64_t p1 = (uint64_t)IMC_PHILOX_M1 * c2;        \
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;      \
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;      \
+        c1 = (uint32_t)p1;                                 \
+        c3 = (uint32_t)p0;                                 \
+        c0 = n0;                                           \
+        c2 = n2;                                           \
+        k0 += IMC_PHILOX_W0;                               \
+        k1 += IMC_PHILOX_W1;                               \
+    }
+#define IMC_PHILOX_10_ROUNDS                                                         \
+    IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND \
+    IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND IMC_PHILOX_ROUND
+
 /* Philox4x32-10 of counter c (4 words) with key k (2 words); result in out. */
 static inline void imc_philox4x32_10(const uint32_t c[4], const uint32_t k[2], uint32_t out[4]) {
     uint32_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
     uint32_t k0 = k[0], k1 = k[1];
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)IMC_PHILOX_M0 * c0;
-        uint64_t p1 = (uint64_t)IMC_PHILOX_M1 * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1;
-        c3 = (uint32_t)p0;
-        c0 = n0;
-        c2 = n2;
-        k0 += IMC_PHILOX_W0;
-        k1 += IMC_PHILOX_W1;
-    }
+    IMC_PHILOX_10_ROUNDS
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
