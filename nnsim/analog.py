@@ -988,16 +988,24 @@ def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: An
     return a, [w, s, mr, vr]
 
 
+def _kernel_tensors(cfg: AnalogConfig, t: torch.Tensor, *, warn: bool) -> bool:
+    """Whether the C kernels can take ``t`` (CPU float32); else ``readout_kernel="c"`` is an
+    error and ``"auto"`` falls back to the torch path (with a warning where ``warn``)."""
+    if t.device.type == "cpu" and t.dtype == torch.float32:
+        return True
+    if cfg.readout_kernel == "c":
+        raise ValueError(f"readout_kernel='c' needs CPU float32 tensors, got {t.device} "
+                         f"{t.dtype}")
+    if warn:
+        _kernel_warn(f"the C kernel runs on CPU float32 tensors, not {t.device} {t.dtype}")
+    return False
+
+
 def _moment_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
     """The moment mode's C kernel (``nnsim/kernels/moment.c``) for tensors like ``t``, or None
     for the torch path: ``cfg.readout_kernel`` says which (``"torch"``: always the torch
     path; ``"c"``: the kernel or an error); the kernel runs on CPU float32 tensors."""
-    if cfg.readout_kernel == "torch":
-        return None
-    if t.device.type != "cpu" or t.dtype != torch.float32:
-        if cfg.readout_kernel == "c":
-            raise ValueError(f"readout_kernel='c' needs CPU float32 tensors, got {t.device} "
-                             f"{t.dtype}")
+    if cfg.readout_kernel == "torch" or not _kernel_tensors(cfg, t, warn=False):
         return None
     lib = kernels.load("moment", required=cfg.readout_kernel == "c")
     if lib is not None and not hasattr(lib, "_imc_typed"):
@@ -1530,13 +1538,7 @@ def _readout_kernel(s: torch.Tensor, n_active: torch.Tensor, arr: Array, cfg: An
     (``nnsim/kernels/readout.c``): reads the partial sums ``s`` (..., T, P*M, S*2*C) once and
     returns the recombined (..., M, C) (before the input and output scales); None where the
     kernel does not apply (``cfg.readout_kernel="torch"``, not CPU float32, no compiler)."""
-    if cfg.readout_kernel == "torch":
-        return None
-    if s.device.type != "cpu" or s.dtype != torch.float32:
-        if cfg.readout_kernel == "c":
-            raise ValueError(f"readout_kernel='c' needs CPU float32 tensors, got {s.device} "
-                             f"{s.dtype}")
-        _kernel_warn(f"the C kernel runs on CPU float32 tensors, not {s.device} {s.dtype}")
+    if cfg.readout_kernel == "torch" or not _kernel_tensors(cfg, s, warn=True):
         return None
     lib = kernels.load("readout", required=cfg.readout_kernel == "c")
     if lib is None:
