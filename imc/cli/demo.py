@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loop;\n\n"
         "3. train --dataset digits (or the cached checkpoint);\n\n"
         "4. evaluate: digital, analog, analog + ClipFormer and RAP across gamma, corner and "
-        "ADC bits, every analog setting on all test images and --chips chips (RAP: 90 images "
-        "on 2 chips); the steps run in lanes, --jobs lanes at once, each lane in its own "
+        "ADC bits, every analog setting on all test images and --chips chips (RAP: the first "
+        "90 images on 3 chips, RAP_IMAGES/RAP_CHIPS in imc/demo/pipeline.py); the steps "
+        "run in lanes, --jobs lanes at once, each lane in its own "
         "process (the corner, temperature, gamma and VAT steps in one lane, where a setting "
         "two steps share is simulated once; the ADC-bits step and each RAP step in their "
         "own);\n\n"
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "own process with one torch thread (default 2; 1: every evaluation step "
                    "in this process, one after another; the results are the same)")
     p.add_argument("--chips", type=int, default=5,
-                   help="simulated chips per evaluated setting (default 5; RAP: 2)")
+                   help="simulated chips per evaluated setting (default 5; RAP: 3)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the evaluations")
     p.add_argument("--redo", action="store_true",
                    help="recompute the evaluations and the report (characterizations still "
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .common import emit, quiet_stdout
 
+    for flag, v in (("--jobs", args.jobs), ("--chips", args.chips)):
+        if v < 1:
+            print(f"spicebridge demo: {flag} must be a positive integer, got {v}",
+                  file=sys.stderr)
+            return 2
     try:
         with quiet_stdout(args):
             report = run_demo(args.out, jobs=args.jobs, chips=args.chips, seed=args.seed,

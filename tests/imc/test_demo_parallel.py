@@ -93,3 +93,12 @@ def test_a_failing_step_names_its_command(tiny_digits_model, synthetic_lookups, 
     with pytest.raises(DemoError, match=r"bad corner.*exit 2.*--process nope"):
         run_evaluations(tmp_path, _common(meta, synthetic_lookups), chips=2, seed=3,
                         workers=2, specs=bad, lanes=(("x",),))
+
+
+def test_demo_refuses_nonpositive_jobs_and_chips_before_any_step(tmp_path, capsys):
+    from imc.cli import main
+
+    for flag in ("--jobs", "--chips"):
+        assert main(["demo", "--out", str(tmp_path / "d"), flag, "0"]) == 2
+        assert f"{flag} must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before the first step made anything
