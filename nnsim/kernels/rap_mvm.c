@@ -258,9 +258,12 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                     }
                 }
             }
-            _mm512_mask_compressstoreu_epi32((void *)(list + nl), und,
-                                             _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j)));
-            nl += __builtin_popcount((unsigned)und);
+            if (und) { /* compress in a register, one plain store: the masked compress-
+                        * store to memory is microcoded and slow on some CPUs (Zen 4) */
+                _mm512_storeu_si512((void *)(list + nl), _mm512_maskz_compress_epi32(
+                    und, _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j))));
+                nl += __builtin_popcount((unsigned)und);
+            }
             __m512i a0 = _mm512_loadu_si512((const void *)(at + j));
             __m512i a1 = _mm512_loadu_si512((const void *)(at + j + 8));
             if (sg == 0) {
