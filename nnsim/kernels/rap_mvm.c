@@ -45,6 +45,29 @@
 #include <immintrin.h>
 #endif
 
+/* RAP_PROFILE (a build with -DRAP_PROFILE, for bench/profiling only; one thread): counts of
+ * where the uncertain conversions are decided, read by rap_profile. */
+#ifdef RAP_PROFILE
+static int64_t rap_prof[10];
+#define RAP_COUNT(i, n) (rap_prof[i] += (n))
+#else
+#define RAP_COUNT(i, n) ((void)0)
+#endif
+/* [0] uncertain, [1] stay cell in the pass, [2] listed, [3] decided by the vector bracket,
+ * [4] scalar: stay cell, [5] scalar: x0's bin, [6] scalar: same code at both bracket ends,
+ * [7] the variate evaluated (Phi^-1), [8] decided by the vector bracket's codes (moved out
+ * of x0's bin), [9] unused. Zeroed by reading. */
+void rap_profile(int64_t *out) {
+#ifdef RAP_PROFILE
+    for (int i = 0; i < 10; i++) {
+        out[i] = rap_prof[i];
+        rap_prof[i] = 0;
+    }
+#else
+    for (int i = 0; i < 10; i++) out[i] = -1;
+#endif
+}
+
 /* Quantiles of N(0, 1) at i / QCELLS (Q[0] = -inf, Q[QCELLS] = +inf), built once. */
 #define QBITS 12
 #define QCELLS (1 << QBITS)
@@ -101,7 +124,10 @@ static inline int64_t rap_draw(const double *restrict xss, const double *restric
     const uint64_t h = imc_splitmix64(seed ^ imc_splitmix64(ctr));
     if (!slow) { /* the stay cells of U (ColumnReadout._stay_table) */
         uint32_t k16 = (uint32_t)(h >> 48);
-        if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) return c0;
+        if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) {
+            RAP_COUNT(4, 1);
+            return c0;
+        }
     }
     const double *p = xss + 4 * (int64_t)uu; /* x0, spread, sigma */
     const double m = p[0] + p[1] * zj, s = p[2];
@@ -120,10 +146,17 @@ static inline int64_t rap_draw(const double *restrict xss, const double *restric
         double xa = m + s * na, xb = m + s * nb;
         double tb = c0 > 0 ? th[c0 - 1] : -INFINITY;
         double ta = c0 < n_thr ? th[c0] : INFINITY;
-        if (xa >= tb && xb < ta) return c0;
+        if (xa >= tb && xb < ta) {
+            RAP_COUNT(5, 1);
+            return c0;
+        }
         int64_t ca = rap_code_of(th, n_thr, xa);
-        if (ca == rap_code_of(th, n_thr, xb)) return ca;
+        if (ca == rap_code_of(th, n_thr, xb)) {
+            RAP_COUNT(6, 1);
+            return ca;
+        }
     }
+    RAP_COUNT(7, 1);
     return rap_code_of(th, n_thr, m + s * rap_normal_of_bits(h));
 }
 
@@ -181,11 +214,50 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
     __mmask8 has_a = _mm512_cmplt_epi64_mask(c0, _mm512_set1_epi64(n_thr)) & valid;
     __m512d tb = _mm512_mask_i64gather_pd(_mm512_set1_pd(-INFINITY), has_b, ti, thr - 1, 8);
     __m512d ta = _mm512_mask_i64gather_pd(_mm512_set1_pd(INFINITY), has_a, ti, thr, 8);
-    __mmask8 ok = valid & _mm512_cmp_pd_mask(sg, zd, _CMP_GT_OQ) &
-                  _mm512_cmp_pd_mask(xa, tb, _CMP_GE_OQ) & _mm512_cmp_pd_mask(xb, ta, _CMP_LT_OQ);
+    const __mmask8 pos = valid & _mm512_cmp_pd_mask(sg, zd, _CMP_GT_OQ);
+    __mmask8 ok = pos & _mm512_cmp_pd_mask(xa, tb, _CMP_GE_OQ) &
+                  _mm512_cmp_pd_mask(xb, ta, _CMP_LT_OQ);
+    RAP_COUNT(3, __builtin_popcount((unsigned)ok));
+    __m512i code = c0;
+    const __mmask8 moved = pos & ~ok;
+    if (moved) {
+        /* the codes of both bracket ends, rap_code_of lane by lane (the same clamp and the
+         * same comparisons th[mid] <= x of the same binary search): equal, that is the code */
+        const __m512d lo = _mm512_set1_pd(-1.5), hi = _mm512_set1_pd((double)n_thr + 1.5);
+        const __m512d xca = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xa, hi, _CMP_GT_OQ),
+            _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xa, lo, _CMP_LT_OQ), xa, lo), hi);
+        const __m512d xcb = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xb, hi, _CMP_GT_OQ),
+            _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xb, lo, _CMP_LT_OQ), xb, lo), hi);
+        const __m512i row = _mm512_mullo_epi64(_mm512_cvtepi32_epi64(vc),
+                                               _mm512_set1_epi64(n_thr));
+        const __m512i one = _mm512_set1_epi64(1);
+        __m512i aa = _mm512_setzero_si512(), ba = _mm512_set1_epi64(n_thr);
+        __m512i ab = aa, bb = ba;
+        for (;;) {
+            const __mmask8 ma = moved & _mm512_cmplt_epi64_mask(aa, ba);
+            const __mmask8 mb = moved & _mm512_cmplt_epi64_mask(ab, bb);
+            if (!(ma | mb)) break;
+            const __m512i mida = _mm512_srli_epi64(_mm512_add_epi64(aa, ba), 1);
+            const __m512i midb = _mm512_srli_epi64(_mm512_add_epi64(ab, bb), 1);
+            const __m512d ta_ = _mm512_mask_i64gather_pd(zd, ma, _mm512_add_epi64(row, mida),
+                                                         thr, 8);
+            const __m512d tb_ = _mm512_mask_i64gather_pd(zd, mb, _mm512_add_epi64(row, midb),
+                                                         thr, 8);
+            const __mmask8 lea = ma & _mm512_cmp_pd_mask(ta_, xca, _CMP_LE_OQ);
+            const __mmask8 leb = mb & _mm512_cmp_pd_mask(tb_, xcb, _CMP_LE_OQ);
+            aa = _mm512_mask_add_epi64(aa, lea, mida, one);
+            ba = _mm512_mask_mov_epi64(ba, ma & ~lea, mida);
+            ab = _mm512_mask_add_epi64(ab, leb, midb, one);
+            bb = _mm512_mask_mov_epi64(bb, mb & ~leb, midb);
+        }
+        const __mmask8 same = moved & _mm512_cmpeq_epi64_mask(aa, ab);
+        RAP_COUNT(8, __builtin_popcount((unsigned)same));
+        code = _mm512_mask_mov_epi64(code, same, aa);
+        ok |= same;
+    }
     if (ok) {
         __m512i a = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ok, jv, at, 8);
-        a = _mm512_add_epi64(a, _mm512_mullo_epi64(c0, _mm512_set1_epi64(w)));
+        a = _mm512_add_epi64(a, _mm512_mullo_epi64(code, _mm512_set1_epi64(w)));
         _mm512_mask_i32scatter_epi64(at, ok, jv, a, 8);
     }
     return ok;
@@ -301,6 +373,9 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
     }
     *n_unc = neg;
     *n_list = nl;
+    RAP_COUNT(0, neg);
+    RAP_COUNT(1, neg - nl);
+    RAP_COUNT(2, nl);
     return cur;
 }
 
