@@ -8,7 +8,8 @@
  *
  *   u    = sum of the group's programmed cell currents (fixed point, relative to the column)
  *   e    = entry[inst_off[tile, j] + u]   (ColumnReadout.entry: the certain code c >= 0, or
- *                                          -1 - code0 where the code is uncertain)
+ *                                          -1 - code0 where the code is uncertain; `es`
+ *                                          holds (entry, stay) pairs, RAP_ENTRY)
  *   where e < 0 (or `fused` is 0): one conversion drawn as ColumnReadout._draw does,
  *     x = x0[u] + spread[u] z[tile, j] + sigma[u] n,   n ~ N(0, 1),
  *     code = code0 unless x left code0's bin [thr[code0 - 1], thr[code0]) of the column's
@@ -67,6 +68,11 @@ void rap_profile(int64_t *out) {
     for (int i = 0; i < 10; i++) out[i] = -1;
 #endif
 }
+
+/* The table of entries: pairs (entry, stay) per index i = inst_off + u, interleaved so that
+ * the uncertain conversions' stay cells come with the entry's cache line. */
+#define RAP_ENTRY(es, i) ((es)[2 * (int64_t)(i)])
+#define RAP_STAY(es, i) ((es)[2 * (int64_t)(i) + 1])
 
 /* Quantiles of N(0, 1) at i / QCELLS (Q[0] = -inf, Q[QCELLS] = +inf), built once. */
 #define QBITS 12
@@ -272,8 +278,7 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
  * number of uncertain conversions and *n_list the columns left to draw, in list. */
 static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
                                      int32_t *restrict ub, const int32_t *restrict off,
-                                     const int32_t *restrict entry,
-                                     const int32_t *restrict stay, int32_t *restrict eb,
+                                     const int32_t *restrict es, int32_t *restrict eb,
                                      int64_t *restrict at, int64_t cols, int k, int sg,
                                      int32_t *restrict list, uint64_t seed, uint64_t base,
                                      int use_stay, int64_t *n_unc, int64_t *n_list) {
@@ -294,7 +299,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                 _mm512_storeu_si512((void *)(ub + j), vu);
             }
             __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
-            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
+            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)es, 8);
             _mm512_storeu_si512((void *)(eb + j), ve);
             __mmask16 mk = _mm512_movepi32_mask(ve);
             neg += __builtin_popcount((unsigned)mk);
@@ -306,7 +311,8 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                               _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1))};
             __mmask16 und = mk;
             if (mk && use_stay) {
-                __m512i vst = _mm512_mask_i32gather_epi32(zero, mk, idx, (const void *)stay, 4);
+                __m512i vst = _mm512_mask_i32gather_epi32(zero, mk, idx,
+                                                          (const void *)(es + 1), 8);
                 __m512i w[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(vst)),
                                 _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(vst, 1))};
                 __m512i e2[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(ve)),
@@ -354,13 +360,13 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
     for (; j < cols; j++) {
         int32_t uj = cb ? ca[j] + cb[j] : ca[j];
         if (cb) ub[j] = uj;
-        int32_t ej = entry[off[j] + uj];
+        int32_t ej = RAP_ENTRY(es, off[j] + uj);
         eb[j] = ej;
         cur += uj;
         int64_t code = (int64_t)(ej & ~(ej >> 31));
         if (ej < 0) {
             neg++;
-            uint32_t st = (uint32_t)stay[off[j] + uj];
+            uint32_t st = (uint32_t)RAP_STAY(es, off[j] + uj);
             uint32_t k16 =
                 (uint32_t)(imc_splitmix64(seed ^ imc_splitmix64(base + (uint64_t)j)) >> 48);
             if (use_stay && k16 >= (st & 0xFFFFu) && k16 < (st >> 16))
@@ -382,7 +388,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
                 const int32_t *inst_off, const int32_t *col_inst, const double *z,
-                const int32_t *entry, const int32_t *stay, const double *xss,
+                const int32_t *es, const double *xss,
                 const double *thr, int64_t n_thr, uint64_t seed, int32_t fused, int32_t slow,
                 int32_t stay_in_pass, int64_t *acc, int64_t *stats,
                 int32_t n_threads) {
@@ -453,7 +459,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                                      (uint64_t)planes + (uint64_t)k) *
                                                     (uint64_t)rows + (uint64_t)g);
                                 const uint64_t base = gid * (uint64_t)cols;
-                                current += rap_group_pass(ca, cb, ub, off, entry, stay, eb, at, cols,
+                                current += rap_group_pass(ca, cb, ub, off, es, eb, at, cols,
                                                           (int)k, sg, lb, seed, base,
                                                           fused && !slow && in_pass,
                                                           &n_unc, &n_list);
@@ -468,7 +474,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                         int64_t code = rap_draw(xss, thr + ci[j] * n_thr, n_thr,
                                                                 u[j], zt[j], c0, seed,
                                                                 base + (uint64_t)j,
-                                                                (uint32_t)stay[off[j] + u[j]],
+                                                                (uint32_t)RAP_STAY(es, off[j] + u[j]),
                                                                 slow);
                                         at[j] += w * (code - (ej >= 0 ? ej : 0));
                                     }
@@ -494,7 +500,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                                                    n_thr, u[jj], zt[jj],
                                                                    -1 - e[jj], seed,
                                                                    base + (uint64_t)jj,
-                                                                   (uint32_t)stay[off[jj] + u[jj]],
+                                                                   (uint32_t)RAP_STAY(es, off[jj] + u[jj]),
                                                                    0);
                                         }
                                     }
@@ -505,7 +511,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                     at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr, n_thr,
                                                            u[jj], zt[jj], -1 - e[jj], seed,
                                                            base + (uint64_t)jj,
-                                                           (uint32_t)stay[off[jj] + u[jj]], slow);
+                                                           (uint32_t)RAP_STAY(es, off[jj] + u[jj]), slow);
                                 }
                             }
                         }

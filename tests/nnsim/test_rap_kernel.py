@@ -192,7 +192,7 @@ def test_kernel_without_avx512_gives_the_same_bits(hw_noisy, tmp_path):
     cells, inst_off, col_inst, z = km._kernel_bufs
     blob = tmp_path / "in.pt"
     torch.save({"x": x, "cells": cells, "inst_off": inst_off, "col_inst": col_inst, "z": z,
-                "entry": kt["entry"], "stay": kt["stay"], "xss": kt["xss"], "thr": kt["thr"]},
+                "entry_stay": kt["entry_stay"], "xss": kt["xss"], "thr": kt["thr"]},
                blob)
     code = f"""
 import json, ctypes, torch
@@ -208,7 +208,7 @@ for in_pass in (0, 1, 2):   # stay cells listed, in the pass, auto
     st = torch.zeros(4, dtype=torch.int64)
     rc = lib.rap_mvm(p(xp), x.shape[0], {km.n_tiles}, 64, acc.shape[1], 7, {cfg.k_active}, 0,
                      p(d["cells"]), p(d["inst_off"]), p(d["col_inst"]), p(d["z"]),
-                     p(d["entry"]), p(d["stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
+                     p(d["entry_stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
                      ctypes.c_uint64(SEED), 1, 0, in_pass, p(acc), p(st), 1)
     res.append({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}})
 print(json.dumps(res))
