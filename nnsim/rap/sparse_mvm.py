@@ -227,6 +227,9 @@ class SparseMVM:
         pass (fast where many conversions are uncertain) rather than after listing them
         (fast where few are); the same bits either way. ``None``: per group, in the pass
         where the previous group had more than 15 % uncertain conversions."""
+        self.kernel_threads: int | None = None
+        """Kernel: OpenMP threads (the same bits at any count); ``None``: torch's thread count
+        at the call (``RapViT.forward_int`` sets it while its torch operations run on one)."""
         self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
@@ -367,7 +370,8 @@ class SparseMVM:
             ptr(z), ptr(kt["entry_stay"]), ptr(kt["xss"]), ptr(kt["thr"]),
             int(kt["thr"].shape[1]),
             ctypes.c_uint64(seed), int(self.fused), int(self.kernel_slow),
-            int(self._stay_in_pass()), ptr(acc), ptr(stats), threads())
+            int(self._stay_in_pass()), ptr(acc), ptr(stats),
+            max(1, int(self.kernel_threads or threads())))
         if rc != 0:
             raise MemoryError("RAP kernel: scratch allocation failed" if rc == -1 else
                               f"RAP kernel: not initialised (rc {rc})")

@@ -225,3 +225,33 @@ print(json.dumps(res))
         assert res["rc"] == 0
         assert torch.equal(torch.tensor(res["acc"]), here)
         assert res["stats"][2] == km.kernel_draws > 0
+
+
+def test_rap_forward_on_two_threads_runs_the_kernel_on_them_and_torch_on_one(
+        tiny_digits_model, hw_noisy):
+    """With torch on two threads, RapViT's forward runs its torch operations on one thread
+    and the kernel on two (inside a layer: torch 1, ``kernel_threads`` 2), restores torch's
+    count afterwards, and gives the bits of a one-thread forward of the same chip and seed."""
+    from nnsim.data import load_dataset, make_loader
+    from nnsim.rap import convert_to_rap
+
+    rap = convert_to_rap(tiny_digits_model[0], make_loader(load_dataset("digits", "calib"), 128))
+    x = load_dataset("digits", "test").images[:4]
+    cfg = MVMConfig(mode="sparse", adc_bits=4)
+    old = torch.get_num_threads()
+    seen = []
+    lin = rap.analog_layers()[0]
+    try:
+        torch.set_num_threads(1)
+        y1 = rap.set_mvm(cfg, hw_noisy, seed=0)(x)
+        hook = lin.register_forward_pre_hook(
+            lambda mod, args: seen.append((torch.get_num_threads(), mod.mvm.kernel_threads)))
+        torch.set_num_threads(2)
+        y2 = rap.set_mvm(cfg, hw_noisy, seed=0)(x)
+        assert torch.get_num_threads() == 2
+        hook.remove()
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [(1, 2)]
+    assert lin.mvm.kernel_threads is None and lin.mvm.kernel_draws > 0
+    assert torch.equal(y1, y2)
