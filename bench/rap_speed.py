@@ -12,7 +12,11 @@ a shared machine the CPU time is the fairer ratio. The projection of the demo's 
 (``imc/demo/pipeline.py``: 6 bits at tt/ss/ff, 3/4/5/8 bits at tt, 8 bits trimmed) at
 ``--project-images`` x ``--project-chips`` is the sum of the measured CPU seconds per
 image-chip (tt stands for ss and ff), plus the per-setting and per-chip set-up, over
-``--project-cores`` cores. Writes ``bench/results/rap_speed.json``.
+``--project-cores`` cores. The kernel before and after (``kernel_before_after``): every
+``rap_mvm`` call of each setting's forward captured and replayed on a build of the kernel at
+``--baseline-rev`` and on this tree's, interleaved, best of ``--reps`` (thread CPU, one
+thread), the codes compared, and where the draws end (a ``-DRAP_PROFILE`` build). Writes
+``bench/results/rap_speed.json``.
 
 Usage::
 
@@ -36,13 +40,12 @@ from pathlib import Path
 
 import torch
 
+from nnsim import kernels
 from nnsim.convert import convert_to_analog
 from nnsim.data import load_dataset, make_loader
 from nnsim.hardware import HardwareModel
 from nnsim.models import load_or_train
-from nnsim.rap import MVMConfig, convert_to_rap
-from nnsim import kernels
-from nnsim.rap import sparse_mvm
+from nnsim.rap import MVMConfig, convert_to_rap, sparse_mvm
 from nnsim.rap.sparse_mvm import kernel_path
 
 OUT = Path(__file__).parent / "results" / "rap_speed.json"
@@ -168,8 +171,9 @@ def kernel_before_after(captured: dict[str, list[dict]], n: int, rev: str, reps:
                     res = [replay(lib, c) for c in calls]
                     best[k] = min(best[k], time.thread_time() - t)
                     if r == 0:
-                        equal &= all(torch.equal(a, c["acc"]) for a, c in zip(res, calls))
-            cnt = torch.zeros(10, dtype=torch.int64)
+                        equal &= all(torch.equal(a, c["acc"])
+                                     for a, c in zip(res, calls, strict=True))
+            cnt = torch.zeros(10, dtype=torch.int64)         # rap_profile's counters
             prof.rap_profile(kernels.ptr(cnt))
             conv = 0
             for c in calls:
@@ -181,8 +185,9 @@ def kernel_before_after(captured: dict[str, list[dict]], n: int, rev: str, reps:
                          "after_ms_per_image": 1e3 * best["after"] / n,
                          "speedup": best["before"] / best["after"],
                          "bits_equal": bool(equal),
-                         "decided_where": {k: int(v) / max(1, conv)
-                                           for k, v in zip(PROFILE_NAMES, cnt.tolist())}}
+                         "decided_where": {
+                             k: int(v) / max(1, conv) for k, v in
+                             zip(PROFILE_NAMES, cnt.tolist()[:len(PROFILE_NAMES)], strict=True)}}
             print(f"kernel alone {name} bits: {out[name]['before_ms_per_image']:.1f} -> "
                   f"{out[name]['after_ms_per_image']:.1f} ms per image "
                   f"({out[name]['speedup']:.2f}x), bits equal: {equal}", flush=True)
