@@ -290,7 +290,14 @@ def main() -> None:
               f"{100 * per[name]['draw_fraction']:.1f} % drawn)", flush=True)
     res["per_image_chip"] = per
     if a.baseline_rev != "none" and kernel_path() == "c":
-        res["kernel_before_after"] = kernel_before_after(captured, n, a.baseline_rev, a.reps)
+        try:
+            res["kernel_before_after"] = kernel_before_after(captured, n, a.baseline_rev,
+                                                             a.reps)
+        except (OSError, subprocess.SubprocessError) as exc:   # no git, no such revision
+            why = getattr(exc, "stderr", None) or str(exc)
+            res["kernel_before_after"] = {"skipped": f"{a.baseline_rev}: {why}".strip()}
+            print(f"kernel before/after skipped: {res['kernel_before_after']['skipped']}",
+                  flush=True)
     captured.clear()
     threads2 = {}
     torch.set_num_threads(2)
