@@ -12,7 +12,11 @@ a shared machine the CPU time is the fairer ratio. The projection of the demo's 
 (``imc/demo/pipeline.py``: 6 bits at tt/ss/ff, 3/4/5/8 bits at tt, 8 bits trimmed) at
 ``--project-images`` x ``--project-chips`` is the sum of the measured CPU seconds per
 image-chip (tt stands for ss and ff), plus the per-setting and per-chip set-up, over
-``--project-cores`` cores. Writes ``bench/results/rap_speed.json``.
+``--project-cores`` cores. The kernel before and after (``kernel_before_after``): every
+``rap_mvm`` call of each setting's forward captured and replayed on a build of the kernel at
+``--baseline-rev`` and on this tree's, interleaved, best of ``--reps`` (thread CPU, one
+thread), the codes compared, and where the draws end (a ``-DRAP_PROFILE`` build). Writes
+``bench/results/rap_speed.json``.
 
 Usage::
 
@@ -24,26 +28,170 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import io
 import json
 import os
 import pstats
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from nnsim import kernels
 from nnsim.convert import convert_to_analog
 from nnsim.data import load_dataset, make_loader
 from nnsim.hardware import HardwareModel
 from nnsim.models import load_or_train
-from nnsim.rap import MVMConfig, convert_to_rap
+from nnsim.rap import MVMConfig, convert_to_rap, sparse_mvm
 from nnsim.rap.sparse_mvm import kernel_path
 
 OUT = Path(__file__).parent / "results" / "rap_speed.json"
 DEMO_SETTINGS = [("6", 3), ("3", 1), ("4", 1), ("5", 1), ("8", 1), ("8-pedestal", 1)]
 """The demo's RAP settings: (bits[-trim], how many: 6 bits at three corners)."""
+
+
+BASELINE_REV = "519245a"
+"""The kernel before this round's changes (#17, session 5): the "before" of the side-by-side
+kernel comparison (``--baseline-rev``)."""
+PROFILE_NAMES = ["uncertain", "stay_cell_in_pass", "listed", "vector_x0_bin", "scalar_stay_cell",
+                 "scalar_x0_bin", "scalar_same_code", "phi_inverse", "vector_same_code"]
+"""rap_mvm.c's RAP_PROFILE counters (fractions of the conversions)."""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_kernel(source: str, extra: list[str], out_dir: Path, tag: str) -> ctypes.CDLL:
+    """Compile one rap_mvm.c text (with this tree's rng.h) as ``nnsim.kernels`` does
+    (DEFAULT_CFLAGS, OpenMP) plus ``extra``; the library, typed."""
+    d = out_dir / tag
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "rap_mvm.c").write_text(source)
+    (d / "rng.h").write_text((kernels.HERE / "rng.h").read_text())
+    lib_path = d / "rap_mvm.so"
+    subprocess.run([kernels.compiler() or "cc", *kernels.DEFAULT_CFLAGS, "-fopenmp", *extra,
+                    "-fPIC", "-shared", f"-I{d}", "-o", str(lib_path), str(d / "rap_mvm.c"),
+                    "-lm"], check=True, capture_output=True, text=True, timeout=300)
+    lib = ctypes.CDLL(str(lib_path))
+    packed = "RAP_ENTRY" in source          # one (entry, stay) table (this round) or two
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    lib.rap_mvm.restype = i64
+    lib.rap_mvm.argtypes = [vp, i64, i64, i64, i64, i64, i64, ctypes.c_int32, vp, vp, vp, vp,
+                            *([vp] if packed else [vp, vp]), vp, vp, i64, ctypes.c_uint64,
+                            ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, vp, vp,
+                            ctypes.c_int32]
+    lib.rap_init.restype = None
+    lib.rap_init()
+    lib.packed = packed
+    return lib
+
+
+class Capture:
+    """Records the kernel calls of RAP forwards (inputs, seed, tables, result) to replay them
+    on other builds of the kernel."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.orig = sparse_mvm.SparseMVM.kernel_column_codes
+
+    def __enter__(self) -> Capture:
+        orig, calls = self.orig, self.calls
+
+        def rec(mvm, x, generator, lib=None):
+            if generator is None:
+                raise ValueError("Capture needs the RAP forward's generator")
+            g = torch.Generator()
+            g.set_state(generator.get_state())
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=g, dtype=torch.int64))
+            acc = orig(mvm, x, generator, lib)
+            cfg, kt = mvm.config, mvm.readout.kernel_tables()
+            x = x.reshape(-1, mvm.in_features).to(torch.int64)
+            pad = mvm.n_tiles * cfg.rows - mvm.in_features
+            cells, inst_off, col_inst, z = mvm._kernel_bufs
+            calls.append({
+                "x": (torch.nn.functional.pad(x, (0, pad)) if pad else x).contiguous(),
+                "dims": (mvm.n_tiles, cfg.rows, mvm.cols, cfg.input_bits - 1, cfg.k_active,
+                         int(cfg.mode == "dense")),
+                "bufs": (cells, inst_off, col_inst, z), "kt": kt, "seed": seed,
+                "in_pass": mvm._stay_in_pass(), "acc": acc})
+            return acc
+
+        sparse_mvm.SparseMVM.kernel_column_codes = rec
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sparse_mvm.SparseMVM.kernel_column_codes = self.orig
+
+
+def replay(lib: ctypes.CDLL, c: dict, stats: torch.Tensor | None = None) -> torch.Tensor:
+    """One captured call on ``lib`` (one thread); its column codes."""
+    p = kernels.ptr
+    kt = c["kt"]
+    if lib.packed:
+        tabs = [p(kt["entry_stay"])]
+    else:
+        if "sep" not in kt:
+            kt["sep"] = (kt["entry"].contiguous(), kt["stay"].contiguous())
+        tabs = [p(t) for t in kt["sep"]]
+    n_tiles, rows, cols, planes, k_act, dense = c["dims"]
+    acc = torch.zeros(c["x"].shape[0], cols, dtype=torch.int64)
+    st = torch.zeros(4, dtype=torch.int64) if stats is None else stats
+    rc = lib.rap_mvm(p(c["x"]), c["x"].shape[0], n_tiles, rows, cols, planes, k_act, dense,
+                     *(p(b) for b in c["bufs"]), *tabs, p(kt["xss"]), p(kt["thr"]),
+                     int(kt["thr"].shape[1]), ctypes.c_uint64(c["seed"]), 1, 0, c["in_pass"],
+                     p(acc), p(st), 1)
+    if rc != 0:
+        raise RuntimeError(f"rap_mvm rc {rc}")
+    return acc
+
+
+def kernel_before_after(captured: dict[str, list[dict]], n: int, rev: str, reps: int) -> dict:
+    """The captured calls of every setting on the kernel at ``rev`` and on this tree's,
+    interleaved, best of ``reps`` (thread CPU s, one thread); bits compared; and this tree's
+    RAP_PROFILE counts."""
+    src_old = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:nnsim/kernels/rap_mvm.c"],
+                             check=True, capture_output=True, text=True).stdout
+    src_new = (kernels.HERE / "rap_mvm.c").read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        libs = {"before": build_kernel(src_old, [], Path(tmp), "before"),
+                "after": build_kernel(src_new, [], Path(tmp), "after")}
+        prof = build_kernel(src_new, ["-DRAP_PROFILE"], Path(tmp), "profile")
+        prof.rap_profile.restype = None
+        out: dict = {"baseline_rev": rev, "repetitions": reps, "images": n,
+                     "method": "every rap_mvm call of the RAP forward at each setting captured "
+                               "(inputs, tables, seed) and replayed on both builds, one "
+                               "thread, interleaved, best of the repetitions; thread CPU time"}
+        for name, calls in captured.items():
+            best = {k: float("inf") for k in libs}
+            equal = True
+            for r in range(reps):
+                for k, lib in libs.items():
+                    t = time.thread_time()
+                    res = [replay(lib, c) for c in calls]
+                    best[k] = min(best[k], time.thread_time() - t)
+                    if r == 0:
+                        equal &= all(torch.equal(a, c["acc"])
+                                     for a, c in zip(res, calls, strict=True))
+            cnt = torch.zeros(10, dtype=torch.int64)         # rap_profile's counters
+            prof.rap_profile(kernels.ptr(cnt))
+            conv = 0
+            for c in calls:
+                st = torch.zeros(4, dtype=torch.int64)
+                replay(prof, c, st)
+                conv += int(st[0]) * c["dims"][2]
+            prof.rap_profile(kernels.ptr(cnt))
+            out[name] = {"before_ms_per_image": 1e3 * best["before"] / n,
+                         "after_ms_per_image": 1e3 * best["after"] / n,
+                         "speedup": best["before"] / best["after"],
+                         "bits_equal": bool(equal),
+                         "decided_where": {
+                             k: int(v) / max(1, conv) for k, v in
+                             zip(PROFILE_NAMES, cnt.tolist()[:len(PROFILE_NAMES)], strict=True)}}
+            print(f"kernel alone {name} bits: {out[name]['before_ms_per_image']:.1f} -> "
+                  f"{out[name]['after_ms_per_image']:.1f} ms per image "
+                  f"({out[name]['speedup']:.2f}x), bits equal: {equal}", flush=True)
+    return out
 
 
 def timed(fn) -> dict:
@@ -64,6 +212,10 @@ def main() -> None:
     ap.add_argument("--project-cores", type=int, default=2)
     ap.add_argument("--skip-torch", action="store_true",
                     help="skip the (slow) torch-path runs")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV,
+                    help="git revision of the kernel to compare with side by side "
+                         f"(default {BASELINE_REV}); 'none' skips the comparison")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the comparison")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -112,6 +264,7 @@ def main() -> None:
     # seconds per image-chip at every demo setting (the whole RAP forward, kernel path)
     per: dict = {}
     setup: dict = {}
+    captured: dict[str, list[dict]] = {}
     for name, _count in DEMO_SETTINGS:
         bits = int(name.split("-")[0])
         trim = name.split("-")[1] if "-" in name else "none"
@@ -121,7 +274,9 @@ def main() -> None:
         rap.readout.kernel_tables()          # the kernel's tables, once per chip
         setup[name] = time.process_time() - t
         rap.reset_counters()
-        r = timed(lambda: rap(x))
+        with Capture() as cap:
+            r = timed(lambda: rap(x))
+        captured[name] = cap.calls
         c = rap.counters()
         draws = sum(lin.mvm.kernel_draws for lin in rap.analog_layers())
         per[name] = {"cpu_s_per_image_chip": r["cpu_s"] / n,
@@ -134,6 +289,16 @@ def main() -> None:
               f"per image-chip ({c.conversions / n / 1e6:.1f} M conversions, "
               f"{100 * per[name]['draw_fraction']:.1f} % drawn)", flush=True)
     res["per_image_chip"] = per
+    if a.baseline_rev != "none" and kernel_path() == "c":
+        try:
+            res["kernel_before_after"] = kernel_before_after(captured, n, a.baseline_rev,
+                                                             a.reps)
+        except (OSError, subprocess.SubprocessError) as exc:   # no git, no such revision
+            why = getattr(exc, "stderr", None) or str(exc)
+            res["kernel_before_after"] = {"skipped": f"{a.baseline_rev}: {why}".strip()}
+            print(f"kernel before/after skipped: {res['kernel_before_after']['skipped']}",
+                  flush=True)
+    captured.clear()
     threads2 = {}
     torch.set_num_threads(2)
     for bits in (3, 6):

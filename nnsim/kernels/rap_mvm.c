@@ -8,7 +8,8 @@
  *
  *   u    = sum of the group's programmed cell currents (fixed point, relative to the column)
  *   e    = entry[inst_off[tile, j] + u]   (ColumnReadout.entry: the certain code c >= 0, or
- *                                          -1 - code0 where the code is uncertain)
+ *                                          -1 - code0 where the code is uncertain; `es`
+ *                                          holds (entry, stay) pairs, RAP_ENTRY)
  *   where e < 0 (or `fused` is 0): one conversion drawn as ColumnReadout._draw does,
  *     x = x0[u] + spread[u] z[tile, j] + sigma[u] n,   n ~ N(0, 1),
  *     code = code0 unless x left code0's bin [thr[code0 - 1], thr[code0]) of the column's
@@ -44,6 +45,34 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+/* RAP_PROFILE (a build with -DRAP_PROFILE, for bench/profiling only; one thread): counts of
+ * where the uncertain conversions are decided, read by rap_profile. */
+#ifdef RAP_PROFILE
+static int64_t rap_prof[10];
+#define RAP_COUNT(i, n) (rap_prof[i] += (n))
+#else
+#define RAP_COUNT(i, n) ((void)0)
+#endif
+/* [0] uncertain, [1] stay cell in the pass, [2] listed, [3] decided by the vector bracket,
+ * [4] scalar: stay cell, [5] scalar: x0's bin, [6] scalar: same code at both bracket ends,
+ * [7] the variate evaluated (Phi^-1), [8] decided by the vector bracket's codes (moved out
+ * of x0's bin), [9] unused. Zeroed by reading. */
+void rap_profile(int64_t *out) {
+#ifdef RAP_PROFILE
+    for (int i = 0; i < 10; i++) {
+        out[i] = rap_prof[i];
+        rap_prof[i] = 0;
+    }
+#else
+    for (int i = 0; i < 10; i++) out[i] = -1;
+#endif
+}
+
+/* The table of entries: pairs (entry, stay) per index i = inst_off + u, interleaved so that
+ * the uncertain conversions' stay cells come with the entry's cache line. */
+#define RAP_ENTRY(es, i) ((es)[2 * (int64_t)(i)])
+#define RAP_STAY(es, i) ((es)[2 * (int64_t)(i) + 1])
 
 /* Quantiles of N(0, 1) at i / QCELLS (Q[0] = -inf, Q[QCELLS] = +inf), built once. */
 #define QBITS 12
@@ -101,7 +130,10 @@ static inline int64_t rap_draw(const double *restrict xss, const double *restric
     const uint64_t h = imc_splitmix64(seed ^ imc_splitmix64(ctr));
     if (!slow) { /* the stay cells of U (ColumnReadout._stay_table) */
         uint32_t k16 = (uint32_t)(h >> 48);
-        if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) return c0;
+        if (k16 >= (st & 0xFFFFu) && k16 < (st >> 16)) {
+            RAP_COUNT(4, 1);
+            return c0;
+        }
     }
     const double *p = xss + 4 * (int64_t)uu; /* x0, spread, sigma */
     const double m = p[0] + p[1] * zj, s = p[2];
@@ -120,10 +152,17 @@ static inline int64_t rap_draw(const double *restrict xss, const double *restric
         double xa = m + s * na, xb = m + s * nb;
         double tb = c0 > 0 ? th[c0 - 1] : -INFINITY;
         double ta = c0 < n_thr ? th[c0] : INFINITY;
-        if (xa >= tb && xb < ta) return c0;
+        if (xa >= tb && xb < ta) {
+            RAP_COUNT(5, 1);
+            return c0;
+        }
         int64_t ca = rap_code_of(th, n_thr, xa);
-        if (ca == rap_code_of(th, n_thr, xb)) return ca;
+        if (ca == rap_code_of(th, n_thr, xb)) {
+            RAP_COUNT(6, 1);
+            return ca;
+        }
     }
+    RAP_COUNT(7, 1);
     return rap_code_of(th, n_thr, m + s * rap_normal_of_bits(h));
 }
 
@@ -181,11 +220,50 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
     __mmask8 has_a = _mm512_cmplt_epi64_mask(c0, _mm512_set1_epi64(n_thr)) & valid;
     __m512d tb = _mm512_mask_i64gather_pd(_mm512_set1_pd(-INFINITY), has_b, ti, thr - 1, 8);
     __m512d ta = _mm512_mask_i64gather_pd(_mm512_set1_pd(INFINITY), has_a, ti, thr, 8);
-    __mmask8 ok = valid & _mm512_cmp_pd_mask(sg, zd, _CMP_GT_OQ) &
-                  _mm512_cmp_pd_mask(xa, tb, _CMP_GE_OQ) & _mm512_cmp_pd_mask(xb, ta, _CMP_LT_OQ);
+    const __mmask8 pos = valid & _mm512_cmp_pd_mask(sg, zd, _CMP_GT_OQ);
+    __mmask8 ok = pos & _mm512_cmp_pd_mask(xa, tb, _CMP_GE_OQ) &
+                  _mm512_cmp_pd_mask(xb, ta, _CMP_LT_OQ);
+    RAP_COUNT(3, __builtin_popcount((unsigned)ok));
+    __m512i code = c0;
+    const __mmask8 moved = pos & ~ok;
+    if (moved) {
+        /* the codes of both bracket ends, rap_code_of lane by lane (the same clamp and the
+         * same comparisons th[mid] <= x of the same binary search): equal, that is the code */
+        const __m512d lo = _mm512_set1_pd(-1.5), hi = _mm512_set1_pd((double)n_thr + 1.5);
+        const __m512d xca = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xa, hi, _CMP_GT_OQ),
+            _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xa, lo, _CMP_LT_OQ), xa, lo), hi);
+        const __m512d xcb = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xb, hi, _CMP_GT_OQ),
+            _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xb, lo, _CMP_LT_OQ), xb, lo), hi);
+        const __m512i row = _mm512_mullo_epi64(_mm512_cvtepi32_epi64(vc),
+                                               _mm512_set1_epi64(n_thr));
+        const __m512i one = _mm512_set1_epi64(1);
+        __m512i aa = _mm512_setzero_si512(), ba = _mm512_set1_epi64(n_thr);
+        __m512i ab = aa, bb = ba;
+        for (;;) {
+            const __mmask8 ma = moved & _mm512_cmplt_epi64_mask(aa, ba);
+            const __mmask8 mb = moved & _mm512_cmplt_epi64_mask(ab, bb);
+            if (!(ma | mb)) break;
+            const __m512i mida = _mm512_srli_epi64(_mm512_add_epi64(aa, ba), 1);
+            const __m512i midb = _mm512_srli_epi64(_mm512_add_epi64(ab, bb), 1);
+            const __m512d ta_ = _mm512_mask_i64gather_pd(zd, ma, _mm512_add_epi64(row, mida),
+                                                         thr, 8);
+            const __m512d tb_ = _mm512_mask_i64gather_pd(zd, mb, _mm512_add_epi64(row, midb),
+                                                         thr, 8);
+            const __mmask8 lea = ma & _mm512_cmp_pd_mask(ta_, xca, _CMP_LE_OQ);
+            const __mmask8 leb = mb & _mm512_cmp_pd_mask(tb_, xcb, _CMP_LE_OQ);
+            aa = _mm512_mask_add_epi64(aa, lea, mida, one);
+            ba = _mm512_mask_mov_epi64(ba, ma & ~lea, mida);
+            ab = _mm512_mask_add_epi64(ab, leb, midb, one);
+            bb = _mm512_mask_mov_epi64(bb, mb & ~leb, midb);
+        }
+        const __mmask8 same = moved & _mm512_cmpeq_epi64_mask(aa, ab);
+        RAP_COUNT(8, __builtin_popcount((unsigned)same));
+        code = _mm512_mask_mov_epi64(code, same, aa);
+        ok |= same;
+    }
     if (ok) {
         __m512i a = _mm512_mask_i32gather_epi64(_mm512_setzero_si512(), ok, jv, at, 8);
-        a = _mm512_add_epi64(a, _mm512_mullo_epi64(c0, _mm512_set1_epi64(w)));
+        a = _mm512_add_epi64(a, _mm512_mullo_epi64(code, _mm512_set1_epi64(w)));
         _mm512_mask_i32scatter_epi64(at, ok, jv, a, 8);
     }
     return ok;
@@ -200,8 +278,7 @@ static inline __mmask8 rap_draw8(const double *restrict xss, const double *restr
  * number of uncertain conversions and *n_list the columns left to draw, in list. */
 static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *restrict cb,
                                      int32_t *restrict ub, const int32_t *restrict off,
-                                     const int32_t *restrict entry,
-                                     const int32_t *restrict stay, int32_t *restrict eb,
+                                     const int32_t *restrict es, int32_t *restrict eb,
                                      int64_t *restrict at, int64_t cols, int k, int sg,
                                      int32_t *restrict list, uint64_t seed, uint64_t base,
                                      int use_stay, int64_t *n_unc, int64_t *n_list) {
@@ -222,7 +299,7 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                 _mm512_storeu_si512((void *)(ub + j), vu);
             }
             __m512i idx = _mm512_add_epi32(_mm512_loadu_si512((const void *)(off + j)), vu);
-            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)entry, 4);
+            __m512i ve = _mm512_i32gather_epi32(idx, (const void *)es, 8);
             _mm512_storeu_si512((void *)(eb + j), ve);
             __mmask16 mk = _mm512_movepi32_mask(ve);
             neg += __builtin_popcount((unsigned)mk);
@@ -234,7 +311,8 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                               _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(code, 1))};
             __mmask16 und = mk;
             if (mk && use_stay) {
-                __m512i vst = _mm512_mask_i32gather_epi32(zero, mk, idx, (const void *)stay, 4);
+                __m512i vst = _mm512_mask_i32gather_epi32(zero, mk, idx,
+                                                          (const void *)(es + 1), 8);
                 __m512i w[2] = {_mm512_cvtepu32_epi64(_mm512_castsi512_si256(vst)),
                                 _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(vst, 1))};
                 __m512i e2[2] = {_mm512_cvtepi32_epi64(_mm512_castsi512_si256(ve)),
@@ -258,9 +336,12 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
                     }
                 }
             }
-            _mm512_mask_compressstoreu_epi32((void *)(list + nl), und,
-                                             _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j)));
-            nl += __builtin_popcount((unsigned)und);
+            if (und) { /* compress in a register, one plain store: the masked compress-
+                        * store to memory is microcoded and slow on some CPUs (Zen 4) */
+                _mm512_storeu_si512((void *)(list + nl), _mm512_maskz_compress_epi32(
+                    und, _mm512_add_epi32(lane16, _mm512_set1_epi32((int)j))));
+                nl += __builtin_popcount((unsigned)und);
+            }
             __m512i a0 = _mm512_loadu_si512((const void *)(at + j));
             __m512i a1 = _mm512_loadu_si512((const void *)(at + j + 8));
             if (sg == 0) {
@@ -279,13 +360,13 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
     for (; j < cols; j++) {
         int32_t uj = cb ? ca[j] + cb[j] : ca[j];
         if (cb) ub[j] = uj;
-        int32_t ej = entry[off[j] + uj];
+        int32_t ej = RAP_ENTRY(es, off[j] + uj);
         eb[j] = ej;
         cur += uj;
         int64_t code = (int64_t)(ej & ~(ej >> 31));
         if (ej < 0) {
             neg++;
-            uint32_t st = (uint32_t)stay[off[j] + uj];
+            uint32_t st = (uint32_t)RAP_STAY(es, off[j] + uj);
             uint32_t k16 =
                 (uint32_t)(imc_splitmix64(seed ^ imc_splitmix64(base + (uint64_t)j)) >> 48);
             if (use_stay && k16 >= (st & 0xFFFFu) && k16 < (st >> 16))
@@ -298,13 +379,16 @@ static inline int64_t rap_group_pass(const int32_t *restrict ca, const int32_t *
     }
     *n_unc = neg;
     *n_list = nl;
+    RAP_COUNT(0, neg);
+    RAP_COUNT(1, neg - nl);
+    RAP_COUNT(2, nl);
     return cur;
 }
 
 int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, int64_t cols,
                 int64_t planes, int64_t k_act, int32_t dense, const int32_t *cells,
                 const int32_t *inst_off, const int32_t *col_inst, const double *z,
-                const int32_t *entry, const int32_t *stay, const double *xss,
+                const int32_t *es, const double *xss,
                 const double *thr, int64_t n_thr, uint64_t seed, int32_t fused, int32_t slow,
                 int32_t stay_in_pass, int64_t *acc, int64_t *stats,
                 int32_t n_threads) {
@@ -375,7 +459,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                                      (uint64_t)planes + (uint64_t)k) *
                                                     (uint64_t)rows + (uint64_t)g);
                                 const uint64_t base = gid * (uint64_t)cols;
-                                current += rap_group_pass(ca, cb, ub, off, entry, stay, eb, at, cols,
+                                current += rap_group_pass(ca, cb, ub, off, es, eb, at, cols,
                                                           (int)k, sg, lb, seed, base,
                                                           fused && !slow && in_pass,
                                                           &n_unc, &n_list);
@@ -390,7 +474,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                         int64_t code = rap_draw(xss, thr + ci[j] * n_thr, n_thr,
                                                                 u[j], zt[j], c0, seed,
                                                                 base + (uint64_t)j,
-                                                                (uint32_t)stay[off[j] + u[j]],
+                                                                (uint32_t)RAP_STAY(es, off[j] + u[j]),
                                                                 slow);
                                         at[j] += w * (code - (ej >= 0 ? ej : 0));
                                     }
@@ -416,7 +500,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                                                    n_thr, u[jj], zt[jj],
                                                                    -1 - e[jj], seed,
                                                                    base + (uint64_t)jj,
-                                                                   (uint32_t)stay[off[jj] + u[jj]],
+                                                                   (uint32_t)RAP_STAY(es, off[jj] + u[jj]),
                                                                    0);
                                         }
                                     }
@@ -427,7 +511,7 @@ int64_t rap_mvm(const int64_t *x, int64_t n_tok, int64_t n_tiles, int64_t rows, 
                                     at[jj] += w * rap_draw(xss, thr + ci[jj] * n_thr, n_thr,
                                                            u[jj], zt[jj], -1 - e[jj], seed,
                                                            base + (uint64_t)jj,
-                                                           (uint32_t)stay[off[jj] + u[jj]], slow);
+                                                           (uint32_t)RAP_STAY(es, off[jj] + u[jj]), slow);
                                 }
                             }
                         }

@@ -181,11 +181,15 @@ class ColumnReadout:
             n_z = self.certain.numel() // self.code0.numel()
             code0 = self.code0.cpu().repeat(n_z)
             cert = self.certain.cpu()
-            entry = torch.where(cert >= 0, cert, -1 - code0).to(torch.int32).contiguous()
+            entry = torch.where(cert >= 0, cert, -1 - code0).to(torch.int32)
             xss = torch.stack([self.x0.cpu(), self.spread.cpu(), self.sigma.cpu(),
                                torch.zeros_like(self.x0.cpu())], 1).to(torch.float64)
-            kt = {"entry": entry, "stay": self._stay_table(), "xss": xss.contiguous(),
-                  "thr": self.thresholds.to(torch.float64).contiguous()}
+            # entry_stay: the kernel's table, (entry, stay) pairs interleaved (an uncertain
+            # conversion's stay cells share its entry's cache line); entry and stay are
+            # views of its columns
+            es = torch.stack([entry, self._stay_table()], 1).contiguous()
+            kt = {"entry_stay": es, "entry": es[:, 0], "stay": es[:, 1],
+                  "xss": xss.contiguous(), "thr": self.thresholds.to(torch.float64).contiguous()}
             self._kernel_tables = kt
         return kt
 

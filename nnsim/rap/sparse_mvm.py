@@ -51,7 +51,7 @@ def _kernel() -> ctypes.CDLL | None:
         lib.rap_mvm.restype = ctypes.c_int64
         i64, vp = ctypes.c_int64, ctypes.c_void_p
         lib.rap_mvm.argtypes = [vp, i64, i64, i64, i64, i64, i64, ctypes.c_int32, vp, vp, vp,
-                                vp, vp, vp, vp, vp, i64, ctypes.c_uint64, ctypes.c_int32,
+                                vp, vp, vp, vp, i64, ctypes.c_uint64, ctypes.c_int32,
                                 ctypes.c_int32, ctypes.c_int32, vp, vp, ctypes.c_int32]
         lib.rap_init.restype = None
         lib.rap_init.argtypes = []
@@ -227,6 +227,9 @@ class SparseMVM:
         pass (fast where many conversions are uncertain) rather than after listing them
         (fast where few are); the same bits either way. ``None``: per group, in the pass
         where the previous group had more than 15 % uncertain conversions."""
+        self.kernel_threads: int | None = None
+        """Kernel: OpenMP threads (the same bits at any count); ``None``: torch's thread count
+        at the call (``RapViT.forward_int`` sets it while its torch operations run on one)."""
         self._kernel_bufs: tuple[Tensor, Tensor, Tensor] | None = None
         self.readout: ColumnReadout | None = None
         self.z: Tensor | None = None
@@ -364,10 +367,11 @@ class SparseMVM:
         rc = lib.rap_mvm(
             ptr(xp, _I64), t_count, self.n_tiles, cfg.rows, self.cols, cfg.input_bits - 1,
             cfg.k_active, int(cfg.mode == "dense"), ptr(cells), ptr(inst_off), ptr(col_inst),
-            ptr(z), ptr(kt["entry"]), ptr(kt["stay"]), ptr(kt["xss"]), ptr(kt["thr"]),
+            ptr(z), ptr(kt["entry_stay"]), ptr(kt["xss"]), ptr(kt["thr"]),
             int(kt["thr"].shape[1]),
             ctypes.c_uint64(seed), int(self.fused), int(self.kernel_slow),
-            int(self._stay_in_pass()), ptr(acc), ptr(stats), threads())
+            int(self._stay_in_pass()), ptr(acc), ptr(stats),
+            max(1, int(self.kernel_threads or threads())))
         if rc != 0:
             raise MemoryError("RAP kernel: scratch allocation failed" if rc == -1 else
                               f"RAP kernel: not initialised (rc {rc})")

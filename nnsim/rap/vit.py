@@ -369,7 +369,29 @@ class RapViT(nn.Module):
 
     def forward_int(self, xm: Tensor) -> tuple[Tensor, Tensor]:
         """Integer mantissas of the images (B, C, H, W) -> logits ``(m, e)`` (B, classes),
-        ``(B, 1)``. Integer tensor operations only."""
+        ``(B, 1)``. Integer tensor operations only.
+
+        On a CPU with torch set to several threads, the fused C kernel of the programmed-cell
+        MVMs (``nnsim/kernels/rap_mvm.c``) runs on that many threads and the torch
+        operations around it on one: they act on a few tokens per image, and their OpenMP
+        regions, a barrier each, made the whole forward 2.5-3.4x slower on two threads than
+        on one on a shared 2-core machine (docs/rap.md, section 8). Integer arithmetic and a
+        kernel whose bits do not depend on its thread count: the same result either way."""
+        n = torch.get_num_threads()
+        mvms = [lin.mvm for lin in self.analog_layers() if lin.mvm is not None]
+        if n == 1 or xm.device.type != "cpu" or not mvms:
+            return self._forward_int(xm)
+        for m in mvms:
+            m.kernel_threads = n
+        torch.set_num_threads(1)
+        try:
+            return self._forward_int(xm)
+        finally:
+            torch.set_num_threads(n)
+            for m in mvms:
+                m.kernel_threads = None
+
+    def _forward_int(self, xm: Tensor) -> tuple[Tensor, Tensor]:
         bsz, ch, hh, ww = xm.shape
         p = self.patch
         patches = xm.reshape(bsz, ch, hh // p, p, ww // p, p).permute(0, 2, 4, 1, 3, 5)

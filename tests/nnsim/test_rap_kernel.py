@@ -192,7 +192,7 @@ def test_kernel_without_avx512_gives_the_same_bits(hw_noisy, tmp_path):
     cells, inst_off, col_inst, z = km._kernel_bufs
     blob = tmp_path / "in.pt"
     torch.save({"x": x, "cells": cells, "inst_off": inst_off, "col_inst": col_inst, "z": z,
-                "entry": kt["entry"], "stay": kt["stay"], "xss": kt["xss"], "thr": kt["thr"]},
+                "entry_stay": kt["entry_stay"], "xss": kt["xss"], "thr": kt["thr"]},
                blob)
     code = f"""
 import json, ctypes, torch
@@ -208,7 +208,7 @@ for in_pass in (0, 1, 2):   # stay cells listed, in the pass, auto
     st = torch.zeros(4, dtype=torch.int64)
     rc = lib.rap_mvm(p(xp), x.shape[0], {km.n_tiles}, 64, acc.shape[1], 7, {cfg.k_active}, 0,
                      p(d["cells"]), p(d["inst_off"]), p(d["col_inst"]), p(d["z"]),
-                     p(d["entry"]), p(d["stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
+                     p(d["entry_stay"]), p(d["xss"]), p(d["thr"]), d["thr"].shape[1],
                      ctypes.c_uint64(SEED), 1, 0, in_pass, p(acc), p(st), 1)
     res.append({{"rc": rc, "acc": acc.tolist(), "stats": st.tolist()}})
 print(json.dumps(res))
@@ -225,3 +225,33 @@ print(json.dumps(res))
         assert res["rc"] == 0
         assert torch.equal(torch.tensor(res["acc"]), here)
         assert res["stats"][2] == km.kernel_draws > 0
+
+
+def test_rap_forward_on_two_threads_runs_the_kernel_on_them_and_torch_on_one(
+        tiny_digits_model, hw_noisy):
+    """With torch on two threads, RapViT's forward runs its torch operations on one thread
+    and the kernel on two (inside a layer: torch 1, ``kernel_threads`` 2), restores torch's
+    count afterwards, and gives the bits of a one-thread forward of the same chip and seed."""
+    from nnsim.data import load_dataset, make_loader
+    from nnsim.rap import convert_to_rap
+
+    rap = convert_to_rap(tiny_digits_model[0], make_loader(load_dataset("digits", "calib"), 128))
+    x = load_dataset("digits", "test").images[:4]
+    cfg = MVMConfig(mode="sparse", adc_bits=4)
+    old = torch.get_num_threads()
+    seen = []
+    lin = rap.analog_layers()[0]
+    try:
+        torch.set_num_threads(1)
+        y1 = rap.set_mvm(cfg, hw_noisy, seed=0)(x)
+        hook = lin.register_forward_pre_hook(
+            lambda mod, args: seen.append((torch.get_num_threads(), mod.mvm.kernel_threads)))
+        torch.set_num_threads(2)
+        y2 = rap.set_mvm(cfg, hw_noisy, seed=0)(x)
+        assert torch.get_num_threads() == 2
+        hook.remove()
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [(1, 2)]
+    assert lin.mvm.kernel_threads is None and lin.mvm.kernel_draws > 0
+    assert torch.equal(y1, y2)
