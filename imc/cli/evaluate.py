@@ -326,7 +326,24 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate every point of the requested sweep; print a table and/or JSON."""
+    """Evaluate every point of the requested sweep; print a table and/or JSON.
+
+    Ctrl-C: ``Interrupted`` (exit 130, one line); ``--json OUT`` is written (atomically) only
+    when every setting is done, so nothing is written.
+    """
+    from .common import Interrupted
+
+    try:
+        return _run_evaluate(args)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        where = f" to {args.json}" if args.json and args.json != "-" else ""
+        raise Interrupted(f"no result written{where} (the JSON is written when every "
+                          "setting is done)") from None
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from characterization.errors import CharacterizationError
@@ -536,7 +553,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            from spicebridge.fileio import atomic_write_text
+
+            atomic_write_text(args.json, text + "\n")  # a kill mid-write: no half file
     return 0
 
 
