@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from .common import EXIT_INTERRUPTED, Interrupted, Parser, exit_code_for
+from .common import EXIT_INTERRUPTED, Parser, exit_code_for
 
 # (module, what it adds). Imports run one way: this top-level entry point is the only place
 # that sees every package.
@@ -100,9 +100,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def interrupted(command: str, exc: BaseException) -> int:
     """Print the one line of a Ctrl-C (``spicebridge COMMAND: interrupted``, and what was
-    interrupted and what is kept when ``exc`` is an ``Interrupted`` that says so) to stderr;
-    returns ``EXIT_INTERRUPTED`` (130 = 128 + SIGINT, the shell's convention)."""
-    detail = str(exc) if isinstance(exc, Interrupted) else ""
+    interrupted and what is kept when ``exc`` says so: ``Interrupted``,
+    ``characterization.errors.SweepInterrupted``) to stderr; returns ``EXIT_INTERRUPTED``
+    (130 = 128 + SIGINT, the shell's convention)."""
+    detail = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
     print(f"spicebridge {command}: interrupted{': ' + detail if detail else ''}",
           file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED

@@ -166,3 +166,29 @@ def test_ctrl_c_in_evaluate(tiny_digits_model, synthetic_lookups, tmp_path):
                     " (the JSON is written when every setting is done)")
     assert err.count("interrupted") == 1
     assert _no_half_files(res) == []
+
+
+@pytest.mark.ngspice
+def test_ctrl_c_in_characterize(tmp_path):
+    """The SPICE sweep's worker processes ignore Ctrl-C (a KeyboardInterrupt inside
+    libngspice's callbacks printed "Exception ignored ... Traceback" and the pool took ~20 s
+    to wind down); the sweep kills them and says what is stored."""
+    import re
+
+    out = tmp_path / "xb.h5"
+    argv = [sys.executable, "-m", "imc.cli", "characterize", "crossbar", "--preset", "quick",
+            "--out", str(out), "--jobs", "2"]
+    stderr = tmp_path / "stderr.txt"
+    with open(tmp_path / "stdout.txt", "w") as so, open(stderr, "w") as se:
+        proc = subprocess.Popen(argv, stdout=so, stderr=se, env=_env(), cwd=tmp_path,
+                                start_new_session=True)
+    _wait_for(stderr, proc, ["sweep crossbar_column:"], timeout_s=120)
+    time.sleep(8.0)  # the workers started and inside ngspice
+    rc, err = _interrupt(proc, True, tmp_path)
+    assert rc == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    assert re.fullmatch(r"spicebridge characterize: interrupted: sweep 'crossbar_column': "
+                        r"\d+ of 18 points are stored; the same command run again resumes "
+                        r"from them", last), last
+    assert not out.exists()
