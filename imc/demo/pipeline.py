@@ -54,13 +54,15 @@ def _cli(argv: list[str]) -> int:
     return run_command(argv)
 
 
-def _interrupted(what: str, folder: Path) -> BaseException:
-    """The ``imc.cli.common.Interrupted`` a Ctrl-C in the demo raises: ``what`` was stopped,
-    the finished steps are kept and a re-run resumes them (the CLI prints it as one line)."""
+def _interrupted(what: str, folder: Path, inner: BaseException | None = None) -> BaseException:
+    """The ``imc.cli.common.Interrupted`` a Ctrl-C in the demo raises: ``what`` was stopped
+    (with what it kept, when the step's own interrupt says: a sweep's stored points), the
+    finished steps are kept and a re-run resumes them (the CLI prints it as one line)."""
     from imc.cli.common import Interrupted
 
-    return Interrupted(f"{what} stopped; the finished steps are kept in {folder} and running "
-                       "the same command again resumes them")
+    kept = str(inner).split(";")[0] if inner is not None and str(inner) else ""
+    return Interrupted(f"{what} stopped{f' ({kept})' if kept else ''}; the finished steps are "
+                       f"kept in {folder} and running the same command again resumes them")
 
 
 def _valid_lookup(path: Path) -> bool:
@@ -108,9 +110,9 @@ class _Steps:
         t0 = time.perf_counter()
         try:
             res = fn()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # with what the step said it kept (a sweep's points)
             raise _interrupted(f"step {self.n}/{self.total} ({title})",
-                               self.out or Path.cwd()) from None
+                               self.out or Path.cwd(), e) from None
         dt = time.perf_counter() - t0
         if res == EXIT_INTERRUPTED:  # a command that ran its work in a child process
             raise _interrupted(f"step {self.n}/{self.total} ({title})",

@@ -223,3 +223,29 @@ def test_ctrl_c_in_a_serial_sweep_on_the_shared_library(tmp_path):
     assert re.fullmatch(r"spicebridge sweep: interrupted: sweep 'cs_stage': \d+ of 216 points "
                         r"are stored; the same command run again resumes from them", last), last
     assert not out.exists()
+
+
+@pytest.mark.ngspice
+def test_ctrl_c_in_the_demo_itself(tmp_path):
+    """``spicebridge demo`` for real, stopped in its first step (the crossbar's SPICE sweep on
+    two worker processes): the one line names the step and the points it stored."""
+    import re
+
+    out = tmp_path / "demo"
+    argv = [sys.executable, "-m", "imc.cli", "demo", "--out", str(out), "--quiet"]
+    stdout = tmp_path / "stdout.txt"
+    with open(stdout, "w") as so, open(tmp_path / "stderr.txt", "w") as se:
+        proc = subprocess.Popen(argv, stdout=so, stderr=se, env=_env(), cwd=tmp_path,
+                                start_new_session=True)
+    _wait_for(stdout, proc, ["] characterize the 1T1R crossbar column"], timeout_s=120)
+    time.sleep(8.0)  # the sweep's workers started
+    rc, err = _interrupt(proc, True, tmp_path)
+    assert rc == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and re.fullmatch(
+        r"spicebridge demo: interrupted: step 1/\d+ \(characterize the 1T1R crossbar column "
+        r"\(.*\)\) stopped \(sweep 'crossbar_column': \d+ of \d+ points are stored\); the "
+        rf"finished steps are kept in {re.escape(str(out))} and running the same command "
+        r"again resumes them", lines[0]), lines
+    assert not (out / "crossbar.h5").exists() and not (out / "report.md").exists()
