@@ -337,6 +337,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except Interrupted:
         raise
     except KeyboardInterrupt:
+        if args.dask or args.dask_local is not None:
+            import logging
+
+            # the Dask client's tasks cut short log "Task exception was never retrieved"
+            # tracebacks as the cluster closes at exit: Ctrl-C is one line
+            for name in ("asyncio", "distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         where = f" to {args.json}" if args.json and args.json != "-" else ""
         raise Interrupted(f"no result written{where} (the JSON is written when every "
                           "setting is done)") from None
