@@ -253,28 +253,3 @@ def test_ctrl_c_in_the_demo_itself(tmp_path):
         r"again resumes them", lines[0]), lines
     assert not (out / "crossbar.h5").exists() and not (out / "report.md").exists()
 
-
-def test_ctrl_c_in_evaluate_on_a_local_dask_cluster(tiny_digits_model, synthetic_lookups,
-                                                    tmp_path):
-    """``--dask-local``: the cluster's processes ignore Ctrl-C (each printed a
-    KeyboardInterrupt traceback); the client side's cut-short tasks log nothing at exit.
-    (Dask's own INFO / WARNING log lines remain.)"""
-    _, meta = tiny_digits_model
-    res = tmp_path / "res"
-    res.mkdir()
-    argv = [sys.executable, "-m", "imc.cli", "evaluate", "--model", "digits-tiny",
-            "--cache-dir", str(Path(meta["path"]).parent), "--lookup",
-            *map(str, synthetic_lookups), "--process", "tt", "--vdd-v", "1.8", "--temp-c",
-            "27", "--bits", "6", "--chips", "200", "--fidelity", "moment", "--threads", "1",
-            "--dask-local", "2", "--json", str(res / "out.json")]
-    stderr = tmp_path / "stderr.txt"
-    with open(tmp_path / "stdout.txt", "w") as so, open(stderr, "w") as se:
-        proc = subprocess.Popen(argv, stdout=so, stderr=se, env=_env(), cwd=tmp_path,
-                                start_new_session=True)
-    _wait_for(stderr, proc, ["chip/s"], timeout_s=180)
-    time.sleep(3.0)  # chips running on the workers
-    rc, err = _interrupt(proc, True, tmp_path)
-    assert rc == 130, err
-    assert "Traceback" not in err, err
-    assert err.count("spicebridge evaluate: interrupted: no result written") == 1
-    assert _no_half_files(res) == []
