@@ -111,7 +111,7 @@ def test_report_says_what_each_step_and_each_rap_number_was_scored_on(demo_input
     from imc.demo.pipeline import _eval_counts, statistical_fits
     from imc.demo.report import write_report
 
-    d, xbar, adc, evals = demo_inputs
+    _, xbar, adc, evals = demo_inputs
     (tmp_path / "fits.json").write_text(json.dumps(statistical_fits(xbar, adc), default=str))
     steps = [dict(step=f"evaluate {n}", status="ran", seconds=1.0, cpu_s=1.0, lane=0,
                   command=f"spicebridge evaluate {n}",
