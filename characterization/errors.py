@@ -50,5 +50,10 @@ class SweepError(CharacterizationError, RuntimeError):
     """A sweep failed as a whole (every point failed, or --strict and some failed)."""
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a sweep; the message says how many points are stored (a re-run resumes
+    from them). A ``KeyboardInterrupt``: the command line prints it as one line, exit 130."""
+
+
 class LegacyLookupWarning(UserWarning):
     """A lookup file of an older schema version was migrated on reading."""

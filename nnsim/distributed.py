@@ -113,6 +113,18 @@ def make_client(address: str | None = None, local_workers: int | None = None) ->
         return Client(address)
     if not local_workers or local_workers < 1:
         raise ValueError("--dask-local needs at least 1 worker")
-    cluster = LocalCluster(n_workers=int(local_workers), threads_per_worker=1,
-                           processes=True, dashboard_address=None)
+    import signal
+    import threading
+
+    # The local cluster's processes ignore Ctrl-C (they inherit SIGINT ignored, and asyncio
+    # then installs no handler of its own): the terminal sends it to them too, and each
+    # printed a KeyboardInterrupt traceback; this process takes it and closes the cluster.
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        cluster = LocalCluster(n_workers=int(local_workers), threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
     return Client(cluster)

@@ -64,6 +64,35 @@ def accuracy_on(model: nn.Module, ds: Any, batch_size: int = 256,
     return accuracy(model, ds, batch_size, device)
 
 
+#: Digital forwards over the test images timed for ``timing["digital_s"]``, which records
+#: the fastest: one forward is noisy (a busy core, first-call allocations, page faults).
+DIGITAL_REPEATS = 3
+#: A further timed digital forward runs only while all of them together (the next one
+#: estimated by the fastest so far) stay within this many seconds: a large model's one
+#: slow forward is not repeated.
+DIGITAL_TIMING_BUDGET_S = 5.0
+
+
+def digital_reference(model: nn.Module, ds: Any, batch_size: int = 256,
+                      device: str | torch.device = "cpu", *, repeats: int = DIGITAL_REPEATS,
+                      budget_s: float = DIGITAL_TIMING_BUDGET_S) -> tuple[float, list[float]]:
+    """(top-1 accuracy, seconds of each timed digital forward over ``ds``).
+
+    The first forward gives the accuracy (the model is deterministic: a repeat gives the same);
+    up to ``repeats`` forwards are timed, a further one only while the forwards so far plus
+    one more (the fastest so far) fit ``budget_s``. ``min`` of the times is the recorded
+    ``timing["digital_s"]``.
+    """
+    t = time.perf_counter()
+    acc = accuracy_on(model, ds, batch_size, device)
+    times = [time.perf_counter() - t]
+    while len(times) < repeats and sum(times) + min(times) <= budget_s:
+        t = time.perf_counter()
+        accuracy_on(model, ds, batch_size, device)
+        times.append(time.perf_counter() - t)
+    return acc, times
+
+
 def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, test_ds: Any, *,
                    chips: int = 5, seed: int = 0, batch_size: int = 256,
                    device: str | torch.device = "cpu", quiet: bool = True,
@@ -71,7 +100,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
                    calib_ds: Any = None, digital_s: float | None = None,
                    client: Any = None, kv_ranges: dict[str, list[float]] | None = None,
                    moment_calib_images: int = 64, setting: dict[str, Any] | None = None,
-                   cache: EvalCache | None = None, chip_batch: int = 1) -> EvalPoint:
+                   cache: EvalCache | None = None, chip_batch: int = 1,
+                   digital_repeats_s: Sequence[float] | None = None) -> EvalPoint:
     """Accuracy of ``model`` on ``chips`` simulated chips.
 
     Args:
@@ -88,7 +118,10 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         digital_accuracy: Skip scoring the digital model when known.
         calib_ds: Held-out split for ``kv_range="calibrated"`` (K/V ranges recorded once).
         digital_s: Seconds of the digital forward over ``test_ds`` when already measured
-            (otherwise measured here).
+            (otherwise measured here, ``digital_reference``: the fastest of up to
+            ``DIGITAL_REPEATS`` forwards).
+        digital_repeats_s: The timed digital forwards (``digital_reference``) when already
+            measured: ``digital_s`` is their minimum.
         client: A ``distributed.Client``: each chip is one task on its cluster
             (``nnsim.distributed``), results identical to the local loop.
         kv_ranges: ``kv_range="calibrated"``: per-layer K/V ranges to use (from
@@ -116,8 +149,9 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         (``[low, high]``, bootstrap over chips and images), ``accuracies``, ``chips``,
         ``chip_seeds``, ``digital_accuracy``, ``conversions_per_inference``,
         ``adc_energy_j_per_inference``, ``warnings`` (fewer than 3 chips), ``timing``
-        (``digital_s``: the digital forward over ``test_ds``; ``per_chip_s``: mean seconds
-        per simulated chip, programming and scoring), and the per-image ``correct`` matrix.
+        (``digital_s``: the fastest digital forward over ``test_ds`` of those in
+        ``digital_repeats_s``; ``per_chip_s``: mean seconds per simulated chip, programming
+        and scoring), and the per-image ``correct`` matrix.
 
     Raises:
         CalibrationError: ``kv_range="calibrated"`` or ``fidelity="moment"`` without
@@ -133,10 +167,15 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
             return hit
     t0 = time.perf_counter()
     model = model.to(device).eval()
+    if digital_repeats_s is not None:
+        digital_repeats_s = [float(x) for x in digital_repeats_s]
+        digital_s = min(digital_repeats_s)
     if digital_accuracy is None or digital_s is None:
-        td = time.perf_counter()
-        digital_accuracy = accuracy_on(model, test_ds, batch_size, device)
-        digital_s = time.perf_counter() - td
+        digital_accuracy, digital_repeats_s = digital_reference(model, test_ds, batch_size,
+                                                                device)
+        digital_s = min(digital_repeats_s)
+    elif digital_repeats_s is None:
+        digital_repeats_s = [float(digital_s)]
     if analog is None:
         analog = convert_to_analog(model, hw, config, seed=None).to(device)
     else:
@@ -238,7 +277,8 @@ def evaluate_chips(model: nn.Module, hw: HardwareModel, config: AnalogConfig, te
         config=config.to_dict(), hardware=hw.summary(), setting=dict(setting or {}),
         digital=_digital_parts(config), warnings=msgs, calibration=calibration,
         time_s=time.perf_counter() - t0,
-        timing={"digital_s": digital_s, "per_chip_s": float(np.mean(chip_s)) if chip_s
+        timing={"digital_s": digital_s, "digital_repeats_s": digital_repeats_s,
+                "per_chip_s": float(np.mean(chip_s)) if chip_s
                 else None, "chips_s": chip_s, "distributed": client is not None,
                 "readout_kernel": _readout_path(client),
                 "chip_batch": nb if client is None else 1},

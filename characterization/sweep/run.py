@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SweepError, SweepSpecError
+from ..errors import SweepError, SweepInterrupted, SweepSpecError
 from ..lookup import Failure, Table, write_lookup
 from ._store import ChunkResult, PointStore, store_dir
 from .spec import SEEDING_RULE, SweepPoint, SweepSpec, guess_axis_units
@@ -353,8 +353,13 @@ def _guard(chunks: Iterator[ChunkResult], done: dict[str, Any],
     """A pool that cannot go on (not a single dead worker: those are isolated) -> SweepError."""
     try:
         yield from chunks
-    except (SweepError, KeyboardInterrupt):
+    except SweepError:
         raise
+    except KeyboardInterrupt:
+        n = int(done["mask"].sum())
+        raise SweepInterrupted(
+            f"sweep {spec.name!r}: {n} of {done['mask'].size} points are stored; the same "
+            "command run again resumes from them") from None
     except Exception as e:
         if not _is_death(e):
             raise
@@ -402,33 +407,63 @@ def _execute_loky(spec: SweepSpec, tasks: list[np.ndarray], workers: int,
     pending = deque(tasks)
     suspects: list[tuple[np.ndarray, BaseException]] = []
     while pending:
-        ex = ProcessPoolExecutor(max_workers=workers)
+        # the workers ignore Ctrl-C (the terminal sends it to them too: a KeyboardInterrupt
+        # inside libngspice's callbacks printed tracebacks); this process takes it and kills
+        # them. SIGINT is blocked while they start, so none takes it before ignoring it.
+        ex = ProcessPoolExecutor(max_workers=workers, initializer=_worker_ignores_sigint)
         budget, sent, stop = recycle_points * workers, 0, False
         inflight: dict[Any, np.ndarray] = {}
-        while True:
-            while pending and not stop and len(inflight) < 2 * workers and sent < budget:
-                t = pending.popleft()
-                inflight[ex.submit(run_chunk, spec, t)] = t
-                sent += len(t)
-            if not inflight:
-                break
-            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for f in finished:
-                t = inflight.pop(f)
-                try:
-                    res = f.result()
-                except Exception as e:
-                    if not _is_death(e):
-                        raise
-                    suspects.append((t, e))
-                    stop = True  # the pool is broken: drain it, then start a fresh one
-                    continue
-                if res.meta.pop("recycle", False):
-                    stop = True
-                yield res
+        try:
+            while True:
+                with _sigint_blocked():
+                    while (pending and not stop and len(inflight) < 2 * workers
+                           and sent < budget):
+                        t = pending.popleft()
+                        inflight[ex.submit(run_chunk, spec, t)] = t
+                        sent += len(t)
+                if not inflight:
+                    break
+                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    t = inflight.pop(f)
+                    try:
+                        res = f.result()
+                    except Exception as e:
+                        if not _is_death(e):
+                            raise
+                        suspects.append((t, e))
+                        stop = True  # the pool is broken: drain it, then start a fresh one
+                        continue
+                    if res.meta.pop("recycle", False):
+                        stop = True
+                    yield res
+        except BaseException:  # Ctrl-C, an error, the caller closing: no worker left behind
+            ex.shutdown(wait=False, kill_workers=True)
+            raise
         ex.shutdown(wait=True, kill_workers=True)
     for t, e in suspects:
         yield _isolated(spec, t, e)
+
+
+def _worker_ignores_sigint() -> None:
+    """A loky worker's initializer: Ctrl-C is the parent's to handle (it kills the pool)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back (delivered on exit) while workers may be started: they inherit the
+    mask and unblock it only after ignoring SIGINT (``_worker_ignores_sigint``)."""
+    import signal
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _execute_dask(spec: SweepSpec, tasks: list[np.ndarray], client: Any,

@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from .common import Parser, exit_code_for
+from .common import EXIT_INTERRUPTED, Parser, exit_code_for
 
 # (module, what it adds). Imports run one way: this top-level entry point is the only place
 # that sees every package.
@@ -66,22 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (130 after Ctrl-C: one line, no
+    traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        return _dispatch(args)
+    except KeyboardInterrupt as exc:
+        return interrupted(args.command, exc)
+
+
+def run_command(argv: list[str]) -> int:
+    """``main`` for a command run inside another one (the demo's steps): the same exit codes,
+    except that Ctrl-C propagates (``KeyboardInterrupt``) to the caller, which says what was
+    interrupted and what is kept."""
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        raise
     except Exception as exc:  # the boundary: our errors become a message and an exit code
         code = exit_code_for(exc)
         if code is None:
             raise
         print(f"spicebridge {args.command}: {exc}", file=sys.stderr)
         return code
+
+
+def interrupted(command: str, exc: BaseException) -> int:
+    """Print the one line of a Ctrl-C (``spicebridge COMMAND: interrupted``, and what was
+    interrupted and what is kept when ``exc`` says so: ``Interrupted``,
+    ``characterization.errors.SweepInterrupted``) to stderr; returns ``EXIT_INTERRUPTED``
+    (130 = 128 + SIGINT, the shell's convention)."""
+    detail = str(exc) if isinstance(exc, KeyboardInterrupt) else ""
+    print(f"spicebridge {command}: interrupted{': ' + detail if detail else ''}",
+          file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ Exit codes (the same for every command):
 1   the run failed (every point failed, a simulation failed, ``--strict`` and a failure)
 2   bad input (a file, key, value or flag is wrong; the message names it)
 3   did not converge / not adequate (a fit that ran but cannot be trusted)
+130 interrupted (Ctrl-C, SIGINT): one line on stderr saying what was interrupted and what
+    was kept, no traceback (``Interrupted``)
 ==  =====================================================================================
 """
 
@@ -25,6 +27,12 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_CONVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a message saying what was interrupted and what is kept (the command
+    line prints ``spicebridge COMMAND: interrupted: MESSAGE`` and exits 130)."""
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import itertools
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -326,13 +325,37 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate every point of the requested sweep; print a table and/or JSON."""
+    """Evaluate every point of the requested sweep; print a table and/or JSON.
+
+    Ctrl-C: ``Interrupted`` (exit 130, one line); ``--json OUT`` is written (atomically) only
+    when every setting is done, so nothing is written.
+    """
+    from .common import Interrupted
+
+    try:
+        return _run_evaluate(args)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        if args.dask or args.dask_local is not None:
+            import logging
+
+            # the Dask client's tasks cut short log "Task exception was never retrieved"
+            # tracebacks as the cluster closes at exit: Ctrl-C is one line
+            for name in ("asyncio", "distributed"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        where = f" to {args.json}" if args.json and args.json != "-" else ""
+        raise Interrupted(f"no result written{where} (the JSON is written when every "
+                          "setting is done)") from None
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from characterization.errors import CharacterizationError
     from nnsim.analog import AnalogConfig, ideal
     from nnsim.data import load_dataset
-    from nnsim.evaluate import accuracy_on, calibrate_clipformer, evaluate_chips
+    from nnsim.evaluate import calibrate_clipformer, digital_reference, evaluate_chips
     from nnsim.hardware import HardwareModel, HardwareModelError
 
     from .experiment import run_start
@@ -388,9 +411,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         test = test.subset(args.limit) if hasattr(test, "subset") else \
             torch.utils.data.Subset(test, range(min(args.limit, len(test))))
     model = model.to(device).eval()
-    t_dig = time.perf_counter()
-    digital = accuracy_on(model, test, args.batch_size, device)
-    digital_s = time.perf_counter() - t_dig
+    # the digital reference: accuracy, and the fastest of a few timed forwards (timing)
+    digital, digital_repeats_s = digital_reference(model, test, args.batch_size, device)
     client = None
     if args.dask or args.dask_local is not None:
         from nnsim.distributed import make_client
@@ -470,7 +492,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             r = evaluate_chips(model, hw, cfg, test, chips=args.chips, seed=args.seed,
                                batch_size=args.batch_size, device=device, quiet=args.quiet,
                                digital_accuracy=digital, calib_ds=calib,
-                               digital_s=digital_s, client=client, kv_ranges=kv_ranges,
+                               digital_repeats_s=digital_repeats_s, client=client,
+                               kv_ranges=kv_ranges,
                                setting=setting, chip_batch=chip_batch)
             if calib_info is not None:
                 r.calibration["clipformer"] = calib_info
@@ -536,7 +559,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            from spicebridge.fileio import atomic_write_text
+
+            atomic_write_text(args.json, text + "\n")  # a kill mid-write: no half file
     return 0
 
 

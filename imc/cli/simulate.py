@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "shared":
         from spicebridge.worker import crash_guarded
 
-        return crash_guarded(lambda: _simulate(args, deck), what=f"simulate {args.deck}",
+        from .sweep import _said_interrupt
+
+        return crash_guarded(_said_interrupt(lambda: _simulate(args, deck), "simulate"),
+                             what=f"simulate {args.deck}",
                              remedy=f"spicebridge simulate --engine batch {args.deck} (one "
                              "ngspice process per run: a crash is reported as an error)")
     return _simulate(args, deck)

@@ -103,13 +103,28 @@ def run_sweep_cli(args: argparse.Namespace) -> int:
         from spicebridge.worker import crash_guarded
 
         return crash_guarded(
-            lambda: _sweep(args, spec), what=f"sweep {args.spec}",
+            _said_interrupt(lambda: _sweep(args, spec)), what=f"sweep {args.spec}",
             remedy="run again: finished chunks are kept in "
             f"{args.out}.points/; with --jobs 2 a point that crashes ngspice becomes a "
             "failure record and the rest of the sweep lands; or set engine = \"batch\" in "
             "the spec (one ngspice process per point)",
             on_error=_exit_code)
     return _sweep(args, spec)
+
+
+def _said_interrupt(fn: Any, command: str = "sweep") -> Any:
+    """``fn`` for ``crash_guarded``'s child process: Ctrl-C there prints the command line's one
+    line (``imc.cli.interrupted``: what is stored) and exits 130 (the child's exit status is
+    all the parent reports)."""
+    def run() -> int:
+        try:
+            return int(fn() or 0)
+        except KeyboardInterrupt as e:
+            from imc.cli import interrupted
+
+            return interrupted(command, e)
+
+    return run
 
 
 def _exit_code(e: BaseException) -> int | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
+import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -38,10 +40,29 @@ class DemoError(SpiceBridgeError):
     """A demo step failed; the message names the step and the command to re-run it."""
 
 
-def _cli(argv: list[str]) -> int:
-    from imc.cli import main
+#: The exit status of a command stopped by Ctrl-C (``imc.cli.common.EXIT_INTERRUPTED``).
+EXIT_INTERRUPTED = 130
+#: Seconds the demo waits for its evaluation lanes' processes to stop after Ctrl-C before
+#: it kills them (they stop within milliseconds: the next Python bytecode of their step).
+LANE_STOP_S = 10.0
 
-    return main(argv)
+
+def _cli(argv: list[str]) -> int:
+    """Run a documented subcommand in this process; Ctrl-C propagates (``KeyboardInterrupt``)."""
+    from imc.cli import run_command
+
+    return run_command(argv)
+
+
+def _interrupted(what: str, folder: Path, inner: BaseException | None = None) -> BaseException:
+    """The ``imc.cli.common.Interrupted`` a Ctrl-C in the demo raises: ``what`` was stopped
+    (with what it kept, when the step's own interrupt says: a sweep's stored points), the
+    finished steps are kept and a re-run resumes them (the CLI prints it as one line)."""
+    from imc.cli.common import Interrupted
+
+    kept = str(inner).split(";")[0] if inner is not None and str(inner) else ""
+    return Interrupted(f"{what} stopped{f' ({kept})' if kept else ''}; the finished steps are "
+                       f"kept in {folder} and running the same command again resumes them")
 
 
 def _valid_lookup(path: Path) -> bool:
@@ -67,8 +88,10 @@ def _valid_json(path: Path) -> bool:
 class _Steps:
     """Runs numbered steps, prints what each does, records time and status."""
 
-    def __init__(self, total: int, previous: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, total: int, previous: list[dict[str, Any]] | None = None,
+                 out: Path | None = None) -> None:
         self.total, self.n = total, 0
+        self.out = out  # the demo's folder, named when Ctrl-C stops a step
         self.log: list[dict[str, Any]] = []
         # the last report's step records, so a reused step keeps the time it took to make
         self.previous = {s.get("step"): s for s in previous or []}
@@ -85,8 +108,15 @@ class _Steps:
             return None
         print(f"{head} ...", flush=True)
         t0 = time.perf_counter()
-        res = fn()
+        try:
+            res = fn()
+        except KeyboardInterrupt as e:  # with what the step said it kept (a sweep's points)
+            raise _interrupted(f"step {self.n}/{self.total} ({title})",
+                               self.out or Path.cwd(), e) from None
         dt = time.perf_counter() - t0
+        if res == EXIT_INTERRUPTED:  # a command that ran its work in a child process
+            raise _interrupted(f"step {self.n}/{self.total} ({title})",
+                               self.out or Path.cwd())
         if isinstance(res, int) and res not in ok_codes:
             raise DemoError(f"step '{title}' failed (exit {res}); re-run it alone with: "
                             f"{command}")
@@ -115,7 +145,7 @@ def run_demo(out: Path, *, jobs: int = 2, chips: int = 5, seed: int = 0, redo: b
     previous = None
     with contextlib.suppress(OSError, ValueError, TypeError):
         previous = json.loads((out / "report.json").read_text(encoding="utf-8"))["steps"]
-    steps = _Steps(total=6 + len(_EVALS), previous=previous)
+    steps = _Steps(total=6 + len(_EVALS), previous=previous, out=out)
 
     argv = ["characterize", "crossbar", "--preset", "quick", "--out", str(xbar), "--jobs",
             str(jobs), "--plots", str(plots), *q]
@@ -212,30 +242,15 @@ def run_evaluations(evals: Path, common: list[str], *, chips: int, seed: int,
     if n_workers == 1:
         from nnsim.evaluate import shared_evaluations
 
-        with shared_evaluations():  # one cache across every lane, as before lanes existed
-            for lane_no, w in work:
-                records.update(_run_lane(w, total=steps.total, lane=lane_no))
+        try:
+            with shared_evaluations():  # one cache across every lane, as before lanes existed
+                for lane_no, w in work:
+                    records.update(_run_lane(w, total=steps.total, lane=lane_no))
+        except _LaneStepInterrupted as e:
+            raise _interrupted(f"step {e.n}/{steps.total} ({e.title})", evals) from None
     else:
-        import concurrent.futures as cf
-        import multiprocessing
-
-        # spawn, not fork: a forked torch (OpenMP pools, the kernel loader) is not safe
-        ctx = multiprocessing.get_context("spawn")
-        errors: list[BaseException] = []
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            # no progress bars: two processes' bars would overwrite each other's lines
-            futs = [pool.submit(_run_lane, w, total=steps.total, lane=lane_no,
-                                to_stderr=sys.stdout is sys.stderr, bars=False)
-                    for lane_no, w in work]
-            for f in futs:
-                try:
-                    records.update(f.result())
-                except BaseException as e:  # re-raised below, after the other lanes
-                    errors.append(e)
-                    for g in futs:  # lanes not started yet are dropped
-                        g.cancel()
-        if errors:
-            raise errors[0]
+        records.update(_run_lanes_in_processes(work, n_workers, total=steps.total,
+                                               evals=evals))
     wall, cpu1 = time.perf_counter() - t0, _cpu_with_children()
     steps.log.extend(records[name] for name in specs)
     steps.n = base_n + len(specs)
@@ -258,6 +273,133 @@ def _cpu_with_children() -> float | None:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _run_lanes_in_processes(work: list[tuple[int, list[dict[str, Any]]]], n_workers: int, *,
+                            total: int, evals: Path) -> dict[str, dict[str, Any]]:
+    """Run the lanes ``work`` in ``n_workers`` spawned processes; each step's record by name.
+
+    Ctrl-C (SIGINT to the terminal's process group, or to this process alone) stops every
+    lane's process (``_stop_lane_processes``): they leave without a traceback, a step's JSON
+    is written whole or not at all (atomically), and no process is left behind; then
+    ``imc.cli.common.Interrupted`` names the steps that were running.
+
+    Raises:
+        DemoError: A step failed (after the lanes already running have finished).
+        imc.cli.common.Interrupted: Ctrl-C.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    # spawn, not fork: a forked torch (OpenMP pools, the kernel loader) is not safe
+    ctx = multiprocessing.get_context("spawn")
+    # each step's progress, shared with the lanes' processes: 0 waiting, 1 running, 2 done
+    progress = ctx.Array("b", max(w["n"] for _, lane in work for w in lane) + 1, lock=False)
+    records: dict[str, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+    pool = cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                                  initializer=_lane_process_init, initargs=(progress,))
+    try:
+        # SIGINT blocked while the processes start: they inherit the mask and take Ctrl-C
+        # only once their handler is installed (a Ctrl-C meanwhile is delivered after that)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            # no progress bars: two processes' bars would overwrite each other's lines
+            futs = [pool.submit(_run_lane, w, total=total, lane=lane_no,
+                                to_stderr=sys.stdout is sys.stderr, bars=False)
+                    for lane_no, w in work]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for f in futs:
+            try:
+                records.update(f.result())
+            except cf.CancelledError:
+                continue
+            except Exception as e:  # re-raised below, after the other lanes
+                errors.append(e)
+                for g in futs:  # lanes not started yet are dropped
+                    g.cancel()
+    except KeyboardInterrupt:
+        _stop_lane_processes(pool)
+        running = [w for _, lane in work for w in lane if progress[w["n"]] == 1]
+        what = (f"step {running[0]['n']}/{total} ({running[0]['title']})" if len(running) == 1
+                else "steps " + ", ".join(f"{w['n']}/{total}" for w in running) if running
+                else "the evaluation steps")
+        raise _interrupted(what, evals) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
+    return records
+
+
+def _stop_lane_processes(pool: Any) -> None:
+    """Stop the lanes' processes after Ctrl-C: SIGTERM to each (its handler ends the running
+    step, its subprocesses with it, and leaves with status 130; a process still starting up
+    dies at once), then SIGKILL to any still there after ``LANE_STOP_S``. A second Ctrl-C
+    meanwhile is ignored (the wait is bounded)."""
+    from multiprocessing.connection import wait
+
+    procs = list(getattr(pool, "_processes", {}).values())
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + LANE_STOP_S
+        left = [p for p in procs if p.exitcode is None]
+        while left and time.monotonic() < deadline:
+            # the sentinels, not join(): the pool's own thread reaps these processes
+            ready = wait([p.sentinel for p in left], timeout=deadline - time.monotonic())
+            left = [p for p in left if p.sentinel not in ready]
+        for p in left:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(p.pid, signal.SIGKILL)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class _LaneStepInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside a lane's step ``n`` (``title``)."""
+
+    def __init__(self, n: int, title: str) -> None:
+        super().__init__(n, title)
+        self.n, self.title = n, title
+
+
+# In a lane's process: the steps' progress array (``_run_lanes_in_processes``) and whether a
+# step is running (a Ctrl-C then unwinds it; between steps the process leaves at once).
+_LANE_PROGRESS: Any = None
+_LANE_BUSY = False
+
+
+def _lane_process_init(progress: Any) -> None:
+    """The initializer of a lane's process: Ctrl-C (SIGINT, from the terminal) and the demo's
+    SIGTERM (``_stop_lane_processes``) end it quietly with status 130 (``_lane_stop``)."""
+    global _LANE_PROGRESS
+    _LANE_PROGRESS = progress
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _lane_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing."""
+
+
+def _lane_stop(signum: int, frame: Any) -> None:
+    """A lane process's SIGINT / SIGTERM handler: further signals are ignored; between steps
+    it leaves at once (status 130, no traceback); in a step it raises ``KeyboardInterrupt``,
+    which unwinds the step (a kernel compiler it runs is killed, a JSON being written is
+    removed) up to ``_run_lane``, which leaves with status 130."""
+    # a Python no-op, not SIG_IGN: the terminal's SIGINT and the demo's SIGTERM arrive
+    # together, and a signal already pending whose handler became SIG_IGN makes Python print
+    # "Signal 15 ignored due to race condition"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore_signal)
+    if not _LANE_BUSY:
+        os._exit(EXIT_INTERRUPTED)
+    raise KeyboardInterrupt
+
+
 def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: bool = False,
               bars: bool = True) -> dict[str, dict[str, Any]]:
     """Run one lane's evaluation steps in order, sharing one cache (the active one when
@@ -267,30 +409,55 @@ def _run_lane(work: list[dict[str, Any]], *, total: int, lane: int, to_stderr: b
     Raises:
         DemoError: A step exited with an error (it names the command to re-run).
     """
+    global _LANE_BUSY
     from nnsim.evaluate import active_cache, shared_evaluations
 
     redirect = contextlib.redirect_stdout(sys.stderr) if to_stderr else contextlib.nullcontext()
     out: dict[str, dict[str, Any]] = {}
-    with redirect, shared_evaluations(active_cache()) as cache:
-        for w in work:
-            head = f"[{w['n']}/{total}] {w['title']}"
-            print(f"{head} ...", flush=True)
-            hits, misses = cache.hits, cache.misses
-            argv = w["argv"] if bars or "--quiet" in w["argv"] else [*w["argv"], "--quiet"]
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = _cli(argv)
-            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-            cmd = _cmd(argv)
-            if res != 0:
-                raise DemoError(f"step '{w['title']}' failed (exit {res}); re-run it alone "
-                                f"with: {cmd}")
-            print(f"{head}: {dt:.0f} s ({cpu:.0f} CPU s, lane {lane})", flush=True)
-            rec = dict(step=w["title"], status="ran", seconds=dt, cpu_s=cpu, lane=lane,
-                       command=cmd, exit=0)
-            rec.update(_eval_counts(Path(w["path"]), cache.hits - hits,
-                                    cache.misses - misses, ran=True))
-            out[w["name"]] = rec
+    w: dict[str, Any] = {}
+    _LANE_BUSY = True
+    try:
+        with redirect, shared_evaluations(active_cache()) as cache:
+            for w in work:
+                if _LANE_PROGRESS is not None:
+                    _LANE_PROGRESS[w["n"]] = 1
+                out[w["name"]] = _run_lane_step(w, cache, total=total, lane=lane, bars=bars)
+                if _LANE_PROGRESS is not None:
+                    _LANE_PROGRESS[w["n"]] = 2
+    except KeyboardInterrupt:
+        if _LANE_PROGRESS is not None:  # a lane's process: leave quietly; the demo reports
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise _LaneStepInterrupted(w.get("n", 0), w.get("title", "")) from None
+    finally:
+        _LANE_BUSY = False
     return out
+
+
+def _run_lane_step(w: dict[str, Any], cache: Any, *, total: int, lane: int,
+                   bars: bool) -> dict[str, Any]:
+    """Run one evaluation step of a lane; its record."""
+    head = f"[{w['n']}/{total}] {w['title']}"
+    print(f"{head} ...", flush=True)
+    hits, misses = cache.hits, cache.misses
+    argv = w["argv"] if bars or "--quiet" in w["argv"] else [*w["argv"], "--quiet"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = _cli(argv)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    cmd = _cmd(argv)
+    if res == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
+    if res != 0:
+        raise DemoError(f"step '{w['title']}' failed (exit {res}); re-run it alone "
+                        f"with: {cmd}")
+    print(f"{head}: {dt:.0f} s ({cpu:.0f} CPU s, lane {lane})", flush=True)
+    rec = dict(step=w["title"], status="ran", seconds=dt, cpu_s=cpu, lane=lane,
+               command=cmd, exit=0)
+    rec.update(_eval_counts(Path(w["path"]), cache.hits - hits,
+                            cache.misses - misses, ran=True))
+    return rec
 
 
 _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_BETA)]

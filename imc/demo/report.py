@@ -342,13 +342,22 @@ def _rap_scope(acc: dict[str, Any], st: dict[str, Any]) -> str:
     return text + "."
 
 
+def _images_text(acc: dict[str, Any]) -> str:
+    """The test images the analog settings were scored on (``"the 450 test images"``)."""
+    n = sorted({v.get("n_images") for v in acc.values() if isinstance(v, dict)
+                and v.get("method") in ("analog", "analog+clipformer")} - {None})
+    return f"the {' / '.join(map(str, n))} test images" if n else "the test images"
+
+
 def _cost_markdown(acc: dict[str, Any], w: Any) -> None:
     rows = [(k, v) for k, v in acc.items() if isinstance(v, dict) and v.get("timing")]
     if not rows:
         return
-    w("\nWhat each evaluated setting cost (its JSON's `timing`: the digital forward over the "
-      "same images, and seconds per simulated chip; a reused setting shows the run that "
-      "made it):\n")
+    w("\nWhat each evaluated setting cost (its JSON's `timing`: seconds per simulated chip over "
+      "the images it scored, and the digital forward over the same images, the fastest of up "
+      "to 3 timed forwards (RAP: its one FP32 pass); a reused setting shows the run that made "
+      "it; RAP settings score fewer images and chips than the analog ones, so compare their "
+      "ratio, not their seconds):\n")
     w("| setting | images x chips | s per chip | digital s | per chip / digital |\n"
       "|---|---|---|---|---|")
     for k, v in rows:
@@ -397,6 +406,9 @@ def _plots(acc: dict[str, Any], circuits: dict[str, Any], plots: Path, demo_bits
     colors = {"analog": "#1f77b4", "analog+clipformer": "#ff7f0e", "rap": "#2ca02c"}
     labels = {"analog": "analog (dense MVM)", "analog+clipformer": "analog + ClipFormer",
               "rap": "RAP (sparse low-ENOB MVM)"}
+    # each method's images x chips in its label: RAP is scored on fewer (RAP_IMAGES, RAP_CHIPS)
+    labels = {m: f"{lab}, {sc}" if (sc := _scope(_rows(acc, method=m))) else lab
+              for m, lab in labels.items()}
 
     # accuracy per corner
     corners = [c for c in CORNER_ORDER if _rows(acc, corner=c, bits=demo_bits)]
@@ -575,6 +587,28 @@ def _ylim_spread(ax: Any, rows: list[dict[str, Any]], digital: float | None) -> 
     lo, hi = min(vals), max(vals)
     pad = max(1.0, 0.08 * (hi - lo))
     ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad) + (0.5 if hi + pad > 100 else 0.0))
+
+
+def _scope(rows: list[dict[str, Any]]) -> str:
+    """The images x chips ``rows`` were scored on (``"90 images x 3 chips"``; several joined
+    with ``/``); empty for no rows."""
+    sc = sorted({(r.get("n_images"), r.get("chips")) for r in rows})
+    return " / ".join(f"{n} images x {c} chips" for n, c in sc)
+
+
+def _step_scope(s: dict[str, Any]) -> str:
+    """What an evaluation step scored, from its record (``pipeline._eval_counts``): images x
+    chips (settings), RAP's separately; empty for the other steps."""
+    def one(settings: Any, images: Any, chips: Any, what: str = "") -> str:
+        if not settings:
+            return ""
+        j = "/".join
+        return (f"{what}{j(map(str, images or ['?']))} x {j(map(str, chips or ['?']))} "
+                f"({settings} setting{'s' if settings != 1 else ''})")
+
+    parts = [one(s.get("settings"), s.get("images"), s.get("chips")),
+             one(s.get("rap_settings"), s.get("rap_images"), s.get("rap_chips"), "RAP ")]
+    return "; ".join(p for p in parts if p)
 
 
 def _rap_reference(ax: Any, acc: dict[str, Any], color: str) -> None:
@@ -759,13 +793,14 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
       "`crossbar.h5` and `adc.h5`, and from a ViT evaluated on hardware models read from "
       "those files.\n")
     w("## What was run\n")
-    w("| step | status | time (when it ran) | CPU | lane | command |\n"
-      "|---|---|---|---|---|---|")
+    w("| step | status | time (when it ran) | CPU | lane | images x chips (settings) | "
+      "command |\n|---|---|---|---|---|---|---|")
     for s in r["steps"]:
         cmd = f"`{s['command']}`" if s.get("command") else ""
         cpu = f"{s['cpu_s']:.0f} s" if s.get("cpu_s") is not None else ""
         lane = str(s["lane"]) if s.get("lane") is not None else ""
-        w(f"| {s['step']} | {s['status']} | {s['seconds']:.0f} s | {cpu} | {lane} | {cmd} |")
+        w(f"| {s['step']} | {s['status']} | {s['seconds']:.0f} s | {cpu} | {lane} | "
+          f"{_step_scope(s)} | {cmd} |")
     ev = r.get("evaluation")
     if ev and ev.get("workers"):
         w(f"\nEvaluation steps: {ev['wall_s']:.0f} s wall on {ev['workers']} process(es) at "
@@ -857,7 +892,8 @@ def _markdown(r: dict[str, Any], out: Path) -> str:
     w("## Accuracy\n")
     w(f"Digits ViT, digital (FP32): **{_pct(acc.get('digital'))} %**. Analog settings: "
       f"mean ± 95 % CI over {st['chips']} simulated chips (each chip draws its own "
-      "programming noise, ADC instances and read noise) on the 450 test images; K and V "
+      "programming noise, ADC instances and read noise) on "
+      f"{_images_text(acc)}; K and V "
       f"written on every inference with the circuit's write noise scaled by gamma; "
       f"ClipFormer alpha = {st['clip_alpha']:g}, beta = {st['clip_beta']:g}. RAP: sparse "
       "low-ENOB MVM on the circuit ADC (thresholds, noise and energy of the characterized SAR at "
@@ -1053,7 +1089,8 @@ def _energy_markdown(r: dict[str, Any], w: Any) -> None:
                     f"{v['bits']} bits"
         else:
             label = f"{'RAP dense' if 'dense' in v['method'] else 'RAP sparse'}, " \
-                    f"{v['corner']}, {v['bits']} bits, ADC trim {v.get('adc_trim', 'none')}"
+                    f"{v['corner']}, {v['bits']} bits, ADC trim {v.get('adc_trim', 'none')} " \
+                    f"({_scope([v])})"
         ev = v["energy_per_inference"]
         by = {p["part"]: p["j_per_inference"] for p in ev["parts"]}
         miss = {m.split(":")[0] for m in ev.get("not_characterized", [])}
@@ -1088,12 +1125,14 @@ def _decisions_markdown(comps: list[dict[str, Any]], w: Any) -> None:
     w("\n### Which circuit decision moved accuracy\n")
     w("Paired on the same chips and images; sorted by the size of the effect. *resolved*: the "
       "95 % interval excludes 0.\n")
-    w("| decision | change | baseline | difference (points) | resolved |\n|---|---|---|---|---|")
+    w("| decision | change | baseline | difference (points) | resolved | images x chips |\n"
+      "|---|---|---|---|---|---|")
     for _, axis, c in sorted(rows, key=lambda t: -t[0]):
         lo, hi = c["difference_ci95"]
         change = c["name"].split(" ", 1)[1] if " " in c["name"] else c["name"]
         w(f"| {_DECISIONS[axis]} | {change} | {c['b']} | {100 * c['difference_mean']:+.1f} "
-          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {'yes' if lo > 0 or hi < 0 else 'no'} |")
+          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {'yes' if lo > 0 or hi < 0 else 'no'} | "
+          f"{c.get('n_images')} x {c.get('chips')} |")
 
 
 def _count(x: Any) -> str:

@@ -34,7 +34,9 @@ def demo_inputs(tmp_path_factory):
                         "both", "--alpha", "2", "--beta", "0.5"],
             "temperature": ["--process", "tt", "--temp-c", "27,85", "--bits", "6",
                             "--gamma", "1"],
-            "rap_bits": ["--process", "tt", "--bits", "4", "--rap", "--rap-no-dense"]}
+            # RAP on fewer images than the analog runs, as in the demo (RAP_IMAGES)
+            "rap_bits": ["--process", "tt", "--bits", "4", "--rap", "--rap-no-dense",
+                         "--limit", "20"]}
     for name, extra in runs.items():
         p = subprocess.run([*common, *extra, "--json", str(evals / f"{name}.json")],
                            capture_output=True, text=True, timeout=600)
@@ -98,6 +100,56 @@ def test_report_has_the_promised_keys_tables_and_plots(demo_inputs):
     row = next(x for x in cost.splitlines()
                if x.startswith("| analog+clipformer/gamma=1/corner=ss/bits=6"))
     assert f"| 40 x 2 | {t['per_chip_s']:.3f} | {t['digital_s']:.3f} |" in row
+
+
+def test_report_says_what_each_step_and_each_rap_number_was_scored_on(demo_inputs,
+                                                                       tmp_path):
+    """The demo's RAP steps score fewer images (and chips) than its analog steps: every
+    place the report shows RAP numbers says on how many (steps table, accuracy text, plot
+    legends' source, comparisons, decisions, energy); the analog images come from the
+    results, not a constant."""
+    from imc.demo.pipeline import _eval_counts, statistical_fits
+    from imc.demo.report import write_report
+
+    _, xbar, adc, evals = demo_inputs
+    (tmp_path / "fits.json").write_text(json.dumps(statistical_fits(xbar, adc), default=str))
+    steps = [dict(step=f"evaluate {n}", status="ran", seconds=1.0, cpu_s=1.0, lane=0,
+                  command=f"spicebridge evaluate {n}",
+                  **_eval_counts(evals / f"{n}.json", 0, 1, ran=True))
+             for n in ("corners", "rap_bits")]
+    md = write_report(tmp_path, xbar=xbar, adc=adc, fits_path=tmp_path / "fits.json",
+                      fit_dir=tmp_path / "no_memristor_fit", evals=evals, steps=steps,
+                      settings=dict(jobs=1, chips=2, seed=0, vdd_v=1.8, temp_c=27.0,
+                                    clip_alpha=2.0, clip_beta=0.5, demo_bits=6,
+                                    machine="test"), wall_s=1.0)
+    text = md.read_text()
+    lines = text.splitlines()
+    n_corners = len(json.loads((evals / "corners.json").read_text())["points"])
+    row = next(x for x in lines if x.startswith("| evaluate corners |"))
+    assert f"| 40 x 2 ({n_corners} settings) |" in row
+    row = next(x for x in lines if x.startswith("| evaluate rap_bits |"))
+    assert "| 20 x 2 (1 setting); RAP 20 x 2 (1 setting) |" in row  # --rap: analog too
+    assert "noise) on the 40 test images; K and V" in text  # not a hard-coded 450
+    assert "scored on 20 images x 2 chips, fewer than the analog settings' 40 x 2" in text
+    cost = text.split("What each evaluated setting cost", 1)[1]
+    assert "the fastest of up to 3 timed forwards" in cost.split("\n\n", 1)[0]
+    assert "| rap/gamma=0/corner=tt/bits=4 | 20 x 2 |" in cost
+    decisions = text.split("### Which circuit decision moved accuracy", 1)[1].split("\n\n")[2]
+    rows = [x for x in decisions.splitlines() if x.startswith("| ") and "---" not in x][1:]
+    assert rows and all(x.endswith("| 40 x 2 |") for x in rows)
+    assert "| RAP sparse, tt, 4 bits, ADC trim none (20 images x 2 chips) |" in text
+
+
+def test_demo_help_states_the_rap_images_and_chips(capsys):
+    from imc.cli import main
+    from imc.demo.pipeline import RAP_CHIPS, RAP_IMAGES
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"every RAP setting on the first {RAP_IMAGES} test images and {RAP_CHIPS} chips, "
+            "whatever --chips") in out
+    assert f"the RAP settings always run on {RAP_CHIPS} chips x {RAP_IMAGES} images" in out
 
 
 # ---- issue 13/14 report tables: ADC validation per corner, write bias, verify failure, energy
