@@ -1013,10 +1013,16 @@ def _moment_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
         lib.imc_moment_colsums.argtypes = [vp, vp]
         lib.imc_moment_elems.argtypes = [vp, vp, i64, i64, ctypes.c_float, ctypes.c_float, vp,
                                          i64, vp]
-        lib.imc_moment_noise_add.argtypes = [vp, i64, i64, i64, i64, vp, vp]
+        f32, i32 = ctypes.c_float, ctypes.c_int
+        lib.imc_moment_epilogue.argtypes = [vp, i64, i64, i64, i64, i32, f32, vp, i64, vp, vp,
+                                            vp]
         lib.imc_moment_normal.argtypes = [ctypes.c_uint64, i64, vp]
-        for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_noise_add,
-                  lib.imc_moment_normal):
+        lib.imc_moment_normal_scalar.argtypes = [ctypes.c_uint64, i64, vp]
+        lib.imc_rows_absmax.argtypes = [vp, i64, i64, i32, vp]
+        lib.imc_rows_codes.argtypes = [vp, i64, i64, vp, f32, f32, i32, vp]
+        for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_epilogue,
+                  lib.imc_moment_normal, lib.imc_moment_normal_scalar, lib.imc_rows_absmax,
+                  lib.imc_rows_codes):
             f.restype = None
         lib._imc_typed = True
     return lib
@@ -1285,7 +1291,11 @@ def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
     if cfg.input_bits is None:
         xq, sx = x, torch.ones_like(x[..., :1])
     else:
-        xq, sx = quantize_inputs(x, cfg.input_bits, signed, cfg.prob_scale)
+        lib = None if torch.is_grad_enabled() and x.requires_grad else _moment_lib(cfg, x)
+        if lib is not None:  # no autograd through the kernel (the scale's gradient)
+            xq, sx = _quantize_kernel(lib, x, cfg.input_bits, signed, cfg.prob_scale)
+        else:
+            xq, sx = quantize_inputs(x, cfg.input_bits, signed, cfg.prob_scale)
         planes_w2 = float(sum(4.0 ** j for j in range(cfg.input_bits)))
     w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
     y = torch.matmul(xq, w_eff)
@@ -1295,6 +1305,37 @@ def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
         if var is not None:
             var = (var + dvar).clamp_(min=0)
     return y, var, xq, sx
+
+
+def _quantize_kernel(lib: ctypes.CDLL, x: torch.Tensor, bits: int, signed: bool,
+                     prob_scale: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_inputs`` through the moment kernel (``imc_rows_absmax``, ``imc_rows_codes``:
+    one pass for the row maxima, one for the codes, instead of torch's five or six): the
+    same float32 operations, so the same codes and scales bit for bit (tested)."""
+    xc = x.contiguous()
+    k = xc.shape[-1]
+    rows = xc.numel() // max(1, k)
+    if signed or prob_scale != "fixed":
+        m = torch.empty(*xc.shape[:-1], 1, dtype=xc.dtype)
+        lib.imc_rows_absmax(kernels.ptr(xc, torch.float32), rows, k, int(not signed),
+                            kernels.ptr(m, torch.float32))
+    if signed:  # input_scale's operations on the row maxima
+        qmax = 2 ** (bits - 1) - 1
+        sx = m.clamp_(min=torch.finfo(xc.dtype).tiny).div_(qmax)
+        lo = -qmax
+    else:
+        qmax = 2 ** bits - 1
+        if prob_scale == "fixed":
+            sx = torch.full_like(xc[..., :1], 1.0 / qmax)
+        else:
+            sx = torch.exp2(torch.ceil(torch.log2(m.clamp_(min=2.0 ** -126)))).clamp_(
+                max=1.0) / qmax
+        lo = 0
+    sx = sx.contiguous()
+    xq = torch.empty_like(xc)
+    lib.imc_rows_codes(kernels.ptr(xc, torch.float32), rows, k, kernels.ptr(sx, torch.float32),
+                       float(lo), float(qmax), int(not signed), kernels.ptr(xq, torch.float32))
+    return xq, sx
 
 
 def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
@@ -1317,28 +1358,44 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
             t, _, k = arr.cells_mm.shape[-3:]
         counter[0] += int(xq[..., 0].numel() * t * k * (cfg.input_bits or 1))
     inplace = not (torch.is_grad_enabled() and y.requires_grad)  # one output-sized buffer
+    lib = _moment_lib(cfg, y) if inplace and y.is_contiguous() else None
+    if lib is not None:  # one pass: gain, y + z sd (the kernel's generator), scales
+        return _epilogue_kernel(lib, y, var if noise else None, sx, arr.scale, var_scale,
+                                mean_gain if noise else 1.0, _chip_gens(generator))
     if mean_gain != 1.0 and noise:
         y = y.mul_(mean_gain) if inplace else y * mean_gain
     if var is not None and noise:
         sd = (var * var_scale).sqrt()
-        gens = _chip_gens(generator)
-        lib = _moment_lib(cfg, y) if inplace and y.is_contiguous() else None
-        if lib is not None:  # y + z sd, z from the kernel's counter-based generator
-            m, c = y.shape[-2:]
-            if sd.shape[-2] != 1:  # a variance per row (the low-count correction): rows as L
-                m = 1
-            n_l = y.numel() // (m * c)
-            sdl = sd.expand(*y.shape[:-2], y.shape[-2] if m == 1 else 1, c).reshape(
-                n_l, c).contiguous()
-            keys = _chip_keys(gens)
-            lib.imc_moment_noise_add(kernels.ptr(keys, torch.int64), len(gens),
-                                     n_l // len(gens), m, c, kernels.ptr(sdl, torch.float32),
-                                     kernels.ptr(y, torch.float32))
-        else:
-            z = _chip_randn(y.shape, gens, y.device, y.dtype).mul_(sd)
-            y = y.add_(z) if inplace else y + z
-            del z
+        z = _chip_randn(y.shape, _chip_gens(generator), y.device, y.dtype).mul_(sd)
+        y = y.add_(z) if inplace else y + z
+        del z
     return y.mul_(sx).mul_(arr.scale) if inplace else y * sx * arr.scale
+
+
+def _epilogue_kernel(lib: ctypes.CDLL, y: torch.Tensor, var: torch.Tensor | None,
+                     sx: torch.Tensor, scale: torch.Tensor, var_scale: float, mean_gain: float,
+                     gens: list[torch.Generator | None]) -> torch.Tensor:
+    """``mvm_moment``'s ``((y mean_gain + z sd) sx) scale`` in place, in one pass of the moment
+    kernel (``imc_moment_epilogue``), the torch path's float32 operations in its order; z
+    from the kernel's counter-based generator (one key per call and chip; element index =
+    flat index within the chip's block), as the separate noise pass drew it before."""
+    *lead, m, c = y.shape
+    n_l = y.numel() // max(1, m * c)
+    so = scale.expand(*lead, 1, c).reshape(n_l, c).contiguous()
+    sxr = sx.expand(*lead, m, 1).reshape(n_l * m).contiguous()
+    keys, sdl, sd_rows = None, None, 1
+    if var is not None:
+        sd = (var * var_scale).sqrt()
+        sd_rows = m if sd.shape[-2] != 1 else 1  # a variance per row: the low-count correction
+        sdl = sd.expand(*lead, sd_rows, c).reshape(n_l * sd_rows, c).contiguous()
+        keys = _chip_keys(gens)
+    n_key = len(gens) if keys is not None else 1
+    lib.imc_moment_epilogue(None if keys is None else kernels.ptr(keys, torch.int64), n_key,
+                            n_l // n_key, m, c, int(mean_gain != 1.0), mean_gain,
+                            None if sdl is None else kernels.ptr(sdl, torch.float32), sd_rows,
+                            kernels.ptr(sxr, torch.float32), kernels.ptr(so, torch.float32),
+                            kernels.ptr(y, torch.float32))
+    return y
 
 
 def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,

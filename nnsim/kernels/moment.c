@@ -19,12 +19,18 @@
 #define IMC_MOMENT_STREAM 7u
 #define IMC_MOMENT_BLOCK 1024 /* Gaussians generated per inner block (multiple of 4) */
 
-/* Gaussians of counters g0 .. g0+ng-1 (4 each) into z, stream IMC_MOMENT_STREAM: a loop the
- * compiler vectorizes (the rounds written out). */
+/* Gaussians of counters g0 .. g0+ng-1 (4 each) into z, stream IMC_MOMENT_STREAM: rng.h's
+ * AVX-512 generator for blocks of 16 counters where built for it, the rest (or all) a loop
+ * the compiler vectorizes (the rounds written out); the same bits either way. */
 static void mom_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *restrict z) {
     const uint32_t k0i = (uint32_t)key, k1i = (uint32_t)(key >> 32);
+    int64_t q0 = 0;
+#ifdef IMC_HAVE_NORMAL64
+    for (; q0 + 16 <= ng; q0 += 16)
+        imc_normal64_stream(key, g0 + (uint64_t)q0, IMC_MOMENT_STREAM, z + 4 * q0);
+#endif
 #pragma omp simd
-    for (int64_t q = 0; q < ng; q++) {
+    for (int64_t q = q0; q < ng; q++) {
         uint64_t g = g0 + (uint64_t)q;
         uint32_t c0 = (uint32_t)g, c1 = (uint32_t)(g >> 32), c2 = IMC_MOMENT_STREAM, c3 = 0u;
         uint32_t k0 = k0i, k1 = k1i;
@@ -39,6 +45,15 @@ static void mom_normal_groups(uint64_t key, uint64_t g0, int64_t ng, float *rest
     }
 }
 
+/* The scalar generator only (tests: the vector blocks give the same bits). */
+void imc_moment_normal_scalar(uint64_t key, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i += 4) {
+        float z[4];
+        imc_normal4(key, (uint64_t)i >> 2, IMC_MOMENT_STREAM, z);
+        for (int64_t j = 0; j < 4 && i + j < n; j++) out[i + j] = z[j];
+    }
+}
+
 /* n Gaussians of elements 0 .. n-1 under key (tests: the distribution). */
 void imc_moment_normal(uint64_t key, int64_t n, float *out) {
     float z[IMC_MOMENT_BLOCK];
@@ -49,34 +64,104 @@ void imc_moment_normal(uint64_t key, int64_t n, float *out) {
     }
 }
 
-/* mvm_moment's output noise: y[k, l, m, c] = y[k, l, m, c] + z * sd[k, l, c] for
- * n_key chips k (key keys[k], element index within the chip's block of L*M*C), L matrices,
- * M rows, C columns; sd has one row of C per (k, l) (expanded by the caller). */
-void imc_moment_noise_add(const uint64_t *keys, int64_t n_key, int64_t L, int64_t M, int64_t C,
-                          const float *sd, float *y) {
+/* mvm_moment's epilogue, in place, in the torch path's order of float operations:
+ * y = ((y g + z sd) sx) so   (g != 1 only where gain_on; z sd only where keys is not NULL)
+ * for n_key chips k (key keys[k]; z of element e = its flat index within the chip's block of
+ * L*M*C), L matrices, M rows, C columns; sd (n_key L, sd_rows, C) with sd_rows 1 (one per
+ * column) or M (one per row and column); sx (n_key L M) per row; so (n_key L, C) per
+ * column. */
+void imc_moment_epilogue(const uint64_t *keys, int64_t n_key, int64_t L, int64_t M, int64_t C,
+                         int gain_on, float gain, const float *sd, int64_t sd_rows,
+                         const float *sx, const float *so, float *y) {
     float z[IMC_MOMENT_BLOCK];
     const int64_t n = L * M * C;
     for (int64_t k = 0; k < n_key; k++) {
         float *yk = y + k * n;
-        const float *sdk = sd + k * L * C;
-        for (int64_t i0 = 0; i0 < n; i0 += IMC_MOMENT_BLOCK) {
-            int64_t nb = n - i0 < IMC_MOMENT_BLOCK ? n - i0 : IMC_MOMENT_BLOCK;
-            mom_normal_groups(keys[k], (uint64_t)i0 >> 2, (nb + 3) >> 2, z);
-            int64_t c = i0 % C, row = i0 / C;
-            int64_t l = row / M;
-            int64_t m = row - l * M;
-            const float *s = sdk + l * C;
-            for (int64_t j = 0; j < nb; j++) {
-                yk[i0 + j] = yk[i0 + j] + z[j] * s[c];
-                if (++c == C) {
-                    c = 0;
-                    if (++m == M) {
-                        m = 0;
-                        l++;
-                        s = sdk + l * C;
+        const uint64_t key = keys ? keys[k] : 0;
+        int64_t zlo = 0, zhi = 0; /* element indices (within the chip's block) held in z */
+        for (int64_t l = 0; l < L; l++) {
+            const int64_t kl = k * L + l;
+            const float *sol = so + kl * C;
+            for (int64_t m = 0; m < M; m++) {
+                const int64_t e0 = (l * M + m) * C;
+                float *yr = yk + e0;
+                const float sxr = sx[kl * M + m];
+                const float *sdr = keys ? sd + (kl * sd_rows + (sd_rows > 1 ? m : 0)) * C : NULL;
+                for (int64_t c0 = 0; c0 < C;) {
+                    int64_t len = C - c0;
+                    const float *zz = NULL;
+                    if (keys) {
+                        const int64_t e = e0 + c0;
+                        if (e >= zhi) { /* the next block of Gaussians */
+                            zlo = e & ~(int64_t)3;
+                            const int64_t nz = n - zlo < IMC_MOMENT_BLOCK ? n - zlo
+                                                                          : IMC_MOMENT_BLOCK;
+                            mom_normal_groups(key, (uint64_t)zlo >> 2, (nz + 3) >> 2, z);
+                            zhi = zlo + nz;
+                        }
+                        if (len > zhi - e) len = zhi - e;
+                        zz = z + (e - zlo);
                     }
+                    float *yy = yr + c0;
+                    const float *oo = sol + c0;
+                    if (zz) {
+                        const float *ss = sdr + c0;
+                        if (gain_on) {
+#pragma omp simd
+                            for (int64_t j = 0; j < len; j++)
+                                yy[j] = ((yy[j] * gain + zz[j] * ss[j]) * sxr) * oo[j];
+                        } else {
+#pragma omp simd
+                            for (int64_t j = 0; j < len; j++)
+                                yy[j] = ((yy[j] + zz[j] * ss[j]) * sxr) * oo[j];
+                        }
+                    } else {
+#pragma omp simd
+                        for (int64_t j = 0; j < len; j++) yy[j] = (yy[j] * sxr) * oo[j];
+                    }
+                    c0 += len;
                 }
             }
+        }
+    }
+}
+
+/* Input quantization, per row of K values (quantize_inputs' float32 operations): the row's
+ * largest magnitude (clamp01 0: max |x|) or largest value clamped to [0, 1] (clamp01 1). */
+void imc_rows_absmax(const float *x, int64_t rows, int64_t K, int clamp01, float *out) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * K;
+        float m = 0.0f;
+        if (clamp01) {
+            for (int64_t j = 0; j < K; j++) {
+                float v = xr[j] < 0.0f ? 0.0f : (xr[j] > 1.0f ? 1.0f : xr[j]);
+                m = v > m ? v : m;
+            }
+        } else {
+#pragma omp simd reduction(max : m)
+            for (int64_t j = 0; j < K; j++) {
+                float v = fabsf(xr[j]);
+                m = v > m ? v : m;
+            }
+        }
+        out[i] = m;
+    }
+}
+
+/* The codes min(max(rint(x' / sx[row]), lo), hi), x' = x (clamp01 0) or x clamped to [0, 1]. */
+void imc_rows_codes(const float *x, int64_t rows, int64_t K, const float *sx, float lo,
+                    float hi, int clamp01, float *out) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = x + i * K;
+        float *o = out + i * K;
+        const float s = sx[i];
+#pragma omp simd
+        for (int64_t j = 0; j < K; j++) {
+            float v = xr[j];
+            if (clamp01) v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+            float q = rintf(v / s);
+            q = q < lo ? lo : q;
+            o[j] = q > hi ? hi : q;
         }
     }
 }
@@ -125,10 +210,14 @@ void imc_moment_colsums(const imc_mw_args *a, float *sums) {
         for (int64_t c = 0; c < a->C; c++) {
             const float *w = a->wt + (mat * a->C + c) * a->R;
             for (int64_t i = 0; i < n_slot * base; i++) cnt[i] = 0;
-            for (int64_t r = 0; r < a->R; r++) {
+            int32_t *at = cnt;
+            for (int64_t r = 0, r_next = a->rows; r < a->R; r++) {
+                if (r == r_next) { /* the next tile's slots */
+                    at += per_t * base;
+                    r_next += a->rows;
+                }
                 int64_t q = mw_code(a, w[r], s);
                 int64_t p = w[r] < 0.0f ? 1 : 0;
-                int32_t *at = cnt + (r / a->rows) * per_t * base;
                 for (int64_t sl = 0; sl < ns; sl++) {
                     int64_t d = (q >> (a->cell_bits * sl)) & (base - 1);
                     at[(((sl >> 1) * 2 + p) * 2 + (sl & 1)) * base + d] += 1;
@@ -185,9 +274,13 @@ void imc_moment_elems(const imc_mw_args *a, const float *gc, int64_t gc_mstride,
                 sv[t] = v0 * av;
             }
             float *o = out + mat * R * C + c;
-            for (int64_t r = 0; r < R; r++) {
+            for (int64_t r = 0, t = 0, r_next = a->rows; r < R; r++) {
+                if (r == r_next) { /* the next tile */
+                    t++;
+                    r_next += a->rows;
+                }
                 int64_t q = mw_code(a, w[r], s);
-                int64_t p = w[r] < 0.0f ? 1 : 0, t = r / a->rows;
+                int64_t p = w[r] < 0.0f ? 1 : 0;
                 const float *gt = gcc + t * per_t + p * 2;
                 float v = sm[t], vv = sv[t];
                 for (int64_t sl = 0; sl < ns; sl++) {
