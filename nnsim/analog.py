@@ -656,11 +656,7 @@ def _readout_var(u_bar: torch.Tensor, lsb: torch.Tensor | None, cfg: AnalogConfi
             if nm in vals:
                 v = v.addcmul_(vals[nm], vals[nm])
     if lsb is not None and cfg.adc and adc is not None:
-        th = torch.as_tensor(adc.thresholds_lsb, dtype=u_bar.dtype)
-        ideal = torch.arange(1, adc.max_code + 1, dtype=u_bar.dtype) - 0.5 + adc.code_offset
-        inl2 = float(((th - ideal) ** 2).mean())
-        an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
-        v = v + lsb ** 2 * (1.0 / 12.0 + an + inl2)
+        v = v + lsb ** 2 * _adc_var_coef(cfg, adc, u_bar.dtype)
     return gain, v
 
 
@@ -895,18 +891,22 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
             sums = torch.einsum("...tgpe,geik->...tgpik", counts, dtab[..., :2])
         n_r = torch.bincount(torch.arange(r, device=dev) // rows, minlength=t).to(dt)[
             :, None, None, None]
-        u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
-        lsb = None
-        if cfg.adc and adc is not None:
-            if cfg.adc_full_scale == "tile":
-                grp = sums[..., 1].amax(-5, keepdim=True).clamp(min=1.0)
-                i_fs = hw.v_read_v * (hw.g_min_s * rows + (hw.g_max_s - hw.g_min_s) / n_lv
-                                      * grp)
-            else:
-                i_fs = torch.full_like(u_bar[..., :1, :, :, :, :], float(cfg.adc_full_scale)
-                                       * rows * hw.g_max_s * hw.v_read_v)
-            lsb = i_fs / (hw.unit_a * adc.max_code)
-        gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
+        if lib is not None:  # the per-column terms in one kernel pass (the torch path's ops)
+            gain, v = _colterms_kernel(lib, sums, n_r, m0 + g0, cfg, hw, adc, rows, n_lv)
+        else:
+            u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
+            lsb = None
+            if cfg.adc and adc is not None:
+                if cfg.adc_full_scale == "tile":
+                    grp = sums[..., 1].amax(-5, keepdim=True).clamp(min=1.0)
+                    i_fs = hw.v_read_v * (hw.g_min_s * rows + (hw.g_max_s - hw.g_min_s)
+                                          / n_lv * grp)
+                else:
+                    i_fs = torch.full_like(u_bar[..., :1, :, :, :, :],
+                                           float(cfg.adc_full_scale) * rows * hw.g_max_s
+                                           * hw.v_read_v)
+                lsb = i_fs / (hw.unit_a * adc.max_code)
+            gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
         coef2 = (sw[:, None, :] ** 2)  # (G, 2 signs, 2 slices)
         b = cfg.input_bits
         plane_w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
@@ -952,6 +952,55 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
             wv += tab_v.gather(-1, ig)
         w_t += wv.clamp_(min=0).sqrt_().mul_(_chip_randn(w_t.shape, gens, dev, dt))
     return MomentWrite(w_t.transpose(-2, -1), var, scale_max / qmax, t, ns * 2 * c)
+
+
+def _adc_var_coef(cfg: AnalogConfig, adc: AdcModel, dtype: torch.dtype) -> float:
+    """The ADC's variance per LSB^2 in ``_readout_var``: 1/12, input noise, mean INL^2."""
+    th = torch.as_tensor(adc.thresholds_lsb, dtype=dtype)
+    ideal = torch.arange(1, adc.max_code + 1, dtype=dtype) - 0.5 + adc.code_offset
+    inl2 = float(((th - ideal) ** 2).mean())
+    an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
+    return 1.0 / 12.0 + an + inl2
+
+
+def _colterms_kernel(lib: ctypes.CDLL, sums: torch.Tensor, n_r: torch.Tensor, a_mg: float,
+                     cfg: AnalogConfig, hw: HardwareModel, adc: AdcModel | None, rows: int,
+                     n_lv: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``moment_write``'s transfer gain and conversion variance per column and slot from the
+    column sums (``imc_moment_colterms``: ``_readout_var`` at the expected currents and the
+    ADC's LSB, the torch path's float32 operations in its order, in one pass)."""
+    shape = sums.shape[:-1]  # (..., C, T, G, 2, 2)
+    c, t = shape[-5], shape[-4]
+    slots = math.prod(shape[-3:])
+    n_mat = math.prod(shape[:-5])
+    sums = sums.contiguous()
+    nr = n_r.reshape(-1).contiguous()
+    tab, names = None, ()
+    per_u, n = 0.0, 1
+    if cfg.nonlinearity or cfg.read_noise:
+        tb = hw.fused_readout(sums.device, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+        key = "moment_kernel_tab"
+        if key not in tb:  # per term its a then b, one float32 block
+            tb[key] = torch.stack([torch.stack([a, b]) for a, b in
+                                   zip(tb["a"], tb["b"], strict=True)]).contiguous()
+        tab, names, per_u, n = tb[key], tb["names"], tb["per_u"], tb["n"]
+    pos = {nm: (names.index(nm) if nm in names else -1) for nm in ("mean", "read", "spread")}
+    adc_mode, ifs, c_adc, k_div = 0, 0.0, 0.0, 1.0
+    if cfg.adc and adc is not None:
+        adc_mode = 1 if cfg.adc_full_scale == "tile" else 2
+        if adc_mode == 2:
+            ifs = float(cfg.adc_full_scale) * rows * hw.g_max_s * hw.v_read_v
+        c_adc, k_div = _adc_var_coef(cfg, adc, sums.dtype), hw.unit_a * adc.max_code
+    gain = torch.empty(shape, dtype=sums.dtype) if cfg.nonlinearity else None
+    v = torch.empty(shape, dtype=sums.dtype)
+    lib.imc_moment_colterms(
+        kernels.ptr(sums, torch.float32), n_mat, c, t, slots, kernels.ptr(nr, torch.float32), a_mg,
+        None if tab is None else kernels.ptr(tab, torch.float32), n, per_u, pos["mean"],
+        pos["read"], pos["spread"], adc_mode, (hw.g_max_s - hw.g_min_s) / n_lv,
+        hw.g_min_s * rows, hw.v_read_v, ifs, k_div, c_adc,
+        None if gain is None else kernels.ptr(gain, torch.float32), kernels.ptr(v, torch.float32))
+    return gain, v
 
 
 class _MwArgs(ctypes.Structure):
@@ -1020,7 +1069,10 @@ def _moment_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
         lib.imc_moment_normal_scalar.argtypes = [ctypes.c_uint64, i64, vp]
         lib.imc_rows_absmax.argtypes = [vp, i64, i64, i32, vp]
         lib.imc_rows_codes.argtypes = [vp, i64, i64, vp, f32, f32, i32, vp]
+        lib.imc_moment_colterms.argtypes = [vp, i64, i64, i64, i64, vp, f32, vp, i64, f32, i64, i64,
+                                            i64, i32, f32, f32, f32, f32, f32, f32, vp, vp]
         for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_epilogue,
+                  lib.imc_moment_colterms,
                   lib.imc_moment_normal, lib.imc_moment_normal_scalar, lib.imc_rows_absmax,
                   lib.imc_rows_codes):
             f.restype = None

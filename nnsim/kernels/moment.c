@@ -306,3 +306,73 @@ void imc_moment_elems(const imc_mw_args *a, const float *gc, int64_t gc_mstride,
         }
     }
 }
+
+/* moment_write's per-column readout terms from the column sums of imc_moment_colsums, the
+ * torch path's float32 operations in its order (_readout_var with fused_readout's tables),
+ * for n_mat matrices of C columns, T tiles and S slots (groups x signs x slices of the
+ * group), with u = 0.5 (sums_mean + n_r[t] a_mg) the expected current:
+ *   gain = u > 0 ? mean(u) / max(u, tiny) : 1             (gain NULL: no transfer gain)
+ *   v = fma(spread, spread, fma(read, read, 0)) + (lsb lsb) c_adc   (each where present)
+ * term(u) = fma(idx, b[i], a[i]), idx = max(u per_u, 0), i = min((int)idx, n - 1); tab holds
+ * per term its a then b (n each), at t_mean / t_read / t_spread (-1: absent). The fused
+ * multiply-adds are torch's addcmul on this CPU (its vectorized kernels contract; tested
+ * bit for bit against the torch path). ADC: adc_mode 0 none, 1 per tile (lsb = (k_vr ((grp
+ * k_dg) + k_g0)) / k_div, grp the largest digit sum of the slot over the matrix's columns,
+ * at least 1), 2 fixed (lsb = ifs / k_div). */
+void imc_moment_colterms(const float *sums, int64_t n_mat, int64_t C, int64_t T, int64_t S,
+                         const float *n_r, float a_mg, const float *tab, int64_t n,
+                         float per_u, int64_t t_mean, int64_t t_read, int64_t t_spread,
+                         int adc_mode, float k_dg, float k_g0, float k_vr, float ifs,
+                         float k_div, float c_adc, float *gain, float *v) {
+    const float tiny = 1.17549435e-38f;
+    const int64_t TS = T * S;
+    float lsb[TS > 0 ? TS : 1];
+    for (int64_t mat = 0; mat < n_mat; mat++) {
+        const float *sm = sums + mat * C * TS * 2;
+        if (adc_mode == 1) {
+            for (int64_t j = 0; j < TS; j++) {
+                float g = sm[2 * j + 1];
+                for (int64_t c = 1; c < C; c++) {
+                    const float x = sm[(c * TS + j) * 2 + 1];
+                    g = x > g ? x : g;
+                }
+                g = g < 1.0f ? 1.0f : g;
+                lsb[j] = (k_vr * (g * k_dg + k_g0)) / k_div;
+            }
+        } else if (adc_mode == 2) {
+            for (int64_t j = 0; j < TS; j++) lsb[j] = ifs / k_div;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            const float *sc = sm + c * TS * 2;
+            const int64_t o0 = (mat * C + c) * TS;
+            for (int64_t t = 0; t < T; t++) {
+                const float nr = n_r[t] * a_mg;
+                for (int64_t s = 0; s < S; s++) {
+                    const int64_t j = t * S + s;
+                    const float u = 0.5f * (sc[2 * j] + nr);
+                    float idx = u * per_u;
+                    idx = idx < 0.0f ? 0.0f : idx;
+                    const int64_t i = !(idx < (float)(n - 1)) ? n - 1 : (int64_t)idx;
+                    float vv = 0.0f;
+                    if (t_read >= 0) {
+                        const float r = fmaf(idx, tab[2 * n * t_read + n + i],
+                                             tab[2 * n * t_read + i]);
+                        vv = fmaf(r, r, vv);
+                    }
+                    if (t_spread >= 0) {
+                        const float sp = fmaf(idx, tab[2 * n * t_spread + n + i],
+                                              tab[2 * n * t_spread + i]);
+                        vv = fmaf(sp, sp, vv);
+                    }
+                    if (gain) {
+                        const float m = fmaf(idx, tab[2 * n * t_mean + n + i],
+                                             tab[2 * n * t_mean + i]);
+                        gain[o0 + j] = u > 0.0f ? m / (u < tiny ? tiny : u) : 1.0f;
+                    }
+                    if (adc_mode) vv = vv + (lsb[j] * lsb[j]) * c_adc;
+                    v[o0 + j] = vv;
+                }
+            }
+        }
+    }
+}
