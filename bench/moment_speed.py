@@ -15,6 +15,7 @@ keeps the older one's random streams they are the same bits). Both use the defau
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import platform
@@ -136,10 +137,8 @@ def main() -> None:
     res = {"old_commit": a.old, "new_commit": head + " (+ working tree)",
            "hardware_source": src, "threads": a.threads, "rounds": a.rounds,
            "repeat": a.repeat, "machine": platform.processor() or platform.machine()}
-    try:
+    with contextlib.suppress(OSError):
         res["load_average_start"] = list(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        pass
     if "digits" in a.only:
         model, _ = load_or_train("digits", quiet=True)
         model.eval()
@@ -180,10 +179,8 @@ def main() -> None:
         r["batch"], r["tokens"] = a.deit_batch, 197
         r["profile_new"] = profile(lambda: new(x))
         res["deit_block"] = r
-    try:
+    with contextlib.suppress(OSError):
         res["load_average_end"] = list(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        pass
     out = Path(a.out)
     prev = json.loads(out.read_text()) if out.exists() else {}
     prev.update(res)

@@ -1359,6 +1359,16 @@ def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
     return y, var, xq, sx
 
 
+def matrix_absmax(lib: ctypes.CDLL, w: torch.Tensor) -> torch.Tensor:
+    """``w.abs().amax((-2, -1), keepdim=True)`` of a contiguous CPU float32 ``w`` in one
+    pass of the moment kernel (``imc_rows_absmax``; a maximum is exact: the same value)."""
+    *lead, r, c = w.shape
+    m = torch.empty(*lead, 1, 1, dtype=w.dtype)
+    lib.imc_rows_absmax(kernels.ptr(w, torch.float32), math.prod(lead), r * c, 0,
+                        kernels.ptr(m, torch.float32))
+    return m
+
+
 def _quantize_kernel(lib: ctypes.CDLL, x: torch.Tensor, bits: int, signed: bool,
                      prob_scale: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``quantize_inputs`` through the moment kernel (``imc_rows_absmax``, ``imc_rows_codes``:

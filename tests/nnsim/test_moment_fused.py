@@ -146,3 +146,17 @@ def test_column_terms_equal_readout_var(hw_tt, kw):
     else:
         torch.testing.assert_close(gk, gt, **tol)
     torch.testing.assert_close(vk, vt, **tol)
+
+
+def test_matrix_absmax_equals_torch():
+    """The K/V writes' full-scale magnitude per matrix from the kernel (one pass over the
+    kernel's layout) is ``abs().amax((-2, -1))``'s, and a larger element anywhere changes it."""
+    from nnsim.analog import matrix_absmax
+
+    lib = _lib()
+    g = torch.Generator().manual_seed(8)
+    w = torch.randn(3, 4, 16, 17, generator=g)
+    assert torch.equal(matrix_absmax(lib, w), w.abs().amax((-2, -1), keepdim=True))
+    w[2, 1, 15, 16] = -40.0
+    m = matrix_absmax(lib, w)
+    assert float(m[2, 1, 0, 0]) == 40.0 and torch.equal(m, w.abs().amax((-2, -1), keepdim=True))
