@@ -1011,7 +1011,12 @@ class _MwArgs(ctypes.Structure):
                 ("ns", ctypes.c_int64), ("n_g", ctypes.c_int64), ("cell_bits", ctypes.c_int64),
                 ("qmax", ctypes.c_float), ("clip", ctypes.c_int), ("gmin", ctypes.c_float),
                 ("dg", ctypes.c_float), ("clip_lo", ctypes.c_float), ("clip_hi", ctypes.c_float),
-                ("m_rel", ctypes.c_void_p), ("v_rel", ctypes.c_void_p)]
+                ("m_rel", ctypes.c_void_p), ("v_rel", ctypes.c_void_p), ("scalar", ctypes.c_int)]
+
+
+MOMENT_KERNEL_SIMD = True
+"""The moment kernel's AVX-512 element pass of the K/V writes where built (False: its scalar
+loop, the same bits; tests compare the two)."""
 
 
 def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: AnalogConfig,
@@ -1030,6 +1035,7 @@ def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: An
     vr = v_rel.to(torch.float32).contiguous() if v_rel is not None else None
     a.m_rel = kernels.ptr(mr, torch.float32)
     a.v_rel = kernels.ptr(vr, torch.float32) if vr is not None else None
+    a.scalar = int(not MOMENT_KERNEL_SIMD)
     a.clip = int(clip is not None)
     if clip is not None:  # clipformer_conductance's float32 operations, in its order
         a.gmin, a.dg = hw.g_min_s, hw.g_max_s - hw.g_min_s

@@ -180,6 +180,7 @@ typedef struct {
     float gmin, dg, clip_lo, clip_hi; /* g = gmin + dg mag; max(g - clip_lo, gmin); min(., clip_hi) */
     const float *m_rel;   /* per level: the cell's mean level minus level 0's */
     const float *v_rel;   /* per level: its variance minus level 0's (NULL: no noise) */
+    int scalar;           /* 1: the scalar element loop even where AVX-512 is built (tests) */
 } imc_mw_args;
 
 /* The magnitude code of one value, as moment_write's torch path (map_matrix's q). */
@@ -237,6 +238,54 @@ void imc_moment_colsums(const imc_mw_args *a, float *sums) {
     }
 }
 
+#ifdef IMC_HAVE_NORMAL64
+/* Rows 0 .. n-1 (n <= 16) of one column and tile in AVX-512 lanes: the scalar element loop of
+ * imc_moment_elems lane by lane (the same float operations in the same order, no
+ * contraction: the same bits; tested through the model's outputs). w: the rows' values;
+ * gt: the column's gains of this tile (gt[p 2 + (sl >> 1) 4 + (sl & 1)]); mrel, vrel: the
+ * level tables padded to 16; zr: the rows' Gaussians (noisy); o: the first row's output. */
+static inline void mw_elems16(const imc_mw_args *a, const float *w, float s, int n,
+                              const float *gt, float smt, float svt, int noisy,
+                              const float *mrel, const float *vrel, const float *zr,
+                              float *o, int64_t C) {
+    const __mmask16 k = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 wv = _mm512_maskz_loadu_ps(k, w);
+    __m512 mag = _mm512_div_ps(_mm512_andnot_ps(_mm512_set1_ps(-0.0f), wv), _mm512_set1_ps(s));
+    if (a->clip) {
+        const __m512 gmin = _mm512_set1_ps(a->gmin), dg = _mm512_set1_ps(a->dg);
+        const __m512 hi = _mm512_set1_ps(a->clip_hi);
+        __m512 g = _mm512_add_ps(gmin, _mm512_mul_ps(dg, mag));
+        g = _mm512_sub_ps(g, _mm512_set1_ps(a->clip_lo));
+        g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(g, gmin, _CMP_LT_OQ), g, gmin);
+        g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(g, hi, _CMP_GT_OQ), g, hi);
+        mag = _mm512_div_ps(_mm512_sub_ps(g, gmin), dg);
+    }
+    const __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+        _mm512_mul_ps(mag, _mm512_set1_ps(a->qmax)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __mmask16 neg = _mm512_cmp_ps_mask(wv, zero, _CMP_LT_OQ);
+    const __m512 mt = _mm512_loadu_ps(mrel), vt = _mm512_loadu_ps(vrel);
+    const __m512i bm = _mm512_set1_epi32((int)((1 << a->cell_bits) - 1));
+    __m512 v = _mm512_set1_ps(smt), vv = _mm512_set1_ps(svt);
+    for (int64_t sl = 0; sl < a->ns; sl++) {
+        const __m512i d = _mm512_and_si512(
+            _mm512_srlv_epi32(q, _mm512_set1_epi32((int)(a->cell_bits * sl))), bm);
+        const int64_t j = (sl >> 1) * 4 + (sl & 1);
+        const __m512 gw = _mm512_mask_blend_ps(neg, _mm512_set1_ps(gt[j]), _mm512_set1_ps(gt[2 + j]));
+        v = _mm512_add_ps(v, _mm512_mul_ps(gw, _mm512_permutexvar_ps(d, mt)));
+        if (noisy)
+            vv = _mm512_add_ps(vv, _mm512_mul_ps(_mm512_mul_ps(gw, gw), _mm512_permutexvar_ps(d, vt)));
+    }
+    if (noisy) {
+        vv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(vv, zero, _CMP_LT_OQ), vv, zero);
+        v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_sqrt_ps(vv), _mm512_maskz_loadu_ps(k, zr)));
+    }
+    float tmp[16];
+    _mm512_storeu_ps(tmp, v);
+    for (int j = 0; j < n; j++) o[j * C] = tmp[j];
+}
+#endif
+
 /* The written matrix: out[mat, r, c] = sm[t] + sum_s gc[t, s, sign] m_rel[d_s]
  * (+ sqrt(max(sv[t] + sum_s gc[t, s, sign]^2 v_rel[d_s], 0)) z), with gc the column's
  * slice-weighted, sign-weighted transfer gains (T, G, 2 signs, 2 slices) at
@@ -255,6 +304,13 @@ void imc_moment_elems(const imc_mw_args *a, const float *gc, int64_t gc_mstride,
     float sm[T > 0 ? T : 1], sv[T > 0 ? T : 1];
     const int64_t per_key = mats_per_key * C * R;
     int64_t zlo = -1, zhi = -1; /* element indices (within the chip's block) held in z */
+#ifdef IMC_HAVE_NORMAL64
+    float mrel16[16] = {0}, vrel16[16] = {0}; /* the level tables, padded for permutes */
+    for (int64_t d = 0; d < base && d < 16; d++) {
+        mrel16[d] = a->m_rel[d];
+        vrel16[d] = noisy ? a->v_rel[d] : 0.0f;
+    }
+#endif
     for (int64_t mat = 0; mat < a->n_mat; mat++) {
         const float s = a->smax[mat];
         const uint64_t key = noisy ? keys[mat / mats_per_key] : 0;
@@ -274,6 +330,25 @@ void imc_moment_elems(const imc_mw_args *a, const float *gc, int64_t gc_mstride,
                 sv[t] = v0 * av;
             }
             float *o = out + mat * R * C + c;
+#ifdef IMC_HAVE_NORMAL64
+            for (int64_t t = 0; t < T && !a->scalar; t++) {
+                const int64_t r1 = (t + 1) * a->rows < R ? (t + 1) * a->rows : R;
+                for (int64_t r = t * a->rows; r < r1; r += 16) {
+                    const int nr = (int)(r1 - r < 16 ? r1 - r : 16);
+                    const int64_t idx = mat_base + c * R + r;
+                    if (noisy && (idx < zlo || idx + nr > zhi)) { /* the next block */
+                        zlo = idx & ~(int64_t)3;
+                        int64_t nz = per_key - zlo < IMC_MOMENT_BLOCK ? per_key - zlo
+                                                                      : IMC_MOMENT_BLOCK;
+                        mom_normal_groups(key, (uint64_t)zlo >> 2, (nz + 3) >> 2, z);
+                        zhi = zlo + nz;
+                    }
+                    mw_elems16(a, w + r, s, nr, gcc + t * per_t, sm[t], sv[t], noisy, mrel16,
+                               vrel16, noisy ? z + (idx - zlo) : NULL, o + r * C, C);
+                }
+            }
+            if (!a->scalar) continue;
+#endif
             for (int64_t r = 0, t = 0, r_next = a->rows; r < R; r++) {
                 if (r == r_next) { /* the next tile */
                     t++;
