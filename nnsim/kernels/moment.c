@@ -196,61 +196,20 @@ static inline int64_t mw_code(const imc_mw_args *a, float w, float s) {
     return (int64_t)rintf(mag * a->qmax);
 }
 
-/* Per (mat, c): the column sums of moment_write, (n_mat, C, T, G, 2 signs, 2 slices of the
- * group, 2): [.., 0] the cells' mean levels above a level-0 cell's (m_rel of the digit),
- * [.., 1] the target digits, over the column's rows of that tile and sign (accumulated in
- * double; the digits exactly). */
-void imc_moment_colsums(const imc_mw_args *a, float *sums) {
-    const int64_t T = (a->R + a->rows - 1) / a->rows, n_g = a->n_g, ns = a->ns;
-    const int64_t base = (int64_t)1 << a->cell_bits;
-    const int64_t per_t = n_g * 2 * 2, n_slot = T * per_t; /* (t, g, p, i) slots */
-    /* per slot, the count of each level (integers), then the sums from the counts */
-    int32_t cnt[(n_slot > 0 ? n_slot : 1) * 16];
-    for (int64_t mat = 0; mat < a->n_mat; mat++) {
-        const float s = a->smax[mat];
-        for (int64_t c = 0; c < a->C; c++) {
-            const float *w = a->wt + (mat * a->C + c) * a->R;
-            for (int64_t i = 0; i < n_slot * base; i++) cnt[i] = 0;
-            int32_t *at = cnt;
-            for (int64_t r = 0, r_next = a->rows; r < a->R; r++) {
-                if (r == r_next) { /* the next tile's slots */
-                    at += per_t * base;
-                    r_next += a->rows;
-                }
-                int64_t q = mw_code(a, w[r], s);
-                int64_t p = w[r] < 0.0f ? 1 : 0;
-                for (int64_t sl = 0; sl < ns; sl++) {
-                    int64_t d = (q >> (a->cell_bits * sl)) & (base - 1);
-                    at[(((sl >> 1) * 2 + p) * 2 + (sl & 1)) * base + d] += 1;
-                }
-            }
-            float *o = sums + (mat * a->C + c) * n_slot * 2;
-            for (int64_t k = 0; k < n_slot; k++) {
-                double sm = 0.0, sd = 0.0;
-                for (int64_t d = 0; d < base; d++) {
-                    sm += (double)cnt[k * base + d] * (double)a->m_rel[d];
-                    sd += (double)cnt[k * base + d] * (double)d;
-                }
-                o[2 * k] = (float)sm;
-                o[2 * k + 1] = (float)sd;
-            }
-        }
-    }
-}
-
 #ifdef IMC_HAVE_NORMAL64
 /* Rows 0 .. n-1 (n <= 16) of one column and tile in AVX-512 lanes: the scalar element loop of
  * imc_moment_elems lane by lane (the same float operations in the same order, no
  * contraction: the same bits; tested through the model's outputs). w: the rows' values;
  * gt: the column's gains of this tile (gt[p 2 + (sl >> 1) 4 + (sl & 1)]); mrel, vrel: the
  * level tables padded to 16; zr: the rows' Gaussians (noisy); o: the first row's output. */
-static inline void mw_elems16(const imc_mw_args *a, const float *w, float s, int n,
-                              const float *gt, float smt, float svt, int noisy,
-                              const float *mrel, const float *vrel, const float *zr,
-                              float *o, int64_t C) {
+/* mw_code of rows 0 .. n-1 (n <= 16) in AVX-512 lanes (the same float operations), their
+ * lane mask and the mask of the negative values. */
+static inline __m512i mw_codes16(const imc_mw_args *a, const float *w, float s, int n,
+                                 __mmask16 *kk, __mmask16 *neg) {
     const __mmask16 k = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-    const __m512 zero = _mm512_setzero_ps();
     const __m512 wv = _mm512_maskz_loadu_ps(k, w);
+    *kk = k;
+    *neg = _mm512_cmp_ps_mask(wv, _mm512_setzero_ps(), _CMP_LT_OQ);
     __m512 mag = _mm512_div_ps(_mm512_andnot_ps(_mm512_set1_ps(-0.0f), wv), _mm512_set1_ps(s));
     if (a->clip) {
         const __m512 gmin = _mm512_set1_ps(a->gmin), dg = _mm512_set1_ps(a->dg);
@@ -261,9 +220,17 @@ static inline void mw_elems16(const imc_mw_args *a, const float *w, float s, int
         g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(g, hi, _CMP_GT_OQ), g, hi);
         mag = _mm512_div_ps(_mm512_sub_ps(g, gmin), dg);
     }
-    const __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+    return _mm512_cvtps_epi32(_mm512_roundscale_ps(
         _mm512_mul_ps(mag, _mm512_set1_ps(a->qmax)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __mmask16 neg = _mm512_cmp_ps_mask(wv, zero, _CMP_LT_OQ);
+}
+
+static inline void mw_elems16(const imc_mw_args *a, const float *w, float s, int n,
+                              const float *gt, float smt, float svt, int noisy,
+                              const float *mrel, const float *vrel, const float *zr,
+                              float *o, int64_t C) {
+    const __m512 zero = _mm512_setzero_ps();
+    __mmask16 k, neg;
+    const __m512i q = mw_codes16(a, w, s, n, &k, &neg);
     const __m512 mt = _mm512_loadu_ps(mrel), vt = _mm512_loadu_ps(vrel);
     const __m512i bm = _mm512_set1_epi32((int)((1 << a->cell_bits) - 1));
     __m512 v = _mm512_set1_ps(smt), vv = _mm512_set1_ps(svt);
@@ -285,6 +252,78 @@ static inline void mw_elems16(const imc_mw_args *a, const float *w, float s, int
     for (int j = 0; j < n; j++) o[j * C] = tmp[j];
 }
 #endif
+
+/* Per (mat, c): the column sums of moment_write, (n_mat, C, T, G, 2 signs, 2 slices of the
+ * group, 2): [.., 0] the cells' mean levels above a level-0 cell's (m_rel of the digit),
+ * [.., 1] the target digits, over the column's rows of that tile and sign (accumulated in
+ * double; the digits exactly). */
+void imc_moment_colsums(const imc_mw_args *a, float *sums) {
+    const int64_t T = (a->R + a->rows - 1) / a->rows, n_g = a->n_g, ns = a->ns;
+    const int64_t base = (int64_t)1 << a->cell_bits;
+    const int64_t per_t = n_g * 2 * 2, n_slot = T * per_t; /* (t, g, p, i) slots */
+    /* per slot, the count of each level (integers), then the sums from the counts */
+    int32_t cnt[(n_slot > 0 ? n_slot : 1) * 16];
+    for (int64_t mat = 0; mat < a->n_mat; mat++) {
+        const float s = a->smax[mat];
+        for (int64_t c = 0; c < a->C; c++) {
+            const float *w = a->wt + (mat * a->C + c) * a->R;
+            for (int64_t i = 0; i < n_slot * base; i++) cnt[i] = 0;
+            int32_t *at = cnt;
+#ifdef IMC_HAVE_NORMAL64
+            /* 16 rows per step: per slice digit and sign, the lanes' count by popcount */
+            for (int64_t t = 0; t < T && !a->scalar; t++) {
+                int32_t *att = cnt + t * per_t * base;
+                const int64_t r1 = (t + 1) * a->rows < a->R ? (t + 1) * a->rows : a->R;
+                for (int64_t r = t * a->rows; r < r1; r += 16) {
+                    const int nr = (int)(r1 - r < 16 ? r1 - r : 16);
+                    __mmask16 k, neg;
+                    const __m512i q = mw_codes16(a, w + r, s, nr, &k, &neg);
+                    const __mmask16 pos = k & (__mmask16)~neg, ng = k & neg;
+                    for (int64_t sl = 0; sl < ns; sl++) {
+                        const __m512i d = _mm512_and_si512(
+                            _mm512_srlv_epi32(q, _mm512_set1_epi32((int)(a->cell_bits * sl))),
+                            _mm512_set1_epi32((int)(base - 1)));
+                        int32_t *a0 = att + (((sl >> 1) * 2) * 2 + (sl & 1)) * base;
+                        int32_t *a1 = a0 + 2 * base; /* the negative sign's slot */
+                        for (int64_t dv = 0; dv < base; dv++) {
+                            const __mmask16 m = _mm512_cmpeq_epi32_mask(d, _mm512_set1_epi32((int)dv));
+                            a0[dv] += __builtin_popcount((unsigned)(m & pos));
+                            a1[dv] += __builtin_popcount((unsigned)(m & ng));
+                        }
+                    }
+                }
+            }
+            if (!a->scalar) goto sums;
+#endif
+            for (int64_t r = 0, r_next = a->rows; r < a->R; r++) {
+                if (r == r_next) { /* the next tile's slots */
+                    at += per_t * base;
+                    r_next += a->rows;
+                }
+                int64_t q = mw_code(a, w[r], s);
+                int64_t p = w[r] < 0.0f ? 1 : 0;
+                for (int64_t sl = 0; sl < ns; sl++) {
+                    int64_t d = (q >> (a->cell_bits * sl)) & (base - 1);
+                    at[(((sl >> 1) * 2 + p) * 2 + (sl & 1)) * base + d] += 1;
+                }
+            }
+#ifdef IMC_HAVE_NORMAL64
+        sums:;
+#endif
+            float *o = sums + (mat * a->C + c) * n_slot * 2;
+            for (int64_t k = 0; k < n_slot; k++) {
+                double sm = 0.0, sd = 0.0;
+                for (int64_t d = 0; d < base; d++) {
+                    sm += (double)cnt[k * base + d] * (double)a->m_rel[d];
+                    sd += (double)cnt[k * base + d] * (double)d;
+                }
+                o[2 * k] = (float)sm;
+                o[2 * k + 1] = (float)sd;
+            }
+        }
+    }
+}
+
 
 /* The written matrix: out[mat, r, c] = sm[t] + sum_s gc[t, s, sign] m_rel[d_s]
  * (+ sqrt(max(sv[t] + sum_s gc[t, s, sign]^2 v_rel[d_s], 0)) z), with gc the column's

@@ -165,10 +165,11 @@ def test_matrix_absmax_equals_torch():
 @pytest.mark.parametrize("shape,clip", [((6, 3, 16, 17), None), ((2, 3, 130, 40), (2.0, 0.5)),
                                         ((3, 2, 17, 16), (1.0, 0.75))])
 def test_vector_write_pass_equals_the_scalar_loop(hw_tt, shape, clip, monkeypatch):
-    """The K/V write's AVX-512 element pass (16 rows per step, level tables in registers) gives
-    the scalar loop's bits, with write noise (the same Gaussians), ClipFormer, three tiles
-    with a short last one and a 16-row tail; a column's gains or noise off in one lane
-    would fail."""
+    """The K/V write's AVX-512 passes (16 rows per step: the column sums' digit counts by
+    popcount, the element pass with the level tables in registers) give the scalar loops'
+    bits, effective matrix and readout variance, with write noise (the same Gaussians),
+    ClipFormer, three tiles with a short last one and a 16-row tail; one sign's gain or
+    count, or the clip, dropped in the lanes fails."""
     import nnsim.analog as analog
     from nnsim.analog import moment_write
 
@@ -182,7 +183,9 @@ def test_vector_write_pass_equals_the_scalar_loop(hw_tt, shape, clip, monkeypatc
     for simd in (True, False):
         monkeypatch.setattr(analog, "MOMENT_KERNEL_SIMD", simd)
         gen = torch.Generator().manual_seed(3)
-        out[simd] = moment_write(w, sm, cfg, hw_tt, hw_tt.adc(), gen, clip=clip).w_eff
+        mw = moment_write(w, sm, cfg, hw_tt, hw_tt.adc(), gen, clip=clip)
+        out[simd], out[(simd, "var")] = mw.w_eff, mw.var
     assert torch.equal(out[True], out[False])
+    assert torch.equal(out[(True, "var")], out[(False, "var")])
     noiseless = moment_write(w, sm, cfg, hw_tt, hw_tt.adc(), None, clip=clip, noise=False).w_eff
     assert not torch.equal(out[True], noiseless)  # the noise is there
