@@ -106,8 +106,9 @@ class AnalogConfig:
             (the kernel's from a counter-based generator keyed per call from the chip's
             generator). ``readout_paths`` counts which path ran; evaluate records it.
             ``moment`` follows the same setting for its own kernel
-            (``nnsim/kernels/moment.c``: the K/V writes of ``moment_write`` and the output
-            noise of ``mvm_moment``; ``"torch"``: the eager torch path, e.g. on CUDA).
+            (``nnsim/kernels/moment.c``: the K/V writes of ``moment_write`` and the input
+            quantization, output noise and scales of ``mvm_moment``; ``"torch"``: the eager
+            torch path, e.g. on CUDA).
     """
 
     tile_rows: int = 64

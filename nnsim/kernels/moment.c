@@ -9,6 +9,13 @@
  *
  * Element i of a block of n uses counter i >> 2 and output i & 3 of that counter's four
  * Gaussians (rng.h's convention), stream IMC_MOMENT_STREAM.
+ *
+ * Also: mvm_moment's input quantization (imc_rows_absmax, imc_rows_codes) and its epilogue
+ * (imc_moment_epilogue: gain, output noise, input and output scales in one pass), and
+ * moment_write's per-column readout terms (imc_moment_colterms, whose multiply-adds are
+ * written as fmaf where torch's addcmul contracts). Where the CPU has AVX-512 the K/V write
+ * passes run 16 rows per step (mw_codes16, mw_elems16), lane by lane the scalar loops'
+ * operations (imc_mw_args.scalar selects the scalar loops; tests compare the two).
  */
 #include <stddef.h>
 #include <stdint.h>
