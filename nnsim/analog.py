@@ -106,8 +106,9 @@ class AnalogConfig:
             (the kernel's from a counter-based generator keyed per call from the chip's
             generator). ``readout_paths`` counts which path ran; evaluate records it.
             ``moment`` follows the same setting for its own kernel
-            (``nnsim/kernels/moment.c``: the K/V writes of ``moment_write`` and the output
-            noise of ``mvm_moment``; ``"torch"``: the eager torch path, e.g. on CUDA).
+            (``nnsim/kernels/moment.c``: the K/V writes of ``moment_write`` and the input
+            quantization, output noise and scales of ``mvm_moment``; ``"torch"``: the eager
+            torch path, e.g. on CUDA).
     """
 
     tile_rows: int = 64
@@ -656,11 +657,7 @@ def _readout_var(u_bar: torch.Tensor, lsb: torch.Tensor | None, cfg: AnalogConfi
             if nm in vals:
                 v = v.addcmul_(vals[nm], vals[nm])
     if lsb is not None and cfg.adc and adc is not None:
-        th = torch.as_tensor(adc.thresholds_lsb, dtype=u_bar.dtype)
-        ideal = torch.arange(1, adc.max_code + 1, dtype=u_bar.dtype) - 0.5 + adc.code_offset
-        inl2 = float(((th - ideal) ** 2).mean())
-        an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
-        v = v + lsb ** 2 * (1.0 / 12.0 + an + inl2)
+        v = v + lsb ** 2 * _adc_var_coef(cfg, adc, u_bar.dtype)
     return gain, v
 
 
@@ -895,18 +892,22 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
             sums = torch.einsum("...tgpe,geik->...tgpik", counts, dtab[..., :2])
         n_r = torch.bincount(torch.arange(r, device=dev) // rows, minlength=t).to(dt)[
             :, None, None, None]
-        u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
-        lsb = None
-        if cfg.adc and adc is not None:
-            if cfg.adc_full_scale == "tile":
-                grp = sums[..., 1].amax(-5, keepdim=True).clamp(min=1.0)
-                i_fs = hw.v_read_v * (hw.g_min_s * rows + (hw.g_max_s - hw.g_min_s) / n_lv
-                                      * grp)
-            else:
-                i_fs = torch.full_like(u_bar[..., :1, :, :, :, :], float(cfg.adc_full_scale)
-                                       * rows * hw.g_max_s * hw.v_read_v)
-            lsb = i_fs / (hw.unit_a * adc.max_code)
-        gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
+        if lib is not None:  # the per-column terms in one kernel pass (the torch path's ops)
+            gain, v = _colterms_kernel(lib, sums, n_r, m0 + g0, cfg, hw, adc, rows, n_lv)
+        else:
+            u_bar = 0.5 * (sums[..., 0] + (m0 + g0) * n_r)  # (..., C, T, G, 2, 2)
+            lsb = None
+            if cfg.adc and adc is not None:
+                if cfg.adc_full_scale == "tile":
+                    grp = sums[..., 1].amax(-5, keepdim=True).clamp(min=1.0)
+                    i_fs = hw.v_read_v * (hw.g_min_s * rows + (hw.g_max_s - hw.g_min_s)
+                                          / n_lv * grp)
+                else:
+                    i_fs = torch.full_like(u_bar[..., :1, :, :, :, :],
+                                           float(cfg.adc_full_scale) * rows * hw.g_max_s
+                                           * hw.v_read_v)
+                lsb = i_fs / (hw.unit_a * adc.max_code)
+            gain, v = _readout_var(u_bar, lsb, cfg, hw, adc)
         coef2 = (sw[:, None, :] ** 2)  # (G, 2 signs, 2 slices)
         b = cfg.input_bits
         plane_w2 = 1.0 if b is None else float(sum(4.0 ** j for j in range(b)))
@@ -954,6 +955,55 @@ def moment_write(w_rc: torch.Tensor, scale_max: torch.Tensor, cfg: AnalogConfig,
     return MomentWrite(w_t.transpose(-2, -1), var, scale_max / qmax, t, ns * 2 * c)
 
 
+def _adc_var_coef(cfg: AnalogConfig, adc: AdcModel, dtype: torch.dtype) -> float:
+    """The ADC's variance per LSB^2 in ``_readout_var``: 1/12, input noise, mean INL^2."""
+    th = torch.as_tensor(adc.thresholds_lsb, dtype=dtype)
+    ideal = torch.arange(1, adc.max_code + 1, dtype=dtype) - 0.5 + adc.code_offset
+    inl2 = float(((th - ideal) ** 2).mean())
+    an = adc.noise_lsb ** 2 if cfg.adc_noise else 0.0
+    return 1.0 / 12.0 + an + inl2
+
+
+def _colterms_kernel(lib: ctypes.CDLL, sums: torch.Tensor, n_r: torch.Tensor, a_mg: float,
+                     cfg: AnalogConfig, hw: HardwareModel, adc: AdcModel | None, rows: int,
+                     n_lv: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``moment_write``'s transfer gain and conversion variance per column and slot from the
+    column sums (``imc_moment_colterms``: ``_readout_var`` at the expected currents and the
+    ADC's LSB, the torch path's float32 operations in its order, in one pass)."""
+    shape = sums.shape[:-1]  # (..., C, T, G, 2, 2)
+    c, t = shape[-5], shape[-4]
+    slots = math.prod(shape[-3:])
+    n_mat = math.prod(shape[:-5])
+    sums = sums.contiguous()
+    nr = n_r.reshape(-1).contiguous()
+    tab, names = None, ()
+    per_u, n = 0.0, 1
+    if cfg.nonlinearity or cfg.read_noise:
+        tb = hw.fused_readout(sums.device, gain=cfg.nonlinearity, read=cfg.read_noise,
+                              spread=cfg.nonlinearity)
+        key = "moment_kernel_tab"
+        if key not in tb:  # per term its a then b, one float32 block
+            tb[key] = torch.stack([torch.stack([a, b]) for a, b in
+                                   zip(tb["a"], tb["b"], strict=True)]).contiguous()
+        tab, names, per_u, n = tb[key], tb["names"], tb["per_u"], tb["n"]
+    pos = {nm: (names.index(nm) if nm in names else -1) for nm in ("mean", "read", "spread")}
+    adc_mode, ifs, c_adc, k_div = 0, 0.0, 0.0, 1.0
+    if cfg.adc and adc is not None:
+        adc_mode = 1 if cfg.adc_full_scale == "tile" else 2
+        if adc_mode == 2:
+            ifs = float(cfg.adc_full_scale) * rows * hw.g_max_s * hw.v_read_v
+        c_adc, k_div = _adc_var_coef(cfg, adc, sums.dtype), hw.unit_a * adc.max_code
+    gain = torch.empty(shape, dtype=sums.dtype) if cfg.nonlinearity else None
+    v = torch.empty(shape, dtype=sums.dtype)
+    lib.imc_moment_colterms(
+        kernels.ptr(sums, torch.float32), n_mat, c, t, slots, kernels.ptr(nr, torch.float32), a_mg,
+        None if tab is None else kernels.ptr(tab, torch.float32), n, per_u, pos["mean"],
+        pos["read"], pos["spread"], adc_mode, (hw.g_max_s - hw.g_min_s) / n_lv,
+        hw.g_min_s * rows, hw.v_read_v, ifs, k_div, c_adc,
+        None if gain is None else kernels.ptr(gain, torch.float32), kernels.ptr(v, torch.float32))
+    return gain, v
+
+
 class _MwArgs(ctypes.Structure):
     """``imc_mw_args`` of nnsim/kernels/moment.c."""
 
@@ -962,7 +1012,12 @@ class _MwArgs(ctypes.Structure):
                 ("ns", ctypes.c_int64), ("n_g", ctypes.c_int64), ("cell_bits", ctypes.c_int64),
                 ("qmax", ctypes.c_float), ("clip", ctypes.c_int), ("gmin", ctypes.c_float),
                 ("dg", ctypes.c_float), ("clip_lo", ctypes.c_float), ("clip_hi", ctypes.c_float),
-                ("m_rel", ctypes.c_void_p), ("v_rel", ctypes.c_void_p)]
+                ("m_rel", ctypes.c_void_p), ("v_rel", ctypes.c_void_p), ("scalar", ctypes.c_int)]
+
+
+MOMENT_KERNEL_SIMD = True
+"""The moment kernel's AVX-512 element pass of the K/V writes where built (False: its scalar
+loop, the same bits; tests compare the two)."""
 
 
 def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: AnalogConfig,
@@ -981,6 +1036,7 @@ def _mw_args(wt: torch.Tensor, scale_max: torch.Tensor, lead: list[int], cfg: An
     vr = v_rel.to(torch.float32).contiguous() if v_rel is not None else None
     a.m_rel = kernels.ptr(mr, torch.float32)
     a.v_rel = kernels.ptr(vr, torch.float32) if vr is not None else None
+    a.scalar = int(not MOMENT_KERNEL_SIMD)
     a.clip = int(clip is not None)
     if clip is not None:  # clipformer_conductance's float32 operations, in its order
         a.gmin, a.dg = hw.g_min_s, hw.g_max_s - hw.g_min_s
@@ -1013,10 +1069,19 @@ def _moment_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
         lib.imc_moment_colsums.argtypes = [vp, vp]
         lib.imc_moment_elems.argtypes = [vp, vp, i64, i64, ctypes.c_float, ctypes.c_float, vp,
                                          i64, vp]
-        lib.imc_moment_noise_add.argtypes = [vp, i64, i64, i64, i64, vp, vp]
+        f32, i32 = ctypes.c_float, ctypes.c_int
+        lib.imc_moment_epilogue.argtypes = [vp, i64, i64, i64, i64, i32, f32, vp, i64, vp, vp,
+                                            vp]
         lib.imc_moment_normal.argtypes = [ctypes.c_uint64, i64, vp]
-        for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_noise_add,
-                  lib.imc_moment_normal):
+        lib.imc_moment_normal_scalar.argtypes = [ctypes.c_uint64, i64, vp]
+        lib.imc_rows_absmax.argtypes = [vp, i64, i64, i32, vp]
+        lib.imc_rows_codes.argtypes = [vp, i64, i64, vp, f32, f32, i32, vp]
+        lib.imc_moment_colterms.argtypes = [vp, i64, i64, i64, i64, vp, f32, vp, i64, f32, i64, i64,
+                                            i64, i32, f32, f32, f32, f32, f32, f32, vp, vp]
+        for f in (lib.imc_moment_colsums, lib.imc_moment_elems, lib.imc_moment_epilogue,
+                  lib.imc_moment_colterms,
+                  lib.imc_moment_normal, lib.imc_moment_normal_scalar, lib.imc_rows_absmax,
+                  lib.imc_rows_codes):
             f.restype = None
         lib._imc_typed = True
     return lib
@@ -1285,7 +1350,11 @@ def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
     if cfg.input_bits is None:
         xq, sx = x, torch.ones_like(x[..., :1])
     else:
-        xq, sx = quantize_inputs(x, cfg.input_bits, signed, cfg.prob_scale)
+        lib = None if torch.is_grad_enabled() and x.requires_grad else _moment_lib(cfg, x)
+        if lib is not None:  # no autograd through the kernel (the scale's gradient)
+            xq, sx = _quantize_kernel(lib, x, cfg.input_bits, signed, cfg.prob_scale)
+        else:
+            xq, sx = quantize_inputs(x, cfg.input_bits, signed, cfg.prob_scale)
         planes_w2 = float(sum(4.0 ** j for j in range(cfg.input_bits)))
     w_eff, var = _moment_terms(arr, cfg, hw, adc, planes_w2)
     y = torch.matmul(xq, w_eff)
@@ -1295,6 +1364,47 @@ def _moment_mean_var(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: Hardwar
         if var is not None:
             var = (var + dvar).clamp_(min=0)
     return y, var, xq, sx
+
+
+def matrix_absmax(lib: ctypes.CDLL, w: torch.Tensor) -> torch.Tensor:
+    """``w.abs().amax((-2, -1), keepdim=True)`` of a contiguous CPU float32 ``w`` in one
+    pass of the moment kernel (``imc_rows_absmax``; a maximum is exact: the same value)."""
+    *lead, r, c = w.shape
+    m = torch.empty(*lead, 1, 1, dtype=w.dtype)
+    lib.imc_rows_absmax(kernels.ptr(w, torch.float32), math.prod(lead), r * c, 0,
+                        kernels.ptr(m, torch.float32))
+    return m
+
+
+def _quantize_kernel(lib: ctypes.CDLL, x: torch.Tensor, bits: int, signed: bool,
+                     prob_scale: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_inputs`` through the moment kernel (``imc_rows_absmax``, ``imc_rows_codes``:
+    one pass for the row maxima, one for the codes, instead of torch's five or six): the
+    same float32 operations, so the same codes and scales bit for bit (tested)."""
+    xc = x.contiguous()
+    k = xc.shape[-1]
+    rows = xc.numel() // max(1, k)
+    if signed or prob_scale != "fixed":
+        m = torch.empty(*xc.shape[:-1], 1, dtype=xc.dtype)
+        lib.imc_rows_absmax(kernels.ptr(xc, torch.float32), rows, k, int(not signed),
+                            kernels.ptr(m, torch.float32))
+    if signed:  # input_scale's operations on the row maxima
+        qmax = 2 ** (bits - 1) - 1
+        sx = m.clamp_(min=torch.finfo(xc.dtype).tiny).div_(qmax)
+        lo = -qmax
+    else:
+        qmax = 2 ** bits - 1
+        if prob_scale == "fixed":
+            sx = torch.full_like(xc[..., :1], 1.0 / qmax)
+        else:
+            sx = torch.exp2(torch.ceil(torch.log2(m.clamp_(min=2.0 ** -126)))).clamp_(
+                max=1.0) / qmax
+        lo = 0
+    sx = sx.contiguous()
+    xq = torch.empty_like(xc)
+    lib.imc_rows_codes(kernels.ptr(xc, torch.float32), rows, k, kernels.ptr(sx, torch.float32),
+                       float(lo), float(qmax), int(not signed), kernels.ptr(xq, torch.float32))
+    return xq, sx
 
 
 def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,
@@ -1317,28 +1427,44 @@ def mvm_moment(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel
             t, _, k = arr.cells_mm.shape[-3:]
         counter[0] += int(xq[..., 0].numel() * t * k * (cfg.input_bits or 1))
     inplace = not (torch.is_grad_enabled() and y.requires_grad)  # one output-sized buffer
+    lib = _moment_lib(cfg, y) if inplace and y.is_contiguous() else None
+    if lib is not None:  # one pass: gain, y + z sd (the kernel's generator), scales
+        return _epilogue_kernel(lib, y, var if noise else None, sx, arr.scale, var_scale,
+                                mean_gain if noise else 1.0, _chip_gens(generator))
     if mean_gain != 1.0 and noise:
         y = y.mul_(mean_gain) if inplace else y * mean_gain
     if var is not None and noise:
         sd = (var * var_scale).sqrt()
-        gens = _chip_gens(generator)
-        lib = _moment_lib(cfg, y) if inplace and y.is_contiguous() else None
-        if lib is not None:  # y + z sd, z from the kernel's counter-based generator
-            m, c = y.shape[-2:]
-            if sd.shape[-2] != 1:  # a variance per row (the low-count correction): rows as L
-                m = 1
-            n_l = y.numel() // (m * c)
-            sdl = sd.expand(*y.shape[:-2], y.shape[-2] if m == 1 else 1, c).reshape(
-                n_l, c).contiguous()
-            keys = _chip_keys(gens)
-            lib.imc_moment_noise_add(kernels.ptr(keys, torch.int64), len(gens),
-                                     n_l // len(gens), m, c, kernels.ptr(sdl, torch.float32),
-                                     kernels.ptr(y, torch.float32))
-        else:
-            z = _chip_randn(y.shape, gens, y.device, y.dtype).mul_(sd)
-            y = y.add_(z) if inplace else y + z
-            del z
+        z = _chip_randn(y.shape, _chip_gens(generator), y.device, y.dtype).mul_(sd)
+        y = y.add_(z) if inplace else y + z
+        del z
     return y.mul_(sx).mul_(arr.scale) if inplace else y * sx * arr.scale
+
+
+def _epilogue_kernel(lib: ctypes.CDLL, y: torch.Tensor, var: torch.Tensor | None,
+                     sx: torch.Tensor, scale: torch.Tensor, var_scale: float, mean_gain: float,
+                     gens: list[torch.Generator | None]) -> torch.Tensor:
+    """``mvm_moment``'s ``((y mean_gain + z sd) sx) scale`` in place, in one pass of the moment
+    kernel (``imc_moment_epilogue``), the torch path's float32 operations in its order; z
+    from the kernel's counter-based generator (one key per call and chip; element index =
+    flat index within the chip's block), as the separate noise pass drew it before."""
+    *lead, m, c = y.shape
+    n_l = y.numel() // max(1, m * c)
+    so = scale.expand(*lead, 1, c).reshape(n_l, c).contiguous()
+    sxr = sx.expand(*lead, m, 1).reshape(n_l * m).contiguous()
+    keys, sdl, sd_rows = None, None, 1
+    if var is not None:
+        sd = (var * var_scale).sqrt()
+        sd_rows = m if sd.shape[-2] != 1 else 1  # a variance per row: the low-count correction
+        sdl = sd.expand(*lead, sd_rows, c).reshape(n_l * sd_rows, c).contiguous()
+        keys = _chip_keys(gens)
+    n_key = len(gens) if keys is not None else 1
+    lib.imc_moment_epilogue(None if keys is None else kernels.ptr(keys, torch.int64), n_key,
+                            n_l // n_key, m, c, int(mean_gain != 1.0), mean_gain,
+                            None if sdl is None else kernels.ptr(sdl, torch.float32), sd_rows,
+                            kernels.ptr(sxr, torch.float32), kernels.ptr(so, torch.float32),
+                            kernels.ptr(y, torch.float32))
+    return y
 
 
 def moment_var_scale(x: torch.Tensor, arr: Array, cfg: AnalogConfig, hw: HardwareModel,

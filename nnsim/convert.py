@@ -26,9 +26,11 @@ from .analog import (
     AnalogConfig,
     Array,
     MomentWrite,
+    _moment_lib,
     _moment_terms,
     build_array,
     map_matrix,
+    matrix_absmax,
     moment_exact,
     moment_fit_terms,
     moment_write,
@@ -273,7 +275,13 @@ class AnalogAttention(_AnalogBase):
 
     def _write(self, w_rc: torch.Tensor, salt: int) -> Array | MomentWrite:
         cfg, hw = self.config, self.hw
-        scale_max = w_rc.abs().amax((-2, -1), keepdim=True)
+        lib = _moment_lib(cfg, w_rc) if self._moment_fast() else None
+        if lib is not None:  # the kernel's layout (per column its rows) once, maxima in one pass
+            wt = w_rc.transpose(-2, -1).contiguous()
+            scale_max = matrix_absmax(lib, wt)
+            w_rc = wt.transpose(-2, -1)
+        else:
+            scale_max = w_rc.abs().amax((-2, -1), keepdim=True)
         if self.recording:
             self.kv_max[salt] = max(self.kv_max.get(salt, 0.0), float(scale_max.max()))
         if cfg.kv_range == "calibrated":
