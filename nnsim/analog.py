@@ -1151,6 +1151,63 @@ def _low_count_columns(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: Ad
     return out
 
 
+def _lowcount_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
+    """The low-count conversions' C kernel (``nnsim/kernels/lowcount.c``) for tensors like
+    ``t``, or None for the torch path (``cfg.readout_kernel`` as for ``_moment_lib``)."""
+    if cfg.readout_kernel == "torch" or not _kernel_tensors(cfg, t, warn=False):
+        return None
+    lib = kernels.load("lowcount", required=cfg.readout_kernel == "c")
+    if lib is not None and not hasattr(lib, "_imc_typed"):
+        vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        lib.imc_lowcount_conv.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp, vp,
+                                          vp, vp, vp, i64, ctypes.c_int, f32, f32, f32, f32,
+                                          f32, f32, vp, i64, vp, vp, vp, f32, i64, vp, vp]
+        lib.imc_lowcount_conv.restype = None
+        lib._imc_typed = True
+    return lib
+
+
+def _lowcount_thresholds(adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The kernel's thresholds (instances, 2^bits - 1), float32 rounded to nearest (the
+    torch path's copy, for the CDF) and rounded up (``x >= th_up`` exactly when ``x`` is at
+    or above the float64 threshold, as ``AdcModel._tables``: the window's codes), and
+    whether every instance's are sorted."""
+    key = ("lowcount_thresholds",)
+    if key not in adc._cache:
+        t64 = np.asarray(adc.thresholds_lsb, dtype=np.float64)
+        t32 = t64.astype(np.float32)
+        up = np.where(t32 < t64, np.nextafter(t32, np.float32(np.inf)), t32)
+        adc._cache[key] = (torch.from_numpy(np.ascontiguousarray(t32)),
+                           torch.from_numpy(np.ascontiguousarray(up.astype(np.float32))),
+                           bool((t32[:, 1:] >= t32[:, :-1]).all()))  # as _code_moments
+    return adc._cache[key]
+
+
+_TERM_KIND = {"mean": 0, "spread": 1, "read": 2}
+
+
+def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: torch.Tensor,
+                          instf: torch.Tensor | None, tb: dict[str, Any] | None,
+                          adc: AdcModel, coef: torch.Tensor, dev: torch.device
+                          ) -> dict[str, Any]:
+    """What ``imc_lowcount_conv`` reads besides the conversions: the cells and the per-column
+    terms as contiguous float32 / int64, the thresholds and the fused readout tables."""
+    th, th_up, srt = _lowcount_thresholds(adc)
+    names = tuple(tb["names"]) if tb is not None else ()
+    one = torch.zeros(1, dtype=torch.float32)
+    return {"cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
+            "lsb": lf.contiguous(), "vmom": vf.contiguous(),
+            "inst": None if instf is None else instf.to(torch.int64).contiguous(),
+            "th": th, "th_up": th_up, "nth": th.shape[1], "sorted": srt,
+            "coef": coef.reshape(-1).to(torch.float32).contiguous(),
+            "n_terms": len(names),
+            "kind": torch.tensor([_TERM_KIND[nm] for nm in names] or [0], dtype=torch.int64),
+            "ta": torch.stack(list(tb["a"])).contiguous() if names else one,
+            "tb": torch.stack(list(tb["b"])).contiguous() if names else one,
+            "per_u": float(tb["per_u"]) if names else 0.0,
+            "tn": int(tb["n"]) if names else 1}
+
+
 @torch.no_grad()
 def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogConfig,
                       hw: HardwareModel, adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1211,6 +1268,34 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
         tb = hw.fused_readout(dev, gain=cfg.nonlinearity, read=cfg.read_noise,
                               spread=cfg.nonlinearity)
 
+    lib = _lowcount_lib(cfg, xq)
+    if lib is not None:
+        kc = _lowcount_kernel_args(arr, gf, lf, vf, instf, tb, adc, coef, dev)
+
+    def conv_kernel(idx: torch.Tensor | None, cnt: torch.Tensor, ct: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``conv`` in nnsim/kernels/lowcount.c, the column sums formed there: conversion
+        ``q`` sums rows ``idx[q]`` (``rows``: an unused slot; None: no active row) of
+        column-table row ``ct[q]``."""
+        qn = ct.numel()
+        nr_k = 0 if idx is None else idx.shape[1]
+        idx_c = (torch.empty(0, dtype=torch.int64) if idx is None else idx).contiguous()
+        ct_c, cnt_c = ct.contiguous(), cnt.reshape(-1).contiguous()
+        d = torch.empty(qn, c, dtype=torch.float32)
+        dv = torch.empty(qn, c, dtype=torch.float32)
+        p = kernels.ptr
+        lib.imc_lowcount_conv(
+            qn, nr_k, rows, ns, c, p(kc["cells"], torch.float32), p(ct_c, torch.int64),
+            p(idx_c, torch.int64), p(cnt_c, torch.float32), p(kc["gain"], torch.float32),
+            p(kc["lsb"], torch.float32), p(kc["vmom"], torch.float32),
+            None if kc["inst"] is None else p(kc["inst"], torch.int64),
+            p(kc["th"], torch.float32), p(kc["th_up"], torch.float32), kc["nth"],
+            int(kc["sorted"]), ca, cb, g0, an2, adc.code_offset, _CODE_SIGMAS,
+            p(kc["coef"], torch.float32), kc["n_terms"], p(kc["kind"], torch.int64),
+            p(kc["ta"], torch.float32), p(kc["tb"], torch.float32), kc["per_u"], kc["tn"],
+            p(d, torch.float32), p(dv, torch.float32))
+        return d, dv
+
     def conv(s: torch.Tensor, cnt: torch.Tensor, ct: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per conversion row (sums ``s`` (Q, K), active rows ``cnt`` (Q, 1), column-table
@@ -1235,8 +1320,11 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
 
     # planes without an active row: one value per (lead, tile, column)
     zc = torch.arange(n_l * t, device=dev)
-    d0, dv0 = conv(torch.zeros(n_l * t, k, device=dev, dtype=dt),
-                   torch.zeros(n_l * t, 1, device=dev, dtype=dt), zc)
+    if lib is not None:
+        d0, dv0 = conv_kernel(None, torch.zeros(n_l * t, dtype=dt), zc)
+    else:
+        d0, dv0 = conv(torch.zeros(n_l * t, k, device=dev, dtype=dt),
+                       torch.zeros(n_l * t, 1, device=dev, dtype=dt), zc)
     empty = (n == 0).to(dt)
     a0 = torch.einsum("plmt,p->lmt", empty, w)
     a02 = torch.einsum("plmt,p->lmt", empty, w * w)
@@ -1263,10 +1351,15 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
         uk, inv = torch.unique(key, return_inverse=True)
         rep = torch.empty_like(uk).scatter_(0, inv, torch.arange(inv.numel(), device=dev))
         ct_u = ct.index_select(0, rep)
-        cells = torch.nn.functional.pad(arr.cells_mm.reshape(n_l, t, rows, k), (0, 0, 0, 1))
-        flat = (ct_u[:, None] * (rows + 1) + idx.index_select(0, rep)[:, :nr]).reshape(-1)
-        s = cells.reshape(-1, k).index_select(0, flat).reshape(-1, nr, k).sum(1)
-        d, dv = conv(s, cnt.index_select(0, rep)[:, None].to(dt), ct_u)
+        if lib is not None:
+            d, dv = conv_kernel(idx.index_select(0, rep)[:, :nr], cnt.index_select(0, rep).to(dt),
+                                ct_u)
+        else:
+            cells = torch.nn.functional.pad(arr.cells_mm.reshape(n_l, t, rows, k),
+                                            (0, 0, 0, 1))
+            flat = (ct_u[:, None] * (rows + 1) + idx.index_select(0, rep)[:, :nr]).reshape(-1)
+            s = cells.reshape(-1, k).index_select(0, flat).reshape(-1, nr, k).sum(1)
+            d, dv = conv(s, cnt.index_select(0, rep)[:, None].to(dt), ct_u)
         row = li * m + mi
         wj = w[pj][:, None]
         corr.index_add_(0, row, d.index_select(0, inv).mul_(wj))
