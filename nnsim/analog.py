@@ -1163,6 +1163,11 @@ def _lowcount_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
                                           vp, vp, vp, i64, ctypes.c_int, f32, f32, f32, f32,
                                           f32, f32, vp, i64, vp, vp, vp, f32, i64, vp, vp]
         lib.imc_lowcount_conv.restype = None
+        lib.imc_lowcount_cdf.argtypes = [i64, vp, vp]
+        lib.imc_lowcount_cdf.restype = None
+        lib.imc_lowcount_init.argtypes = []
+        lib.imc_lowcount_init.restype = None
+        lib.imc_lowcount_init()  # the CDF table, once per process
         lib._imc_typed = True
     return lib
 

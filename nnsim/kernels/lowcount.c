@@ -17,7 +17,8 @@
  *
  * then recombines over slices and signs: out_d[q, j] = sum_{s, g} coef[s, g] d[q, s, g, j],
  * out_dv[q, j] = sum_{s, g} coef[s, g]^2 dv[q, s, g, j]. Float32 throughout as the torch path
- * (which it equals to float rounding: tests/nnsim/test_lowcount_kernel.py); erfcf from libm.
+ * (which it equals to float rounding: tests/nnsim/test_lowcount_kernel.py); the Gaussian CDF
+ * from a table (cdf_upper).
  *
  * Code counts use the thresholds rounded up to float32 (`th_up`, as AdcModel._tables: x >= th_up
  * exactly when x >= the float64 threshold), so the window's ends are quantize_fast's codes; the
@@ -35,11 +36,51 @@ static inline float fused(const float *a, const float *b, float per_u, int64_t n
     return a[i] + idx * b[i];
 }
 
-/* 0.5 erfc(z) in float32. Below z = -4 it is 1 - 0.5 erfc(4) = 1 - 7.7e-9, which rounds to
- * 1.0f (float32's spacing below 1 is 6e-8): 1.0f there without evaluating erfcf (the same
- * float32 value erfcf gives). */
+/* P(z) = 0.5 erfc(z) = Phi(-sqrt(2) z), the probability that a threshold z (in units of
+ * sd sqrt(2) above the input) is crossed, from a table: on [CDF_Z0, CDF_Z1) in steps of
+ * 1/CDF_PER, the cubic Hermite interpolant of P and of its derivative -exp(-z^2)/sqrt(pi) at
+ * the nodes (double precision, c0 + f (c1 + f (c2 + f c3)) per cell), rounded to float32:
+ * absolute error below 4e-11 (h^4 max|d4P/dz4| / 384), under float32's rounding of the code
+ * sums (6e-8 near 1), at a fraction of erfcf's cost. Below z = -4, P = 1 - 0.5 erfc(4) =
+ * 1 - 7.7e-9 rounds to 1.0f (erfcf's float32 value too); from CDF_Z1 (beyond the 8 sd
+ * window: 8 / sqrt(2) = 5.66) 0. imc_lowcount_init fills the table. */
+#define CDF_Z0 (-4.0)
+#define CDF_Z1 6.0
+#define CDF_PER 128
+#define CDF_CELLS 1280 /* (CDF_Z1 - CDF_Z0) CDF_PER */
+static double cdf_c[CDF_CELLS][4];
+static int cdf_ready = 0;
+
+void imc_lowcount_init(void) {
+    if (cdf_ready) return;
+    const double h = 1.0 / CDF_PER, rsqrtpi = 0.56418958354775628695;
+    for (int i = 0; i < CDF_CELLS; i++) {
+        const double za = CDF_Z0 + i * h, zb = za + h;
+        const double pa = 0.5 * erfc(za), pb = 0.5 * erfc(zb);
+        const double da = -rsqrtpi * exp(-za * za) * h, db = -rsqrtpi * exp(-zb * zb) * h;
+        /* p(f) = pa + da f + (3 (pb - pa) - 2 da - db) f^2 + (2 (pa - pb) + da + db) f^3 */
+        cdf_c[i][0] = pa;
+        cdf_c[i][1] = da;
+        cdf_c[i][2] = 3.0 * (pb - pa) - 2.0 * da - db;
+        cdf_c[i][3] = 2.0 * (pa - pb) + da + db;
+    }
+    cdf_ready = 1;
+}
+
 static inline float cdf_upper(float z) {
-    return z < -4.0f ? 1.0f : 0.5f * erfcf(z);
+    if (z < (float)CDF_Z0) return 1.0f;
+    if (!(z < (float)CDF_Z1)) return 0.0f;
+    const double t = ((double)z - CDF_Z0) * CDF_PER;
+    int i = (int)t;
+    if (i > CDF_CELLS - 1) i = CDF_CELLS - 1;
+    const double f = t - i;
+    const double *c = cdf_c[i];
+    return (float)(c[0] + f * (c[1] + f * (c[2] + f * c[3])));
+}
+
+/* The table's P at n points (the test compares it with erfc in float64). */
+void imc_lowcount_cdf(int64_t n, const float *z, float *p) {
+    for (int64_t i = 0; i < n; i++) p[i] = cdf_upper(z[i]);
 }
 
 void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_t c,
@@ -60,8 +101,14 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
         else if (term_kind[j] == 1) { t_spread = a; b_spread = b; }
         else { t_read = a; b_read = b; }
     }
-    float *s = (float *)malloc(sizeof(float) * (size_t)k);
-    if (s == NULL) return;
+    /* per conversion, per column j: the sum s, the current u, the sensed value, its
+     * variance, x and 1 / (sd sqrt 2), and the codes at x - 8 sd and x + 8 sd */
+    float *buf = (float *)malloc(sizeof(float) * (size_t)k * 6);
+    int32_t *lohi = (int32_t *)malloc(sizeof(int32_t) * (size_t)k * 2);
+    if (buf == NULL || lohi == NULL) { free(buf); free(lohi); return; }
+    float *s = buf, *u = buf + k, *sen = buf + 2 * k, *var = buf + 3 * k, *xs = buf + 4 * k,
+          *invs = buf + 5 * k;
+    int32_t *los = lohi, *his = lohi + k;
     for (int64_t q = 0; q < q_n; q++) {
         const int64_t row0 = ct[q];
         const float *cl = cells + row0 * rows * k;
@@ -75,60 +122,77 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
         const float n = cnt[q];
         const float *gq = gain + row0 * k, *lq = lsb + row0 * k, *vq = vmom + row0 * k;
         const int64_t *iq = inst ? inst + row0 * k : NULL;
+#pragma omp simd
+        for (int64_t j = 0; j < k; j++) {
+            u[j] = ca * s[j] + cb * n;
+            sen[j] = u[j];
+            var[j] = 0.0f;
+        }
+        if (t_mean) {
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++) sen[j] = fused(t_mean, b_mean, per_u, tn, u[j]);
+        }
+        if (t_spread) {
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++) {
+                const float v = fused(t_spread, b_spread, per_u, tn, u[j]);
+                var[j] += v * v;
+            }
+        }
+        if (t_read) {
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++) {
+                const float v = fused(t_read, b_read, per_u, tn, u[j]);
+                var[j] += v * v;
+            }
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < k; j++) {
+            const float l = lq[j];
+            float sd2 = var[j] / (l * l) + an2;
+            sd2 = sd2 >= 1e-12f ? sd2 : 1e-12f;
+            const float sd = sqrtf(sd2);
+            const float x = sen[j] / l;
+            const float cut = sd * cut_sigmas;
+            const float xl = x - cut, xh = x + cut;
+            const float *tu = th_up + (iq ? iq[j] : 0) * nth;
+            int32_t lo = 0, hi = 0;  /* thresholds at or below x - 8 sd, x + 8 sd */
+            for (int64_t kk = 0; kk < nth; kk++) {
+                lo += xl >= tu[kk];
+                hi += xh >= tu[kk];
+            }
+            xs[j] = x;
+            invs[j] = 1.0f / (sd * 1.41421356237309504880f);
+            los[j] = lo;
+            his[j] = hi;
+        }
         float *od = out_d + q * c, *odv = out_dv + q * c;
         for (int64_t j = 0; j < c; j++) { od[j] = 0.0f; odv[j] = 0.0f; }
         int64_t sg = 0, col = 0;  /* column j = (slice, sign) sg, output column col */
         float w = coef[0], w2 = w * w;
         for (int64_t j = 0; j < k; j++) {
-            const float u = ca * s[j] + cb * n;
-            float sensed = u, var_u = 0.0f;
-            if (t_mean) sensed = fused(t_mean, b_mean, per_u, tn, u);
-            if (t_spread) { float v = fused(t_spread, b_spread, per_u, tn, u); var_u += v * v; }
-            if (t_read) { float v = fused(t_read, b_read, per_u, tn, u); var_u += v * v; }
-            const float l = lq[j];
-            float sd2 = var_u / (l * l) + an2;
-            if (!(sd2 >= 1e-12f)) sd2 = 1e-12f;
-            const float sd = sqrtf(sd2);
-            const float x = sensed / l;
-            const int64_t ins = iq ? iq[j] : 0;
-            const float *tk = th + ins * nth, *tu = th_up + ins * nth;
-            const float cut = sd * cut_sigmas;
-            const float inv = 1.0f / (sd * 1.41421356237309504880f);
-            float e1, e2;
-            if (sorted) {
-                const float xl = x - cut, xh = x + cut;
-                int64_t lo = 0, hi;
-                while (lo < nth && xl >= tu[lo]) lo++;
-                hi = lo;
-                while (hi < nth && xh >= tu[hi]) hi++;
-                e1 = (float)lo;
-                e2 = (float)(lo * lo);
+            const int64_t lo = los[j], hi = his[j];
+            const float x = xs[j], inv = invs[j];
+            const float *tk = th + (iq ? iq[j] : 0) * nth;
+            float e1 = (float)lo, e2 = (float)(lo * lo);  /* the code where lo == hi */
+            if (sorted) {  /* crossed below lo, not from hi: the CDF for the few between */
                 for (int64_t kk = lo; kk < hi; kk++) {
                     const float pk = cdf_upper((tk[kk] - x) * inv);
                     e1 += pk;
                     e2 += (float)(2 * kk + 1) * pk;
                 }
-            } else {  /* as the torch path: the CDF at every threshold where the codes at
-                         x -+ 8 sd differ, else the code */
-                int64_t lo = 0, hi = 0;
+            } else if (lo != hi) {  /* as the torch path: the CDF at every threshold */
+                e1 = 0.0f;
+                e2 = 0.0f;
                 for (int64_t kk = 0; kk < nth; kk++) {
-                    lo += (x - cut) >= tu[kk];
-                    hi += (x + cut) >= tu[kk];
-                }
-                e1 = (float)lo;
-                e2 = (float)(lo * lo);
-                if (lo != hi) {
-                    e1 = 0.0f;
-                    e2 = 0.0f;
-                    for (int64_t kk = 0; kk < nth; kk++) {
-                        const float pk = cdf_upper((tk[kk] - x) * inv);
-                        e1 += pk;
-                        e2 += (float)(2 * kk + 1) * pk;
-                    }
+                    const float pk = cdf_upper((tk[kk] - x) * inv);
+                    e1 += pk;
+                    e2 += (float)(2 * kk + 1) * pk;
                 }
             }
             float vc = e2 - e1 * e1;
             if (!(vc >= 0.0f)) vc = 0.0f;
+            const float l = lq[j];
             const float d = l * (e1 + code_offset) - gq[j] * (ca * s[j] + cbg * n);
             const float dv = l * l * vc - vq[j];
             od[col] += d * w;
@@ -141,5 +205,6 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
             }
         }
     }
-    free(s);
+    free(buf);
+    free(lohi);
 }
