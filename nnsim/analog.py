@@ -1163,6 +1163,11 @@ def _lowcount_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
                                           vp, vp, vp, i64, ctypes.c_int, f32, f32, f32, f32,
                                           f32, f32, vp, i64, vp, vp, vp, f32, i64, vp, vp]
         lib.imc_lowcount_conv.restype = None
+        lib.imc_lowcount_select.argtypes = [i64, i64, i64, i64, i64, i64, vp, vp, vp, vp, vp,
+                                            vp, vp, vp, vp, vp]
+        lib.imc_lowcount_select.restype = i64
+        lib.imc_lowcount_accumulate.argtypes = [i64, i64, vp, vp, vp, vp, vp, vp, vp, vp]
+        lib.imc_lowcount_accumulate.restype = None
         lib.imc_lowcount_cdf.argtypes = [i64, vp, vp]
         lib.imc_lowcount_cdf.restype = None
         lib.imc_lowcount_init.argtypes = []
@@ -1213,6 +1218,61 @@ def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: to
             "tn": int(tb["n"]) if names else 1}
 
 
+def _low_counts_c(lib: ctypes.CDLL, kc: dict[str, Any], q: torch.Tensor, w: torch.Tensor,
+                  n_l: int, m: int, t: int, rows: int, ns: int, c: int,
+                  consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``moment_low_counts`` after its setup, in nnsim/kernels/lowcount.c: the conversions
+    of 1 .. ``MOMENT_EXACT_ROWS`` active rows listed in the torch path's order (with their
+    keys), the distinct ones (``torch.unique``) converted once, the planes without an active
+    row once per (lead, tile), accumulated in the torch path's order -> (corr, dvar) (L M, C).
+    """
+    ca, cb, g0, an2, code_offset = consts
+    nr = MOMENT_EXACT_ROWS
+    bits = w.numel()
+    cap = bits * n_l * m * t
+    f32, i64 = torch.float32, torch.int64
+    a0, a02 = torch.empty(n_l, m, t, dtype=f32), torch.empty(n_l, m, t, dtype=f32)
+    key, ct, row, plane = (torch.empty(cap, dtype=i64) for _ in range(4))
+    cnt = torch.empty(cap, dtype=f32)
+    idx = torch.empty(cap, nr, dtype=i64)
+    wc = w.to(f32).contiguous()
+    p = kernels.ptr
+    nq = int(lib.imc_lowcount_select(n_l, m, t, rows, bits, nr, p(q, torch.int32), p(wc, f32),
+                                     p(a0, f32), p(a02, f32), p(key, i64), p(ct, i64),
+                                     p(row, i64), p(plane, i64), p(cnt, f32), p(idx, i64)))
+
+    def conv(ix: torch.Tensor | None, cn: torch.Tensor, cti: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        qn = cti.numel()
+        ix_c = torch.empty(0, dtype=i64) if ix is None else ix.contiguous()
+        cti, cn = cti.contiguous(), cn.contiguous()
+        d, dv = torch.empty(qn, c, dtype=f32), torch.empty(qn, c, dtype=f32)
+        lib.imc_lowcount_conv(
+            qn, 0 if ix is None else nr, rows, ns, c, p(kc["cells"], f32), p(cti, i64),
+            p(ix_c, i64), p(cn, f32), p(kc["gain"], f32), p(kc["lsb"], f32),
+            p(kc["vmom"], f32), None if kc["inst"] is None else p(kc["inst"], i64),
+            p(kc["th"], f32), p(kc["th_up"], f32), kc["nth"], int(kc["sorted"]), ca, cb, g0,
+            an2, code_offset, _CODE_SIGMAS, p(kc["coef"], f32), kc["n_terms"],
+            p(kc["kind"], i64), p(kc["ta"], f32), p(kc["tb"], f32), kc["per_u"], kc["tn"],
+            p(d, f32), p(dv, f32))
+        return d, dv
+
+    # planes without an active row: one value per (lead, tile, column)
+    d0, dv0 = conv(None, torch.zeros(n_l * t, dtype=f32), torch.arange(n_l * t))
+    corr = torch.bmm(a0, d0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    dvar = torch.bmm(a02, dv0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    if nq:
+        key, ct, row, plane = key[:nq], ct[:nq], row[:nq], plane[:nq]
+        uk, inv = torch.unique(key, return_inverse=True)
+        rep = torch.empty_like(uk).scatter_(0, inv, torch.arange(nq))
+        d, dv = conv(idx[:nq].index_select(0, rep), cnt[:nq].index_select(0, rep),
+                     ct.index_select(0, rep))
+        inv = inv.contiguous()
+        lib.imc_lowcount_accumulate(nq, c, p(row, i64), p(plane, i64), p(inv, i64), p(wc, f32),
+                                    p(d, f32), p(dv, f32), p(corr, f32), p(dvar, f32))
+    return corr, dvar
+
+
 @torch.no_grad()
 def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogConfig,
                       hw: HardwareModel, adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1256,9 +1316,6 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     if t * rows != r:
         q = torch.nn.functional.pad(q, (0, t * rows - r))
     q = q.reshape(n_l, m, t, rows)
-    sh = torch.arange(bits, device=dev, dtype=torch.int32).view(bits, 1, 1, 1, 1)
-    b = ((q[None] >> sh) & 1).to(torch.uint8)  # (P, L, M, T, rows)
-    n = b.sum(-1, dtype=torch.int32)  # (P, L, M, T)
     w = (2.0 ** torch.arange(bits, device=dev)).to(dt)
     if signed:
         w[-1] = -w[-1]
@@ -1272,34 +1329,16 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     if cfg.nonlinearity or cfg.read_noise:
         tb = hw.fused_readout(dev, gain=cfg.nonlinearity, read=cfg.read_noise,
                               spread=cfg.nonlinearity)
-
+    shp = (*xq.shape[:-1], c) if not lead else (*lead, m, c)
     lib = _lowcount_lib(cfg, xq)
-    if lib is not None:
+    if lib is not None:  # nnsim/kernels/lowcount.c: selection, conversions, accumulation
         kc = _lowcount_kernel_args(arr, gf, lf, vf, instf, tb, adc, coef, dev)
-
-    def conv_kernel(idx: torch.Tensor | None, cnt: torch.Tensor, ct: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``conv`` in nnsim/kernels/lowcount.c, the column sums formed there: conversion
-        ``q`` sums rows ``idx[q]`` (``rows``: an unused slot; None: no active row) of
-        column-table row ``ct[q]``."""
-        qn = ct.numel()
-        nr_k = 0 if idx is None else idx.shape[1]
-        idx_c = (torch.empty(0, dtype=torch.int64) if idx is None else idx).contiguous()
-        ct_c, cnt_c = ct.contiguous(), cnt.reshape(-1).contiguous()
-        d = torch.empty(qn, c, dtype=torch.float32)
-        dv = torch.empty(qn, c, dtype=torch.float32)
-        p = kernels.ptr
-        lib.imc_lowcount_conv(
-            qn, nr_k, rows, ns, c, p(kc["cells"], torch.float32), p(ct_c, torch.int64),
-            p(idx_c, torch.int64), p(cnt_c, torch.float32), p(kc["gain"], torch.float32),
-            p(kc["lsb"], torch.float32), p(kc["vmom"], torch.float32),
-            None if kc["inst"] is None else p(kc["inst"], torch.int64),
-            p(kc["th"], torch.float32), p(kc["th_up"], torch.float32), kc["nth"],
-            int(kc["sorted"]), ca, cb, g0, an2, adc.code_offset, _CODE_SIGMAS,
-            p(kc["coef"], torch.float32), kc["n_terms"], p(kc["kind"], torch.int64),
-            p(kc["ta"], torch.float32), p(kc["tb"], torch.float32), kc["per_u"], kc["tn"],
-            p(d, torch.float32), p(dv, torch.float32))
-        return d, dv
+        corr, dvar = _low_counts_c(lib, kc, q.contiguous(), w, n_l, m, t, rows, ns, c,
+                                   (ca, cb, g0, an2, adc.code_offset))
+        return corr.reshape(shp), dvar.reshape(shp)
+    sh = torch.arange(bits, device=dev, dtype=torch.int32).view(bits, 1, 1, 1, 1)
+    b = ((q[None] >> sh) & 1).to(torch.uint8)  # (P, L, M, T, rows)
+    n = b.sum(-1, dtype=torch.int32)  # (P, L, M, T)
 
     def conv(s: torch.Tensor, cnt: torch.Tensor, ct: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1325,11 +1364,8 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
 
     # planes without an active row: one value per (lead, tile, column)
     zc = torch.arange(n_l * t, device=dev)
-    if lib is not None:
-        d0, dv0 = conv_kernel(None, torch.zeros(n_l * t, dtype=dt), zc)
-    else:
-        d0, dv0 = conv(torch.zeros(n_l * t, k, device=dev, dtype=dt),
-                       torch.zeros(n_l * t, 1, device=dev, dtype=dt), zc)
+    d0, dv0 = conv(torch.zeros(n_l * t, k, device=dev, dtype=dt),
+                   torch.zeros(n_l * t, 1, device=dev, dtype=dt), zc)
     empty = (n == 0).to(dt)
     a0 = torch.einsum("plmt,p->lmt", empty, w)
     a02 = torch.einsum("plmt,p->lmt", empty, w * w)
@@ -1356,20 +1392,14 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
         uk, inv = torch.unique(key, return_inverse=True)
         rep = torch.empty_like(uk).scatter_(0, inv, torch.arange(inv.numel(), device=dev))
         ct_u = ct.index_select(0, rep)
-        if lib is not None:
-            d, dv = conv_kernel(idx.index_select(0, rep)[:, :nr], cnt.index_select(0, rep).to(dt),
-                                ct_u)
-        else:
-            cells = torch.nn.functional.pad(arr.cells_mm.reshape(n_l, t, rows, k),
-                                            (0, 0, 0, 1))
-            flat = (ct_u[:, None] * (rows + 1) + idx.index_select(0, rep)[:, :nr]).reshape(-1)
-            s = cells.reshape(-1, k).index_select(0, flat).reshape(-1, nr, k).sum(1)
-            d, dv = conv(s, cnt.index_select(0, rep)[:, None].to(dt), ct_u)
+        cells = torch.nn.functional.pad(arr.cells_mm.reshape(n_l, t, rows, k), (0, 0, 0, 1))
+        flat = (ct_u[:, None] * (rows + 1) + idx.index_select(0, rep)[:, :nr]).reshape(-1)
+        s = cells.reshape(-1, k).index_select(0, flat).reshape(-1, nr, k).sum(1)
+        d, dv = conv(s, cnt.index_select(0, rep)[:, None].to(dt), ct_u)
         row = li * m + mi
         wj = w[pj][:, None]
         corr.index_add_(0, row, d.index_select(0, inv).mul_(wj))
         dvar.index_add_(0, row, dv.index_select(0, inv).mul_(wj * wj))
-    shp = (*xq.shape[:-1], c) if not lead else (*lead, m, c)
     return corr.reshape(shp), dvar.reshape(shp)
 
 

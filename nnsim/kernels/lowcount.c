@@ -208,3 +208,64 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
     free(buf);
     free(lohi);
 }
+
+/* The conversions of one call: codes q (n_l, m, t, rows) of `bits` planes (two's complement
+ * already unsigned), plane weights w. Per (lead, input row, tile), a0 and a02 get the sum of
+ * w and w^2 over the planes without an active row (exact: integers in float32). Each plane of
+ * 1 ..  nr active rows is emitted, in the order plane, lead, input row, tile (the torch path's
+ * nonzero order): its key (column-table row and active rows: equal keys, equal conversions),
+ * column-table row ct = l t + tile, output row l m + input row, plane, count and the active
+ * rows' indices in nr slots (unused: `rows`). Returns how many were emitted. */
+int64_t imc_lowcount_select(int64_t n_l, int64_t m, int64_t t, int64_t rows, int64_t bits,
+                            int64_t nr, const int32_t *q, const float *w, float *a0,
+                            float *a02, int64_t *key, int64_t *ct, int64_t *row,
+                            int64_t *plane, float *cnt, int64_t *idx) {
+    const int64_t lmt = n_l * m * t;
+    for (int64_t i = 0; i < lmt; i++) { a0[i] = 0.0f; a02[i] = 0.0f; }
+    int64_t nq = 0;
+    for (int64_t p = 0; p < bits; p++) {
+        const float wp = w[p], wp2 = wp * wp;
+        for (int64_t i = 0; i < lmt; i++) {  /* i = (l m + mi) t + ti */
+            const int32_t *qi = q + i * rows;
+            int64_t n = 0;
+            for (int64_t r = 0; r < rows; r++) n += (qi[r] >> p) & 1;
+            if (n == 0) {
+                a0[i] += wp;
+                a02[i] += wp2;
+                continue;
+            }
+            if (n > nr) continue;
+            int64_t *ix = idx + nq * nr, s = 0;
+            for (int64_t r = 0; r < rows; r++)
+                if ((qi[r] >> p) & 1) ix[s++] = r;
+            for (; s < nr; s++) ix[s] = rows;
+            const int64_t ti = i % t, lm = i / t, l = lm / m;
+            const int64_t c_t = l * t + ti;
+            int64_t kk = c_t;
+            for (int64_t j = 0; j < nr; j++) kk = kk * (rows + 1) + ix[j];
+            key[nq] = kk;
+            ct[nq] = c_t;
+            row[nq] = lm;
+            plane[nq] = p;
+            cnt[nq] = (float)n;
+            nq++;
+        }
+    }
+    return nq;
+}
+
+/* corr[row[i]] += w[plane[i]] d[inv[i]], dvar[row[i]] += w[plane[i]]^2 dv[inv[i]], in order
+ * of i (the torch path's index_add_: the same float operations in the same order). */
+void imc_lowcount_accumulate(int64_t qn, int64_t c, const int64_t *row, const int64_t *plane,
+                             const int64_t *inv, const float *w, const float *d,
+                             const float *dv, float *corr, float *dvar) {
+    for (int64_t i = 0; i < qn; i++) {
+        const float wj = w[plane[i]], wj2 = wj * wj;
+        const float *di = d + inv[i] * c, *dvi = dv + inv[i] * c;
+        float *co = corr + row[i] * c, *dvo = dvar + row[i] * c;
+        for (int64_t j = 0; j < c; j++) {
+            co[j] += di[j] * wj;
+            dvo[j] += dvi[j] * wj2;
+        }
+    }
+}
