@@ -1160,8 +1160,9 @@ def _lowcount_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
     if lib is not None and not hasattr(lib, "_imc_typed"):
         vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
         lib.imc_lowcount_conv.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp, vp,
-                                          vp, vp, vp, i64, ctypes.c_int, f32, f32, f32, f32,
-                                          f32, f32, vp, i64, vp, vp, vp, f32, i64, vp, vp]
+                                          vp, vp, vp, i64, ctypes.c_int, vp, vp, vp, f32, f32,
+                                          f32, f32, f32, f32, f32, f32, f32, vp, i64, vp, vp,
+                                          vp, f32, i64, vp, vp]
         lib.imc_lowcount_conv.restype = None
         lib.imc_lowcount_select.argtypes = [i64, i64, i64, i64, i64, i64, vp, vp, vp, vp, vp,
                                             vp, vp, vp, vp, vp]
@@ -1196,6 +1197,15 @@ def _lowcount_thresholds(adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor, boo
 _TERM_KIND = {"mean": 0, "spread": 1, "read": 2}
 
 
+def _stacked(tb: dict[str, Any], part: str) -> torch.Tensor:
+    """``fused_readout``'s per-term tables ``part`` ("a" or "b") as one contiguous (terms, n)
+    tensor, kept with the (cached) tables."""
+    key = f"_stacked_{part}"
+    if key not in tb:
+        tb[key] = torch.stack(list(tb[part])).contiguous()
+    return tb[key]
+
+
 def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: torch.Tensor,
                           instf: torch.Tensor | None, tb: dict[str, Any] | None,
                           adc: AdcModel, coef: torch.Tensor, dev: torch.device
@@ -1205,15 +1215,20 @@ def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: to
     th, th_up, srt = _lowcount_thresholds(adc)
     names = tuple(tb["names"]) if tb is not None else ()
     one = torch.zeros(1, dtype=torch.float32)
-    return {"cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
+    lut = adc._tables(dev)  # quantize_fast's tables and index arithmetic (_lut_index)
+    r = adc._steps()
+    if not srt:
+        lut = {"low": one, "th": one, "jump": one}
+    return {"lut_low": lut["low"], "lut_th": lut["th"], "lut_jump": lut["jump"],
+            "lut_r": float(r), "lut_g": float((adc.max_code + 4) * r),
+            "lut_hi": adc.max_code + 2.0 - 0.5 / r,"cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
             "lsb": lf.contiguous(), "vmom": vf.contiguous(),
             "inst": None if instf is None else instf.to(torch.int64).contiguous(),
             "th": th, "th_up": th_up, "nth": th.shape[1], "sorted": srt,
             "coef": coef.reshape(-1).to(torch.float32).contiguous(),
             "n_terms": len(names),
             "kind": torch.tensor([_TERM_KIND[nm] for nm in names] or [0], dtype=torch.int64),
-            "ta": torch.stack(list(tb["a"])).contiguous() if names else one,
-            "tb": torch.stack(list(tb["b"])).contiguous() if names else one,
+            "ta": _stacked(tb, "a") if names else one, "tb": _stacked(tb, "b") if names else one,
             "per_u": float(tb["per_u"]) if names else 0.0,
             "tn": int(tb["n"]) if names else 1}
 
@@ -1251,8 +1266,9 @@ def _low_counts_c(lib: ctypes.CDLL, kc: dict[str, Any], q: torch.Tensor, w: torc
             qn, 0 if ix is None else nr, rows, ns, c, p(kc["cells"], f32), p(cti, i64),
             p(ix_c, i64), p(cn, f32), p(kc["gain"], f32), p(kc["lsb"], f32),
             p(kc["vmom"], f32), None if kc["inst"] is None else p(kc["inst"], i64),
-            p(kc["th"], f32), p(kc["th_up"], f32), kc["nth"], int(kc["sorted"]), ca, cb, g0,
-            an2, code_offset, _CODE_SIGMAS, p(kc["coef"], f32), kc["n_terms"],
+            p(kc["th"], f32), p(kc["th_up"], f32), kc["nth"], int(kc["sorted"]),
+            p(kc["lut_low"], f32), p(kc["lut_th"], f32), p(kc["lut_jump"], f32), kc["lut_r"],
+            kc["lut_g"], kc["lut_hi"], ca, cb, g0, an2, code_offset, _CODE_SIGMAS, p(kc["coef"], f32), kc["n_terms"],
             p(kc["kind"], i64), p(kc["ta"], f32), p(kc["tb"], f32), kc["per_u"], kc["tn"],
             p(d, f32), p(dv, f32))
         return d, dv

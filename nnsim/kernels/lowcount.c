@@ -20,9 +20,11 @@
  * (which it equals to float rounding: tests/nnsim/test_lowcount_kernel.py); the Gaussian CDF
  * from a table (cdf_upper).
  *
- * Code counts use the thresholds rounded up to float32 (`th_up`, as AdcModel._tables: x >= th_up
- * exactly when x >= the float64 threshold), so the window's ends are quantize_fast's codes; the
- * CDF uses them rounded to nearest (`th`, as the torch path's float32 copy).
+ * The window's ends are AdcModel.quantize_fast's codes of x -+ 8 sd, from its tables (lut_*:
+ * per instance and 1/r-LSB cell the code at the cell's start, the threshold inside it and how
+ * many share it; the same float32 index arithmetic); with unsorted thresholds, counts of the
+ * thresholds rounded up to float32 (`th_up`: x >= th_up exactly when x >= the float64
+ * threshold). The CDF uses them rounded to nearest (`th`, the torch path's float32 copy).
  */
 #include <math.h>
 #include <stdint.h>
@@ -87,7 +89,9 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
                        const float *cells, const int64_t *ct, const int64_t *idx,
                        const float *cnt, const float *gain, const float *lsb, const float *vmom,
                        const int64_t *inst, const float *th, const float *th_up, int64_t nth,
-                       int sorted, float ca, float cb, float g0, float an2, float code_offset,
+                       int sorted, const float *lut_low, const float *lut_th,
+                       const float *lut_jump, float lut_r, float lut_g, float lut_hi,
+                       float ca, float cb, float g0, float an2, float code_offset,
                        float cut_sigmas, const float *coef, int64_t n_terms,
                        const int64_t *term_kind, const float *ta, const float *tb,
                        float per_u, int64_t tn, float *out_d, float *out_dv) {
@@ -155,11 +159,20 @@ void imc_lowcount_conv(int64_t q_n, int64_t nr, int64_t rows, int64_t ns, int64_
             const float x = sen[j] / l;
             const float cut = sd * cut_sigmas;
             const float xl = x - cut, xh = x + cut;
-            const float *tu = th_up + (iq ? iq[j] : 0) * nth;
             int32_t lo = 0, hi = 0;  /* thresholds at or below x - 8 sd, x + 8 sd */
-            for (int64_t kk = 0; kk < nth; kk++) {
-                lo += xl >= tu[kk];
-                hi += xh >= tu[kk];
+            if (sorted) {  /* AdcModel.quantize_fast's codes: the cell's, one comparison */
+                const float off = (float)(iq ? iq[j] : 0) * lut_g + 2.0f * lut_r;
+                const float cl = xl < -2.0f ? -2.0f : (xl > lut_hi ? lut_hi : xl);
+                const float ch = xh < -2.0f ? -2.0f : (xh > lut_hi ? lut_hi : xh);
+                const int32_t il = (int32_t)(off + cl * lut_r), ih = (int32_t)(off + ch * lut_r);
+                lo = (int32_t)(lut_low[il] + lut_jump[il] * (float)(cl >= lut_th[il]));
+                hi = (int32_t)(lut_low[ih] + lut_jump[ih] * (float)(ch >= lut_th[ih]));
+            } else {  /* count them */
+                const float *tu = th_up + (iq ? iq[j] : 0) * nth;
+                for (int64_t kk = 0; kk < nth; kk++) {
+                    lo += xl >= tu[kk];
+                    hi += xh >= tu[kk];
+                }
             }
             xs[j] = x;
             invs[j] = 1.0f / (sd * 1.41421356237309504880f);
