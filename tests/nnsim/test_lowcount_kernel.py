@@ -121,3 +121,46 @@ def test_kernel_cdf_table_is_erfc_to_float32_rounding():
     inner = (z > -3.9) & (z < 3.9)  # away from the saturated ends: the interpolation itself
     assert float(err[inner].max()) < 6e-8, float(err[inner].max())
     assert bool((p[z < -4.0] == 1.0).all()) and bool((p[z >= 6.0] == 0.0).all())
+
+
+def test_exact_path_attention_chunks_change_the_draws_not_their_distribution(
+        tiny_digits_model, hw_coarse, monkeypatch):
+    """The moment mode's exact low-count path (4 bits) chunks the attention by
+    ``convert.MOMENT_EXACT_CHUNK`` (56 digits images per chunk; it used to be sized for
+    ``bit``: 7): 48 copies of one image through few chunks and through many give the same logits
+    in mean (within 4 standard errors) and in spread over the copies (the K/V write noise and
+    the output noise, drawn per chunk; variance ratio within [0.6, 1.6]), while the draws
+    differ. (Mutation checked: the output noise sd x2 in one of the two runs fails; the K/V
+    write noise is small against it here, so its x2 does not.)"""
+    import nnsim.convert as cv
+    from nnsim.data import load_dataset
+
+    model, _ = tiny_digits_model
+    hw = hw_coarse[4]
+    an = cv.convert_to_analog(model, hw, AnalogConfig(fidelity="moment"), seed=None)
+    cv.program_chip(an, 0)
+    cv.calibrate_moment(an, [load_dataset("digits", "calib").images[:8]], seed=0)
+    x = load_dataset("digits", "test").images[:1].expand(48, -1, -1, -1).contiguous()
+    writes = {}
+    orig = cv.AnalogAttention._write
+
+    def count(self, w_rc, salt):
+        writes[tag] = writes.get(tag, 0) + 1
+        return orig(self, w_rc, salt)
+
+    monkeypatch.setattr(cv.AnalogAttention, "_write", count)
+    out = {}
+    for tag, factor in (("large", cv.MOMENT_EXACT_CHUNK), ("small", 48 * cv.MOMENT_EXACT_CHUNK)):
+        monkeypatch.setattr(cv, "MOMENT_EXACT_CHUNK", factor)
+        cv.program_chip(an, 1)
+        with torch.no_grad():
+            out[tag] = an(x).double()
+        monkeypatch.undo()
+        monkeypatch.setattr(cv.AnalogAttention, "_write", count)
+    assert writes["small"] > 4 * writes["large"], writes  # the chunkings differ
+    a, b = out["large"], out["small"]
+    assert not torch.equal(a, b)  # other draws
+    se = ((a.var(0) + b.var(0)) / 48).sqrt().clamp(min=1e-9)
+    assert float(((a.mean(0) - b.mean(0)).abs() / se).max()) < 4.0
+    ratio = float(a.var(0).sum() / b.var(0).sum())
+    assert 0.6 < ratio < 1.6, ratio
