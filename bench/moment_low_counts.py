@@ -5,11 +5,12 @@ The older commit's ``nnsim`` is extracted with ``git archive`` into a temporary 
 imported as ``nnsim_old`` (the package imports itself only relatively), so both run in one
 process on the same model, hardware, images and chip seeds, interleaved (best of
 ``--repeat``). Each tree runs twice: with ``readout_kernel="torch"`` (the eager path: the
-same ``torch.randn`` in both trees, so their accuracies must agree image by image) and with
+same ``torch.randn`` in both trees, so their accuracies agree image by image unless the
+attention chunks changed: since d078f14 the exact path's chunks are larger, other draws) and with
 its default ``auto`` (the C kernels: the moment kernel's K/V writes and output noise, here
 also the low-count conversions of ``nnsim/kernels/lowcount.c``, equal to the torch path to
-float rounding; the same draws in both trees where the older one has the moment kernel, so
-these agree image by image too). The JSON records the accuracies and how many images differ.
+float rounding, which re-draws ``calibrate_moment``'s bit-level pass: docs/nnsim.md). The
+JSON records the accuracies and how many image-chips differ.
 Writes ``bench/results/moment_low_counts.json``.
 
     .venv/bin/python bench/moment_low_counts.py [--old 519245a] [--images 450] [--chips 1]

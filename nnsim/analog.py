@@ -1221,7 +1221,8 @@ def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: to
         lut = {"low": one, "th": one, "jump": one}
     return {"lut_low": lut["low"], "lut_th": lut["th"], "lut_jump": lut["jump"],
             "lut_r": float(r), "lut_g": float((adc.max_code + 4) * r),
-            "lut_hi": adc.max_code + 2.0 - 0.5 / r,"cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
+            "lut_hi": adc.max_code + 2.0 - 0.5 / r,
+            "cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
             "lsb": lf.contiguous(), "vmom": vf.contiguous(),
             "inst": None if instf is None else instf.to(torch.int64).contiguous(),
             "th": th, "th_up": th_up, "nth": th.shape[1], "sorted": srt,
@@ -1268,7 +1269,8 @@ def _low_counts_c(lib: ctypes.CDLL, kc: dict[str, Any], q: torch.Tensor, w: torc
             p(kc["vmom"], f32), None if kc["inst"] is None else p(kc["inst"], i64),
             p(kc["th"], f32), p(kc["th_up"], f32), kc["nth"], int(kc["sorted"]),
             p(kc["lut_low"], f32), p(kc["lut_th"], f32), p(kc["lut_jump"], f32), kc["lut_r"],
-            kc["lut_g"], kc["lut_hi"], ca, cb, g0, an2, code_offset, _CODE_SIGMAS, p(kc["coef"], f32), kc["n_terms"],
+            kc["lut_g"], kc["lut_hi"], ca, cb, g0, an2, code_offset, _CODE_SIGMAS,
+            p(kc["coef"], f32), kc["n_terms"],
             p(kc["kind"], i64), p(kc["ta"], f32), p(kc["tb"], f32), kc["per_u"], kc["tn"],
             p(d, f32), p(dv, f32))
         return d, dv

@@ -11,8 +11,15 @@ import dataclasses
 import pytest
 import torch
 
-from nnsim.analog import (AnalogConfig, _lowcount_lib, build_array, map_matrix,
-                          moment_low_counts, quantize_inputs, write_levels)
+from nnsim.analog import (
+    AnalogConfig,
+    _lowcount_lib,
+    build_array,
+    map_matrix,
+    moment_low_counts,
+    quantize_inputs,
+    write_levels,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
