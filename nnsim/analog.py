@@ -1216,6 +1216,146 @@ def _low_count_columns(arr: Array, cfg: AnalogConfig, hw: HardwareModel, adc: Ad
     return out
 
 
+def _lowcount_lib(cfg: AnalogConfig, t: torch.Tensor) -> ctypes.CDLL | None:
+    """The low-count conversions' C kernel (``nnsim/kernels/lowcount.c``) for tensors like
+    ``t``, or None for the torch path (``cfg.readout_kernel`` as for ``_moment_lib``)."""
+    if cfg.readout_kernel == "torch" or not _kernel_tensors(cfg, t, warn=False):
+        return None
+    lib = kernels.load("lowcount", required=cfg.readout_kernel == "c")
+    if lib is not None and not hasattr(lib, "_imc_typed"):
+        vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        lib.imc_lowcount_conv.argtypes = [i64, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp, vp,
+                                          vp, vp, vp, i64, ctypes.c_int, vp, vp, vp, f32, f32,
+                                          f32, f32, f32, f32, f32, f32, f32, vp, i64, vp, vp,
+                                          vp, f32, i64, vp, vp]
+        lib.imc_lowcount_conv.restype = None
+        lib.imc_lowcount_select.argtypes = [i64, i64, i64, i64, i64, i64, vp, vp, vp, vp, vp,
+                                            vp, vp, vp, vp, vp]
+        lib.imc_lowcount_select.restype = i64
+        lib.imc_lowcount_accumulate.argtypes = [i64, i64, vp, vp, vp, vp, vp, vp, vp, vp]
+        lib.imc_lowcount_accumulate.restype = None
+        lib.imc_lowcount_cdf.argtypes = [i64, vp, vp]
+        lib.imc_lowcount_cdf.restype = None
+        lib.imc_lowcount_init.argtypes = []
+        lib.imc_lowcount_init.restype = None
+        lib.imc_lowcount_init()  # the CDF table, once per process
+        lib._imc_typed = True
+    return lib
+
+
+def _lowcount_thresholds(adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The kernel's thresholds (instances, 2^bits - 1), float32 rounded to nearest (the
+    torch path's copy, for the CDF) and rounded up (``x >= th_up`` exactly when ``x`` is at
+    or above the float64 threshold, as ``AdcModel._tables``: the window's codes), and
+    whether every instance's are sorted."""
+    key = ("lowcount_thresholds",)
+    if key not in adc._cache:
+        t64 = np.asarray(adc.thresholds_lsb, dtype=np.float64)
+        t32 = t64.astype(np.float32)
+        up = np.where(t32 < t64, np.nextafter(t32, np.float32(np.inf)), t32)
+        adc._cache[key] = (torch.from_numpy(np.ascontiguousarray(t32)),
+                           torch.from_numpy(np.ascontiguousarray(up.astype(np.float32))),
+                           bool((t32[:, 1:] >= t32[:, :-1]).all()))  # as _code_moments
+    return adc._cache[key]
+
+
+_TERM_KIND = {"mean": 0, "spread": 1, "read": 2}
+
+
+def _stacked(tb: dict[str, Any], part: str) -> torch.Tensor:
+    """``fused_readout``'s per-term tables ``part`` ("a" or "b") as one contiguous (terms, n)
+    tensor, kept with the (cached) tables."""
+    key = f"_stacked_{part}"
+    if key not in tb:
+        tb[key] = torch.stack(list(tb[part])).contiguous()
+    return tb[key]
+
+
+def _lowcount_kernel_args(arr: Array, gf: torch.Tensor, lf: torch.Tensor, vf: torch.Tensor,
+                          instf: torch.Tensor | None, tb: dict[str, Any] | None,
+                          adc: AdcModel, coef: torch.Tensor, dev: torch.device
+                          ) -> dict[str, Any]:
+    """What ``imc_lowcount_conv`` reads besides the conversions: the cells and the per-column
+    terms as contiguous float32 / int64, the thresholds and the fused readout tables."""
+    th, th_up, srt = _lowcount_thresholds(adc)
+    names = tuple(tb["names"]) if tb is not None else ()
+    one = torch.zeros(1, dtype=torch.float32)
+    lut = adc._tables(dev)  # quantize_fast's tables and index arithmetic (_lut_index)
+    r = adc._steps()
+    if not srt:
+        lut = {"low": one, "th": one, "jump": one}
+    return {"lut_low": lut["low"], "lut_th": lut["th"], "lut_jump": lut["jump"],
+            "lut_r": float(r), "lut_g": float((adc.max_code + 4) * r),
+            "lut_hi": adc.max_code + 2.0 - 0.5 / r,
+            "cells": arr.cells_mm.contiguous(), "gain": gf.contiguous(),
+            "lsb": lf.contiguous(), "vmom": vf.contiguous(),
+            "inst": None if instf is None else instf.to(torch.int64).contiguous(),
+            "th": th, "th_up": th_up, "nth": th.shape[1], "sorted": srt,
+            "coef": coef.reshape(-1).to(torch.float32).contiguous(),
+            "n_terms": len(names),
+            "kind": torch.tensor([_TERM_KIND[nm] for nm in names] or [0], dtype=torch.int64),
+            "ta": _stacked(tb, "a") if names else one, "tb": _stacked(tb, "b") if names else one,
+            "per_u": float(tb["per_u"]) if names else 0.0,
+            "tn": int(tb["n"]) if names else 1}
+
+
+def _low_counts_c(lib: ctypes.CDLL, kc: dict[str, Any], q: torch.Tensor, w: torch.Tensor,
+                  n_l: int, m: int, t: int, rows: int, ns: int, c: int,
+                  consts: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``moment_low_counts`` after its setup, in nnsim/kernels/lowcount.c: the conversions
+    of 1 .. ``MOMENT_EXACT_ROWS`` active rows listed in the torch path's order (with their
+    keys), the distinct ones (``torch.unique``) converted once, the planes without an active
+    row once per (lead, tile), accumulated in the torch path's order -> (corr, dvar) (L M, C).
+    """
+    ca, cb, g0, an2, code_offset = consts
+    nr = MOMENT_EXACT_ROWS
+    bits = w.numel()
+    cap = bits * n_l * m * t
+    f32, i64 = torch.float32, torch.int64
+    a0, a02 = torch.empty(n_l, m, t, dtype=f32), torch.empty(n_l, m, t, dtype=f32)
+    key, ct, row, plane = (torch.empty(cap, dtype=i64) for _ in range(4))
+    cnt = torch.empty(cap, dtype=f32)
+    idx = torch.empty(cap, nr, dtype=i64)
+    wc = w.to(f32).contiguous()
+    p = kernels.ptr
+    nq = int(lib.imc_lowcount_select(n_l, m, t, rows, bits, nr, p(q, torch.int32), p(wc, f32),
+                                     p(a0, f32), p(a02, f32), p(key, i64), p(ct, i64),
+                                     p(row, i64), p(plane, i64), p(cnt, f32), p(idx, i64)))
+
+    def conv(ix: torch.Tensor | None, cn: torch.Tensor, cti: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        qn = cti.numel()
+        ix_c = torch.empty(0, dtype=i64) if ix is None else ix.contiguous()
+        cti, cn = cti.contiguous(), cn.contiguous()
+        d, dv = torch.empty(qn, c, dtype=f32), torch.empty(qn, c, dtype=f32)
+        lib.imc_lowcount_conv(
+            qn, 0 if ix is None else nr, rows, ns, c, p(kc["cells"], f32), p(cti, i64),
+            p(ix_c, i64), p(cn, f32), p(kc["gain"], f32), p(kc["lsb"], f32),
+            p(kc["vmom"], f32), None if kc["inst"] is None else p(kc["inst"], i64),
+            p(kc["th"], f32), p(kc["th_up"], f32), kc["nth"], int(kc["sorted"]),
+            p(kc["lut_low"], f32), p(kc["lut_th"], f32), p(kc["lut_jump"], f32), kc["lut_r"],
+            kc["lut_g"], kc["lut_hi"], ca, cb, g0, an2, code_offset, _CODE_SIGMAS,
+            p(kc["coef"], f32), kc["n_terms"],
+            p(kc["kind"], i64), p(kc["ta"], f32), p(kc["tb"], f32), kc["per_u"], kc["tn"],
+            p(d, f32), p(dv, f32))
+        return d, dv
+
+    # planes without an active row: one value per (lead, tile, column)
+    d0, dv0 = conv(None, torch.zeros(n_l * t, dtype=f32), torch.arange(n_l * t))
+    corr = torch.bmm(a0, d0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    dvar = torch.bmm(a02, dv0.reshape(n_l, t, c)).reshape(n_l * m, c)
+    if nq:
+        key, ct, row, plane = key[:nq], ct[:nq], row[:nq], plane[:nq]
+        uk, inv = torch.unique(key, return_inverse=True)
+        rep = torch.empty_like(uk).scatter_(0, inv, torch.arange(nq))
+        d, dv = conv(idx[:nq].index_select(0, rep), cnt[:nq].index_select(0, rep),
+                     ct.index_select(0, rep))
+        inv = inv.contiguous()
+        lib.imc_lowcount_accumulate(nq, c, p(row, i64), p(plane, i64), p(inv, i64), p(wc, f32),
+                                    p(d, f32), p(dv, f32), p(corr, f32), p(dvar, f32))
+    return corr, dvar
+
+
 @torch.no_grad()
 def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogConfig,
                       hw: HardwareModel, adc: AdcModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1259,9 +1399,6 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     if t * rows != r:
         q = torch.nn.functional.pad(q, (0, t * rows - r))
     q = q.reshape(n_l, m, t, rows)
-    sh = torch.arange(bits, device=dev, dtype=torch.int32).view(bits, 1, 1, 1, 1)
-    b = ((q[None] >> sh) & 1).to(torch.uint8)  # (P, L, M, T, rows)
-    n = b.sum(-1, dtype=torch.int32)  # (P, L, M, T)
     w = (2.0 ** torch.arange(bits, device=dev)).to(dt)
     if signed:
         w[-1] = -w[-1]
@@ -1275,6 +1412,16 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
     if cfg.nonlinearity or cfg.read_noise:
         tb = hw.fused_readout(dev, gain=cfg.nonlinearity, read=cfg.read_noise,
                               spread=cfg.nonlinearity)
+    shp = (*xq.shape[:-1], c) if not lead else (*lead, m, c)
+    lib = _lowcount_lib(cfg, xq)
+    if lib is not None:  # nnsim/kernels/lowcount.c: selection, conversions, accumulation
+        kc = _lowcount_kernel_args(arr, gf, lf, vf, instf, tb, adc, coef, dev)
+        corr, dvar = _low_counts_c(lib, kc, q.contiguous(), w, n_l, m, t, rows, ns, c,
+                                   (ca, cb, g0, an2, adc.code_offset))
+        return corr.reshape(shp), dvar.reshape(shp)
+    sh = torch.arange(bits, device=dev, dtype=torch.int32).view(bits, 1, 1, 1, 1)
+    b = ((q[None] >> sh) & 1).to(torch.uint8)  # (P, L, M, T, rows)
+    n = b.sum(-1, dtype=torch.int32)  # (P, L, M, T)
 
     def conv(s: torch.Tensor, cnt: torch.Tensor, ct: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1336,7 +1483,6 @@ def moment_low_counts(xq: torch.Tensor, signed: bool, arr: Array, cfg: AnalogCon
         wj = w[pj][:, None]
         corr.index_add_(0, row, d.index_select(0, inv).mul_(wj))
         dvar.index_add_(0, row, dv.index_select(0, inv).mul_(wj * wj))
-    shp = (*xq.shape[:-1], c) if not lead else (*lead, m, c)
     return corr.reshape(shp), dvar.reshape(shp)
 
 

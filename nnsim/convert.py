@@ -222,6 +222,14 @@ def is_attention(m: nn.Module) -> bool:
             and hasattr(m, "num_heads"))
 
 
+MOMENT_EXACT_CHUNK = 64
+"""Elements per attention-score element of a K/V chunk in the moment mode's exact low-count
+path (``analog.moment_exact``: per-cell K/V arrays, 4 slices x 2 cells per element plus the
+write's temporaries): a chunk of ``chunk_elems / (heads n max(n, head_dim) this)`` images
+(56 digits images; it was sized for ``bit``'s partial sums, 7). Other chunks draw the K/V
+write noise in other blocks (other draws, the same distribution)."""
+
+
 class AnalogAttention(_AnalogBase):
     """Self-attention with Q K^T and S V on crossbars whose K and V are written per inference.
 
@@ -325,6 +333,9 @@ class AnalogAttention(_AnalogBase):
         else:
             if self._moment_fast():  # moment_write: codes, bins, table reads per element
                 per = self.num_heads * n * max(n, self.head_dim) * 16
+            elif cfg.fidelity == "moment":  # per-cell K/V (moment_exact): 8 cells per element
+                # and the write's temporaries; moment_low_counts' lists are smaller
+                per = self.num_heads * n * max(n, self.head_dim) * MOMENT_EXACT_CHUNK
             else:  # bit: planes x slices x cells partial sums per score
                 per = self.num_heads * n * n * 8 * 8 * 8
             step = max(1, cfg.chunk_elems // max(1, per))
