@@ -464,14 +464,14 @@ _CLIP = ["--clipformer", "both", "--alpha", str(CLIP_ALPHA), "--beta", str(CLIP_
 # RAP on programmed cells converts 5-34 M times per image (fused C kernel nnsim/kernels/
 # rap_mvm.c): bench/results/rap_speed.json measured 74/69/75/99/133/146 CPU ms per image-chip
 # at 3/4/5/6/8/8-trimmed bits (#17, session 5, at load 7-8 on 2 cores; 46/40/45/74/95/123 at
-# load 2-4 before the kernel got 1.3-1.8x faster in the same run, docs/rap.md 8.0d: ~26/30/28/
-# 48/61/73 estimated at that load), so its 8 settings on all 450 images x 5 chips would be
-# ~840 CPU s (~7 min on 2 cores, estimated), over the demo's 5-minute evaluation target by
-# itself. The RAP steps therefore score the first RAP_IMAGES test images on RAP_CHIPS chips
-# (the analog runs use all 450 images; the report says so). Measured at 90 x 5 (#17, 18cecf1,
-# idle machine): RAP 418 CPU s, the evaluations 411 s wall on 2 cores (the analog lanes 330 CPU
-# s); 90 x 3, the fewest chips a paired interval is not flagged for, fits 5 minutes.
-RAP_IMAGES, RAP_CHIPS = 90, 3
+# load 2-4 before the kernel got 1.3-1.8x faster in the same run, docs/rap.md 8.0d). In the
+# demo (session 5, idle 2-core machine) the RAP steps at 90 x 5 took 118 + 140 + 57 = 315 CPU
+# s, ~0.09 s per image-chip-setting, so their 8 settings on all 450 images x 5 chips would be
+# ~1,600 CPU s (~13 min on 2 cores), over the demo's 5-minute evaluation target by itself.
+# The RAP steps therefore score the first RAP_IMAGES test images on RAP_CHIPS chips (the
+# analog runs use all 450 images; the report says so). Measured at 90 x 5 (#17, session 5,
+# idle machine): the evaluations 238 s wall, 446 CPU s (analog lanes 44 + 80 CPU s).
+RAP_IMAGES, RAP_CHIPS = 90, 5
 # --rap-only: the report takes the analog points from the full analog steps, not from the RAP
 # steps (which would score them again on RAP_IMAGES x RAP_CHIPS)
 _RAP = ["--rap-only", "--rap-no-dense", "--limit", str(RAP_IMAGES), "--chips",
