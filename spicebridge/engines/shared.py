@@ -19,7 +19,7 @@ import stat as _stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_double, c_int, c_short, c_void_p
 from pathlib import Path
 
@@ -135,27 +135,6 @@ def find_libngspice() -> str:
     )
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Ctrl-C held until a libngspice call returns: its callbacks run Python code, and an
-    exception raised there cannot go back through C (ctypes prints "Exception ignored ...
-    Traceback" and drops it, so the Ctrl-C was lost and the run went on). Here SIGINT only
-    sets a flag during the call; afterwards it is raised again, to the handler there was."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach only the main thread
-        return
-    hit: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, _frame: hit.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if hit:
-            signal.raise_signal(signal.SIGINT)
-
-
 class _NgLib:
     """The process's one libngspice instance."""
 
@@ -192,7 +171,7 @@ class _NgLib:
         lib.ngSpice_AllVecs.restype = POINTER(c_char_p)
         lib.ngSpice_running.restype = c_bool
         # keep references: ctypes frees callbacks that are garbage-collected
-        self._cbs = (_SendChar(self._on_char), _SendStat(self._on_stat), _Exit(self._on_exit),
+        self._cbs = (_SendChar(self._on_char), _SendStat(lambda *a: 0), _Exit(self._on_exit),
                      _SendInitData(self._on_init_data), _BGRun(self._on_bg))
         lib.ngSpice_Init(self._cbs[0], self._cbs[1], self._cbs[2], None, self._cbs[3],
                          self._cbs[4], None)
@@ -233,9 +212,6 @@ class _NgLib:
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)  # a mapped file may be unlinked
 
-    def _on_stat(self, _msg: bytes, _id: int, _user: int) -> int:
-        return 0
-
     def _on_char(self, msg: bytes, _id: int, _user: int) -> int:
         self.log.append(msg.decode("latin-1", "replace"))
         return 0
@@ -257,27 +233,19 @@ class _NgLib:
         return 0
 
     def command(self, cmd: str) -> int:
-        with _sigint_deferred():
-            return int(self.lib.ngSpice_Command(cmd.encode("latin-1")))
+        return int(self.lib.ngSpice_Command(cmd.encode("latin-1")))
 
     def load(self, lines: list[str]) -> int:
         arr = (c_char_p * (len(lines) + 1))(*[ln.encode("latin-1") for ln in lines], None)
-        with _sigint_deferred():
-            return int(self.lib.ngSpice_Circ(arr))
+        return int(self.lib.ngSpice_Circ(arr))
 
     def run_in_background(self, timeout_s: float, analysis: str | None = None) -> bool:
         """``bg_run`` (or ``bg_<analysis>``) in ngspice's own thread, halted after
         ``timeout_s``. False on timeout."""
         self._bg_done.clear()
         self.command("bg_" + (analysis or "run"))
-        try:
-            if self._bg_done.wait(timeout_s):
-                return True
-        except KeyboardInterrupt:  # Ctrl-C: stop ngspice's thread before leaving
-            with _sigint_deferred():
-                self.lib.ngSpice_Command(b"bg_halt")
-            self._bg_done.wait(10.0)
-            raise
+        if self._bg_done.wait(timeout_s):
+            return True
         self.command("bg_halt")
         self._bg_done.wait(10.0)
         return False

@@ -198,37 +198,6 @@ def test_ctrl_c_in_characterize(tmp_path):
 
 
 @pytest.mark.ngspice
-def test_ctrl_c_in_a_serial_sweep_on_the_shared_library(tmp_path):
-    """``sweep --jobs 1`` runs libngspice in the command's own (forked) process, whose
-    callbacks run Python: a Ctrl-C landing in one was printed as "Exception ignored ...
-    Traceback" and lost, and the sweep ran to the end with exit 0. Now it stops, says what
-    is stored and exits 130."""
-    import re
-    import shutil
-
-    ex = REPO / "examples" / "sweeps"
-    shutil.copy(ex / "cs_stage.cir", tmp_path)
-    spec = (ex / "cs_stage.toml").read_text().replace("n = 2\n", "n = 4\n")  # 216 points
-    assert "n = 4\n" in spec
-    (tmp_path / "cs_stage.toml").write_text(spec)
-    out = tmp_path / "cs.h5"
-    argv = [sys.executable, "-m", "imc.cli", "sweep", str(tmp_path / "cs_stage.toml"),
-            "--out", str(out), "--jobs", "1"]
-    stderr = tmp_path / "stderr.txt"
-    with open(tmp_path / "stdout.txt", "w") as so, open(stderr, "w") as se:
-        proc = subprocess.Popen(argv, stdout=so, stderr=se, env=_env(), cwd=tmp_path,
-                                start_new_session=True)
-    _wait_for(stderr, proc, ["pt/s"], timeout_s=120)  # points running
-    rc, err = _interrupt(proc, True, tmp_path)
-    assert rc == 130, err
-    assert "Traceback" not in err and "Exception ignored" not in err, err
-    last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()][-1]
-    assert re.fullmatch(r"spicebridge sweep: interrupted: sweep 'cs_stage': \d+ of 216 points "
-                        r"are stored; the same command run again resumes from them", last), last
-    assert not out.exists()
-
-
-@pytest.mark.ngspice
 def test_ctrl_c_in_the_demo_itself(tmp_path):
     """``spicebridge demo`` for real, stopped in its first step (the crossbar's SPICE sweep on
     two worker processes): the one line names the step and the points it stored."""
