@@ -7,6 +7,8 @@ import copy
 import cProfile
 import io
 import pstats
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -17,6 +19,20 @@ import torch
 #: The demo's quick-preset circuit files (``make demo`` writes them); pass ``--lookup`` for others.
 LOOKUPS = [str(Path(__file__).resolve().parents[1] / "runs" / "demo" / f)
            for f in ("crossbar.h5", "adc.h5")]
+
+
+def old_package(commit: str) -> str:
+    """Extract ``nnsim`` of ``commit`` (``git archive``) as ``nnsim_old`` in a temporary
+    folder put first on sys.path (the package imports itself only relatively), so an older
+    tree and this one run side by side in one process; returns the folder."""
+    root = Path(__file__).resolve().parents[1]
+    d = Path(tempfile.mkdtemp(prefix="nnsim-old-"))
+    tar = subprocess.run(["git", "-C", str(root), "archive", commit, "nnsim"],
+                         capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
+    (d / "nnsim").rename(d / "nnsim_old")
+    sys.path.insert(0, str(d))
+    return str(d)
 
 
 def rss_kb(field: str) -> int:

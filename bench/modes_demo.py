@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--chips", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lookup", nargs=2, default=LOOKUPS, metavar=("CROSSBAR.h5", "ADC.h5"))
-    ap.add_argument("--only", type=int, nargs="*", help="indices into SETTINGS")
+    ap.add_argument("--only", type=int, nargs="*", choices=range(len(SETTINGS)),
+                    metavar="I", help=f"indices into SETTINGS (0-{len(SETTINGS) - 1})")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
     torch.set_num_threads(1)

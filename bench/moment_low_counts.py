@@ -22,29 +22,16 @@ import argparse
 import importlib
 import json
 import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import LOOKUPS
+from common import LOOKUPS, old_package
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "moment_low_counts.json"
-
-
-def _old_package(commit: str) -> str:
-    """Extract ``nnsim`` of ``commit`` as ``nnsim_old`` in a temporary folder on sys.path."""
-    d = Path(tempfile.mkdtemp(prefix="nnsim-old-"))
-    tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "nnsim"],
-                         capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
-    (d / "nnsim").rename(d / "nnsim_old")
-    sys.path.insert(0, str(d))
-    return str(d)
 
 
 def _setup(pkg: str, model, lookups, bits: int, kernel: str, calib, seed: int):
@@ -97,7 +84,7 @@ def main() -> None:
     test = load_dataset("digits", "test").subset(a.images)
     calib = load_dataset("digits", "calib").images[:64]
     seeds = chip_seeds(0, a.chips)
-    _old_package(a.old)
+    old_package(a.old)
     res = {"old_commit": a.old, "new_commit": subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
         text=True).stdout.strip(), "images": len(test), "chips": a.chips, "batch": a.batch,

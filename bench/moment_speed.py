@@ -20,27 +20,16 @@ import importlib
 import json
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from common import LOOKUPS, profile
+from common import LOOKUPS, old_package, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "moment_speed.json"
-
-
-def _old_package(commit: str) -> None:
-    """Extract ``nnsim`` of ``commit`` as ``nnsim_old`` in a temporary folder on sys.path."""
-    d = Path(tempfile.mkdtemp(prefix="nnsim-old-"))
-    tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "nnsim"],
-                         capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
-    (d / "nnsim").rename(d / "nnsim_old")
-    sys.path.insert(0, str(d))
 
 
 def _files(lookups: list[str]) -> tuple[list[str], str]:
@@ -127,7 +116,7 @@ def main() -> None:
     if a.images < 1 or a.batch < 1 or a.rounds < 1 or a.repeat < 1 or a.deit_batch < 1:
         ap.error("--images, --batch, --rounds, --repeat and --deit-batch must be >= 1")
     torch.set_num_threads(a.threads)
-    _old_package(a.old)
+    old_package(a.old)
     from nnsim.data import load_dataset
     from nnsim.models import load_or_train
 

@@ -415,7 +415,7 @@ def _execute_loky(spec: SweepSpec, tasks: list[np.ndarray], workers: int,
         inflight: dict[Any, np.ndarray] = {}
         try:
             while True:
-                with _sigint_blocked():
+                with sigint_blocked():
                     while (pending and not stop and len(inflight) < 2 * workers
                            and sent < budget):
                         t = pending.popleft()
@@ -454,9 +454,10 @@ def _worker_ignores_sigint() -> None:
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT held back (delivered on exit) while workers may be started: they inherit the
-    mask and unblock it only after ignoring SIGINT (``_worker_ignores_sigint``)."""
+def sigint_blocked() -> Iterator[None]:
+    """SIGINT held back (delivered on exit) while worker processes may be started: they
+    inherit the mask and unblock it only once they have their own SIGINT disposition
+    (``_worker_ignores_sigint`` here, the demo's lane initializer in ``imc.demo.pipeline``)."""
     import signal
 
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from characterization.adc.convention import ideal_threshold_k_minus
+from characterization.sweep.run import sigint_blocked
 from spicebridge.errors import SpiceBridgeError
 from spicebridge.fileio import atomic_write_text
 
@@ -300,14 +301,11 @@ def _run_lanes_in_processes(work: list[tuple[int, list[dict[str, Any]]]], n_work
     try:
         # SIGINT blocked while the processes start: they inherit the mask and take Ctrl-C
         # only once their handler is installed (a Ctrl-C meanwhile is delivered after that)
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with sigint_blocked():
             # no progress bars: two processes' bars would overwrite each other's lines
             futs = [pool.submit(_run_lane, w, total=total, lane=lane_no,
                                 to_stderr=sys.stdout is sys.stderr, bars=False)
                     for lane_no, w in work]
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         for f in futs:
             try:
                 records.update(f.result())
